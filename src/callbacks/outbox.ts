@@ -1,0 +1,187 @@
+import { Agent, request, type Dispatcher } from 'undici';
+import type { Logger } from 'pino';
+import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy } from '../shared/backoff.ts';
+import type { Clock } from '../shared/clock.ts';
+import type { Delivery } from '../shared/delivery.ts';
+
+/** The part of the store the outbox needs. */
+export interface OutboxStore {
+  pendingDeliveries(): Delivery[];
+  completeDelivery(id: string): void;
+  recordAttempt(id: string, attempts: number, error: string): void;
+}
+
+export type DeliveryResult = 'delivered' | 'rejected' | 'expired';
+
+export interface OutboxOptions {
+  readonly store: OutboxStore;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly userAgent: string;
+  /** Give up on a delivery this long after it was queued. */
+  readonly maxAgeMs: number;
+  readonly requestTimeoutMs: number;
+  readonly backoff: BackoffPolicy;
+  readonly dispatcher?: Dispatcher;
+  /** Called once per delivery when it leaves the outbox. */
+  readonly onSettled?: (delivery: Delivery, result: DeliveryResult) => void;
+}
+
+interface Lane {
+  readonly queue: Delivery[];
+  running: Promise<void> | undefined;
+}
+
+/**
+ * Delivers queued callbacks at least once, in order per job, with retries.
+ * Deliveries are durable before they get here; the outbox only deletes them once settled.
+ */
+export class CallbackOutbox {
+  private readonly options: OutboxOptions;
+  private readonly lanes = new Map<string, Lane>();
+  private readonly abort = new AbortController();
+  private readonly dispatcher: Dispatcher;
+  private readonly ownsDispatcher: boolean;
+  private idleWaiters: Array<() => void> = [];
+  private closing: Promise<void> | undefined;
+
+  constructor(options: OutboxOptions) {
+    this.options = options;
+    this.ownsDispatcher = options.dispatcher === undefined;
+    this.dispatcher = options.dispatcher ?? new Agent({ connections: 64, keepAliveTimeout: 10_000 });
+  }
+
+  /** Picks up every delivery left in the store, e.g. from before a restart. */
+  resume(): void {
+    for (const delivery of this.options.store.pendingDeliveries()) this.enqueue(delivery);
+  }
+
+  enqueue(delivery: Delivery): void {
+    if (this.abort.signal.aborted) return;
+    let lane = this.lanes.get(delivery.jobId);
+    if (!lane) {
+      lane = { queue: [], running: undefined };
+      this.lanes.set(delivery.jobId, lane);
+    }
+    if (lane.queue.some((d) => d.id === delivery.id)) return;
+    lane.queue.push(delivery);
+    if (!lane.running) {
+      const current = lane;
+      current.running = this.runLane(delivery.jobId, current).finally(() => {
+        current.running = undefined;
+        if (current.queue.length === 0) this.lanes.delete(delivery.jobId);
+        if (this.lanes.size === 0) this.notifyIdle();
+      });
+    }
+  }
+
+  /** Number of deliveries not yet settled. */
+  get backlog(): number {
+    let n = 0;
+    for (const lane of this.lanes.values()) n += lane.queue.length;
+    return n;
+  }
+
+  /** Resolves once nothing is queued, or when `signal` aborts. */
+  async drain(signal: AbortSignal): Promise<void> {
+    if (this.lanes.size === 0 || signal.aborted) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.idleWaiters.push(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /** Stops delivering; what is left stays in the store for the next start. Safe to call twice. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.abort.abort(new Error('outbox closed'));
+      await Promise.allSettled([...this.lanes.values()].flatMap((l) => (l.running ? [l.running] : [])));
+      if (this.ownsDispatcher) await this.dispatcher.close();
+      this.notifyIdle();
+    })();
+    return this.closing;
+  }
+
+  private notifyIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private async runLane(jobId: string, lane: Lane): Promise<void> {
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      const delivery = lane.queue[0];
+      if (!delivery) return;
+      const result = await this.deliver(delivery, signal);
+      if (result === undefined) return; // closed mid-delivery; the store keeps it
+      try {
+        this.options.store.completeDelivery(delivery.id);
+      } catch (err) {
+        this.options.log.error({ jobId, deliveryId: delivery.id, err: describeHttpError(err) }, 'could not mark delivery done; it may be sent again');
+      }
+      lane.queue.shift();
+      this.options.onSettled?.(delivery, result);
+    }
+  }
+
+  /** Retries until the delivery settles; undefined when the outbox closed first. */
+  private async deliver(delivery: Delivery, signal: AbortSignal): Promise<DeliveryResult | undefined> {
+    const { log, clock } = this.options;
+    const context = { jobId: delivery.jobId, deliveryId: delivery.id, seq: delivery.seq };
+    let attempts = delivery.attempts;
+    let lastReason: string | undefined;
+    for (;;) {
+      if (signal.aborted) return undefined;
+      attempts++;
+      let reason: string;
+      try {
+        const res = await request(delivery.url, {
+          method: 'PUT',
+          headers: { ...delivery.headers, 'user-agent': this.options.userAgent },
+          body: delivery.body,
+          dispatcher: this.dispatcher,
+          headersTimeout: this.options.requestTimeoutMs,
+          bodyTimeout: this.options.requestTimeoutMs,
+          signal,
+        });
+        await res.body.dump();
+        if (res.statusCode >= 200 && res.statusCode < 300) {
+          if (lastReason) log.info({ ...context, attempts }, 'callback delivered after retries');
+          return 'delivered';
+        }
+        reason = `callback answered ${res.statusCode}`;
+        if (!isRetryableStatus(res.statusCode)) {
+          log.warn({ ...context, url: delivery.url, reason }, 'callback rejected the update; not retrying');
+          return 'rejected';
+        }
+      } catch (err) {
+        if (signal.aborted) return undefined;
+        reason = describeHttpError(err);
+      }
+      if (clock.now() - delivery.createdAt >= this.options.maxAgeMs) {
+        log.error(
+          { ...context, url: delivery.url, attempts, reason, status: delivery.headers['x-foreman-job-status'] },
+          'GIVING UP on a callback delivery: it could not be delivered within callback_max_age',
+        );
+        return 'expired';
+      }
+      if (reason !== lastReason) log.warn({ ...context, url: delivery.url, reason }, 'callback delivery failed; retrying');
+      lastReason = reason;
+      try {
+        this.options.store.recordAttempt(delivery.id, attempts, reason);
+      } catch {
+        // Only bookkeeping: the delivery itself is still stored.
+      }
+      try {
+        await clock.sleep(backoffDelay(this.options.backoff, attempts), signal);
+      } catch {
+        return undefined;
+      }
+    }
+  }
+}

@@ -1,0 +1,131 @@
+import { request, type Dispatcher } from 'undici';
+import type { Logger } from 'pino';
+import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
+import type { Clock } from '../shared/clock.ts';
+
+export interface PollerOptions {
+  readonly url: string;
+  readonly token: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly agentId: string;
+  readonly userAgent: string;
+  readonly pollFrequencyMs: number;
+  readonly pollTimeoutMs: number;
+  readonly backoff: BackoffPolicy;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly dispatcher?: Dispatcher;
+  /** Free slots right now; sent as x-foreman-capacity. */
+  readonly freeSlots: () => number;
+  /** Resolves once a slot is free (or the signal aborts). */
+  readonly waitForSlot: (signal: AbortSignal) => Promise<void>;
+  /** Receives every entry of a reply, unvalidated. */
+  readonly onJobs: (entries: unknown[]) => void;
+}
+
+/** `k=v` pairs with keys and values URL-encoded, joined by commas. */
+export function encodeLabels(labels: Readonly<Record<string, string>>): string {
+  return Object.entries(labels)
+    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
+    .join(',');
+}
+
+export class PollError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'PollError';
+  }
+}
+
+/** Turns a reply into job entries: an array, one object, `[]` and 204 are all valid. */
+export function parsePollReply(status: number, text: string): unknown[] {
+  if (status === 204) return [];
+  if (status === 401 || status === 403) throw new PollError(`the control server rejected the token (${status})`, status);
+  if (status < 200 || status >= 300) throw new PollError(`the control server answered ${status}`, status);
+  if (text.trim() === '') return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new PollError(`the control server sent invalid JSON: ${JSON.stringify(text.slice(0, 80))}`, status);
+  }
+  if (Array.isArray(parsed)) return parsed;
+  if (parsed === null) return [];
+  if (typeof parsed === 'object') return [parsed];
+  throw new PollError(`the control server sent ${typeof parsed} instead of a job or a list of jobs`, status);
+}
+
+/**
+ * Polls the control server. One request at a time; the next one is scheduled only after
+ * the last ends: at once while jobs keep coming and slots are free, else after poll_frequency,
+ * or after a backoff when the poll failed. No polling while every slot is taken.
+ */
+export class Poller {
+  private readonly options: PollerOptions;
+  private failures = 0;
+  private lastProblem: string | undefined;
+
+  constructor(options: PollerOptions) {
+    this.options = options;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const { clock, log } = this.options;
+    while (!signal.aborted) {
+      await this.options.waitForSlot(signal);
+      if (signal.aborted) return;
+      let delay: number;
+      try {
+        const entries = await this.pollOnce(signal);
+        if (this.lastProblem) log.info({ url: this.options.url }, 'control server reachable again');
+        this.failures = 0;
+        this.lastProblem = undefined;
+        if (entries.length > 0) this.options.onJobs(entries);
+        delay = entries.length > 0 && this.options.freeSlots() > 0 ? 0 : this.options.pollFrequencyMs;
+      } catch (err) {
+        if (signal.aborted) return;
+        this.failures++;
+        const problem = describeHttpError(err);
+        if (problem !== this.lastProblem) log.warn({ url: this.options.url, reason: problem }, 'polling the control server failed; retrying with backoff');
+        this.lastProblem = problem;
+        delay = backoffDelay(this.options.backoff, this.failures);
+      }
+      if (delay > 0) {
+        try {
+          await clock.sleep(delay, signal);
+        } catch {
+          return;
+        }
+      }
+    }
+  }
+
+  /** One GET; throws PollError or a network error. */
+  async pollOnce(signal: AbortSignal): Promise<unknown[]> {
+    const timeout = AbortSignal.timeout(this.options.pollTimeoutMs);
+    const res = await request(this.options.url, {
+      method: 'GET',
+      headers: {
+        authorization: `Bearer ${this.options.token}`,
+        'user-agent': this.options.userAgent,
+        'x-foreman-labels': encodeLabels(this.options.labels),
+        'x-foreman-capacity': String(this.options.freeSlots()),
+        'x-foreman-agent-id': this.options.agentId,
+        accept: 'application/json',
+      },
+      signal: AbortSignal.any([signal, timeout]),
+      ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}),
+    }).catch((err: unknown) => {
+      if (timeout.aborted && !signal.aborted) throw new PollError(`no reply within poll_timeout (${this.options.pollTimeoutMs} ms)`);
+      throw err;
+    });
+    const text = await res.body.text().catch((err: unknown) => {
+      if (timeout.aborted && !signal.aborted) throw new PollError(`no reply within poll_timeout (${this.options.pollTimeoutMs} ms)`);
+      throw err;
+    });
+    return parsePollReply(res.statusCode, text);
+  }
+}

@@ -1,0 +1,266 @@
+import type Docker from 'dockerode';
+import { PassThrough, Readable } from 'node:stream';
+import {
+  ExecutorJobError,
+  LABEL_AGENT,
+  LABEL_JOB,
+  LABEL_MANAGED,
+  type ContainerSpec,
+  type ContainerStatus,
+  type Executor,
+  type ExecutorEvent,
+} from '../executor.ts';
+
+export interface DockerExecutorOptions {
+  readonly docker: Docker;
+  readonly agentId: string;
+  readonly networkName: string;
+  readonly extraHosts: readonly string[];
+}
+
+/** Engine replies carry a statusCode; connection failures do not. */
+function statusOf(err: unknown): number | undefined {
+  const code = (err as { statusCode?: unknown } | null)?.statusCode;
+  return typeof code === 'number' ? code : undefined;
+}
+
+function engineMessage(err: unknown): string {
+  const json = (err as { json?: { message?: unknown } } | null)?.json;
+  if (json && typeof json.message === 'string') return json.message;
+  return err instanceof Error ? err.message : String(err);
+}
+
+function parseTime(value: string | undefined): number | null {
+  if (!value || value.startsWith('0001-')) return null;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+/** The Executor for a Docker-API engine, through dockerode. */
+export class DockerExecutor implements Executor {
+  private readonly docker: Docker;
+  private readonly options: DockerExecutorOptions;
+
+  constructor(options: DockerExecutorOptions) {
+    this.docker = options.docker;
+    this.options = options;
+  }
+
+  async prepare(): Promise<void> {
+    await this.docker.ping();
+    const network = this.docker.getNetwork(this.options.networkName);
+    try {
+      await network.inspect();
+    } catch (err) {
+      if (statusOf(err) !== 404) throw err;
+      try {
+        await this.docker.createNetwork({
+          Name: this.options.networkName,
+          Driver: 'bridge',
+          CheckDuplicate: true,
+          Labels: { [LABEL_MANAGED]: 'true' },
+        });
+      } catch (createErr) {
+        // Another agent on the same engine created it first.
+        if (statusOf(createErr) !== 409) throw createErr;
+      }
+    }
+  }
+
+  async gatewayAddress(): Promise<string | undefined> {
+    const info = (await this.docker.getNetwork(this.options.networkName).inspect()) as {
+      IPAM?: { Config?: Array<{ Gateway?: string }> };
+    };
+    return info.IPAM?.Config?.find((c) => c.Gateway)?.Gateway;
+  }
+
+  async version(): Promise<string> {
+    const v = await this.docker.version();
+    return `${v.Version} (API ${v.ApiVersion})`;
+  }
+
+  async ensureImage(image: string, alwaysPull: boolean): Promise<void> {
+    if (!alwaysPull) {
+      try {
+        await this.docker.getImage(image).inspect();
+        return;
+      } catch (err) {
+        if (statusOf(err) !== 404) throw err;
+      }
+    }
+    try {
+      const stream = await this.docker.pull(image);
+      await new Promise<void>((resolve, reject) => {
+        this.docker.modem.followProgress(stream, (err: Error | null, output: Array<{ error?: string }>) => {
+          const failed = output?.find((o) => o.error);
+          if (err) reject(err);
+          else if (failed?.error) reject(Object.assign(new Error(failed.error), { statusCode: 500 }));
+          else resolve();
+        });
+      });
+    } catch (err) {
+      if (statusOf(err) === undefined) throw err;
+      throw new ExecutorJobError('pull', `pulling image ${image} failed: ${engineMessage(err)}`);
+    }
+  }
+
+  async create(spec: ContainerSpec): Promise<string> {
+    const labels = {
+      ...spec.labels,
+      [LABEL_MANAGED]: 'true',
+      [LABEL_AGENT]: this.options.agentId,
+    };
+    try {
+      const container = await this.docker.createContainer({
+        name: spec.name,
+        Image: spec.image,
+        ...(spec.command ? { Cmd: [...spec.command] } : {}),
+        Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+        Labels: labels,
+        HostConfig: {
+          NetworkMode: this.options.networkName,
+          ExtraHosts: [...this.options.extraHosts],
+          // Without an init, node (and many programs) as PID 1 ignore SIGTERM and stop only when killed.
+          Init: true,
+        },
+      });
+      return container.id;
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 409) {
+        const existing = await this.inspect(spec.name);
+        if (existing) return existing.id;
+      }
+      if (status === undefined) throw err;
+      throw new ExecutorJobError('create', `creating the container failed: ${engineMessage(err)}`);
+    }
+  }
+
+  async start(containerId: string): Promise<void> {
+    try {
+      await this.docker.getContainer(containerId).start();
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 304) return;
+      if (status === undefined) throw err;
+      throw new ExecutorJobError('start', `starting the container failed: ${engineMessage(err)}`);
+    }
+  }
+
+  async stop(containerId: string, graceMs: number): Promise<void> {
+    try {
+      await this.docker.getContainer(containerId).stop({ t: Math.ceil(graceMs / 1000) });
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 304 || status === 404) return;
+      throw err;
+    }
+  }
+
+  async remove(containerId: string): Promise<void> {
+    try {
+      await this.docker.getContainer(containerId).remove({ force: true, v: true });
+    } catch (err) {
+      const status = statusOf(err);
+      // 409: a removal is already in progress.
+      if (status === 404 || status === 409) return;
+      throw err;
+    }
+  }
+
+  async inspect(containerId: string): Promise<ContainerStatus | undefined> {
+    try {
+      const info = await this.docker.getContainer(containerId).inspect();
+      return {
+        id: info.Id,
+        jobId: info.Config.Labels?.[LABEL_JOB],
+        running: info.State.Running,
+        exitCode: info.State.Running ? null : info.State.ExitCode,
+        oomKilled: info.State.OOMKilled,
+        startedAt: parseTime(info.State.StartedAt),
+      };
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async list(): Promise<ContainerStatus[]> {
+    const summaries = await this.docker.listContainers({
+      all: true,
+      filters: { label: [`${LABEL_AGENT}=${this.options.agentId}`] },
+    });
+    const statuses = await Promise.all(summaries.map((s) => this.inspect(s.Id)));
+    return statuses.filter((s): s is ContainerStatus => s !== undefined);
+  }
+
+  async logsTail(containerId: string, lines: number): Promise<string[]> {
+    let raw: Buffer;
+    try {
+      raw = await this.docker.getContainer(containerId).logs({ stdout: true, stderr: true, tail: lines, follow: false });
+    } catch (err) {
+      if (statusOf(err) === 404) return [];
+      throw err;
+    }
+    const out = new PassThrough();
+    const chunks: Buffer[] = [];
+    out.on('data', (c: Buffer) => chunks.push(c));
+    await new Promise<void>((resolve, reject) => {
+      const source = Readable.from([raw]);
+      source.on('end', resolve);
+      source.on('error', reject);
+      this.docker.modem.demuxStream(source, out, out);
+    });
+    const text = Buffer.concat(chunks).toString('utf8');
+    return text.split('\n').filter((l) => l.length > 0).slice(-lines);
+  }
+
+  async watch(onEvent: (event: ExecutorEvent) => void, signal: AbortSignal, onReady?: () => void): Promise<void> {
+    if (signal.aborted) return;
+    const stream = (await this.docker.getEvents({
+      filters: { type: ['container'], event: ['die', 'oom'], label: [`${LABEL_AGENT}=${this.options.agentId}`] },
+    })) as unknown as NodeJS.ReadableStream & { destroy(): void };
+    onReady?.();
+    await new Promise<void>((resolve, reject) => {
+      let buffered = '';
+      const onAbort = (): void => {
+        stream.destroy();
+        resolve();
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      stream.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString('utf8');
+        let newline: number;
+        while ((newline = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, newline).trim();
+          buffered = buffered.slice(newline + 1);
+          if (line) this.dispatchEvent(line, onEvent);
+        }
+      });
+      const ended = (err?: Error): void => {
+        signal.removeEventListener('abort', onAbort);
+        if (signal.aborted) resolve();
+        else reject(err ?? new Error('the engine closed the event stream'));
+      };
+      stream.on('error', ended);
+      stream.on('end', () => ended());
+    });
+  }
+
+  private dispatchEvent(line: string, onEvent: (event: ExecutorEvent) => void): void {
+    let event: { Action?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
+    try {
+      event = JSON.parse(line) as typeof event;
+    } catch {
+      return;
+    }
+    const containerId = event.Actor?.ID;
+    const jobId = event.Actor?.Attributes?.[LABEL_JOB];
+    if (!containerId || jobId === undefined) return;
+    if (event.Action === 'oom') onEvent({ type: 'oom', containerId, jobId });
+    if (event.Action === 'die') {
+      const code = Number(event.Actor?.Attributes?.exitCode);
+      onEvent({ type: 'exited', containerId, jobId, exitCode: Number.isFinite(code) ? code : null });
+    }
+  }
+}

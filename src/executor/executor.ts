@@ -1,0 +1,78 @@
+/** Labels on every container the agent creates, so it can find its own after a restart. */
+export const LABEL_MANAGED = 'foreman.managed';
+export const LABEL_AGENT = 'foreman.agent';
+export const LABEL_JOB = 'foreman.job-id';
+
+export interface ContainerSpec {
+  readonly name: string;
+  readonly image: string;
+  readonly command: readonly string[] | undefined;
+  readonly env: Readonly<Record<string, string>>;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+export interface ContainerStatus {
+  readonly id: string;
+  readonly jobId: string | undefined;
+  readonly running: boolean;
+  readonly exitCode: number | null;
+  readonly oomKilled: boolean;
+  /** Epoch ms the container last started, when the engine knows it. */
+  readonly startedAt: number | null;
+}
+
+export type ExecutorEvent =
+  | { readonly type: 'exited'; readonly containerId: string; readonly jobId: string; readonly exitCode: number | null }
+  | { readonly type: 'oom'; readonly containerId: string; readonly jobId: string };
+
+/** Raised for a job-level failure (bad image, pull error) as opposed to an unreachable engine. */
+export class ExecutorJobError extends Error {
+  constructor(
+    readonly kind: 'pull' | 'create' | 'start',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ExecutorJobError';
+  }
+}
+
+/**
+ * Runs job containers on one engine.
+ *
+ * Call order: `prepare` once at start; per job `ensureImage` → `create` → `start`, then `stop`
+ * and `remove`. `list`, `inspect`, `logsTail` and `watch` may be called at any time.
+ *
+ * Every call is safe to repeat: `prepare` keeps an existing network, `create` returns the
+ * existing container of the same name, `start` on a running container, `stop` on a stopped one
+ * and `remove` on a missing one all succeed. That is what lets the agent retry after a crash
+ * without knowing how far the last attempt got.
+ *
+ * Job-level failures throw `ExecutorJobError`; anything else means the engine is unreachable.
+ */
+export interface Executor {
+  /** Checks the engine answers and creates the job network when missing. */
+  prepare(signal?: AbortSignal): Promise<void>;
+  /** Address on this host that containers on the job network reach it by (the network gateway). */
+  gatewayAddress(): Promise<string | undefined>;
+  /** Engine version string, for logs and `foreman check`. */
+  version(): Promise<string>;
+  /** Pulls the image when it is missing locally, or always when `alwaysPull`. */
+  ensureImage(image: string, alwaysPull: boolean, signal?: AbortSignal): Promise<void>;
+  /** Creates the container and returns its id. */
+  create(spec: ContainerSpec): Promise<string>;
+  start(containerId: string): Promise<void>;
+  /** Stops the container, killing it after `graceMs`. */
+  stop(containerId: string, graceMs: number): Promise<void>;
+  remove(containerId: string): Promise<void>;
+  /** Undefined when the container does not exist. */
+  inspect(containerId: string): Promise<ContainerStatus | undefined>;
+  /** Every container labelled with this agent's id, running or not. */
+  list(): Promise<ContainerStatus[]>;
+  /** The last `lines` lines of the container's stdout and stderr. */
+  logsTail(containerId: string, lines: number): Promise<string[]>;
+  /**
+   * Streams exits and OOM kills of this agent's containers until the signal aborts
+   * (resolves) or the engine connection drops (rejects).
+   */
+  watch(onEvent: (event: ExecutorEvent) => void, signal: AbortSignal, onReady?: () => void): Promise<void>;
+}

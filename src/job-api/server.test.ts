@@ -1,0 +1,97 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pino from 'pino';
+import { createJobApi, type JobUpdate } from './server.ts';
+
+function setup() {
+  const updates: JobUpdate[] = [];
+  const api = createJobApi({
+    log: pino({ level: 'silent' }),
+    maxBodySize: 1024,
+    backend: {
+      authorize: (id, secret) => id === 'a/b c' && secret === 's3cret',
+      fetchJob: (id) => ({ status: 200, body: { id, body: { values: [1] } } }),
+      updateJob: (_id, update) => {
+        updates.push(update);
+        return { status: 200, body: { ok: true } };
+      },
+    },
+  });
+  return { api, updates };
+}
+
+const url = `/job/${encodeURIComponent('a/b c')}?token=s3cret`;
+
+test('GET and PUT with the right id and secret reach the backend, body byte for byte', async () => {
+  const { api, updates } = setup();
+  const get = await api.app.inject({ method: 'GET', url });
+  assert.equal(get.statusCode, 200);
+  assert.deepEqual(get.json(), { id: 'a/b c', body: { values: [1] } });
+
+  const payload = Buffer.from('{"result":  6 }\n');
+  const put = await api.app.inject({
+    method: 'PUT',
+    url,
+    headers: { 'x-foreman-job-status': 'completed', 'x-foreman-job-progress': '0.5', 'content-type': 'application/json' },
+    payload,
+  });
+  assert.equal(put.statusCode, 200);
+  assert.equal(updates[0]?.status, 'completed');
+  assert.equal(updates[0]?.progress, 0.5);
+  assert.deepEqual(updates[0]?.body, payload);
+
+  const bare = await api.app.inject({ method: 'PUT', url, headers: { 'x-foreman-job-status': 'running' } });
+  assert.equal(bare.statusCode, 200);
+  assert.equal(updates[1]?.progress, 0);
+  await api.close();
+  await api.close();
+});
+
+test('a wrong or missing secret, or another id, is a 404 that reveals nothing', async () => {
+  const { api, updates } = setup();
+  for (const path of ['/job/a%2Fb%20c?token=nope', '/job/a%2Fb%20c', '/job/other?token=s3cret', '/nothing']) {
+    const res = await api.app.inject({ method: 'PUT', url: path, headers: { 'x-foreman-job-status': 'completed' } });
+    assert.equal(res.statusCode, 404, path);
+    assert.deepEqual(res.json(), { error: 'no such job' });
+  }
+  assert.equal(updates.length, 0);
+});
+
+test('bad headers get 400 with a message; oversized bodies get 413', async () => {
+  const { api } = setup();
+  const cases: Array<[Record<string, string>, number, RegExp]> = [
+    [{}, 400, /x-foreman-job-status must be "running" or "completed"/],
+    [{ 'x-foreman-job-status': 'done' }, 400, /x-foreman-job-status must be/],
+    [{ 'x-foreman-job-status': 'running', 'x-foreman-job-progress': 'abc' }, 400, /x-foreman-job-progress must be a number/],
+  ];
+  for (const [headers, status, message] of cases) {
+    const res = await api.app.inject({ method: 'PUT', url, headers });
+    assert.equal(res.statusCode, status, JSON.stringify(headers));
+    assert.match(res.json<{ error: string }>().error, message);
+  }
+  const big = await api.app.inject({
+    method: 'PUT',
+    url,
+    headers: { 'x-foreman-job-status': 'running', 'content-type': 'text/plain' },
+    payload: 'x'.repeat(2048),
+  });
+  assert.equal(big.statusCode, 413);
+  assert.doesNotMatch(big.body, /at .*\.ts/);
+});
+
+test('a backend failure is a 503 the container can retry', async () => {
+  const api = createJobApi({
+    log: pino({ level: 'silent' }),
+    maxBodySize: 1024,
+    backend: {
+      authorize: () => true,
+      fetchJob: () => {
+        throw new Error('SQLITE_BUSY: database is locked');
+      },
+      updateJob: () => ({ status: 200, body: {} }),
+    },
+  });
+  const res = await api.app.inject({ method: 'GET', url: '/job/x?token=t' });
+  assert.equal(res.statusCode, 503);
+  assert.doesNotMatch(res.body, /SQLITE/);
+});

@@ -1,0 +1,91 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { SqliteStore } from './sqlite-store.ts';
+import { IllegalTransitionError } from './state.ts';
+
+const spec = { id: 'job-1', image: 'img', body: { values: [1, 2] }, callbackUrl: 'http://127.0.0.1:1/cb' };
+const delivery = (n: number) => ({ url: spec.callbackUrl, headers: { 'x-n': String(n) }, body: Buffer.from(`b${n}`) });
+
+function withStore(fn: (open: () => SqliteStore) => void): void {
+  const dir = mkdtempSync(join(tmpdir(), 'foreman-store-'));
+  const opened: SqliteStore[] = [];
+  try {
+    fn(() => {
+      const store = SqliteStore.open({ dataDir: dir, log: pino({ level: 'silent' }) });
+      opened.push(store);
+      return store;
+    });
+  } finally {
+    for (const s of opened) s.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('agent id, jobs and deliveries survive reopening', () => {
+  withStore((open) => {
+    const first = open();
+    assert.equal(first.admit(spec, 'secret', 'name'), true);
+    first.transition('job-1', 'creating');
+    first.transition('job-1', 'started', { containerId: 'c1', startedAt: 1234 });
+    first.recordUpdate('job-1', delivery(1), 'running');
+    first.recordUpdate('job-1', delivery(2));
+    const agentId = first.agentId;
+    first.close();
+    first.close(); // safe twice
+
+    const second = open();
+    assert.equal(second.agentId, agentId);
+    const job = second.get('job-1');
+    assert.equal(job?.state, 'running');
+    assert.equal(job?.containerId, 'c1');
+    assert.equal(job?.startedAt, 1234);
+    assert.equal(job?.secret, 'secret');
+    const pending = second.pendingDeliveries();
+    assert.deepEqual(pending.map((d) => d.seq), [1, 2]);
+    assert.equal(pending[0]?.headers['x-foreman-delivery-seq'], '1');
+    assert.equal(pending[0]?.headers['x-foreman-delivery-id'], pending[0]?.id);
+    assert.equal(pending[1]?.body.toString(), 'b2');
+  });
+});
+
+test('a known id is not admitted twice, even after removal', () => {
+  withStore((open) => {
+    const store = open();
+    assert.equal(store.admit(spec, 's', 'n'), true);
+    assert.equal(store.admit(spec, 's', 'n'), false);
+    store.transition('job-1', 'removed');
+    assert.equal(store.admit(spec, 's', 'n'), false);
+    assert.equal(store.rememberRejected('job-1', undefined), undefined);
+    assert.equal(store.rememberRejected('bad-1', delivery(1))?.delivery?.seq, 1);
+    assert.equal(store.admit({ ...spec, id: 'bad-1' }, 's', 'n'), false);
+  });
+});
+
+test('illegal transitions throw and change nothing; a failed update queues nothing', () => {
+  withStore((open) => {
+    const store = open();
+    store.admit(spec, 's', 'n');
+    assert.throws(() => store.transition('job-1', 'completed'), IllegalTransitionError);
+    assert.throws(() => store.recordUpdate('job-1', delivery(1), 'completed'), IllegalTransitionError);
+    assert.equal(store.get('job-1')?.state, 'pending');
+    assert.equal(store.pendingDeliveries().length, 0);
+  });
+});
+
+test('purge forgets old removed jobs only once their deliveries are done', () => {
+  withStore((open) => {
+    const store = open();
+    store.admit(spec, 's', 'n');
+    store.transition('job-1', 'creating');
+    store.transition('job-1', 'stopped', { outcome: 'pull-failed' });
+    const { delivery: queued } = store.recordUpdate('job-1', delivery(1), 'removed');
+    assert.equal(store.purgeRemoved(Date.now() + 1000), 0);
+    store.completeDelivery(queued.id);
+    assert.equal(store.purgeRemoved(Date.now() + 1000), 1);
+    assert.equal(store.get('job-1'), undefined);
+  });
+});

@@ -1,0 +1,264 @@
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { JobSpec } from '../shared/job-spec.ts';
+import { transition, type JobState, type Outcome } from './state.ts';
+import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+
+/** Numbered, append-only: never edit a shipped migration, add the next one. */
+const migrations: readonly string[] = [
+  /* 1 */ `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+  CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    state TEXT NOT NULL,
+    container_name TEXT NOT NULL,
+    container_id TEXT,
+    outcome TEXT,
+    received_at INTEGER NOT NULL,
+    started_at INTEGER,
+    stopped_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX jobs_state ON jobs (state, updated_at);
+  CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    UNIQUE (job_id, seq)
+  );
+  `,
+];
+
+interface JobRow {
+  id: string;
+  spec: string;
+  secret: string;
+  state: JobState;
+  container_name: string;
+  container_id: string | null;
+  outcome: Outcome | null;
+  received_at: number;
+  started_at: number | null;
+  stopped_at: number | null;
+  updated_at: number;
+}
+
+interface DeliveryRow {
+  id: string;
+  job_id: string;
+  seq: number;
+  url: string;
+  headers: string;
+  body: Buffer;
+  created_at: number;
+  attempts: number;
+}
+
+function toJob(row: JobRow): JobRecord {
+  return {
+    id: row.id,
+    spec: JSON.parse(row.spec) as JobSpec,
+    secret: row.secret,
+    state: row.state,
+    containerName: row.container_name,
+    containerId: row.container_id,
+    outcome: row.outcome,
+    receivedAt: row.received_at,
+    startedAt: row.started_at,
+    stoppedAt: row.stopped_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+function toDelivery(row: DeliveryRow): Delivery {
+  return {
+    id: row.id,
+    jobId: row.job_id,
+    seq: row.seq,
+    url: row.url,
+    headers: JSON.parse(row.headers) as Record<string, string>,
+    body: row.body,
+    createdAt: row.created_at,
+    attempts: row.attempts,
+  };
+}
+
+export interface SqliteStoreOptions {
+  readonly dataDir: string;
+  readonly log: Logger;
+  readonly now?: () => number;
+  /** How long a write waits for a lock held by another connection before failing. */
+  readonly busyTimeoutMs?: number;
+}
+
+/** JobStore on SQLite (WAL) in `<dataDir>/foreman.db`. */
+export class SqliteStore implements JobStore {
+  readonly agentId: string;
+  private readonly db: Database.Database;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private closed = false;
+
+  static open(options: SqliteStoreOptions): SqliteStore {
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    return new SqliteStore(new Database(join(options.dataDir, 'foreman.db')), options);
+  }
+
+  private constructor(db: Database.Database, options: SqliteStoreOptions) {
+    this.db = db;
+    this.log = options.log;
+    this.now = options.now ?? Date.now;
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 2000}`);
+    this.migrate();
+    this.agentId = this.loadAgentId();
+  }
+
+  private migrate(): void {
+    const current = this.db.pragma('user_version', { simple: true }) as number;
+    for (let version = current; version < migrations.length; version++) {
+      this.db.transaction(() => {
+        this.db.exec(migrations[version] ?? '');
+        this.db.pragma(`user_version = ${version + 1}`);
+      })();
+    }
+  }
+
+  private loadAgentId(): string {
+    const row = this.db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'agent_id'").get();
+    if (row) return row.value;
+    const id = randomUUID();
+    this.db.prepare("INSERT INTO meta (key, value) VALUES ('agent_id', ?)").run(id);
+    return id;
+  }
+
+  admit(spec: JobSpec, secret: string, containerName: string): boolean {
+    const now = this.now();
+    const result = this.db
+      .prepare(
+        `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
+         VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+      )
+      .run(spec.id, JSON.stringify(spec), secret, containerName, now, now);
+    if (result.changes === 1) this.log.info({ jobId: spec.id, to: 'pending' }, 'job received');
+    return result.changes === 1;
+  }
+
+  rememberRejected(id: string, delivery: NewDelivery | undefined): { delivery: Delivery | undefined } | undefined {
+    return this.db.transaction(() => {
+      const now = this.now();
+      const inserted = this.db
+        .prepare(
+          `INSERT INTO jobs (id, spec, secret, state, container_name, outcome, received_at, stopped_at, updated_at)
+           VALUES (?, '{}', '', 'removed', '', 'invalid', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+        )
+        .run(id, now, now, now);
+      if (inserted.changes === 0) return undefined;
+      this.log.info({ jobId: id, to: 'removed', outcome: 'invalid' }, 'job rejected');
+      return { delivery: delivery ? this.insertDelivery(id, delivery, now) : undefined };
+    })();
+  }
+
+  get(id: string): JobRecord | undefined {
+    const row = this.db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
+    return row ? toJob(row) : undefined;
+  }
+
+  listActive(): JobRecord[] {
+    return this.db
+      .prepare<[], JobRow>("SELECT * FROM jobs WHERE state != 'removed' ORDER BY received_at, rowid")
+      .all()
+      .map(toJob);
+  }
+
+  transition(id: string, to: JobState, patch: TransitionPatch = {}): JobRecord {
+    return this.db.transaction(() => this.applyTransition(id, to, patch))();
+  }
+
+  recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch: TransitionPatch = {}): { job: JobRecord; delivery: Delivery } {
+    return this.db.transaction(() => {
+      const job = to ? this.applyTransition(id, to, patch) : this.mustGet(id);
+      return { job, delivery: this.insertDelivery(id, delivery, this.now()) };
+    })();
+  }
+
+  private mustGet(id: string): JobRecord {
+    const row = this.db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
+    if (!row) throw new Error(`job ${id} is not in the store`);
+    return toJob(row);
+  }
+
+  private applyTransition(id: string, to: JobState, patch: TransitionPatch): JobRecord {
+    const current = this.mustGet(id);
+    transition(id, current.state, to);
+    const now = this.now();
+    this.db
+      .prepare(
+        `UPDATE jobs SET state = ?, updated_at = ?,
+           container_id = COALESCE(?, container_id),
+           outcome = COALESCE(?, outcome),
+           started_at = COALESCE(?, started_at),
+           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END
+         WHERE id = ?`,
+      )
+      .run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, id);
+    const next = this.mustGet(id);
+    this.log.info({ jobId: id, from: current.state, to, ...(patch.outcome ? { outcome: patch.outcome } : {}) }, 'job state');
+    return next;
+  }
+
+  private insertDelivery(jobId: string, delivery: NewDelivery, now: number): Delivery {
+    const { last_seq } = this.db
+      .prepare<[string], { last_seq: number }>('UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq')
+      .get(jobId) ?? { last_seq: 1 };
+    const id = randomUUID();
+    const headers = { ...delivery.headers, 'x-foreman-delivery-id': id, 'x-foreman-delivery-seq': String(last_seq) };
+    this.db
+      .prepare('INSERT INTO deliveries (id, job_id, seq, url, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(id, jobId, last_seq, delivery.url, JSON.stringify(headers), delivery.body, now);
+    return { id, jobId, seq: last_seq, url: delivery.url, headers, body: delivery.body, createdAt: now, attempts: 0 };
+  }
+
+  pendingDeliveries(): Delivery[] {
+    return this.db
+      .prepare<[], DeliveryRow>('SELECT * FROM deliveries ORDER BY job_id, seq')
+      .all()
+      .map(toDelivery);
+  }
+
+  completeDelivery(id: string): void {
+    this.db.prepare('DELETE FROM deliveries WHERE id = ?').run(id);
+  }
+
+  recordAttempt(id: string, attempts: number, error: string): void {
+    this.db.prepare('UPDATE deliveries SET attempts = ?, last_error = ? WHERE id = ?').run(attempts, error, id);
+  }
+
+  purgeRemoved(before: number): number {
+    return this.db
+      .prepare(
+        `DELETE FROM jobs WHERE state = 'removed' AND updated_at < ?
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.id)`,
+      )
+      .run(before).changes;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}

@@ -1,0 +1,58 @@
+import type { JobSpec } from '../shared/job-spec.ts';
+import type { Delivery, NewDelivery } from '../shared/delivery.ts';
+import type { JobState, Outcome } from './state.ts';
+
+export type { Delivery, NewDelivery };
+
+export interface JobRecord {
+  readonly id: string;
+  readonly spec: JobSpec;
+  /** Per-job secret the container must present on the job API. */
+  readonly secret: string;
+  readonly state: JobState;
+  readonly containerName: string;
+  readonly containerId: string | null;
+  readonly outcome: Outcome | null;
+  readonly receivedAt: number;
+  /** When the container started: the completion timeout runs from here, across restarts. */
+  readonly startedAt: number | null;
+  /** When the job reached `stopped`: the removal delay runs from here. */
+  readonly stoppedAt: number | null;
+  readonly updatedAt: number;
+}
+
+export interface TransitionPatch {
+  readonly containerId?: string;
+  readonly outcome?: Outcome;
+  readonly startedAt?: number;
+}
+
+/**
+ * Everything the agent remembers, behind one interface. Every state change goes through
+ * `transition` (or `recordUpdate`), which enforces the state machine and logs it.
+ * Writes are durable when the call returns; a failed write throws and changes nothing.
+ */
+export interface JobStore {
+  /** Stable id of this agent, created on first use. */
+  readonly agentId: string;
+  /** Stores a new pending job; false when the id is tracked or remembered already. */
+  admit(spec: JobSpec, secret: string, containerName: string): boolean;
+  /**
+   * Remembers a job id that was rejected on arrival, with an optional report to send.
+   * Undefined when the id is known already; otherwise the queued report, if any.
+   */
+  rememberRejected(id: string, delivery: NewDelivery | undefined): { delivery: Delivery | undefined } | undefined;
+  get(id: string): JobRecord | undefined;
+  /** Jobs not yet removed, oldest first. */
+  listActive(): JobRecord[];
+  transition(id: string, to: JobState, patch?: TransitionPatch): JobRecord;
+  /** Atomically moves the job (when `to` is given) and queues a delivery. */
+  recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch?: TransitionPatch): { job: JobRecord; delivery: Delivery };
+  /** Undelivered callbacks, ordered by job then seq. */
+  pendingDeliveries(): Delivery[];
+  completeDelivery(id: string): void;
+  recordAttempt(id: string, attempts: number, error: string): void;
+  /** Forgets removed jobs last touched before `before`; returns how many. */
+  purgeRemoved(before: number): number;
+  close(): void;
+}

@@ -1,0 +1,195 @@
+/** The seed's sequence, end to end, against the real engine: poll → container → job API → callback → stop → remove. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { testJobImage } from './support/image.ts';
+import {
+  CallbackReceiver,
+  FakeControlServer,
+  cleanup,
+  containersOf,
+  docker,
+  job,
+  startAgent,
+  testEnv,
+  waitFor,
+  type InProcessAgent,
+  type TestEnv,
+} from './support/harness.ts';
+
+describe('job flow', () => {
+  let control: FakeControlServer;
+  let callbacks: CallbackReceiver;
+  let env: TestEnv;
+  let running: InProcessAgent;
+
+  before(async () => {
+    await testJobImage();
+    control = await new FakeControlServer().start();
+    callbacks = await new CallbackReceiver().start();
+    env = testEnv(control.url, { FOREMAN_CORE_MAX_CONCURRENT_JOBS: '2', FOREMAN_CORE_LABELS_GPU: 'true' });
+    running = await startAgent(env);
+  });
+
+  after(async () => {
+    await running?.close();
+    await control?.close();
+    await callbacks?.stop();
+    if (env) await cleanup(env, running?.agent.agentId);
+  });
+
+  test('a job runs, its result reaches the callback, and its container is stopped and removed', async () => {
+    control.reply([job('sum-1', callbacks.url(), { values: [1, 2, 3, 4] })]);
+    const done = await callbacks.waitForCompletion('sum-1');
+    assert.equal(done.method, 'PUT');
+    assert.deepEqual(JSON.parse(done.body.toString()), { result: 10 });
+    assert.equal(done.headers['x-foreman-job-outcome'], 'succeeded');
+    assert.equal(done.headers['x-foreman-agent-id'], running.agent.agentId);
+    assert.match(String(done.headers['user-agent']), /^foreman\/test \(linux, \w+\)$/);
+
+    const poll = control.polls[0];
+    assert.ok(poll);
+    assert.equal(poll.headers.authorization, 'Bearer test-token');
+    assert.match(String(poll.headers['user-agent']), /^foreman\/test \(linux, \w+\)$/);
+    assert.deepEqual(String(poll.headers['x-foreman-labels']).split(',').sort(), ['gpu=true', 'queue=test']);
+    assert.equal(poll.headers['x-foreman-capacity'], '2');
+    assert.equal(poll.headers['x-foreman-agent-id'], running.agent.agentId);
+
+    await waitFor('the container to be removed', async () => (await containersOf(running.agent.agentId)).length === 0);
+    assert.equal(running.store.get('sum-1')?.state, 'removed');
+  });
+
+  test('a single job object and a 204 reply are both understood', async () => {
+    control.reply({ status: 204 }, job('object-1', callbacks.url(), { values: [5] }), { status: 204 });
+    const done = await callbacks.waitForCompletion('object-1');
+    assert.deepEqual(JSON.parse(done.body.toString()), { result: 5 });
+  });
+
+  test('container headers and body are forwarded byte for byte, without hop-by-hop headers', async () => {
+    const payload = '{"weird":  "spacing",\n "unicode": "ünïcødé ✓"}';
+    control.reply([
+      job('raw-1', callbacks.url('raw/target?x=1'), {
+        action: 'raw',
+        headers: {
+          'x-foreman-job-status': 'completed',
+          'x-foreman-job-progress': '0.75',
+          'content-type': 'application/vnd.test+json; charset=utf-8',
+          'x-custom-header': 'Custom Value',
+          'user-agent': 'job-container/1.0',
+          connection: 'keep-alive',
+          'keep-alive': 'timeout=5',
+        },
+        payload,
+      }),
+    ]);
+    const done = await callbacks.waitForCompletion('raw-1');
+    assert.equal(done.url, '/raw/target?x=1');
+    assert.deepEqual(done.body, Buffer.from(payload, 'utf8'));
+    assert.equal(done.headers['content-type'], 'application/vnd.test+json; charset=utf-8');
+    assert.equal(done.headers['x-custom-header'], 'Custom Value');
+    assert.equal(done.headers['x-foreman-job-progress'], '0.75');
+    assert.equal(done.headers['keep-alive'], undefined);
+    assert.match(String(done.headers['user-agent']), /^foreman\//);
+    assert.ok(done.headers['x-foreman-delivery-id']);
+    assert.equal(done.headers['x-foreman-delivery-seq'], '1');
+  });
+
+  test('progress updates are forwarded in order', async () => {
+    control.reply([job('progress-1', callbacks.url(), { action: 'progress', steps: 4, delayMs: 50, values: [2, 2] })]);
+    await callbacks.waitForCompletion('progress-1');
+    const updates = callbacks.for('progress-1');
+    assert.deepEqual(
+      updates.map((r) => [r.headers['x-foreman-job-status'], r.headers['x-foreman-job-progress'], r.headers['x-foreman-delivery-seq']]),
+      [
+        ['running', '0.25', '1'],
+        ['running', '0.5', '2'],
+        ['running', '0.75', '3'],
+        ['running', '1', '4'],
+        ['completed', '1', '5'],
+      ],
+    );
+  });
+
+  test('one container cannot read or write another job', async () => {
+    control.reply([job('victim-1', callbacks.url(), { action: 'sleep', ms: 20_000 })]);
+    await waitFor('victim to start', () => running.store.get('victim-1')?.state === 'running');
+    const base = running.agent.jobApiUrl;
+    const victim = encodeURIComponent('victim-1');
+    control.reply([
+      job('prober-1', callbacks.url(), {
+        action: 'probe',
+        urls: [`${base}/job/${victim}`, `${base}/job/${victim}?token=guess`, `${base}/job/${victim}?token=`, `${base}/job/prober-1`],
+      }),
+    ]);
+    const done = await callbacks.waitForCompletion('prober-1');
+    const probe = (JSON.parse(done.body.toString()) as { probe: Array<{ status: number }> }).probe;
+    assert.deepEqual(probe.map((p) => p.status), [404, 404, 404, 404]);
+    assert.equal(callbacks.for('victim-1').length, 0);
+    const victimRecord = running.store.get('victim-1');
+    assert.equal(victimRecord?.state, 'running');
+    // Let the victim finish so it frees its slot for the tests below.
+    const finish = await fetch(`${base}/job/${victim}?token=${victimRecord?.secret}`, { method: 'PUT', headers: { 'x-foreman-job-status': 'completed' } });
+    assert.equal(finish.status, 200);
+  });
+
+  test('the job API answers each misuse with the documented 4xx', async () => {
+    control.reply([job('api-1', callbacks.url(), { action: 'sleep', ms: 20_000 })]);
+    const record = await waitFor('api-1 to run', () => {
+      const r = running.store.get('api-1');
+      return r?.state === 'running' ? r : undefined;
+    });
+    const url = `${running.agent.jobApiUrl}/job/api-1?token=${record.secret}`;
+    const put = (headers: Record<string, string>, body = '') => fetch(url, { method: 'PUT', headers, body });
+
+    assert.equal((await fetch(`${running.agent.jobApiUrl}/job/api-1?token=wrong`)).status, 404);
+    assert.equal((await fetch(`${running.agent.jobApiUrl}/job/nope?token=${record.secret}`)).status, 404);
+    assert.equal((await put({})).status, 400);
+    assert.equal((await put({ 'x-foreman-job-status': 'finished' })).status, 400);
+    assert.equal((await put({ 'x-foreman-job-status': 'running', 'x-foreman-job-progress': 'half' })).status, 400);
+    assert.equal((await put({ 'x-foreman-job-status': 'running' }, 'x'.repeat(11 * 1024 * 1024))).status, 413);
+    const get = await fetch(url);
+    assert.deepEqual(await get.json(), { id: 'api-1', body: { action: 'sleep', ms: 20_000 } });
+    assert.equal((await put({ 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5' })).status, 200);
+    assert.equal((await put({ 'x-foreman-job-status': 'completed' }, '{"ok":true}')).status, 200);
+    for (const again of [
+      () => put({ 'x-foreman-job-status': 'running' }),
+      () => put({ 'x-foreman-job-status': 'completed' }),
+      () => fetch(url),
+    ]) {
+      const res = await again();
+      assert.equal(res.status, 409);
+      assert.match(((await res.json()) as { error: string }).error, /already ended/);
+    }
+    await callbacks.waitForCompletion('api-1');
+    assert.equal(callbacks.for('api-1').length, 2);
+  });
+
+  test('never more than max_concurrent_jobs containers run when 3N jobs arrive', async () => {
+    const abort = new AbortController();
+    let peak = 0;
+    const events = (await docker.getEvents({
+      filters: { type: ['container'], event: ['start', 'die'], label: [`foreman.agent=${running.agent.agentId}`] },
+    })) as NodeJS.ReadableStream & { destroy(): void };
+    abort.signal.addEventListener('abort', () => events.destroy());
+    const started = new Set<string>();
+    let buffered = '';
+    events.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      for (const line of lines.filter(Boolean)) {
+        const event = JSON.parse(line) as { Action: string; id: string };
+        if (event.Action === 'start') started.add(event.id);
+        else if (!started.delete(event.id)) continue;
+        peak = Math.max(peak, started.size);
+      }
+    });
+    const ids = Array.from({ length: 6 }, (_, i) => `burst-${i}`);
+    control.reply(ids.map((id) => job(id, callbacks.url(), { action: 'progress', steps: 2, delayMs: 150, values: [1] })));
+    for (const id of ids) await callbacks.waitForCompletion(id, 60_000);
+    abort.abort();
+    assert.ok(peak >= 1, 'container starts were seen');
+    assert.equal(peak, 2, `peak concurrency ${peak}, expected exactly max_concurrent_jobs=2`);
+    const capacities = control.polls.map((p) => Number(p.headers['x-foreman-capacity']));
+    assert.ok(capacities.every((c) => c >= 0 && c <= 2));
+  });
+});

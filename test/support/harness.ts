@@ -1,0 +1,237 @@
+/** Real servers, a real agent and the real engine, for the integration and end-to-end tests. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync, openSync, readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Docker from 'dockerode';
+import pino from 'pino';
+import { Agent } from '../../src/agent/agent.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import type { LoadedConfig } from '../../src/config/types.ts';
+import { DockerExecutor } from '../../src/executor/docker/docker-executor.ts';
+import { SqliteStore } from '../../src/jobs/sqlite-store.ts';
+import { systemClock } from '../../src/shared/clock.ts';
+
+export const repoRoot = resolve(import.meta.dirname, '../..');
+export const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+
+/** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
+export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 20_000, intervalMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingMessage['headers'];
+  readonly rawHeaders: string[];
+  readonly body: Buffer;
+  readonly at: number;
+}
+
+async function listen(server: Server, host = '127.0.0.1', port = 0): Promise<number> {
+  server.listen(port, host);
+  await once(server, 'listening');
+  return (server.address() as AddressInfo).port;
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolveBody, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolveBody(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+export type PollReply = { status: number; body?: string } | unknown[] | Record<string, unknown>;
+
+/** A control server that hands out queued replies, one per poll, and records every poll. */
+export class FakeControlServer {
+  readonly polls: RecordedRequest[] = [];
+  private readonly replies: PollReply[] = [];
+  private server: Server | undefined;
+  url = '';
+
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => {
+      void readBody(req).then((body) => {
+        this.polls.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: Date.now() });
+        const reply = this.replies.shift();
+        if (reply === undefined) {
+          res.writeHead(200, { 'content-type': 'application/json' }).end('[]');
+        } else if (!Array.isArray(reply) && typeof reply.status === 'number' && Object.keys(reply).every((k) => k === 'status' || k === 'body')) {
+          res.writeHead(reply.status, { 'content-type': 'application/json' }).end(reply.body ?? '');
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply));
+        }
+      });
+    });
+    const port = await listen(this.server);
+    this.url = `http://127.0.0.1:${port}/job`;
+    return this;
+  }
+
+  /** Queues replies for the next polls. */
+  reply(...replies: PollReply[]): void {
+    this.replies.push(...replies);
+  }
+
+  get queued(): number {
+    return this.replies.length;
+  }
+
+  async close(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((r) => this.server?.close(() => r()) ?? r());
+  }
+}
+
+/** A callback receiver recording every request; its answer can be changed, and it can go down and come back. */
+export class CallbackReceiver {
+  readonly requests: RecordedRequest[] = [];
+  status = 200;
+  private server: Server | undefined;
+  private port = 0;
+
+  async start(port = 0): Promise<this> {
+    this.server = createServer((req, res) => {
+      void readBody(req).then((body) => {
+        this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: Date.now() });
+        res.writeHead(this.status).end();
+      });
+    });
+    this.port = await listen(this.server, '127.0.0.1', port || this.port);
+    return this;
+  }
+
+  url(path = 'cb'): string {
+    return `http://127.0.0.1:${this.port}/${path}`;
+  }
+
+  for(jobId: string): RecordedRequest[] {
+    return this.requests.filter((r) => r.headers['x-foreman-job-id'] === encodeURIComponent(jobId));
+  }
+
+  /** The terminal update of a job, once it arrived. */
+  completion(jobId: string): RecordedRequest | undefined {
+    return this.for(jobId).find((r) => r.headers['x-foreman-job-status'] === 'completed');
+  }
+
+  async waitForCompletion(jobId: string, timeoutMs = 30_000): Promise<RecordedRequest> {
+    return waitFor(`the completed callback of ${jobId}`, () => this.completion(jobId), timeoutMs);
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((r) => this.server?.close(() => r()) ?? r());
+    this.server = undefined;
+  }
+}
+
+export function job(id: string, callbackUrl: string, body: unknown, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { id, image: 'foreman-test-job:latest', body, callbackUrl, ...extra };
+}
+
+export interface TestEnv {
+  readonly dir: string;
+  readonly networkName: string;
+  /** Env for loadConfig / the agent process: FOREMAN_* settings. */
+  readonly env: Record<string, string>;
+}
+
+/** A temp dir, its own Docker network name, and the FOREMAN_* env for an agent that uses them. */
+export function testEnv(controlUrl: string, overrides: Record<string, string> = {}): TestEnv {
+  const dir = mkdtempSync(join(tmpdir(), 'foreman-test-'));
+  const networkName = `foreman-test-${Math.random().toString(36).slice(2, 8)}`;
+  const env: Record<string, string> = {
+    FOREMAN_CORE_URL: controlUrl,
+    FOREMAN_CORE_TOKEN: 'test-token',
+    FOREMAN_CORE_PORT: '0',
+    FOREMAN_CORE_NETWORK_NAME: networkName,
+    FOREMAN_CORE_DATA_DIR: join(dir, 'data'),
+    FOREMAN_CORE_POLL_FREQUENCY: '100',
+    FOREMAN_CORE_POLL_TIMEOUT: '2000',
+    FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '30000',
+    FOREMAN_CORE_JOB_REMOVAL_TIMEOUT: '200',
+    FOREMAN_CORE_SHUTDOWN_TIMEOUT: '15000',
+    FOREMAN_CORE_LABELS_QUEUE: 'test',
+    FOREMAN_LOG_LEVEL: 'debug',
+    ...overrides,
+  };
+  return { dir, networkName, env };
+}
+
+export function loadTestConfig(t: TestEnv): LoadedConfig {
+  return loadConfig({ env: t.env, cwd: t.dir, home: t.dir });
+}
+
+export interface InProcessAgent {
+  readonly agent: Agent;
+  readonly store: SqliteStore;
+  readonly loaded: LoadedConfig;
+  readonly logFile: string;
+  close(): Promise<void>;
+}
+
+/** Starts an agent in this process, logging to a file in the test dir. */
+export async function startAgent(t: TestEnv): Promise<InProcessAgent> {
+  const loaded = loadTestConfig(t);
+  const logFile = join(t.dir, `agent-${Date.now()}.log`);
+  const log = pino({ level: 'debug' }, pino.destination({ dest: logFile, sync: true }));
+  const store = SqliteStore.open({ dataDir: loaded.config.core.data_dir, log });
+  const executor = new DockerExecutor({
+    docker,
+    agentId: store.agentId,
+    networkName: loaded.config.core.network_name,
+    extraHosts: loaded.config.core.extra_hosts,
+  });
+  const agent = new Agent({ config: loaded.config, store, executor, log, clock: systemClock, version: 'test' });
+  await agent.start();
+  return { agent, store, loaded, logFile, close: () => agent.close() };
+}
+
+/** Starts `foreman` as a real process with a config file in the test dir. */
+export function spawnAgent(t: TestEnv, extraEnv: Record<string, string> = {}): { child: ChildProcess; logFile: string; exited: Promise<number | null> } {
+  const logFile = join(t.dir, `agent-process-${Date.now()}.log`);
+  const fd = openSync(logFile, 'a');
+  const configFile = join(t.dir, 'foreman.toml');
+  writeFileSync(configFile, '# settings come from FOREMAN_* variables\n');
+  const child = spawn(process.execPath, [join(repoRoot, 'bin/foreman.js'), '--config', configFile], {
+    env: { PATH: process.env.PATH ?? '', HOME: t.dir, ...t.env, ...extraEnv },
+    stdio: ['ignore', fd, fd],
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, logFile, exited };
+}
+
+export function readLog(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** Containers (any state) labelled with this agent id, or with any agent when omitted. */
+export async function containersOf(agentId?: string): Promise<Docker.ContainerInfo[]> {
+  return docker.listContainers({ all: true, filters: { label: [agentId ? `foreman.agent=${agentId}` : 'foreman.managed=true'] } });
+}
+
+/** Removes the test's containers, network and temp dir. */
+export async function cleanup(t: TestEnv, agentId?: string): Promise<void> {
+  if (agentId) {
+    for (const c of await containersOf(agentId)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  }
+  await docker.getNetwork(t.networkName).remove().catch(() => undefined);
+  rmSync(t.dir, { recursive: true, force: true });
+}
