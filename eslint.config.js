@@ -28,4 +28,9 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
   },
+  {
+    files: ['bin/*.js'],
+    languageOptions: { globals: { process: 'readonly' } },
+    rules: { 'no-restricted-properties': 'off' },
+  },
 );

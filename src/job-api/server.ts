@@ -65,7 +65,7 @@ export function createJobApi(options: JobApiOptions): JobApiServer {
     logger: false,
     bodyLimit: options.maxBodySize,
     // Job ids may be up to 256 characters once percent-encoded three times over.
-    maxParamLength: 1024,
+    routerOptions: { maxParamLength: 1024 },
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
 

@@ -1,0 +1,219 @@
+// Test job run by node inside the foreman test image (no dependencies).
+//
+// It GETs FOREMAN_GET_JOB_ENDPOINT -> { id, body } and then acts on body.action:
+//   (none)       sum body.values (numbers), PUT completed {"result": sum}; exit 0.
+//   "progress"   body.steps (default 5) PUTs of running with progress i/steps, body.delayMs (default 200) apart,
+//                then completed with the sum as above.
+//   "exit"       print body.message (default "job crashed") to stderr, exit with body.code (default 3).
+//   "sleep"      sleep body.ms (default forever) without completing, then exit 0.
+//   "raw"        PUT exactly body.headers (must include x-foreman-job-status) with body.payload (a string, sent
+//                verbatim; body.payloadBase64 for arbitrary bytes) using node:http, so no headers are added
+//                beyond host/content-length/connection; log the status and exit 0.
+//   "probe"      GET each of body.urls, then PUT completed {"probe": [{url, status}]} (status 0 + error if the GET failed).
+//   "put-twice"  PUT completed twice; print both statuses; exit 0.
+//   "oom"        allocate and touch memory until killed; exits 1 if still alive after body.maxMb (default 4096) MB.
+// Every PUT's response status is printed to stdout. A failed GET/PUT, or a non-2xx answer to the final completed
+// PUT, prints the reason to stderr and exits 1. An unknown action exits 2. GET and PUT retry connection errors and
+// 503s for up to two minutes, so a job rides out an agent restart.
+
+/* global process, Buffer, URL, fetch, setTimeout -- Node globals; eslint has no Node environment for .mjs */
+
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+
+const getEndpoint = process.env.FOREMAN_GET_JOB_ENDPOINT;
+const putEndpoint = process.env.FOREMAN_PUT_JOB_ENDPOINT;
+
+function fail(message, code = 1) {
+  process.stderr.write(`${message}\n`);
+  process.exit(code);
+}
+
+function errorMessage(err) {
+  const cause = err && err.cause ? `: ${err.cause.message ?? String(err.cause)}` : '';
+  return `${err instanceof Error ? err.message : String(err)}${cause}`;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Like a well-behaved job: ride out an agent restart (connection refused) or a 503 by retrying,
+// for up to RETRY_FOR_MS in all.
+const RETRY_FOR_MS = 120_000;
+async function fetchWithRetry(url, init) {
+  const deadline = Date.now() + RETRY_FOR_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const response = await fetch(url, init);
+      if (response.status !== 503 || Date.now() > deadline) return response;
+      await response.arrayBuffer();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    await sleep(Math.min(2000, 100 * 2 ** attempt));
+  }
+}
+
+// A pending timer keeps the event loop alive; a bare unresolved promise would let node exit.
+function sleepForever() {
+  return new Promise(() => {
+    const rearm = () => setTimeout(rearm, 2 ** 31 - 1);
+    rearm();
+  });
+}
+
+function sumValues(body) {
+  const values = body && Array.isArray(body.values) ? body.values : [];
+  return values.reduce((sum, value) => (typeof value === 'number' && Number.isFinite(value) ? sum + value : sum), 0);
+}
+
+async function getJob() {
+  if (!getEndpoint) fail('FOREMAN_GET_JOB_ENDPOINT is not set');
+  let response;
+  try {
+    response = await fetchWithRetry(getEndpoint);
+  } catch (err) {
+    fail(`GET job failed: ${errorMessage(err)}`);
+  }
+  if (!response.ok) fail(`GET job failed: HTTP ${response.status}`);
+  try {
+    return await response.json();
+  } catch (err) {
+    fail(`GET job returned invalid JSON: ${errorMessage(err)}`);
+  }
+}
+
+async function put(status, progress, payload, label = status) {
+  if (!putEndpoint) fail('FOREMAN_PUT_JOB_ENDPOINT is not set');
+  let response;
+  try {
+    response = await fetchWithRetry(putEndpoint, {
+      method: 'PUT',
+      headers: {
+        'content-type': 'application/json',
+        'x-foreman-job-status': status,
+        'x-foreman-job-progress': String(progress),
+      },
+      body: JSON.stringify(payload),
+    });
+    await response.arrayBuffer();
+  } catch (err) {
+    fail(`PUT ${label} failed: ${errorMessage(err)}`);
+  }
+  process.stdout.write(`PUT ${label} -> ${response.status}\n`);
+  return response.status;
+}
+
+async function complete(payload) {
+  const status = await put('completed', 1, payload);
+  if (status < 200 || status > 299) fail(`PUT completed was rejected: HTTP ${status}`);
+}
+
+function rawPut(headers, payload) {
+  const url = new URL(putEndpoint);
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = send(url, { method: 'PUT', headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+async function probe(urls) {
+  const results = [];
+  for (const url of urls) {
+    try {
+      const response = await fetch(url);
+      await response.arrayBuffer();
+      results.push({ url, status: response.status });
+    } catch (err) {
+      results.push({ url, status: 0, error: errorMessage(err) });
+    }
+  }
+  return results;
+}
+
+function allocateUntilKilled(maxMb) {
+  const chunks = [];
+  const chunkMb = 16;
+  for (let allocated = 0; allocated < maxMb; allocated += chunkMb) {
+    // Filling with a non-zero byte touches every page (zeroed allocations may stay lazily unmapped).
+    chunks.push(Buffer.alloc(chunkMb * 1024 * 1024, 1));
+    if (allocated % 256 === 0) process.stdout.write(`allocated ${allocated + chunkMb} MB\n`);
+  }
+  fail(`still alive after allocating ${maxMb} MB (${chunks.length} chunks)`);
+}
+
+const job = await getJob();
+const body = job && typeof job === 'object' ? job.body : undefined;
+const opts = body && typeof body === 'object' && !Array.isArray(body) ? body : {};
+process.stdout.write(`job ${String(job?.id)} action ${opts.action ?? '(default)'}\n`);
+
+switch (opts.action) {
+  case undefined:
+    await complete({ result: sumValues(body) });
+    break;
+
+  case 'progress': {
+    const steps = Number.isInteger(opts.steps) && opts.steps > 0 ? opts.steps : 5;
+    const delayMs = typeof opts.delayMs === 'number' && opts.delayMs >= 0 ? opts.delayMs : 200;
+    for (let step = 1; step <= steps; step++) {
+      await put('running', step / steps, { step, steps }, `running ${step}/${steps}`);
+      await sleep(delayMs);
+    }
+    await complete({ result: sumValues(body) });
+    break;
+  }
+
+  case 'exit':
+    fail(typeof opts.message === 'string' ? opts.message : 'job crashed', Number.isInteger(opts.code) ? opts.code : 3);
+    break;
+
+  case 'sleep':
+    if (typeof opts.ms === 'number' && opts.ms >= 0) await sleep(opts.ms);
+    else await sleepForever();
+    break;
+
+  case 'raw': {
+    const headers = opts.headers && typeof opts.headers === 'object' ? opts.headers : {};
+    const payload =
+      typeof opts.payloadBase64 === 'string'
+        ? Buffer.from(opts.payloadBase64, 'base64')
+        : typeof opts.payload === 'string'
+          ? opts.payload
+          : '';
+    try {
+      const status = await rawPut(headers, payload);
+      process.stdout.write(`PUT raw -> ${status}\n`);
+    } catch (err) {
+      fail(`PUT raw failed: ${errorMessage(err)}`);
+    }
+    break;
+  }
+
+  case 'probe': {
+    const urls = Array.isArray(opts.urls) ? opts.urls.filter((url) => typeof url === 'string') : [];
+    await complete({ probe: await probe(urls) });
+    break;
+  }
+
+  case 'put-twice': {
+    const payload = { result: sumValues(body) };
+    const first = await put('completed', 1, payload, 'completed #1');
+    const second = await put('completed', 1, payload, 'completed #2');
+    process.stdout.write(`put-twice statuses ${first} ${second}\n`);
+    break;
+  }
+
+  case 'oom':
+    allocateUntilKilled(typeof opts.maxMb === 'number' && opts.maxMb > 0 ? opts.maxMb : 4096);
+    break;
+
+  default:
+    fail(`unknown action ${JSON.stringify(opts.action)}`, 2);
+}
+
+process.exit(0);

@@ -1,0 +1,188 @@
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
+import { arch, platform } from 'node:os';
+import { Agent, request } from 'undici';
+import pkg from '../../package.json' with { type: 'json' };
+import { show } from '../config/load.ts';
+import { LEAF_KEYS } from '../config/schema.ts';
+import type { Config, LoadedConfig } from '../config/types.ts';
+import { createDockerClient, describeEngineError } from '../executor/docker/client.ts';
+
+/** How long `check` waits for the Docker engine before calling it unreachable. */
+const ENGINE_TIMEOUT_MS = 10_000;
+
+type Status = 'ok' | 'note' | 'FAIL';
+
+interface CheckLine {
+  status: Status;
+  text: string;
+}
+
+/**
+ * `foreman check`: prints the effective configuration with where each value
+ * came from, then probes the data directory, the Docker engine, the job
+ * network and the control server. Resolves 0 when nothing failed, else 1.
+ */
+export async function runCheck(loaded: LoadedConfig, write: (line: string) => void, version: string = pkg.version): Promise<number> {
+  const { config } = loaded;
+  write(`foreman ${version} check`);
+  write(`config file: ${loaded.file ?? 'none (settings come from env and defaults)'}`);
+  write('');
+  write('Effective configuration:');
+  for (const line of describeConfig(loaded)) write(`  ${line}`);
+  write('');
+  write('Checks:');
+
+  const lines: CheckLine[] = [await checkDataDir(config.core.data_dir)];
+  lines.push(...(await checkDocker(config)));
+  lines.push(await checkControlServer(config, version));
+  for (const { status, text } of lines) write(`  ${status.padEnd(4)}  ${text}`);
+
+  const failures = lines.filter((line) => line.status === 'FAIL').length;
+  write('');
+  write(failures === 0 ? 'All checks passed.' : `${failures} check${failures === 1 ? '' : 's'} failed.`);
+  return failures === 0 ? 0 : 1;
+}
+
+function describeConfig({ config, sources }: LoadedConfig): string[] {
+  const rows: [key: string, value: string, source: string][] = [];
+  const addLeaf = (key: string): void => {
+    const [section = '', name = ''] = key.split('.');
+    const value = (config as unknown as Record<string, Record<string, unknown>>)[section]?.[name];
+    rows.push([key, displayValue(key, value), sources[key] ?? 'default']);
+  };
+  LEAF_KEYS.filter((key) => key.startsWith('core.')).forEach(addLeaf);
+  for (const table of ['env', 'labels'] as const) {
+    const entries = Object.entries(config.core[table]);
+    if (entries.length === 0) rows.push([`core.${table}`, '(none)', 'default']);
+    for (const [name, value] of entries) {
+      const key = `core.${table}.${name}`;
+      rows.push([key, show(key, value), sources[key] ?? 'default']);
+    }
+  }
+  LEAF_KEYS.filter((key) => !key.startsWith('core.')).forEach(addLeaf);
+  const width = Math.max(...rows.map(([key]) => key.length));
+  return rows.map(([key, value, source]) => `${key.padEnd(width)} = ${value}  (${source})`);
+}
+
+function displayValue(key: string, value: unknown): string {
+  if (value === undefined) {
+    if (key === 'core.hostname') return '(not set: containers use the network gateway)';
+    return '(not set)';
+  }
+  if (key === 'metrics.address' && value === '') return '"" (metrics off)';
+  if (typeof value === 'string' && (key === 'core.url' || key === 'docker.url')) return JSON.stringify(withoutPassword(value));
+  return show(key, value);
+}
+
+/** URLs may carry credentials; never print them. */
+function withoutPassword(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (!parsed.password) return url;
+    parsed.password = 'redacted';
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}
+
+async function checkDataDir(dir: string): Promise<CheckLine> {
+  try {
+    const stats = await stat(dir);
+    if (!stats.isDirectory()) return { status: 'FAIL', text: `data_dir ${dir} exists but is not a directory` };
+    await access(dir, constants.W_OK);
+    return { status: 'ok', text: `data_dir ${dir} exists and is writable` };
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code === 'ENOENT') return { status: 'note', text: `data_dir ${dir} does not exist yet; the agent creates it at start` };
+    if (code === 'EACCES' || code === 'EPERM') return { status: 'FAIL', text: `data_dir ${dir} is not writable` };
+    return { status: 'FAIL', text: `data_dir ${dir}: ${errorText(err)}` };
+  }
+}
+
+async function checkDocker(config: Config): Promise<CheckLine[]> {
+  const engineUrl = withoutPassword(config.docker.url);
+  let docker: ReturnType<typeof createDockerClient>;
+  let engine: Awaited<ReturnType<ReturnType<typeof createDockerClient>['version']>>;
+  try {
+    docker = createDockerClient(config.docker.url);
+    engine = await withDeadline(docker.version(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`);
+  } catch (err) {
+    return [{ status: 'FAIL', text: describeEngineError(engineUrl, err) }];
+  }
+  const lines: CheckLine[] = [{ status: 'ok', text: `Docker engine ${engine.Version} (API ${engine.ApiVersion}) at ${engineUrl}` }];
+
+  const name = config.core.network_name;
+  try {
+    await withDeadline(docker.getNetwork(name).inspect(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`);
+    lines.push({ status: 'ok', text: `network "${name}" exists` });
+  } catch (err) {
+    if ((err as { statusCode?: unknown }).statusCode === 404) {
+      lines.push({ status: 'note', text: `network "${name}" does not exist yet; the agent creates it at start` });
+    } else {
+      lines.push({ status: 'FAIL', text: `could not inspect network "${name}": ${errorText(err)}` });
+    }
+  }
+  return lines;
+}
+
+/** The same request the agent polls with, but asking for no jobs (capacity 0). */
+async function checkControlServer(config: Config, version: string): Promise<CheckLine> {
+  const { url, token, labels, poll_timeout: timeout } = config.core;
+  const target = `control server ${withoutPassword(url)}`;
+  const dispatcher = new Agent({ connect: { timeout } });
+  try {
+    const response = await request(url, {
+      method: 'GET',
+      dispatcher,
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+      headers: {
+        authorization: `Bearer ${token}`,
+        'user-agent': `foreman/${version} (${platform()}, ${arch()})`,
+        'x-foreman-labels': Object.entries(labels)
+          .map(([key, value]) => `${encodeURIComponent(key)}=${encodeURIComponent(value)}`)
+          .join(','),
+        'x-foreman-capacity': '0',
+      },
+    });
+    await response.body.dump();
+    const status = response.statusCode;
+    if (status >= 200 && status < 300) return { status: 'ok', text: `${target} answered HTTP ${status}` };
+    if (status === 401 || status === 403) return { status: 'FAIL', text: `${target}: token rejected (HTTP ${status}); check core.token` };
+    return { status: 'FAIL', text: `${target} answered HTTP ${status}` };
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    const reason =
+      code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
+        ? `no answer within ${timeout} ms (core.poll_timeout)`
+        : errorText(err);
+    return { status: 'FAIL', text: `${target} did not answer: ${reason}` };
+  } finally {
+    await dispatcher.destroy();
+  }
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof AggregateError && err.errors.length > 0) {
+    return [...new Set(err.errors.map(errorText))].join('; ');
+  }
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return err.message || (typeof code === 'string' ? code : err.name);
+  }
+  return String(err);
+}
+
+async function withDeadline<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

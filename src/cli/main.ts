@@ -1,0 +1,130 @@
+import { homedir } from 'node:os';
+import { parseArgs } from 'node:util';
+import pkg from '../../package.json' with { type: 'json' };
+import { runCheck } from '../agent/check.ts';
+import { runAgent } from '../agent/run.ts';
+import { ConfigError } from '../config/errors.ts';
+import { loadConfig } from '../config/load.ts';
+
+const HELP = `Usage: foreman [command] [options]
+
+Polls a control server for jobs and runs each one in a Docker container.
+
+Commands:
+  run            Run the agent (the default)
+  check          Show the effective configuration and test Docker and the control server
+
+Options:
+  -c, --config PATH   Read this config file instead of searching for one
+  -h, --help          Show this help
+  -V, --version       Show the version
+
+Config file search order (first found wins):
+  --config PATH, $FOREMAN_CONFIG, ./foreman.toml, /etc/foreman/foreman.toml,
+  $HOME/.foreman/foreman.toml
+Any option can be overridden by an environment variable FOREMAN_<SECTION>_<KEY>,
+e.g. FOREMAN_CORE_PORT=8080 or FOREMAN_CORE_LABELS_QUEUE=high.
+
+Exit status: 0 success, 1 failure, 2 bad usage or configuration.`;
+
+const COMMANDS = ['run', 'check'] as const;
+type Command = (typeof COMMANDS)[number];
+
+/** Exit code for bad usage or bad configuration. */
+const EXIT_USAGE = 2;
+
+/** The command-line entry point: the only module that sees argv and the process environment. */
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  ignoreClosedOutput();
+  const write = (line: string): void => {
+    process.stdout.write(`${line}\n`);
+  };
+  const complain = (line: string): void => {
+    process.stderr.write(`foreman: ${line}\n`);
+  };
+
+  let values: { config?: string | undefined; help?: boolean | undefined; version?: boolean | undefined };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string', short: 'c' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+      },
+      allowPositionals: true,
+      strict: true,
+    }));
+  } catch (err) {
+    complain(`${describeArgsError(err)} (see foreman --help)`);
+    return EXIT_USAGE;
+  }
+
+  if (values.help || positionals[0] === 'help') {
+    write(HELP);
+    return 0;
+  }
+  if (values.version) {
+    write(`foreman ${pkg.version}`);
+    return 0;
+  }
+  if (positionals.length > 1) {
+    complain(`unexpected argument "${positionals[1]}" (see foreman --help)`);
+    return EXIT_USAGE;
+  }
+  const command = positionals[0] ?? 'run';
+  if (!isCommand(command)) {
+    complain(`unknown command "${command}" (see foreman --help)`);
+    return EXIT_USAGE;
+  }
+
+  try {
+    const loaded = loadConfig({
+      argvConfigPath: values.config,
+      env,
+      cwd: process.cwd(),
+      home: env.HOME || homedir(),
+    });
+    for (const warning of loaded.warnings) complain(`warning: ${warning}`);
+    if (command === 'check') return await runCheck(loaded, write);
+    return await runAgent(loaded, { version: pkg.version, write });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      complain(err.message);
+      return EXIT_USAGE;
+    }
+    // Anything else is a bug or an environment failure; one line, no stack trace.
+    complain(err instanceof Error ? err.message : String(err));
+    return 1;
+  }
+}
+
+let outputGuarded = false;
+
+/** `foreman check | head -1` closes stdout early; that is not worth a crash with a stack trace. */
+function ignoreClosedOutput(): void {
+  if (outputGuarded) return;
+  outputGuarded = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE' && stream === process.stdout) process.stderr.write(`foreman: cannot write output: ${err.message}\n`);
+    });
+  }
+}
+
+function isCommand(name: string): name is Command {
+  return (COMMANDS as readonly string[]).includes(name);
+}
+
+/** parseArgs' own messages are long and mention positionals; say just what was wrong. */
+function describeArgsError(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  const option = /'([^']+)'/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option) return `unknown option ${option}`;
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && message.includes('argument missing')) {
+    return `option ${/--[\w-]+/.exec(option ?? '')?.[0] ?? option ?? ''} needs a value`;
+  }
+  return message;
+}

@@ -1,0 +1,359 @@
+import { readFileSync, statSync, type Stats } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { ConfigError } from './errors.ts';
+import { configValidator, expectedAt, LEAF_KEYS, leafKind, SECTIONS, TABLES, type TableKey, type ValidConfig } from './schema.ts';
+import type { Config, ConfigSource, LoadedConfig } from './types.ts';
+
+export { ConfigError } from './errors.ts';
+
+export interface LoadConfigOptions {
+  /** Path given with `--config`; a missing file is an error. */
+  argvConfigPath?: string | undefined;
+  /** The environment to read FOREMAN_* variables from (the caller passes process.env). */
+  env: Readonly<Record<string, string | undefined>>;
+  /** Directory `./foreman.toml` is looked up in and env-relative paths resolve against. */
+  cwd: string;
+  /** Home directory for `$HOME/.foreman/foreman.toml` and the default data_dir. */
+  home: string;
+  /** The system-wide file; only tests change it. */
+  systemConfigPath?: string;
+}
+
+export const SYSTEM_CONFIG_PATH = '/etc/foreman/foreman.toml';
+export const CONFIG_ENV_VARIABLE = 'FOREMAN_CONFIG';
+
+type Origin = { readonly kind: 'file'; readonly file: string } | { readonly kind: 'env'; readonly variable: string };
+
+interface Setting {
+  readonly value: unknown;
+  readonly origin: Origin;
+}
+
+/** Values gathered from the file and env before validation, keyed by dotted key. */
+interface RawSettings {
+  readonly leaves: Map<string, Setting>;
+  readonly tables: Record<TableKey, Map<string, Setting>>;
+}
+
+const TABLE_ENV_PREFIXES: Record<TableKey, string> = {
+  'core.env': 'FOREMAN_CORE_ENV_',
+  'core.labels': 'FOREMAN_CORE_LABELS_',
+};
+
+/** `core.max_concurrent_jobs` → `FOREMAN_CORE_MAX_CONCURRENT_JOBS`. */
+export function envVariableFor(dotted: string): string {
+  return `FOREMAN_${dotted.replaceAll('.', '_').toUpperCase()}`;
+}
+
+/**
+ * Finds, reads and validates the configuration: file values first, then
+ * FOREMAN_* env overrides, then defaults. Throws ConfigError on any problem.
+ * Reads no global state: everything comes in through `options`.
+ */
+export function loadConfig(options: LoadConfigOptions): LoadedConfig {
+  const warnings: string[] = [];
+  const raw: RawSettings = { leaves: new Map(), tables: { 'core.env': new Map(), 'core.labels': new Map() } };
+  const file = findConfigFile(options);
+  if (file !== undefined) readConfigFile(file, raw, warnings);
+  applyEnv(options.env, raw, warnings);
+  const config = compile(raw, file, options);
+  return deepFreeze({ config, file, sources: sourcesOf(raw), warnings });
+}
+
+function findConfigFile(options: LoadConfigOptions): string | undefined {
+  const explicit =
+    options.argvConfigPath !== undefined
+      ? { path: options.argvConfigPath, from: '--config' }
+      : options.env[CONFIG_ENV_VARIABLE]
+        ? { path: options.env[CONFIG_ENV_VARIABLE], from: CONFIG_ENV_VARIABLE }
+        : undefined;
+  if (explicit) {
+    if (explicit.path === '') throw new ConfigError(`${explicit.from} was given an empty path`);
+    const path = resolve(options.cwd, explicit.path);
+    const stats = statOrThrow(path);
+    if (!stats) throw new ConfigError(`config file ${path} (from ${explicit.from}) does not exist`);
+    return checkIsFile(path, stats);
+  }
+  const candidates = [
+    join(options.cwd, 'foreman.toml'),
+    options.systemConfigPath ?? SYSTEM_CONFIG_PATH,
+    join(options.home, '.foreman', 'foreman.toml'),
+  ];
+  for (const candidate of candidates) {
+    const path = resolve(options.cwd, candidate);
+    const stats = statOrThrow(path);
+    if (stats) return checkIsFile(path, stats);
+  }
+  return undefined;
+}
+
+function statOrThrow(path: string): Stats | undefined {
+  try {
+    return statSync(path, { throwIfNoEntry: false });
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${describeFsError(err)}`);
+  }
+}
+
+function checkIsFile(path: string, stats: Stats): string {
+  if (!stats.isFile()) throw new ConfigError(`config file ${path} is not a regular file`);
+  return path;
+}
+
+function describeFsError(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  return err instanceof Error ? err.message : String(err);
+}
+
+function readConfigFile(file: string, raw: RawSettings, warnings: string[]): void {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${describeFsError(err)}`);
+  }
+  let doc: Record<string, unknown>;
+  try {
+    doc = parseToml(text.replace(/^\uFEFF/, '')); // editors on Windows may add a byte-order mark
+  } catch (err) {
+    if (err instanceof TomlError) {
+      const reason = (err.message.split('\n')[0] ?? '').replace(/^Invalid TOML document: /, '');
+      throw new ConfigError(`${file}: invalid TOML at line ${err.line}, column ${err.column}: ${reason}`);
+    }
+    throw new ConfigError(`${file}: invalid TOML: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
+  const origin: Origin = { kind: 'file', file };
+  for (const [section, body] of Object.entries(doc)) {
+    if (!(SECTIONS as readonly string[]).includes(section)) {
+      warnings.push(`${file}: unknown key ${section} (ignored)${suggestion(section, [...SECTIONS])}`);
+      continue;
+    }
+    if (!isTable(body)) throw new ConfigError(`${file}: ${section} = ${show(section, body)}: expected a table ([${section}])`);
+    for (const [key, value] of Object.entries(body)) {
+      const dotted = `${section}.${key}`;
+      if (isTableKey(dotted)) {
+        if (!isTable(value)) throw new ConfigError(`${file}: ${dotted} = ${show(dotted, value)}: expected a table ([${dotted}])`);
+        for (const [name, entry] of Object.entries(value)) {
+          if (dotted === 'core.env' && (name === '' || name.includes('='))) {
+            throw new ConfigError(`${file}: core.env: ${JSON.stringify(name)} is not a valid environment variable name`);
+          }
+          raw.tables[dotted].set(name, { value: dotted === 'core.labels' ? labelValue(entry) : entry, origin });
+        }
+      } else if (LEAF_KEYS.includes(dotted)) {
+        raw.leaves.set(dotted, { value, origin });
+      } else {
+        const known = [...LEAF_KEYS, ...TABLES].filter((k) => k.startsWith(`${section}.`));
+        warnings.push(`${file}: unknown key ${dotted} (ignored)${suggestion(dotted, known)}`);
+      }
+    }
+  }
+}
+
+/** Labels travel as text, so numbers and booleans are accepted and stringified. */
+function labelValue(value: unknown): unknown {
+  if ((typeof value === 'number' && Number.isFinite(value)) || typeof value === 'boolean') return String(value);
+  return value;
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+function isTableKey(dotted: string): dotted is TableKey {
+  return (TABLES as readonly string[]).includes(dotted);
+}
+
+function applyEnv(env: LoadConfigOptions['env'], raw: RawSettings, warnings: string[]): void {
+  const leafByVariable = new Map(LEAF_KEYS.map((key) => [envVariableFor(key), key]));
+  const names = Object.keys(env)
+    .filter((name) => name.startsWith('FOREMAN_') && name !== CONFIG_ENV_VARIABLE)
+    .sort();
+  for (const variable of names) {
+    const value = env[variable];
+    if (value === undefined) continue;
+    const origin: Origin = { kind: 'env', variable };
+    const leaf = leafByVariable.get(variable);
+    if (leaf !== undefined) {
+      raw.leaves.set(leaf, { value: coerceEnvValue(leaf, value), origin });
+      continue;
+    }
+    const table = TABLES.find((t) => variable.startsWith(TABLE_ENV_PREFIXES[t]) && variable.length > TABLE_ENV_PREFIXES[t].length);
+    if (table !== undefined) {
+      const name = variable.slice(TABLE_ENV_PREFIXES[table].length);
+      // Env variable names are upper case by convention but labels are usually lower case;
+      // the container env var names keep their case because programs read them verbatim.
+      raw.tables[table].set(table === 'core.labels' ? name.toLowerCase() : name, { value, origin });
+      continue;
+    }
+    warnings.push(`env ${variable}: unknown setting (ignored)${suggestion(variable, [...leafByVariable.keys()])}`);
+  }
+}
+
+/** Env values are text; turn them into the type the key wants, or leave them for validation to reject. */
+function coerceEnvValue(dotted: string, value: string): unknown {
+  const trimmed = value.trim();
+  switch (leafKind(dotted)) {
+    case 'integer':
+      return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(trimmed) ? Number(trimmed) : value;
+    case 'boolean': {
+      const lower = trimmed.toLowerCase();
+      if (lower === 'true' || lower === '1') return true;
+      if (lower === 'false' || lower === '0') return false;
+      return value;
+    }
+    case 'list':
+      return value
+        .split(',')
+        .map((item) => item.trim())
+        .filter((item) => item !== '');
+    case 'string':
+      return value;
+  }
+}
+
+function compile(raw: RawSettings, file: string | undefined, options: LoadConfigOptions): Config {
+  const data: Record<string, Record<string, unknown>> = Object.fromEntries(SECTIONS.map((section) => [section, {}]));
+  for (const [dotted, setting] of raw.leaves) {
+    const [section = '', key = ''] = dotted.split('.');
+    (data[section] ??= {})[key] = setting.value;
+  }
+  const core = (data.core ??= {});
+  core.data_dir ??= join(options.home, '.foreman', 'data');
+  core.env = Object.fromEntries([...raw.tables['core.env']].map(([name, setting]) => [name, setting.value]));
+  core.labels = Object.fromEntries([...raw.tables['core.labels']].map(([name, setting]) => [name, setting.value]));
+
+  const validate = configValidator();
+  if (!validate(data)) {
+    const problems = new Map<string, string>();
+    for (const error of validate.errors ?? []) {
+      const path = error.instancePath
+        .split('/')
+        .slice(1)
+        .map((part) => part.replaceAll('~1', '/').replaceAll('~0', '~'));
+      if (error.keyword === 'required') {
+        const dotted = [...path, String(error.params.missingProperty)].join('.');
+        problems.set(dotted, `${dotted} is required: set it in ${file ?? 'foreman.toml'} or ${envVariableFor(dotted)}`);
+        continue;
+      }
+      const keyLength = path.length >= 2 && isTableKey(`${path[0]}.${path[1]}`) ? 3 : 2;
+      const keyPath = path.slice(0, keyLength);
+      const dotted = keyPath.join('.');
+      if (problems.has(dotted)) continue;
+      const shownKey = dotted + path.slice(keyLength).map((index) => `[${index}]`).join('');
+      const origin = originOf(raw, keyPath);
+      const where = origin === undefined ? '' : origin.kind === 'file' ? `${origin.file}: ` : `env ${origin.variable}: `;
+      problems.set(dotted, `${where}${shownKey} = ${show(dotted, valueAt(data, path))}: expected ${expectedAt(keyPath)}`);
+    }
+    throw new ConfigError([...problems.values()]);
+  }
+
+  const valid = data as unknown as ValidConfig;
+  const dataDirOrigin = raw.leaves.get('core.data_dir')?.origin;
+  return {
+    core: {
+      url: valid.core.url,
+      token: valid.core.token,
+      hostname: valid.core.hostname,
+      port: valid.core.port,
+      listen_address: valid.core.listen_address,
+      network_name: valid.core.network_name,
+      job_completion_timeout: valid.core.job_completion_timeout,
+      job_removal_timeout: valid.core.job_removal_timeout,
+      remove_stopped_containers_on_terminate: valid.core.remove_stopped_containers_on_terminate,
+      extra_hosts: [...valid.core.extra_hosts],
+      poll_frequency: valid.core.poll_frequency,
+      poll_timeout: valid.core.poll_timeout,
+      max_concurrent_jobs: valid.core.max_concurrent_jobs,
+      max_body_size: valid.core.max_body_size,
+      data_dir: resolveDataDir(valid.core.data_dir, dataDirOrigin, options),
+      callback_max_age: valid.core.callback_max_age,
+      job_retention: valid.core.job_retention,
+      shutdown_timeout: valid.core.shutdown_timeout,
+      env: { ...valid.core.env },
+      labels: { ...valid.core.labels },
+    },
+    docker: { url: valid.docker.url },
+    metrics: { address: valid.metrics.address },
+    log: { level: valid.log.level },
+  };
+}
+
+/** Relative paths are relative to the file that set them (or the cwd for env); `~/` means the home directory. */
+function resolveDataDir(value: string, origin: Origin | undefined, options: LoadConfigOptions): string {
+  const expanded = value === '~' || value.startsWith('~/') ? join(options.home, value.slice(1)) : value;
+  const base = origin?.kind === 'file' ? dirname(origin.file) : options.cwd;
+  return resolve(base, expanded);
+}
+
+function originOf(raw: RawSettings, keyPath: readonly string[]): Origin | undefined {
+  const dotted = keyPath.join('.');
+  const tableKey = `${keyPath[0]}.${keyPath[1]}`;
+  if (keyPath.length === 3 && isTableKey(tableKey)) return raw.tables[tableKey].get(keyPath[2] ?? '')?.origin;
+  return raw.leaves.get(dotted)?.origin;
+}
+
+function valueAt(data: unknown, path: readonly string[]): unknown {
+  let node = data;
+  for (const part of path) {
+    if (typeof node !== 'object' || node === null) return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return node;
+}
+
+/** Secrets never appear in messages or `foreman check` output. */
+export function isSecretKey(dotted: string): boolean {
+  return dotted === 'core.token' || dotted.startsWith('core.env.');
+}
+
+/** A value as it appears in messages: strings quoted, secrets redacted. */
+export function show(dotted: string, value: unknown): string {
+  if (isSecretKey(dotted) && value !== '') return typeof value === 'string' ? '<redacted>' : `<redacted ${typeof value}>`;
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (value instanceof Date) return value.toISOString();
+  if (Array.isArray(value)) return `[${value.map((item) => show(dotted, item)).join(', ')}]`;
+  if (typeof value === 'object' && value !== null) return 'a table';
+  return String(value);
+}
+
+function sourcesOf(raw: RawSettings): Record<string, ConfigSource> {
+  const sources: [string, ConfigSource][] = LEAF_KEYS.map((key) => [key, raw.leaves.get(key)?.origin.kind ?? 'default']);
+  for (const table of TABLES) {
+    for (const [name, setting] of raw.tables[table]) sources.push([`${table}.${name}`, setting.origin.kind]);
+  }
+  return Object.fromEntries(sources);
+}
+
+function suggestion(input: string, candidates: readonly string[]): string {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of candidates) {
+    const distance = editDistance(input.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best === undefined ? '' : `; did you mean ${best}?`;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution));
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

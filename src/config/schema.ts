@@ -1,0 +1,161 @@
+import { Type, type Static, type TSchema } from 'typebox';
+import { Ajv, type ValidateFunction } from 'ajv';
+
+// Every leaf carries an `expected` annotation: the phrase a user sees after
+// "expected" when the value is wrong. Keeping it beside the rule keeps the two in step.
+
+/** Largest delay Node timers accept; longer ones silently fire after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+const timerMs = (fallback: number) =>
+  Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: fallback, expected: `a non-negative integer number of milliseconds (at most ${MAX_TIMER_MS})` });
+
+const ageMs = (fallback: number) =>
+  Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: fallback, expected: 'a non-negative integer number of milliseconds' });
+
+const hostLike = (what: string) => Type.String({ minLength: 1, pattern: '^[^\\s/]+$', expected: `a ${what} (no scheme, path or spaces)` });
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const ConfigSchema = Type.Object({
+  core: Type.Object({
+    url: Type.String({ format: 'http-url', expected: 'an http:// or https:// URL' }),
+    token: Type.String({ minLength: 1, pattern: '^[!-~]+$', expected: 'a non-empty token of printable ASCII characters without spaces' }),
+    hostname: Type.Optional(hostLike('host name or IP address')),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, expected: 'an integer from 0 to 65535' }),
+    listen_address: Type.Optional(hostLike('host name or IP address')),
+    network_name: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$',
+      default: 'foreman',
+      expected: 'a Docker network name (letters, digits, "_", "." and "-", starting with a letter or digit)',
+    }),
+    job_completion_timeout: timerMs(10_000),
+    job_removal_timeout: timerMs(5_000),
+    remove_stopped_containers_on_terminate: Type.Boolean({ default: true, expected: 'true or false' }),
+    extra_hosts: Type.Array(Type.String({ pattern: '^[^\\s:]+:\\S+$' }), {
+      default: [],
+      expected: 'a list of "host:address" strings, e.g. ["host.docker.internal:host-gateway"]',
+    }),
+    poll_frequency: timerMs(5_000),
+    poll_timeout: timerMs(30_000),
+    max_concurrent_jobs: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, default: 12, expected: 'an integer of at least 1' }),
+    max_body_size: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, default: 10_485_760, expected: 'a positive integer number of bytes' }),
+    // Its default depends on $HOME, so the loader fills it in before validation.
+    data_dir: Type.String({ minLength: 1, expected: 'a non-empty directory path' }),
+    callback_max_age: ageMs(86_400_000),
+    job_retention: ageMs(604_800_000),
+    shutdown_timeout: timerMs(15_000),
+    env: Type.Record(Type.String(), Type.String({ expected: 'a string' }), { default: {}, expected: 'a table of strings' }),
+    labels: Type.Record(Type.String(), Type.String({ expected: 'a string, number or boolean' }), { default: {}, expected: 'a table of strings' }),
+  }),
+  docker: Type.Object({
+    url: Type.String({
+      format: 'docker-url',
+      default: 'unix:///var/run/docker.sock',
+      expected: 'a unix://, tcp://, http:// or https:// URL',
+    }),
+  }),
+  metrics: Type.Object({
+    address: Type.String({ format: 'host-port-or-empty', default: '', expected: 'host:port (e.g. "127.0.0.1:9100"), or "" to turn metrics off' }),
+  }),
+  log: Type.Object({
+    level: Type.Union(
+      LOG_LEVELS.map((level) => Type.Literal(level)),
+      { default: 'info', expected: `one of ${LOG_LEVELS.join(', ')}` },
+    ),
+  }),
+});
+
+export type ValidConfig = Static<typeof ConfigSchema>;
+
+/** The sections and the tables of string values inside them. */
+export const SECTIONS = ['core', 'docker', 'metrics', 'log'] as const;
+export type Section = (typeof SECTIONS)[number];
+export const TABLES = ['core.env', 'core.labels'] as const;
+export type TableKey = (typeof TABLES)[number];
+
+export type LeafKind = 'string' | 'integer' | 'boolean' | 'list';
+
+interface SchemaNode {
+  type?: string;
+  properties?: Record<string, SchemaNode>;
+  patternProperties?: Record<string, SchemaNode>;
+  default?: unknown;
+  expected?: string;
+}
+
+const root = ConfigSchema as unknown as SchemaNode;
+
+/** Every dotted key that holds a single value (not a table), in schema order. */
+export const LEAF_KEYS: readonly string[] = SECTIONS.flatMap((section) =>
+  Object.keys(root.properties?.[section]?.properties ?? {})
+    .map((key) => `${section}.${key}`)
+    .filter((dotted) => !(TABLES as readonly string[]).includes(dotted)),
+);
+
+/** The schema node at a dotted path; table entries resolve to the table's value schema. */
+function nodeAt(path: readonly string[]): SchemaNode | undefined {
+  let node: SchemaNode | undefined = root;
+  for (const part of path) {
+    if (!node) return undefined;
+    node = node.properties?.[part] ?? (node.patternProperties ? Object.values(node.patternProperties)[0] : undefined);
+  }
+  return node;
+}
+
+export function leafKind(dotted: string): LeafKind {
+  const type = nodeAt(dotted.split('.'))?.type;
+  if (type === 'integer' || type === 'boolean') return type;
+  if (type === 'array') return 'list';
+  return 'string';
+}
+
+/** What a value at this path should look like, for error messages. */
+export function expectedAt(path: readonly string[]): string {
+  return nodeAt(path)?.expected ?? 'a valid value';
+}
+
+/** The schema default of a leaf, if it has one. */
+export function defaultOf(dotted: string): unknown {
+  return nodeAt(dotted.split('.'))?.default;
+}
+
+export function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+export function isDockerUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    if (url.protocol === 'unix:') return url.pathname.length > 1;
+    return ['tcp:', 'http:', 'https:'].includes(url.protocol) && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+export function isHostPortOrEmpty(value: string): boolean {
+  if (value === '') return true;
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):(\d{1,5})$/.exec(value);
+  return match !== null && Number(match[2]) <= 65535;
+}
+
+let compiled: ValidateFunction | undefined;
+
+/** The compiled validator; built on first use so importing this module costs nothing. */
+export function configValidator(): ValidateFunction {
+  if (!compiled) {
+    const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
+    ajv.addKeyword({ keyword: 'expected', schemaType: 'string' });
+    ajv.addFormat('http-url', isHttpUrl);
+    ajv.addFormat('docker-url', isDockerUrl);
+    ajv.addFormat('host-port-or-empty', isHostPortOrEmpty);
+    compiled = ajv.compile(ConfigSchema as TSchema);
+  }
+  return compiled;
+}

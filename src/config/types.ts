@@ -1,0 +1,59 @@
+/** Where an effective config value came from, shown by `foreman check`. */
+export type ConfigSource = 'default' | 'file' | 'env';
+
+/**
+ * The compiled, frozen agent configuration. Keys mirror the TOML file
+ * (snake_case); every duration is in milliseconds and every size in bytes.
+ */
+export interface Config {
+  readonly core: {
+    readonly url: string;
+    readonly token: string;
+    /** Host name containers use to reach the job API; undefined picks the network gateway. */
+    readonly hostname: string | undefined;
+    readonly port: number;
+    /** Address the job API binds to; undefined derives it from hostname (see README). */
+    readonly listen_address: string | undefined;
+    readonly network_name: string;
+    readonly job_completion_timeout: number;
+    readonly job_removal_timeout: number;
+    readonly remove_stopped_containers_on_terminate: boolean;
+    readonly extra_hosts: readonly string[];
+    readonly poll_frequency: number;
+    readonly poll_timeout: number;
+    readonly max_concurrent_jobs: number;
+    /** Largest request body the job API accepts. */
+    readonly max_body_size: number;
+    /** Directory holding the agent's SQLite store and its agent id. */
+    readonly data_dir: string;
+    /** How long the outbox keeps retrying one callback before giving up. */
+    readonly callback_max_age: number;
+    /** How long finished job ids are remembered so a job never runs twice. */
+    readonly job_retention: number;
+    /** Upper bound on a graceful shutdown. */
+    readonly shutdown_timeout: number;
+    readonly env: Readonly<Record<string, string>>;
+    readonly labels: Readonly<Record<string, string>>;
+  };
+  readonly docker: {
+    readonly url: string;
+  };
+  readonly metrics: {
+    /** host:port for the Prometheus endpoint; empty disables it. */
+    readonly address: string;
+  };
+  readonly log: {
+    readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  };
+}
+
+/** A compiled config together with its provenance. */
+export interface LoadedConfig {
+  readonly config: Config;
+  /** The file read, if any. */
+  readonly file: string | undefined;
+  /** Source of each dotted key, e.g. `core.port` or `core.labels.queue`. */
+  readonly sources: Readonly<Record<string, ConfigSource>>;
+  /** Non-fatal problems such as unknown keys. */
+  readonly warnings: readonly string[];
+}

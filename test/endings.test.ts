@@ -1,0 +1,143 @@
+/** Every way a job can end without its own `completed` is reported to the callback, and the agent keeps going. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { testJobImage } from './support/image.ts';
+import {
+  CallbackReceiver,
+  FakeControlServer,
+  cleanup,
+  containersOf,
+  job,
+  startAgent,
+  testEnv,
+  waitFor,
+  type InProcessAgent,
+  type TestEnv,
+} from './support/harness.ts';
+
+interface Report {
+  outcome: string;
+  reason: string;
+  message: string;
+  exitCode?: number;
+  logs?: string[];
+}
+
+describe('endings', () => {
+  let control: FakeControlServer;
+  let callbacks: CallbackReceiver;
+  let env: TestEnv;
+  let running: InProcessAgent;
+
+  before(async () => {
+    await testJobImage();
+    control = await new FakeControlServer().start();
+    callbacks = await new CallbackReceiver().start();
+    env = testEnv(control.url, { FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '2000' });
+    running = await startAgent(env);
+  });
+
+  after(async () => {
+    await running?.close();
+    await control?.close();
+    await callbacks?.stop();
+    if (env) await cleanup(env, running?.agent.agentId);
+  });
+
+  async function reportOf(id: string): Promise<{ report: Report; headers: Record<string, unknown> }> {
+    const done = await callbacks.waitForCompletion(id);
+    return { report: JSON.parse(done.body.toString()) as Report, headers: done.headers };
+  }
+
+  test('a container that crashes is reported with its exit code and last log lines, within 2 s of exiting', async () => {
+    control.reply([job('crash-1', callbacks.url(), { action: 'exit', code: 3, message: 'boom: disk on fire' })]);
+    const { report, headers } = await reportOf('crash-1');
+    assert.equal(headers['x-foreman-job-status'], 'completed');
+    assert.equal(headers['x-foreman-job-outcome'], 'failed');
+    assert.equal(headers['content-type'], 'application/json');
+    assert.equal(report.outcome, 'failed');
+    assert.equal(report.exitCode, 3);
+    assert.match(report.message, /exited with code 3/);
+    assert.ok(report.logs?.some((l) => l.includes('boom: disk on fire')), JSON.stringify(report.logs));
+    const record = running.store.get('crash-1');
+    assert.equal(record?.outcome, 'failed');
+    // Reported within 2 s of the container's exit, which the engine saw via its event stream.
+    const reportedAt = callbacks.completion('crash-1')?.at ?? 0;
+    assert.ok(record?.startedAt !== null && reportedAt - (record?.startedAt ?? 0) < 2000 + 1500);
+    await waitFor('crash-1 removed', () => running.store.get('crash-1')?.state === 'removed');
+  });
+
+  test('a job that does not complete in time is stopped, reported and removed', async () => {
+    control.reply([job('slow-1', callbacks.url(), { action: 'sleep' })]);
+    const { report, headers } = await reportOf('slow-1');
+    assert.equal(headers['x-foreman-job-outcome'], 'timed-out');
+    assert.equal(report.outcome, 'timed-out');
+    assert.match(report.message, /job_completion_timeout \(2000 ms\)/);
+    const record = await waitFor('slow-1 removed', () => {
+      const r = running.store.get('slow-1');
+      return r?.state === 'removed' ? r : undefined;
+    });
+    assert.equal(record.outcome, 'timed-out');
+    const left = await containersOf(running.agent.agentId);
+    assert.equal(left.filter((c) => c.Labels['foreman.job-id'] === 'slow-1').length, 0);
+  });
+
+  test('an image that cannot be pulled fails that job only, and is reported', async () => {
+    control.reply([job('nopull-1', callbacks.url(), { values: [1] }, { image: '127.0.0.1:1/foreman/no-such-image:latest' })]);
+    const { report, headers } = await reportOf('nopull-1');
+    assert.equal(headers['x-foreman-job-outcome'], 'pull-failed');
+    assert.match(report.message, /pulling image 127\.0\.0\.1:1\/foreman\/no-such-image:latest failed/);
+    control.reply([job('after-pull-1', callbacks.url(), { values: [4] })]);
+    const next = await callbacks.waitForCompletion('after-pull-1');
+    assert.deepEqual(JSON.parse(next.body.toString()), { result: 4 });
+  });
+
+  test('a container the engine cannot create or start is reported as start-failed and removed', async () => {
+    control.reply([
+      job('nocreate-1', callbacks.url(), { values: [1] }, { env: { '': 'empty name' } }),
+      job('nostart-1', callbacks.url(), { values: [1] }, { env: { BAD: 'nul\u0000byte' } }),
+    ]);
+    const created = await reportOf('nocreate-1');
+    assert.equal(created.headers['x-foreman-job-outcome'], 'start-failed');
+    assert.match(created.report.message, /creating the container failed: .*invalid environment variable/);
+    const started = await reportOf('nostart-1');
+    assert.equal(started.headers['x-foreman-job-outcome'], 'start-failed');
+    assert.match(started.report.message, /starting the container failed/);
+    await waitFor('nostart-1 removed', () => running.store.get('nostart-1')?.state === 'removed');
+    const left = await containersOf(running.agent.agentId);
+    assert.equal(left.filter((c) => c.Labels['foreman.job-id'] === 'nostart-1').length, 0);
+  });
+
+  test('a command that does not exist makes the container exit 127, reported as failed', async () => {
+    control.reply([job('badcmd-1', callbacks.url(), { values: [1] }, { command: ['/no/such/binary'] })]);
+    const { report, headers } = await reportOf('badcmd-1');
+    assert.equal(headers['x-foreman-job-outcome'], 'failed');
+    assert.equal(report.exitCode, 127);
+  });
+
+  test('garbage from the control server is logged and survived; invalid jobs with a callback are reported', async () => {
+    control.reply(
+      { status: 200, body: 'this is not json' },
+      { status: 500, body: '' },
+      { status: 200, body: '42' },
+      [1, 'two', null],
+      [{ id: 'invalid-1', image: 'x', callbackUrl: callbacks.url() }],
+      [{ image: 'no id at all', body: {}, callbackUrl: callbacks.url() }],
+      [job('after-garbage-1', callbacks.url(), { values: [7] })],
+    );
+    const next = await callbacks.waitForCompletion('after-garbage-1');
+    assert.deepEqual(JSON.parse(next.body.toString()), { result: 7 });
+    const { report, headers } = await reportOf('invalid-1');
+    assert.equal(headers['x-foreman-job-outcome'], 'invalid');
+    assert.match(report.message, /missing required field "body"/);
+    assert.equal(control.queued, 0);
+  });
+
+  test('a job id seen before is never run twice', async () => {
+    control.reply([job('once-1', callbacks.url(), { values: [1] })]);
+    await callbacks.waitForCompletion('once-1');
+    control.reply([job('once-1', callbacks.url(), { values: [2] })], [job('once-marker', callbacks.url(), { values: [3] })]);
+    await callbacks.waitForCompletion('once-marker');
+    assert.equal(callbacks.for('once-1').length, 1);
+  });
+});
