@@ -595,7 +595,6 @@ export class Agent {
       headers: {
         'content-type': 'application/json',
         'x-foreman-job-status': 'completed',
-        'x-foreman-job-progress': '0',
         'x-foreman-job-outcome': outcome,
         'x-foreman-job-id': encodeURIComponent(id),
         'x-foreman-agent-id': this.agentId,

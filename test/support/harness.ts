@@ -6,7 +6,8 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
+import { createDockerClient } from '../../src/executor/docker/client.ts';
 import pino from 'pino';
 import { Agent } from '../../src/agent/agent.ts';
 import { loadConfig } from '../../src/config/load.ts';
@@ -16,7 +17,8 @@ import { SqliteStore } from '../../src/jobs/sqlite-store.ts';
 import { systemClock } from '../../src/shared/clock.ts';
 
 export const repoRoot = resolve(import.meta.dirname, '../..');
-export const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+export const dockerUrl = process.env.FOREMAN_DOCKER_URL ?? 'unix:///var/run/docker.sock';
+export const docker = createDockerClient(dockerUrl);
 
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
 export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 20_000, intervalMs = 50): Promise<NonNullable<T>> {
@@ -166,6 +168,7 @@ export function testEnv(controlUrl: string, overrides: Record<string, string> = 
     FOREMAN_CORE_SHUTDOWN_TIMEOUT: '15000',
     FOREMAN_CORE_LABELS_QUEUE: 'test',
     FOREMAN_LOG_LEVEL: 'debug',
+    FOREMAN_DOCKER_URL: dockerUrl,
     ...overrides,
   };
   return { dir, networkName, env };

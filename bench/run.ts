@@ -1,0 +1,237 @@
+/**
+ * Speed and footprint of the agent, each as a ratio against the raw engine (or a bare baseline)
+ * measured in the same run. Prints a table; asserts nothing.
+ *
+ *   npm run bench                  # all three
+ *   npm run bench -- --only proxy  # dispatch | proxy | idle
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import Database from 'better-sqlite3';
+import { Pool } from 'undici';
+import { testJobImage } from '../test/support/image.ts';
+import { CallbackReceiver, FakeControlServer, cleanup, docker, job, spawnAgent, testEnv, waitFor } from '../test/support/harness.ts';
+
+const { values: args } = parseArgs({ options: { only: { type: 'string' }, rounds: { type: 'string', default: '15' }, seconds: { type: 'string', default: '5' } } });
+const rounds = Number(args.rounds);
+const loadSeconds = Number(args.seconds);
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+const sortNum = (xs: number[]): number[] => [...xs].sort((a, b) => a - b);
+const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+  return kb / 1024;
+}
+
+/** Start events of containers carrying `label`, keyed by job id, in ms. */
+async function watchStarts(label: string): Promise<{ starts: Map<string, number>; stop(): void }> {
+  const starts = new Map<string, number>();
+  const stream = (await docker.getEvents({ filters: { type: ['container'], event: ['start'], label: [label] } })) as NodeJS.ReadableStream & { destroy(): void };
+  let buffered = '';
+  stream.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines.filter(Boolean)) {
+      const e = JSON.parse(line) as { timeNano: number; Actor: { Attributes: Record<string, string> } };
+      const id = e.Actor.Attributes['foreman.job-id'] ?? e.Actor.Attributes['bench.id'];
+      if (id) starts.set(id, e.timeNano / 1e6);
+    }
+  });
+  return { starts, stop: () => stream.destroy() };
+}
+
+/** Raw engine: create + start of the same image on the same kind of network, timed to the engine's start event. */
+async function rawDispatch(network: string): Promise<number[]> {
+  const watcher = await watchStarts('bench.raw=1');
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < rounds; i++) {
+      const id = `raw-${i}`;
+      const t0 = Date.now();
+      const c = await docker.createContainer({
+        Image: 'foreman-test-job:latest',
+        Cmd: ['/usr/local/bin/node', '-e', 'setTimeout(() => {}, 60000)'],
+        Env: ['FOREMAN_GET_JOB_ENDPOINT=http://x/job/1', 'FOREMAN_PUT_JOB_ENDPOINT=http://x/job/1'],
+        Labels: { 'bench.raw': '1', 'bench.id': id },
+        HostConfig: { NetworkMode: network, Init: true },
+      });
+      await c.start();
+      const started = await waitFor('raw start event', () => watcher.starts.get(id), 10_000, 5);
+      samples.push(started - t0);
+      await c.remove({ force: true });
+    }
+  } finally {
+    watcher.stop();
+  }
+  return samples;
+}
+
+async function benchDispatch(): Promise<void> {
+  await testJobImage();
+  const control = await new FakeControlServer().start();
+  const callbacks = await new CallbackReceiver().start();
+  const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_POLL_FREQUENCY: '20', FOREMAN_CORE_JOB_REMOVAL_TIMEOUT: '0' });
+  const agent = spawnAgent(env);
+  let agentId: string | undefined;
+  try {
+    // Warm up: the first job also creates the network.
+    control.reply([job('warm-0', callbacks.url(), { values: [1] })]);
+    const warm = await callbacks.waitForCompletion('warm-0', 60_000);
+    agentId = String(warm.headers['x-foreman-agent-id']);
+    const watcher = await watchStarts(`foreman.agent=${agentId}`);
+    const agentSamples: number[] = [];
+    try {
+      for (let i = 0; i < rounds; i++) {
+        const id = `dispatch-${i}`;
+        const pollsBefore = control.polls.length;
+        control.reply([job(id, callbacks.url(), { values: [i] })]);
+        // The job "appears" when the poll that carries it is answered.
+        const served = await waitFor('the poll carrying the job', () => (control.polls.length > pollsBefore ? control.polls[pollsBefore] : undefined), 10_000, 2);
+        const started = await waitFor('agent start event', () => watcher.starts.get(id), 20_000, 5);
+        agentSamples.push(started - served.at);
+        await callbacks.waitForCompletion(id);
+      }
+    } finally {
+      watcher.stop();
+    }
+    const raw = sortNum(await rawDispatch(env.networkName));
+    const viaAgent = sortNum(agentSamples);
+    const overhead = percentile(viaAgent, 50) - percentile(raw, 50);
+    console.log('\n## Dispatch: job served by the control server → container running');
+    console.log(`| | p50 ms | p90 ms |\n|---|---|---|`);
+    console.log(`| raw engine create+start | ${fmt(percentile(raw, 50))} | ${fmt(percentile(raw, 90))} |`);
+    console.log(`| through foreman | ${fmt(percentile(viaAgent, 50))} | ${fmt(percentile(viaAgent, 90))} |`);
+    console.log(`dispatch overhead p50: ${fmt(overhead)} ms (target ≤ 15 ms); ratio ${fmt(percentile(viaAgent, 50) / percentile(raw, 50), 3)}× raw`);
+  } finally {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+    await control.close();
+    await callbacks.stop();
+    await cleanup(env, agentId);
+  }
+}
+
+/** Runs `connections` loops of PUTs against `url` for `seconds`; returns rate and latencies. */
+async function load(url: string, connections: number, seconds: number): Promise<{ rate: number; latencies: number[]; errors: number }> {
+  const target = new URL(url);
+  const pool = new Pool(target.origin, { connections, pipelining: 1 });
+  const latencies: number[] = [];
+  let errors = 0;
+  const end = Date.now() + seconds * 1000;
+  const body = JSON.stringify({ progress: 'x'.repeat(64) });
+  const loops = Array.from({ length: connections }, async () => {
+    while (Date.now() < end) {
+      const t0 = performance.now();
+      try {
+        const res = await pool.request({
+          method: 'PUT',
+          path: target.pathname + target.search,
+          headers: { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5', 'content-type': 'application/json' },
+          body,
+        });
+        await res.body.dump();
+        if (res.statusCode !== 200) errors++;
+        else latencies.push(performance.now() - t0);
+      } catch {
+        errors++;
+      }
+    }
+  });
+  const started = Date.now();
+  await Promise.all(loops);
+  const elapsed = (Date.now() - started) / 1000;
+  await pool.close();
+  return { rate: latencies.length / elapsed, latencies: sortNum(latencies), errors };
+}
+
+async function benchProxy(): Promise<void> {
+  await testJobImage();
+  const control = await new FakeControlServer().start();
+  const callbacks = await new CallbackReceiver().start();
+  const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '600000' });
+  const agent = spawnAgent(env);
+  let agentId: string | undefined;
+  try {
+    control.reply([job('proxy-1', callbacks.url(), { action: 'sleep' })]);
+    const db = await waitFor('the store', () => {
+      try {
+        return new Database(join(env.env.FOREMAN_CORE_DATA_DIR ?? '', 'foreman.db'), { readonly: true, fileMustExist: true });
+      } catch {
+        return undefined;
+      }
+    });
+    await waitFor('proxy-1 running', () => db.prepare<[], { state: string }>("SELECT state FROM jobs WHERE id = 'proxy-1'").get()?.state === 'running', 30_000);
+    db.close();
+    const containers = await waitFor('the container', async () => (await docker.listContainers({ filters: { label: ['foreman.job-id=proxy-1'] } }))[0]);
+    agentId = containers.Labels['foreman.agent'];
+    // The agent's job API port, from the container's environment.
+    const info = await docker.getContainer(containers.Id).inspect();
+    const endpoint = info.Config.Env.find((e) => e.startsWith('FOREMAN_PUT_JOB_ENDPOINT='))?.split('=').slice(1).join('=') ?? '';
+
+    const direct = await load(callbacks.url('direct'), 50, loadSeconds);
+    const before = callbacks.requests.length;
+    const proxied = await load(endpoint, 50, loadSeconds);
+    const forwardedDuring = callbacks.requests.length - before;
+    // Let the outbox catch up, then time how long that took.
+    const drainStart = Date.now();
+    await waitFor('the outbox to drain', () => callbacks.for('proxy-1').length >= proxied.latencies.length, 300_000, 20);
+    const drainSeconds = (Date.now() - drainStart) / 1000;
+    const forwardRate = callbacks.for('proxy-1').length / (loadSeconds + drainSeconds);
+
+    console.log('\n## Status proxy: container PUT → callback, 50 connections, one job');
+    console.log('| | PUT/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|');
+    console.log(`| raw: straight to the callback receiver | ${fmt(direct.rate, 0)} | ${fmt(percentile(direct.latencies, 50), 2)} | ${fmt(percentile(direct.latencies, 99), 2)} | ${direct.errors} |`);
+    console.log(`| through foreman (answered once stored) | ${fmt(proxied.rate, 0)} | ${fmt(percentile(proxied.latencies, 50), 2)} | ${fmt(percentile(proxied.latencies, 99), 2)} | ${proxied.errors} |`);
+    console.log(`added latency p50: ${fmt(percentile(proxied.latencies, 50) - percentile(direct.latencies, 50), 2)} ms (target ≤ 1 ms); throughput ratio ${fmt(proxied.rate / direct.rate, 3)}× raw (target ≥ 5000 PUT/s)`);
+    console.log(`forwarded to the callback: ${forwardedDuring} during the load, all ${callbacks.for('proxy-1').length} after ${fmt(drainSeconds)} s more: ${fmt(forwardRate, 0)} deliveries/s end to end`);
+  } finally {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+    await control.close();
+    await callbacks.stop();
+    await cleanup(env, agentId);
+  }
+}
+
+async function benchIdle(): Promise<void> {
+  const control = await new FakeControlServer().start();
+  const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_POLL_FREQUENCY: '1000' });
+  const agent = spawnAgent(env);
+  try {
+    await waitFor('a few polls', () => control.polls.length >= 3, 30_000, 100);
+    const pid = agent.child.pid ?? 0;
+    const samples: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      samples.push(rssMb(pid));
+      await waitFor('the next poll', () => control.polls.length >= 4 + i, 10_000, 100);
+    }
+    const node = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+    await once(node, 'spawn');
+    await waitFor('bare node to settle', () => rssMb(node.pid ?? 0) > 0, 5000);
+    const bareRss = rssMb(node.pid ?? 0);
+    node.kill();
+    const agentRss = sortNum(samples)[Math.floor(samples.length / 2)] ?? NaN;
+    console.log('\n## Idle footprint');
+    console.log(`agent RSS (median of 5, idle, polling every 1 s): ${fmt(agentRss)} MB (target ≤ 70 MB); bare \`node -e\` ${fmt(bareRss)} MB; ratio ${fmt(agentRss / bareRss, 2)}×`);
+  } finally {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+    await control.close();
+    await cleanup(env);
+  }
+}
+
+const which = args.only;
+if (!which || which === 'dispatch') await benchDispatch();
+if (!which || which === 'proxy') await benchProxy();
+if (!which || which === 'idle') await benchIdle();

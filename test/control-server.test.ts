@@ -1,0 +1,399 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { formatLabelsHeader } from '../examples/control-server/labels.ts';
+import { createControlServer } from '../examples/control-server/server.ts';
+import type { ControlServer, ControlServerOptions } from '../examples/control-server/server.ts';
+
+const TOKEN = 'test-token';
+
+interface Running {
+  server: ControlServer;
+  base: string;
+}
+
+async function start(dbPath: string, extra: Partial<ControlServerOptions> = {}): Promise<Running> {
+  const server = await createControlServer({ dbPath, tokens: [TOKEN, 'second-token'], ...extra });
+  await server.app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = server.app.server.address() as AddressInfo;
+  return { server, base: `http://127.0.0.1:${port}` };
+}
+
+async function json(response: Response): Promise<unknown> {
+  return JSON.parse(await response.text()) as unknown;
+}
+
+interface JobView {
+  id: string;
+  status: string;
+  progress: number | null;
+  outcome: string | null;
+  result: unknown;
+  agentId: string | null;
+}
+
+interface HandedJob {
+  id: string;
+  image: string;
+  body: unknown;
+  callbackUrl: string;
+  command?: string[];
+  env?: Record<string, string>;
+  alwaysPull?: boolean;
+}
+
+describe('reference control server', () => {
+  let dir: string;
+  let running: Running;
+  let base: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'foreman-cs-test-'));
+    running = await start(join(dir, 'cs.db'));
+    base = running.base;
+  });
+  after(async () => {
+    await running.server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function submit(job: Record<string, unknown>): Promise<string> {
+    const response = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(job) });
+    assert.equal(response.status, 201, await response.clone().text());
+    const { id } = (await json(response)) as { id: string };
+    assert.match(id, /^[0-9a-f-]{36}$/);
+    return id;
+  }
+
+  async function poll(headers: Record<string, string>): Promise<{ status: number; body: unknown }> {
+    const response = await fetch(`${base}/job`, { headers: { authorization: `Bearer ${TOKEN}`, ...headers } });
+    return { status: response.status, body: await json(response) };
+  }
+
+  // Each test uses its own label value so queued jobs from other tests never match.
+  async function pollJobs(queue: string, capacity: number, agentId = `agent-${queue}`): Promise<HandedJob[]> {
+    const result = await poll({ 'x-foreman-labels': formatLabelsHeader({ queue }), 'x-foreman-capacity': String(capacity), 'x-foreman-agent-id': agentId });
+    assert.equal(result.status, 200, JSON.stringify(result.body));
+    return result.body as HandedJob[];
+  }
+
+  async function callback(id: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: unknown }> {
+    const response = await fetch(`${base}/job/${id}`, { method: 'PUT', headers, ...(body === undefined ? {} : { body }) });
+    return { status: response.status, body: await json(response) };
+  }
+
+  async function getJob(id: string): Promise<JobView> {
+    const response = await fetch(`${base}/jobs/${id}`);
+    assert.equal(response.status, 200);
+    return (await json(response)) as JobView;
+  }
+
+  it('rejects GET /job without a valid bearer token with a JSON 401', async () => {
+    for (const authorization of [undefined, 'Bearer wrong', 'Basic dGVzdA==', `Bearer ${TOKEN}x`]) {
+      const response = await fetch(`${base}/job`, { headers: authorization === undefined ? {} : { authorization } });
+      assert.equal(response.status, 401);
+      assert.match(response.headers.get('content-type') ?? '', /application\/json/);
+      assert.deepEqual(await json(response), { error: 'missing or invalid bearer token' });
+    }
+    const second = await fetch(`${base}/job`, { headers: { authorization: 'Bearer second-token', 'x-foreman-capacity': '0' } });
+    assert.equal(second.status, 200);
+  });
+
+  it('hands out only jobs whose required labels the agent carries with equal values', async () => {
+    const gpu = await submit({ image: 'img', labels: { queue: 'labels', 'gpu=kind': 'a,b' } });
+    const plain = await submit({ image: 'img', labels: { queue: 'labels' } });
+
+    const wrongValue = await poll({ 'x-foreman-labels': formatLabelsHeader({ queue: 'labels', 'gpu=kind': 'a' }), 'x-foreman-capacity': '5' });
+    assert.deepEqual((wrongValue.body as HandedJob[]).map((job) => job.id), [plain]);
+
+    const noLabels = await poll({ 'x-foreman-capacity': '5' });
+    assert.ok(!(noLabels.body as HandedJob[]).some((job) => job.id === gpu), 'a job with required labels went to an agent without labels');
+
+    // Encoded "=" and "," decode back; extra agent labels don't matter.
+    const matching = await poll({ 'x-foreman-labels': `${formatLabelsHeader({ 'gpu=kind': 'a,b', extra: 'x' })},queue=labels`, 'x-foreman-capacity': '5' });
+    assert.deepEqual((matching.body as HandedJob[]).map((job) => job.id), [gpu]);
+  });
+
+  it('returns the job fields, with a callbackUrl pointing back at this server', async () => {
+    const id = await submit({ image: 'img:1', command: ['node', 'x.js'], env: { A: '1' }, body: { n: [1, 2] }, labels: { queue: 'fields' }, alwaysPull: false });
+    const minimal = await submit({ image: 'img:2', labels: { queue: 'fields' } });
+    const jobs = await pollJobs('fields', 2);
+    assert.deepEqual(jobs, [
+      { id, image: 'img:1', command: ['node', 'x.js'], env: { A: '1' }, body: { n: [1, 2] }, alwaysPull: false, callbackUrl: `${base}/job/${id}` },
+      { id: minimal, image: 'img:2', body: null, callbackUrl: `${base}/job/${minimal}` },
+    ]);
+    assert.equal((await getJob(id)).status, 'assigned');
+    assert.equal((await getJob(id)).agentId, 'agent-fields');
+  });
+
+  it('honours capacity: at most that many, oldest first; missing means 1; 0 means none', async () => {
+    const ids = [];
+    for (let i = 0; i < 5; i++) ids.push(await submit({ image: 'img', body: i, labels: { queue: 'capacity' } }));
+    assert.deepEqual(await pollJobs('capacity', 0), []);
+    assert.deepEqual((await pollJobs('capacity', 2)).map((job) => job.id), ids.slice(0, 2));
+    const defaulted = await poll({ 'x-foreman-labels': 'queue=capacity' });
+    assert.deepEqual((defaulted.body as HandedJob[]).map((job) => job.id), ids.slice(2, 3));
+    assert.deepEqual((await pollJobs('capacity', 10)).map((job) => job.id), ids.slice(3));
+    assert.deepEqual(await pollJobs('capacity', 10), []);
+  });
+
+  it('rejects malformed labels and capacity with a 400', async () => {
+    for (const labels of ['queue', 'a=b=c', '=value', 'k=%E0%A4%A']) {
+      const result = await poll({ 'x-foreman-labels': labels });
+      assert.equal(result.status, 400, labels);
+      assert.match((result.body as { error: string }).error, /x-foreman-labels/);
+    }
+    for (const capacity of ['-1', 'two', '1.5', '']) {
+      const result = await poll({ 'x-foreman-capacity': capacity });
+      assert.equal(result.status, 400, capacity);
+      assert.match((result.body as { error: string }).error, /x-foreman-capacity/);
+    }
+  });
+
+  it('never hands one job to two agents polling concurrently', async () => {
+    const ids = new Set<string>();
+    for (let i = 0; i < 30; i++) ids.add(await submit({ image: 'img', labels: { queue: 'race' } }));
+    const results = await Promise.all(['a', 'b', 'c', 'd'].map((agent) => pollJobs('race', 10, `race-${agent}`)));
+    const handed = results.flat().map((job) => job.id);
+    assert.equal(new Set(handed).size, handed.length, 'a job was handed out twice');
+    assert.deepEqual(new Set(handed), ids);
+    for (const [index, jobs] of results.entries()) {
+      for (const job of jobs) assert.equal((await getJob(job.id)).agentId, `race-${'abcd'[index]}`);
+    }
+  });
+
+  it('records agents seen with their labels, capacity and last poll', async () => {
+    await poll({ 'x-foreman-agent-id': 'seen-agent', 'x-foreman-labels': 'zone=eu%2C1', 'x-foreman-capacity': '7', 'user-agent': 'foreman/0.1.0 (linux, x64)' });
+    await poll({ 'x-foreman-capacity': '0', 'user-agent': 'anonymous-client' });
+    const agents = (await json(await fetch(`${base}/agents`))) as Array<{ id: string; labels: unknown; capacity: number; userAgent: string; lastPollAt: string }>;
+    const seen = agents.find((agent) => agent.id === 'seen-agent');
+    assert.ok(seen);
+    assert.deepEqual(seen.labels, { zone: 'eu,1' });
+    assert.equal(seen.capacity, 7);
+    assert.equal(seen.userAgent, 'foreman/0.1.0 (linux, x64)');
+    assert.ok(Date.now() - Date.parse(seen.lastPollAt) < 60_000);
+    const anonymous = agents.find((agent) => agent.userAgent === 'anonymous-client');
+    assert.ok(anonymous);
+    assert.match(anonymous.id, /^anonymous-[0-9a-f]{12}$/);
+    assert.ok(!anonymous.id.includes(TOKEN));
+  });
+
+  it('validates POST /jobs with clear 400s', async () => {
+    const cases: Array<[string, string, RegExp]> = [
+      ['{}', 'application/json', /body must have required properties image/],
+      ['{"image":""}', 'application/json', /body\.image must not have fewer than 1 characters/],
+      ['{"image":5}', 'application/json', /body\.image must be string/],
+      ['{"image":"x","command":"ls"}', 'application/json', /body\.command must be array/],
+      ['{"image":"x","env":{"A":1}}', 'application/json', /body\.env\.A must be string/],
+      ['{"image":"x","labels":{"q":true}}', 'application/json', /body\.labels\.q must be string/],
+      ['{"image":"x","alwaysPull":"yes"}', 'application/json', /body\.alwaysPull must be boolean/],
+      ['{"image":"x","imgae":"y"}', 'application/json', /unknown field\(s\): imgae/],
+      ['[1]', 'application/json', /body must be object/],
+      ['{oops', 'application/json', /not valid JSON/],
+      ['image=x', 'application/x-www-form-urlencoded', /unsupported content-type/],
+    ];
+    for (const [body, contentType, expected] of cases) {
+      const response = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': contentType }, body });
+      assert.ok(response.status === 400 || response.status === 415, `${body}: ${response.status}`);
+      const error = ((await json(response)) as { error: string }).error;
+      assert.match(error, expected, body);
+      assert.doesNotMatch(error, /\n\s+at /, 'stack trace leaked');
+    }
+  });
+
+  it('records callbacks: status, progress, JSON or text result, default outcome', async () => {
+    const id = await submit({ image: 'img', labels: { queue: 'callback' } });
+    await pollJobs('callback', 1);
+    let reply = await callback(id, { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.25', 'content-type': 'text/plain' }, 'quarter');
+    assert.equal(reply.status, 200);
+    let job = await getJob(id);
+    assert.deepEqual([job.status, job.progress, job.outcome, job.result], ['running', 0.25, null, 'quarter']);
+
+    // A body that claims JSON but isn't is kept as text rather than bounced.
+    await callback(id, { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5', 'content-type': 'application/json' }, '{half');
+    assert.equal((await getJob(id)).result, '{half');
+
+    reply = await callback(id, { 'x-foreman-job-status': 'completed', 'content-type': 'application/json; charset=utf-8' }, '{"answer":42}');
+    assert.equal(reply.status, 200);
+    job = await getJob(id);
+    assert.deepEqual([job.status, job.outcome, job.result], ['completed', 'succeeded', { answer: 42 }]);
+
+    // Completed is terminal.
+    reply = await callback(id, { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.9' }, 'late');
+    assert.equal(reply.status, 200);
+    assert.deepEqual(await getJob(id), job);
+
+    const failed = await submit({ image: 'img', labels: { queue: 'callback' } });
+    await pollJobs('callback', 1);
+    const report = { outcome: 'failed', reason: 'exited', message: 'exit code 3', exitCode: 3 };
+    await callback(failed, { 'x-foreman-job-status': 'completed', 'x-foreman-job-outcome': 'failed', 'content-type': 'application/json' }, JSON.stringify(report));
+    const failedJob = await getJob(failed);
+    assert.deepEqual([failedJob.status, failedJob.outcome, failedJob.result], ['completed', 'failed', report]);
+  });
+
+  it('rejects bad callback headers with a 400', async () => {
+    const id = await submit({ image: 'img', labels: { queue: 'bad-callback' } });
+    const badHeaders: Array<Record<string, string>> = [
+      {},
+      { 'x-foreman-job-status': 'done' },
+      { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': 'lots' },
+      { 'x-foreman-job-status': 'running', 'x-foreman-delivery-seq': 'first' },
+    ];
+    for (const headers of badHeaders) {
+      const reply = await callback(id, headers);
+      assert.equal(reply.status, 400, JSON.stringify(headers));
+      assert.equal(typeof (reply.body as { error: string }).error, 'string');
+    }
+    assert.equal((await getJob(id)).status, 'queued');
+  });
+
+  it('is idempotent on x-foreman-delivery-id', async () => {
+    const id = await submit({ image: 'img', labels: { queue: 'dedupe' } });
+    await pollJobs('dedupe', 1);
+    const headers = { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.4', 'x-foreman-delivery-id': 'delivery-1', 'x-foreman-delivery-seq': '1' };
+    assert.equal((await callback(id, headers, 'first')).status, 200);
+    const before = await getJob(id);
+    const repeat = await callback(id, { ...headers, 'x-foreman-job-progress': '0.8' }, 'changed');
+    assert.equal(repeat.status, 200);
+    assert.deepEqual(await getJob(id), before);
+    const repeatedCompletion = await callback(id, { 'x-foreman-job-status': 'completed', 'x-foreman-delivery-id': 'delivery-1', 'x-foreman-delivery-seq': '2' });
+    assert.equal(repeatedCompletion.status, 200);
+    assert.equal((await getJob(id)).status, 'running');
+  });
+
+  it('ignores deliveries older than the last applied x-foreman-delivery-seq', async () => {
+    const id = await submit({ image: 'img', labels: { queue: 'seq' } });
+    await pollJobs('seq', 1);
+    const update = (seq: number, progress: string) =>
+      callback(id, { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': progress, 'x-foreman-delivery-id': `seq-${seq}`, 'x-foreman-delivery-seq': String(seq) });
+    assert.equal((await update(1, '0.1')).status, 200);
+    assert.equal((await update(3, '0.3')).status, 200);
+    const stale = await update(2, '0.2');
+    assert.equal(stale.status, 200);
+    assert.equal((await getJob(id)).progress, 0.3);
+    assert.equal((await update(4, '0.4')).status, 200);
+    assert.equal((await getJob(id)).progress, 0.4);
+  });
+
+  it('answers 404 with a JSON error for unknown jobs and routes', async () => {
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const put = await callback(unknown, { 'x-foreman-job-status': 'running' });
+    assert.equal(put.status, 404);
+    assert.deepEqual(put.body, { error: `unknown job ${unknown}` });
+    const get = await fetch(`${base}/jobs/${unknown}`);
+    assert.equal(get.status, 404);
+    assert.deepEqual(await json(get), { error: `unknown job ${unknown}` });
+    const route = await fetch(`${base}/nowhere?x=1`);
+    assert.equal(route.status, 404);
+    assert.deepEqual(await json(route), { error: 'no route for GET /nowhere' });
+  });
+
+  it('lists jobs newest first', async () => {
+    const first = await submit({ image: 'img', labels: { queue: 'list' } });
+    const second = await submit({ image: 'img', labels: { queue: 'list' } });
+    const jobs = (await json(await fetch(`${base}/jobs`))) as Array<JobView & { image: string; createdAt: string; updatedAt: string }>;
+    assert.deepEqual(jobs.slice(0, 2).map((job) => job.id), [second, first]);
+    assert.deepEqual(Object.keys(jobs[0]!).sort(), ['agentId', 'createdAt', 'id', 'image', 'labels', 'outcome', 'progress', 'result', 'status', 'updatedAt']);
+  });
+
+  it('streams job and agent changes as server-sent events', async () => {
+    const controller = new AbortController();
+    const response = await fetch(`${base}/events`, { signal: controller.signal });
+    assert.match(response.headers.get('content-type') ?? '', /text\/event-stream/);
+    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = '';
+    const nextEvent = async (name: string): Promise<unknown> => {
+      for (;;) {
+        const match = new RegExp(`event: ${name}\\ndata: (.*)\\n\\n`).exec(buffered);
+        if (match) {
+          buffered = buffered.slice(match.index + match[0].length);
+          return JSON.parse(match[1]!) as unknown;
+        }
+        const { value, done } = await reader.read();
+        assert.ok(!done, `stream ended before a ${name} event`);
+        buffered += value;
+      }
+    };
+    try {
+      const snapshot = (await nextEvent('snapshot')) as { jobs: unknown[]; agents: unknown[] };
+      assert.ok(Array.isArray(snapshot.jobs) && Array.isArray(snapshot.agents));
+      const id = await submit({ image: 'img', labels: { queue: 'events' } });
+      assert.deepEqual(((await nextEvent('job')) as JobView).id, id);
+      await pollJobs('events', 1, 'events-agent');
+      assert.equal(((await nextEvent('agent')) as { id: string }).id, 'events-agent');
+      assert.equal(((await nextEvent('job')) as JobView).status, 'assigned');
+      await callback(id, { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5' });
+      assert.equal(((await nextEvent('job')) as JobView).progress, 0.5);
+    } finally {
+      controller.abort();
+    }
+  });
+
+  it('serves the dashboard page', async () => {
+    const response = await fetch(`${base}/`);
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get('content-type') ?? '', /text\/html/);
+    assert.match(await response.text(), /<title>foreman control server<\/title>/);
+  });
+});
+
+describe('reference control server persistence', () => {
+  it('keeps jobs, assignments and seen deliveries across a restart on the same database', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-restart-'));
+    const dbPath = join(dir, 'cs.db');
+    try {
+      let running = await start(dbPath);
+      const post = (body: unknown) => fetch(`${running.base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const assignedId = ((await json(await post({ image: 'img', body: { keep: true } }))) as { id: string }).id;
+      const handed = await fetch(`${running.base}/job`, { headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-agent-id': 'restart-agent' } });
+      assert.equal(((await json(handed)) as HandedJob[])[0]?.id, assignedId);
+      const queuedId = ((await json(await post({ image: 'img', labels: { never: 'matched' } }))) as { id: string }).id;
+      const progress = { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5', 'x-foreman-delivery-id': 'before-restart', 'x-foreman-delivery-seq': '5' };
+      assert.equal((await fetch(`${running.base}/job/${assignedId}`, { method: 'PUT', headers: progress })).status, 200);
+      await running.server.close();
+
+      running = await start(dbPath);
+      const jobs = (await json(await fetch(`${running.base}/jobs`))) as JobView[];
+      assert.deepEqual(
+        jobs.map((job) => [job.id, job.status, job.progress, job.agentId]),
+        [
+          [queuedId, 'queued', null, null],
+          [assignedId, 'running', 0.5, 'restart-agent'],
+        ],
+      );
+      // The delivery id and sequence survive too.
+      const replay = await fetch(`${running.base}/job/${assignedId}`, { method: 'PUT', headers: { ...progress, 'x-foreman-job-progress': '0.9' } });
+      assert.equal(replay.status, 200);
+      const older = await fetch(`${running.base}/job/${assignedId}`, {
+        method: 'PUT',
+        headers: { ...progress, 'x-foreman-delivery-id': 'older', 'x-foreman-delivery-seq': '4', 'x-foreman-job-progress': '0.1' },
+      });
+      assert.equal(older.status, 200);
+      assert.equal(((await json(await fetch(`${running.base}/jobs/${assignedId}`))) as JobView).progress, 0.5);
+      await running.server.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('uses publicUrl for callback URLs when given', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-public-'));
+    const running = await start(join(dir, 'cs.db'), { publicUrl: 'https://control.example.test/base/' });
+    try {
+      const created = await fetch(`${running.base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image":"img"}' });
+      const { id } = (await json(created)) as { id: string };
+      const handed = (await json(await fetch(`${running.base}/job`, { headers: { authorization: `Bearer ${TOKEN}` } }))) as HandedJob[];
+      assert.equal(handed[0]?.callbackUrl, `https://control.example.test/base/job/${id}`);
+    } finally {
+      await running.server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses to start without a token', async () => {
+    await assert.rejects(createControlServer({ dbPath: ':memory:', tokens: [''] }), /at least one non-empty token/);
+  });
+});
