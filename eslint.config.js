@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'examples/control-server/public/**'] },
+  { ignores: ['node_modules/**', 'dist/**', 'examples/control-server/public/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -21,16 +21,20 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/cli/**', 'test/**', 'bench/**', 'examples/**'],
+    files: ['src/cli/**', 'test/**', 'bench/**', 'examples/**', 'scripts/**'],
     rules: { 'no-restricted-properties': 'off' },
   },
   {
-    files: ['**/*.js', '**/*.mjs'],
+    files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     ...tseslint.configs.disableTypeChecked,
   },
   {
-    files: ['bin/*.js'],
-    languageOptions: { globals: { process: 'readonly' } },
+    files: ['src/**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { module: 'writable' } },
+  },
+  {
+    files: ['bin/*.js', 'scripts/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', URL: 'readonly' } },
     rules: { 'no-restricted-properties': 'off' },
   },
 );

@@ -8,9 +8,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import Database from 'better-sqlite3';
 import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
 import { CallbackReceiver, FakeControlServer, cleanup, docker, job, spawnAgent, testEnv, waitFor } from '../test/support/harness.ts';
@@ -100,6 +98,8 @@ async function benchDispatch(): Promise<void> {
         const started = await waitFor('agent start event', () => watcher.starts.get(id), 20_000, 5);
         agentSamples.push(started - served.at);
         await callbacks.waitForCompletion(id);
+        // Like the raw loop, start the next one only once this container is gone.
+        await waitFor('the container to be removed', async () => (await docker.listContainers({ all: true, filters: { label: [`foreman.job-id=${id}`] } })).length === 0, 20_000, 20);
       }
     } finally {
       watcher.stop();
@@ -121,15 +121,16 @@ async function benchDispatch(): Promise<void> {
   }
 }
 
-/** Runs `connections` loops of PUTs against `url` for `seconds`; returns rate and latencies. */
-async function load(url: string, connections: number, seconds: number): Promise<{ rate: number; latencies: number[]; errors: number }> {
-  const target = new URL(url);
-  const pool = new Pool(target.origin, { connections, pipelining: 1 });
+/** Runs `connections` loops of PUTs, spread over `urls`, for `seconds`; returns rate and latencies. */
+async function load(urls: string[], connections: number, seconds: number): Promise<{ rate: number; latencies: number[]; errors: number }> {
+  const origin = new URL(urls[0] ?? '').origin;
+  const pool = new Pool(origin, { connections, pipelining: 1 });
   const latencies: number[] = [];
   let errors = 0;
   const end = Date.now() + seconds * 1000;
   const body = JSON.stringify({ progress: 'x'.repeat(64) });
-  const loops = Array.from({ length: connections }, async () => {
+  const loops = Array.from({ length: connections }, async (_, i) => {
+    const target = new URL(urls[i % urls.length] ?? '');
     while (Date.now() < end) {
       const t0 = performance.now();
       try {
@@ -154,7 +155,22 @@ async function load(url: string, connections: number, seconds: number): Promise<
   return { rate: latencies.length / elapsed, latencies: sortNum(latencies), errors };
 }
 
-async function benchProxy(): Promise<void> {
+/** The PUT endpoint of each job's container, read from the container's environment. */
+async function endpointsOf(agentIdLabel: string, count: number): Promise<string[]> {
+  const containers = await waitFor(`${count} job containers`, async () => {
+    const list = await docker.listContainers({ filters: { label: [agentIdLabel], status: ['running'] } });
+    return list.length >= count ? list : undefined;
+  }, 60_000, 100);
+  const endpoints: string[] = [];
+  for (const c of containers) {
+    const info = await docker.getContainer(c.Id).inspect();
+    const env = info.Config.Env.find((e) => e.startsWith('FOREMAN_PUT_JOB_ENDPOINT='));
+    if (env) endpoints.push(env.slice('FOREMAN_PUT_JOB_ENDPOINT='.length));
+  }
+  return endpoints;
+}
+
+async function benchProxy(jobCount: number): Promise<void> {
   await testJobImage();
   const control = await new FakeControlServer().start();
   const callbacks = await new CallbackReceiver().start();
@@ -162,38 +178,27 @@ async function benchProxy(): Promise<void> {
   const agent = spawnAgent(env);
   let agentId: string | undefined;
   try {
-    control.reply([job('proxy-1', callbacks.url(), { action: 'sleep' })]);
-    const db = await waitFor('the store', () => {
-      try {
-        return new Database(join(env.env.FOREMAN_CORE_DATA_DIR ?? '', 'foreman.db'), { readonly: true, fileMustExist: true });
-      } catch {
-        return undefined;
-      }
-    });
-    await waitFor('proxy-1 running', () => db.prepare<[], { state: string }>("SELECT state FROM jobs WHERE id = 'proxy-1'").get()?.state === 'running', 30_000);
-    db.close();
-    const containers = await waitFor('the container', async () => (await docker.listContainers({ filters: { label: ['foreman.job-id=proxy-1'] } }))[0]);
-    agentId = containers.Labels['foreman.agent'];
-    // The agent's job API port, from the container's environment.
-    const info = await docker.getContainer(containers.Id).inspect();
-    const endpoint = info.Config.Env.find((e) => e.startsWith('FOREMAN_PUT_JOB_ENDPOINT='))?.split('=').slice(1).join('=') ?? '';
+    const ids = Array.from({ length: jobCount }, (_, i) => `proxy-${i}`);
+    control.reply(ids.map((id) => job(id, callbacks.url(), { action: 'sleep' })));
+    const first = await waitFor('a job container', async () => (await docker.listContainers({ filters: { label: ['foreman.job-id=proxy-0'] } }))[0], 60_000, 100);
+    agentId = first.Labels['foreman.agent'];
+    const endpoints = await endpointsOf(`foreman.agent=${agentId}`, jobCount);
 
-    const direct = await load(callbacks.url('direct'), 50, loadSeconds);
+    const direct = await load([callbacks.url('direct')], 50, loadSeconds);
     const before = callbacks.requests.length;
-    const proxied = await load(endpoint, 50, loadSeconds);
+    const proxied = await load(endpoints, 50, loadSeconds);
     const forwardedDuring = callbacks.requests.length - before;
-    // Let the outbox catch up, then time how long that took.
     const drainStart = Date.now();
-    await waitFor('the outbox to drain', () => callbacks.for('proxy-1').length >= proxied.latencies.length, 300_000, 20);
+    await waitFor('the outbox to drain', () => callbacks.requests.length - before >= proxied.latencies.length, 300_000, 20);
     const drainSeconds = (Date.now() - drainStart) / 1000;
-    const forwardRate = callbacks.for('proxy-1').length / (loadSeconds + drainSeconds);
+    const forwardRate = (callbacks.requests.length - before) / (loadSeconds + drainSeconds);
 
-    console.log('\n## Status proxy: container PUT → callback, 50 connections, one job');
+    console.log(`\n## Status proxy: container PUT → callback, 50 connections over ${jobCount} job${jobCount === 1 ? '' : 's'}`);
     console.log('| | PUT/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|');
     console.log(`| raw: straight to the callback receiver | ${fmt(direct.rate, 0)} | ${fmt(percentile(direct.latencies, 50), 2)} | ${fmt(percentile(direct.latencies, 99), 2)} | ${direct.errors} |`);
     console.log(`| through foreman (answered once stored) | ${fmt(proxied.rate, 0)} | ${fmt(percentile(proxied.latencies, 50), 2)} | ${fmt(percentile(proxied.latencies, 99), 2)} | ${proxied.errors} |`);
-    console.log(`added latency p50: ${fmt(percentile(proxied.latencies, 50) - percentile(direct.latencies, 50), 2)} ms (target ≤ 1 ms); throughput ratio ${fmt(proxied.rate / direct.rate, 3)}× raw (target ≥ 5000 PUT/s)`);
-    console.log(`forwarded to the callback: ${forwardedDuring} during the load, all ${callbacks.for('proxy-1').length} after ${fmt(drainSeconds)} s more: ${fmt(forwardRate, 0)} deliveries/s end to end`);
+    console.log(`added latency p50: ${fmt(percentile(proxied.latencies, 50) - percentile(direct.latencies, 50), 2)} ms (target ≤ 1 ms); throughput ${fmt(proxied.rate / direct.rate, 3)}× raw (target ≥ 5000 PUT/s)`);
+    console.log(`forwarded: ${forwardedDuring} during the load, the rest within ${fmt(drainSeconds)} s more: ${fmt(forwardRate, 0)} deliveries/s end to end`);
   } finally {
     agent.child.kill('SIGTERM');
     await agent.exited;
@@ -215,10 +220,14 @@ async function benchIdle(): Promise<void> {
       samples.push(rssMb(pid));
       await waitFor('the next poll', () => control.polls.length >= 4 + i, 10_000, 100);
     }
+    // A bare node process that has loaded nothing: what any Node.js agent costs at least.
     const node = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
     await once(node, 'spawn');
-    await waitFor('bare node to settle', () => rssMb(node.pid ?? 0) > 0, 5000);
-    const bareRss = rssMb(node.pid ?? 0);
+    const pidOf = node.pid ?? 0;
+    const bareRss = await waitFor('bare node to settle', async () => {
+      await new Promise((r) => setTimeout(r, 1000));
+      return rssMb(pidOf);
+    }, 10_000);
     node.kill();
     const agentRss = sortNum(samples)[Math.floor(samples.length / 2)] ?? NaN;
     console.log('\n## Idle footprint');
@@ -233,5 +242,8 @@ async function benchIdle(): Promise<void> {
 
 const which = args.only;
 if (!which || which === 'dispatch') await benchDispatch();
-if (!which || which === 'proxy') await benchProxy();
+if (!which || which === 'proxy') {
+  await benchProxy(1);
+  await benchProxy(10);
+}
 if (!which || which === 'idle') await benchIdle();

@@ -92,6 +92,14 @@ describe('endings', () => {
     assert.deepEqual(JSON.parse(next.body.toString()), { result: 4 });
   });
 
+  test('alwaysPull pulls even an image that exists locally', async () => {
+    // There is no registry here, so a forced pull of the local test image must fail.
+    control.reply([job('always-1', callbacks.url(), { values: [1] }, { alwaysPull: true })]);
+    const { report, headers } = await reportOf('always-1');
+    assert.equal(headers['x-foreman-job-outcome'], 'pull-failed');
+    assert.match(report.message, /pulling image foreman-test-job:latest failed/);
+  });
+
   test('a container the engine cannot create or start is reported as start-failed and removed', async () => {
     control.reply([
       job('nocreate-1', callbacks.url(), { values: [1] }, { env: { '': 'empty name' } }),

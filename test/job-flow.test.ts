@@ -26,7 +26,12 @@ describe('job flow', () => {
     await testJobImage();
     control = await new FakeControlServer().start();
     callbacks = await new CallbackReceiver().start();
-    env = testEnv(control.url, { FOREMAN_CORE_MAX_CONCURRENT_JOBS: '2', FOREMAN_CORE_LABELS_GPU: 'true' });
+    env = testEnv(control.url, {
+      FOREMAN_CORE_MAX_CONCURRENT_JOBS: '2',
+      FOREMAN_CORE_LABELS_GPU: 'true',
+      FOREMAN_CORE_ENV_SHARED: 'from-core',
+      FOREMAN_CORE_EXTRA_HOSTS: 'db.example.invalid:10.9.8.7',
+    });
     running = await startAgent(env);
   });
 
@@ -56,6 +61,35 @@ describe('job flow', () => {
 
     await waitFor('the container to be removed', async () => (await containersOf(running.agent.agentId)).length === 0);
     assert.equal(running.store.get('sum-1')?.state, 'removed');
+  });
+
+  test('the container gets the command, env (job, then core.env, then endpoints), labels, network and extra hosts', async () => {
+    control.reply([
+      job('env-1', callbacks.url(), { action: 'sleep' }, {
+        env: { SHARED: 'from-job', ONLY_JOB: 'yes', FOREMAN_GET_JOB_ENDPOINT: 'spoofed' },
+        command: ['/usr/local/bin/node', '/job.mjs', 'extra-arg'],
+      }),
+    ]);
+    const record = await waitFor('env-1 to run', () => {
+      const r = running.store.get('env-1');
+      return r?.state === 'running' ? r : undefined;
+    });
+    const info = await docker.getContainer(record.containerId ?? '').inspect();
+    const envOf = (name: string) => info.Config.Env.find((e) => e.startsWith(`${name}=`))?.slice(name.length + 1);
+    assert.equal(envOf('SHARED'), 'from-core');
+    assert.equal(envOf('ONLY_JOB'), 'yes');
+    const endpoint = `${running.agent.jobApiUrl}/job/env-1?token=${record.secret}`;
+    assert.equal(envOf('FOREMAN_GET_JOB_ENDPOINT'), endpoint);
+    assert.equal(envOf('FOREMAN_PUT_JOB_ENDPOINT'), endpoint);
+    assert.deepEqual(info.Config.Cmd, ['/usr/local/bin/node', '/job.mjs', 'extra-arg']);
+    assert.equal(info.Config.Labels['foreman.job-id'], 'env-1');
+    assert.equal(info.Config.Labels['foreman.agent'], running.agent.agentId);
+    assert.equal(info.Config.Labels['foreman.managed'], 'true');
+    assert.equal(info.HostConfig.NetworkMode, env.networkName);
+    assert.deepEqual(info.HostConfig.ExtraHosts, ['db.example.invalid:10.9.8.7']);
+    assert.equal(info.HostConfig.Init, true);
+    assert.equal((await fetch(endpoint, { method: 'PUT', headers: { 'x-foreman-job-status': 'completed' } })).status, 200);
+    await callbacks.waitForCompletion('env-1');
   });
 
   test('a single job object and a 204 reply are both understood', async () => {
@@ -191,5 +225,29 @@ describe('job flow', () => {
     assert.equal(peak, 2, `peak concurrency ${peak}, expected exactly max_concurrent_jobs=2`);
     const capacities = control.polls.map((p) => Number(p.headers['x-foreman-capacity']));
     assert.ok(capacities.every((c) => c >= 0 && c <= 2));
+  });
+});
+
+describe('the seed\'s development setup: hostname host.docker.internal with host-gateway', () => {
+  test('containers reach the agent through host.docker.internal', async () => {
+    await testJobImage();
+    const control = await new FakeControlServer().start();
+    const callbacks = await new CallbackReceiver().start();
+    const env = testEnv(control.url, {
+      FOREMAN_CORE_HOSTNAME: 'host.docker.internal',
+      FOREMAN_CORE_EXTRA_HOSTS: 'host.docker.internal:host-gateway',
+    });
+    const running = await startAgent(env);
+    try {
+      assert.match(running.agent.jobApiUrl, /^http:\/\/host\.docker\.internal:\d+$/);
+      control.reply([job('seed-dev-1', callbacks.url(), { values: [20, 22] })]);
+      const done = await callbacks.waitForCompletion('seed-dev-1');
+      assert.deepEqual(JSON.parse(done.body.toString()), { result: 42 });
+    } finally {
+      await running.close();
+      await control.close();
+      await callbacks.stop();
+      await cleanup(env, running.agent.agentId);
+    }
   });
 });

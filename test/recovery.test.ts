@@ -131,7 +131,11 @@ describe('recovery', () => {
   });
 
   test('SIGTERM stops and removes every container, reports agent-shutdown, and exits 0', async () => {
-    const env = testEnv(control.url);
+    const metricsPort = await freePort();
+    const env = testEnv(control.url, {
+      FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`,
+      FOREMAN_CORE_ENV_API_KEY: 'hunter2-env-value',
+    });
     const entry: { env: TestEnv; agentId?: string } = { env };
     envs.push(entry);
     control.reply([job('term-1', callbacks.url(), { action: 'sleep' }), job('term-2', callbacks.url(), { action: 'sleep' })]);
@@ -141,6 +145,11 @@ describe('recovery', () => {
       if (running.length === 2) entry.agentId = running[0]?.Labels['foreman.agent'];
       return running.length === 2;
     });
+    const metrics = await waitFor('metrics showing two running jobs', async () => {
+      const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
+      return /^foreman_jobs_running 2$/m.test(text) ? text : undefined;
+    });
+    assert.match(metrics, /^foreman_process_resident_memory_bytes \d+/m);
     const started = Date.now();
     agent.child.kill('SIGTERM');
     const code = await agent.exited;
@@ -151,6 +160,26 @@ describe('recovery', () => {
     for (const id of ['term-1', 'term-2']) {
       assert.equal(callbacks.completion(id)?.headers['x-foreman-job-outcome'], 'agent-shutdown');
     }
+    const log = readLog(agent.logFile);
+    assert.match(log, /"jobId":"term-1"/);
+    assert.doesNotMatch(log, /test-token|hunter2-env-value/);
+  });
+
+  test('a second signal exits at once', async () => {
+    const env = testEnv(control.url);
+    const entry: { env: TestEnv; agentId?: string } = { env };
+    envs.push(entry);
+    control.reply([job('twice-1', callbacks.url(), { action: 'sleep' })]);
+    const agent = spawnAgent(env);
+    await waitFor('the container running', async () => {
+      const c = (await containersOf()).find((x) => x.Labels['foreman.job-id'] === 'twice-1' && x.State === 'running');
+      entry.agentId = c?.Labels['foreman.agent'];
+      return c;
+    });
+    agent.child.kill('SIGTERM');
+    await waitFor('the first signal to be handled', () => readLog(agent.logFile).includes('send the signal again'));
+    agent.child.kill('SIGTERM');
+    assert.equal(await agent.exited, 130);
   });
 
   test('a callback that is down for 30 s around a completion gets every update afterwards, in order', async () => {

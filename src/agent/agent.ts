@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { CallbackOutbox } from '../callbacks/outbox.ts';
-import { Poller } from '../control/poller.ts';
+import { Poller, userAgentFor } from '../control/poller.ts';
 import { ExecutorJobError, LABEL_JOB, type ContainerStatus, type Executor, type ExecutorEvent } from '../executor/executor.ts';
 import { createJobApi, type ApiReply, type JobApiServer, type JobUpdate } from '../job-api/server.ts';
 import { hasEnded, holdsSlot, type Outcome } from '../jobs/state.ts';
@@ -95,7 +95,7 @@ export class Agent {
     this.log = deps.log;
     this.clock = deps.clock;
     this.metrics = deps.metrics;
-    this.userAgent = `foreman/${deps.version} (${process.platform}, ${process.arch})`;
+    this.userAgent = userAgentFor(deps.version);
     const core = this.config.core;
     this.outbox = new CallbackOutbox({
       store: this.store,
@@ -472,20 +472,18 @@ export class Agent {
     return expected.length === given.length && timingSafeEqual(expected, given);
   }
 
-  private fetchJob(id: string): ApiReply {
-    const job = this.store.get(id);
-    if (!job) return { status: 404, body: { error: 'no such job' } };
-    if (hasEnded(job.state)) return this.endedReply(job);
-    if (job.state === 'started') this.store.transition(id, 'running');
-    return { status: 200, body: { id: job.id, body: job.spec.body ?? null } };
+  private fetchJob(id: string): Promise<ApiReply> {
+    return this.store.batch((): ApiReply => {
+      const job = this.store.get(id);
+      if (!job) return { status: 404, body: { error: 'no such job' } };
+      if (hasEnded(job.state)) return this.endedReply(job);
+      if (job.state === 'started') this.store.transition(id, 'running');
+      return { status: 200, body: { id: job.id, body: job.spec.body ?? null } };
+    });
   }
 
-  private updateJob(id: string, update: JobUpdate): ApiReply {
-    const job = this.store.get(id);
-    if (!job) return { status: 404, body: { error: 'no such job' } };
-    if (hasEnded(job.state)) return this.endedReply(job);
-    if (job.state !== 'started' && job.state !== 'running') return { status: 409, body: { error: `job is ${job.state}` } };
-
+  /** Stores the update and its delivery in one group-committed write, then answers. */
+  private async updateJob(id: string, update: JobUpdate): Promise<ApiReply> {
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(update.headers)) {
       if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-foreman-delivery-')) continue;
@@ -497,16 +495,24 @@ export class Agent {
     if (completed) headers['x-foreman-job-outcome'] = 'succeeded';
     else delete headers['x-foreman-job-outcome'];
 
-    const delivery: NewDelivery = { url: job.spec.callbackUrl, headers, body: update.body };
-    const next = completed ? 'completed' : job.state === 'started' ? 'running' : undefined;
-    const recorded = this.store.recordUpdate(id, delivery, next, completed ? { outcome: 'succeeded' } : {});
-    this.outbox.enqueue(recorded.delivery);
+    // The state is checked inside the write, so a timeout or exit cannot slip in between.
+    const result = await this.store.batch(() => {
+      const job = this.store.get(id);
+      if (!job) return { reply: { status: 404, body: { error: 'no such job' } } };
+      if (hasEnded(job.state)) return { reply: this.endedReply(job) };
+      if (job.state !== 'started' && job.state !== 'running') return { reply: { status: 409, body: { error: `job is ${job.state}` } } };
+      const next = completed ? 'completed' : job.state === 'started' ? 'running' : undefined;
+      const recorded = this.store.recordUpdate(id, { url: job.spec.callbackUrl, headers, body: update.body }, next, completed ? { outcome: 'succeeded' } : {});
+      return { reply: { status: 200, body: { status: 'accepted', progress: update.progress } }, delivery: recorded.delivery };
+    });
+    if (!result.delivery) return result.reply;
+    this.outbox.enqueue(result.delivery);
     if (completed) {
       this.metrics?.jobsEnded.inc({ outcome: 'succeeded' });
       this.clearTimeout(id);
       this.serial(id, () => this.stopAfterCompletion(id)).catch(() => undefined);
     }
-    return { status: 200, body: { status: 'accepted', progress: update.progress } };
+    return result.reply;
   }
 
   private endedReply(job: JobRecord): ApiReply {

@@ -1,11 +1,11 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import { arch, platform } from 'node:os';
 import { Agent, request } from 'undici';
 import pkg from '../../package.json' with { type: 'json' };
 import { show } from '../config/load.ts';
 import { LEAF_KEYS } from '../config/schema.ts';
 import type { Config, LoadedConfig } from '../config/types.ts';
+import { pollHeaders, userAgentFor } from '../control/poller.ts';
 import { createDockerClient, describeEngineError } from '../executor/docker/client.ts';
 
 /** How long `check` waits for the Docker engine before calling it unreachable. */
@@ -138,14 +138,7 @@ async function checkControlServer(config: Config, version: string): Promise<Chec
       dispatcher,
       headersTimeout: timeout,
       bodyTimeout: timeout,
-      headers: {
-        authorization: `Bearer ${token}`,
-        'user-agent': `foreman/${version} (${platform()}, ${arch()})`,
-        'x-foreman-labels': Object.entries(labels)
-          .map(([key, value]) => `${encodeURIComponent(key)}=${encodeURIComponent(value)}`)
-          .join(','),
-        'x-foreman-capacity': '0',
-      },
+      headers: pollHeaders({ token, labels, userAgent: userAgentFor(version), capacity: 0 }),
     });
     await response.body.dump();
     const status = response.statusCode;

@@ -7,7 +7,7 @@ import type { Delivery } from '../shared/delivery.ts';
 /** The part of the store the outbox needs. */
 export interface OutboxStore {
   pendingDeliveries(): Delivery[];
-  completeDelivery(id: string): void;
+  completeDelivery(id: string): Promise<void>;
   recordAttempt(id: string, attempts: number, error: string): void;
 }
 
@@ -119,11 +119,9 @@ export class CallbackOutbox {
       if (!delivery) return;
       const result = await this.deliver(delivery, signal);
       if (result === undefined) return; // closed mid-delivery; the store keeps it
-      try {
-        this.options.store.completeDelivery(delivery.id);
-      } catch (err) {
-        this.options.log.error({ jobId, deliveryId: delivery.id, err: describeHttpError(err) }, 'could not mark delivery done; it may be sent again');
-      }
+      this.options.store.completeDelivery(delivery.id).catch((err: unknown) => {
+        this.options.log.error({ jobId, deliveryId: delivery.id, reason: describeHttpError(err) }, 'could not mark delivery done; it may be sent again');
+      });
       lane.queue.shift();
       this.options.onSettled?.(delivery, result);
     }

@@ -30,6 +30,31 @@ export function encodeLabels(labels: Readonly<Record<string, string>>): string {
     .join(',');
 }
 
+/** `foreman/<version> (<os>, <arch>)`, sent on every request the agent makes. */
+export function userAgentFor(version: string): string {
+  return `foreman/${version} (${process.platform}, ${process.arch})`;
+}
+
+export interface PollHeaderValues {
+  readonly token: string;
+  readonly userAgent: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly capacity: number;
+  readonly agentId?: string;
+}
+
+/** The headers of a poll; `foreman check` sends the same ones. */
+export function pollHeaders(values: PollHeaderValues): Record<string, string> {
+  return {
+    authorization: `Bearer ${values.token}`,
+    'user-agent': values.userAgent,
+    'x-foreman-labels': encodeLabels(values.labels),
+    'x-foreman-capacity': String(values.capacity),
+    ...(values.agentId ? { 'x-foreman-agent-id': values.agentId } : {}),
+    accept: 'application/json',
+  };
+}
+
 export class PollError extends Error {
   constructor(
     message: string,
@@ -108,14 +133,7 @@ export class Poller {
     const timeout = AbortSignal.timeout(this.options.pollTimeoutMs);
     const res = await request(this.options.url, {
       method: 'GET',
-      headers: {
-        authorization: `Bearer ${this.options.token}`,
-        'user-agent': this.options.userAgent,
-        'x-foreman-labels': encodeLabels(this.options.labels),
-        'x-foreman-capacity': String(this.options.freeSlots()),
-        'x-foreman-agent-id': this.options.agentId,
-        accept: 'application/json',
-      },
+      headers: pollHeaders({ ...this.options, capacity: this.options.freeSlots() }),
       signal: AbortSignal.any([signal, timeout]),
       ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}),
     }).catch((err: unknown) => {

@@ -10,10 +10,10 @@ function setup() {
     maxBodySize: 1024,
     backend: {
       authorize: (id, secret) => id === 'a/b c' && secret === 's3cret',
-      fetchJob: (id) => ({ status: 200, body: { id, body: { values: [1] } } }),
+      fetchJob: (id) => Promise.resolve({ status: 200, body: { id, body: { values: [1] } } }),
       updateJob: (_id, update) => {
         updates.push(update);
-        return { status: 200, body: { ok: true } };
+        return Promise.resolve({ status: 200, body: { ok: true } });
       },
     },
   });
@@ -85,10 +85,8 @@ test('a backend failure is a 503 the container can retry', async () => {
     maxBodySize: 1024,
     backend: {
       authorize: () => true,
-      fetchJob: () => {
-        throw new Error('SQLITE_BUSY: database is locked');
-      },
-      updateJob: () => ({ status: 200, body: {} }),
+      fetchJob: () => Promise.reject(new Error('SQLITE_BUSY: database is locked')),
+      updateJob: () => Promise.resolve({ status: 200, body: {} }),
     },
   });
   const res = await api.app.inject({ method: 'GET', url: '/job/x?token=t' });

@@ -23,8 +23,8 @@ export interface ApiReply {
 export interface JobApiBackend {
   /** True when `secret` is the secret of a job this agent tracks. Must not reveal why not. */
   authorize(jobId: string, secret: string): boolean;
-  fetchJob(jobId: string): ApiReply;
-  updateJob(jobId: string, update: JobUpdate): ApiReply;
+  fetchJob(jobId: string): Promise<ApiReply>;
+  updateJob(jobId: string, update: JobUpdate): Promise<ApiReply>;
 }
 
 export interface JobApiOptions {
@@ -96,13 +96,13 @@ export function createJobApi(options: JobApiOptions): JobApiServer {
   app.setNotFoundHandler((_request, reply) => reply.code(404).send(notFound));
 
   app.get('/job/:id', { schema: { params: Params, querystring: Query } }, async (request, reply) => {
-    const result = backend.fetchJob(request.params.id);
+    const result = await backend.fetchJob(request.params.id);
     return reply.code(result.status).send(result.body);
   });
 
   app.put('/job/:id', { schema: { params: Params, querystring: Query, headers: StatusHeaders } }, async (request, reply) => {
     const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-    const result = backend.updateJob(request.params.id, {
+    const result = await backend.updateJob(request.params.id, {
       status: request.headers['x-foreman-job-status'],
       progress: request.headers['x-foreman-job-progress'] ?? 0,
       headers: request.raw.headers,

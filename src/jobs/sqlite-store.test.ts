@@ -10,11 +10,11 @@ import { IllegalTransitionError } from './state.ts';
 const spec = { id: 'job-1', image: 'img', body: { values: [1, 2] }, callbackUrl: 'http://127.0.0.1:1/cb' };
 const delivery = (n: number) => ({ url: spec.callbackUrl, headers: { 'x-n': String(n) }, body: Buffer.from(`b${n}`) });
 
-function withStore(fn: (open: () => SqliteStore) => void): void {
+async function withStore(fn: (open: () => SqliteStore) => void | Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'foreman-store-'));
   const opened: SqliteStore[] = [];
   try {
-    fn(() => {
+    await fn(() => {
       const store = SqliteStore.open({ dataDir: dir, log: pino({ level: 'silent' }) });
       opened.push(store);
       return store;
@@ -25,8 +25,8 @@ function withStore(fn: (open: () => SqliteStore) => void): void {
   }
 }
 
-test('agent id, jobs and deliveries survive reopening', () => {
-  withStore((open) => {
+test('agent id, jobs and deliveries survive reopening', async () => {
+  await withStore((open) => {
     const first = open();
     assert.equal(first.admit(spec, 'secret', 'name'), true);
     first.transition('job-1', 'creating');
@@ -52,8 +52,8 @@ test('agent id, jobs and deliveries survive reopening', () => {
   });
 });
 
-test('a known id is not admitted twice, even after removal', () => {
-  withStore((open) => {
+test('a known id is not admitted twice, even after removal', async () => {
+  await withStore((open) => {
     const store = open();
     assert.equal(store.admit(spec, 's', 'n'), true);
     assert.equal(store.admit(spec, 's', 'n'), false);
@@ -65,8 +65,8 @@ test('a known id is not admitted twice, even after removal', () => {
   });
 });
 
-test('illegal transitions throw and change nothing; a failed update queues nothing', () => {
-  withStore((open) => {
+test('illegal transitions throw and change nothing; a failed update queues nothing', async () => {
+  await withStore((open) => {
     const store = open();
     store.admit(spec, 's', 'n');
     assert.throws(() => store.transition('job-1', 'completed'), IllegalTransitionError);
@@ -76,16 +76,35 @@ test('illegal transitions throw and change nothing; a failed update queues nothi
   });
 });
 
-test('purge forgets old removed jobs only once their deliveries are done', () => {
-  withStore((open) => {
+test('purge forgets old removed jobs only once their deliveries are done', async () => {
+  await withStore(async (open) => {
     const store = open();
     store.admit(spec, 's', 'n');
     store.transition('job-1', 'creating');
     store.transition('job-1', 'stopped', { outcome: 'pull-failed' });
     const { delivery: queued } = store.recordUpdate('job-1', delivery(1), 'removed');
     assert.equal(store.purgeRemoved(Date.now() + 1000), 0);
-    store.completeDelivery(queued.id);
+    await store.completeDelivery(queued.id);
     assert.equal(store.purgeRemoved(Date.now() + 1000), 1);
     assert.equal(store.get('job-1'), undefined);
+  });
+});
+
+test('batched writes of one turn commit together; a failing one rolls back alone', async () => {
+  await withStore(async (open) => {
+    const store = open();
+    store.admit(spec, 's', 'n');
+    store.transition('job-1', 'creating');
+    store.transition('job-1', 'started', { containerId: 'c', startedAt: 1 });
+    const results = await Promise.allSettled([
+      store.batch(() => store.recordUpdate('job-1', delivery(1), 'running')),
+      store.batch(() => store.recordUpdate('job-1', delivery(2), 'pending')), // illegal
+      store.batch(() => store.recordUpdate('job-1', delivery(3), 'completed', { outcome: 'succeeded' })),
+    ]);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.equal(store.get('job-1')?.state, 'completed');
+    assert.deepEqual(store.pendingDeliveries().map((d) => d.body.toString()), ['b1', 'b3']);
+    store.close();
+    await assert.rejects(store.batch(() => 1), /closed/);
   });
 });

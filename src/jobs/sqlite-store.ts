@@ -110,6 +110,8 @@ export class SqliteStore implements JobStore {
   private readonly log: Logger;
   private readonly now: () => number;
   private closed = false;
+  private batched: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
+  private flushQueued = false;
 
   static open(options: SqliteStoreOptions): SqliteStore {
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
@@ -122,7 +124,7 @@ export class SqliteStore implements JobStore {
     this.now = options.now ?? Date.now;
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
-    db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 2000}`);
+    db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 1000}`);
     this.migrate();
     this.agentId = this.loadAgentId();
   }
@@ -239,8 +241,51 @@ export class SqliteStore implements JobStore {
       .map(toDelivery);
   }
 
-  completeDelivery(id: string): void {
-    this.db.prepare('DELETE FROM deliveries WHERE id = ?').run(id);
+  batch<T>(work: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.closed) {
+        reject(new Error('the store is closed'));
+        return;
+      }
+      this.batched.push({ work, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.flushQueued) {
+        this.flushQueued = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushQueued = false;
+    const items = this.batched.splice(0);
+    if (items.length === 0) return;
+    const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      this.db.transaction(() => {
+        for (const item of items) {
+          try {
+            // A nested transaction is a savepoint: a failure undoes this item only.
+            results.push({ ok: true, value: this.db.transaction(item.work)() });
+          } catch (error) {
+            results.push({ ok: false, error });
+          }
+        }
+      })();
+    } catch (error) {
+      for (const item of items) item.reject(error);
+      return;
+    }
+    items.forEach((item, i) => {
+      const result = results[i];
+      if (result?.ok) item.resolve(result.value);
+      else item.reject(result?.error);
+    });
+  }
+
+  completeDelivery(id: string): Promise<void> {
+    return this.batch(() => {
+      this.db.prepare('DELETE FROM deliveries WHERE id = ?').run(id);
+    });
   }
 
   recordAttempt(id: string, attempts: number, error: string): void {
@@ -258,6 +303,7 @@ export class SqliteStore implements JobStore {
 
   close(): void {
     if (this.closed) return;
+    this.flush();
     this.closed = true;
     this.db.close();
   }

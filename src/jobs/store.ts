@@ -48,9 +48,16 @@ export interface JobStore {
   transition(id: string, to: JobState, patch?: TransitionPatch): JobRecord;
   /** Atomically moves the job (when `to` is given) and queues a delivery. */
   recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch?: TransitionPatch): { job: JobRecord; delivery: Delivery };
+  /**
+   * Runs `work` in a transaction shared with every other `batch` call of the same event-loop
+   * turn, so that they share one disk sync (group commit). Resolves once committed; a `work`
+   * that throws rolls back only its own changes.
+   */
+  batch<T>(work: () => T): Promise<T>;
   /** Undelivered callbacks, ordered by job then seq. */
   pendingDeliveries(): Delivery[];
-  completeDelivery(id: string): void;
+  /** Deletes a settled delivery (batched: losing it to a crash only means a repeat delivery). */
+  completeDelivery(id: string): Promise<void>;
   recordAttempt(id: string, attempts: number, error: string): void;
   /** Forgets removed jobs last touched before `before`; returns how many. */
   purgeRemoved(before: number): number;
