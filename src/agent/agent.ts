@@ -251,9 +251,11 @@ export class Agent {
     }
   }
 
-  private async reconcileJob(id: string, container: ContainerStatus | undefined): Promise<void> {
+  private async reconcileJob(id: string, listed: ContainerStatus | undefined): Promise<void> {
     const job = this.store.get(id);
     if (!job) return;
+    // The listing may predate a launch that finished while this step waited its turn.
+    const container = listed ?? (job.containerName ? await this.executor.inspect(job.containerName) : undefined);
     switch (job.state) {
       case 'pending':
         if (!this.queue.includes(id)) this.queue.push(id);
