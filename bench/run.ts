@@ -175,7 +175,8 @@ async function benchProxy(jobCount: number): Promise<void> {
   const control = await new FakeControlServer().start();
   const callbacks = await new CallbackReceiver().start();
   const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '600000' });
-  const agent = spawnAgent(env);
+  // BENCH_AGENT_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the agent under load.
+  const agent = spawnAgent(env, {}, process.env.BENCH_AGENT_FLAGS?.split(' ').filter(Boolean) ?? []);
   let agentId: string | undefined;
   try {
     const ids = Array.from({ length: jobCount }, (_, i) => `proxy-${i}`);

@@ -66,22 +66,6 @@ interface DeliveryRow {
   attempts: number;
 }
 
-function toJob(row: JobRow): JobRecord {
-  return {
-    id: row.id,
-    spec: JSON.parse(row.spec) as JobSpec,
-    secret: row.secret,
-    state: row.state,
-    containerName: row.container_name,
-    containerId: row.container_id,
-    outcome: row.outcome,
-    receivedAt: row.received_at,
-    startedAt: row.started_at,
-    stoppedAt: row.stopped_at,
-    updatedAt: row.updated_at,
-  };
-}
-
 function toDelivery(row: DeliveryRow): Delivery {
   return {
     id: row.id,
@@ -110,6 +94,11 @@ export class SqliteStore implements JobStore {
   private readonly log: Logger;
   private readonly now: () => number;
   private closed = false;
+  private readonly statements = new Map<string, Database.Statement>();
+  /** Parsed specs of jobs not yet removed: a spec never changes, and the job API reads it on every request. */
+  private readonly specs = new Map<string, JobSpec>();
+  /** One reusable wrapper: runs `work` in a transaction, or a savepoint when already inside one. */
+  private readonly inTransaction: <T>(work: () => T) => T;
   private batched: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
   private flushQueued = false;
 
@@ -126,7 +115,41 @@ export class SqliteStore implements JobStore {
     db.pragma('synchronous = FULL');
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 1000}`);
     this.migrate();
+    const wrapper = db.transaction((work: () => unknown) => work());
+    this.inTransaction = <T>(work: () => T): T => wrapper(work) as T;
     this.agentId = this.loadAgentId();
+  }
+
+  /** Statements are compiled once and reused. */
+  private stmt<R = unknown>(sql: string): Database.Statement<unknown[], R> {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement as Database.Statement<unknown[], R>;
+  }
+
+  private toJob(row: JobRow): JobRecord {
+    let spec = this.specs.get(row.id);
+    if (!spec) {
+      spec = JSON.parse(row.spec) as JobSpec;
+      if (row.state !== 'removed') this.specs.set(row.id, spec);
+    }
+    if (row.state === 'removed') this.specs.delete(row.id);
+    return {
+      id: row.id,
+      spec,
+      secret: row.secret,
+      state: row.state,
+      containerName: row.container_name,
+      containerId: row.container_id,
+      outcome: row.outcome,
+      receivedAt: row.received_at,
+      startedAt: row.started_at,
+      stoppedAt: row.stopped_at,
+      updatedAt: row.updated_at,
+    };
   }
 
   private migrate(): void {
@@ -140,17 +163,16 @@ export class SqliteStore implements JobStore {
   }
 
   private loadAgentId(): string {
-    const row = this.db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'agent_id'").get();
+    const row = this.stmt<{ value: string }>("SELECT value FROM meta WHERE key = 'agent_id'").get();
     if (row) return row.value;
     const id = randomUUID();
-    this.db.prepare("INSERT INTO meta (key, value) VALUES ('agent_id', ?)").run(id);
+    this.stmt("INSERT INTO meta (key, value) VALUES ('agent_id', ?)").run(id);
     return id;
   }
 
   admit(spec: JobSpec, secret: string, containerName: string): boolean {
     const now = this.now();
-    const result = this.db
-      .prepare(
+    const result = this.stmt(
         `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
          VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
       )
@@ -160,10 +182,9 @@ export class SqliteStore implements JobStore {
   }
 
   rememberRejected(id: string, delivery: NewDelivery | undefined): { delivery: Delivery | undefined } | undefined {
-    return this.db.transaction(() => {
+    return this.inTransaction(() => {
       const now = this.now();
-      const inserted = this.db
-        .prepare(
+      const inserted = this.stmt(
           `INSERT INTO jobs (id, spec, secret, state, container_name, outcome, received_at, stopped_at, updated_at)
            VALUES (?, '{}', '', 'removed', '', 'invalid', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
         )
@@ -171,44 +192,42 @@ export class SqliteStore implements JobStore {
       if (inserted.changes === 0) return undefined;
       this.log.info({ jobId: id, to: 'removed', outcome: 'invalid' }, 'job rejected');
       return { delivery: delivery ? this.insertDelivery(id, delivery, now) : undefined };
-    })();
+    });
   }
 
   get(id: string): JobRecord | undefined {
-    const row = this.db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
-    return row ? toJob(row) : undefined;
+    const row = this.stmt<JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
+    return row ? this.toJob(row) : undefined;
   }
 
   listActive(): JobRecord[] {
-    return this.db
-      .prepare<[], JobRow>("SELECT * FROM jobs WHERE state != 'removed' ORDER BY received_at, rowid")
+    return this.stmt<JobRow>("SELECT * FROM jobs WHERE state != 'removed' ORDER BY received_at, rowid")
       .all()
-      .map(toJob);
+      .map((row) => this.toJob(row));
   }
 
   transition(id: string, to: JobState, patch: TransitionPatch = {}): JobRecord {
-    return this.db.transaction(() => this.applyTransition(id, to, patch))();
+    return this.inTransaction(() => this.applyTransition(id, to, patch));
   }
 
   recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch: TransitionPatch = {}): { job: JobRecord; delivery: Delivery } {
-    return this.db.transaction(() => {
+    return this.inTransaction(() => {
       const job = to ? this.applyTransition(id, to, patch) : this.mustGet(id);
       return { job, delivery: this.insertDelivery(id, delivery, this.now()) };
-    })();
+    });
   }
 
   private mustGet(id: string): JobRecord {
-    const row = this.db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
+    const row = this.stmt<JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
     if (!row) throw new Error(`job ${id} is not in the store`);
-    return toJob(row);
+    return this.toJob(row);
   }
 
   private applyTransition(id: string, to: JobState, patch: TransitionPatch): JobRecord {
     const current = this.mustGet(id);
     transition(id, current.state, to);
     const now = this.now();
-    this.db
-      .prepare(
+    this.stmt(
         `UPDATE jobs SET state = ?, updated_at = ?,
            container_id = COALESCE(?, container_id),
            outcome = COALESCE(?, outcome),
@@ -223,20 +242,17 @@ export class SqliteStore implements JobStore {
   }
 
   private insertDelivery(jobId: string, delivery: NewDelivery, now: number): Delivery {
-    const { last_seq } = this.db
-      .prepare<[string], { last_seq: number }>('UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq')
+    const { last_seq } = this.stmt<{ last_seq: number }>('UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq')
       .get(jobId) ?? { last_seq: 1 };
     const id = randomUUID();
     const headers = { ...delivery.headers, 'x-foreman-delivery-id': id, 'x-foreman-delivery-seq': String(last_seq) };
-    this.db
-      .prepare('INSERT INTO deliveries (id, job_id, seq, url, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+    this.stmt('INSERT INTO deliveries (id, job_id, seq, url, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(id, jobId, last_seq, delivery.url, JSON.stringify(headers), delivery.body, now);
     return { id, jobId, seq: last_seq, url: delivery.url, headers, body: delivery.body, createdAt: now, attempts: 0 };
   }
 
   pendingDeliveries(): Delivery[] {
-    return this.db
-      .prepare<[], DeliveryRow>('SELECT * FROM deliveries ORDER BY job_id, seq')
+    return this.stmt<DeliveryRow>('SELECT * FROM deliveries ORDER BY job_id, seq')
       .all()
       .map(toDelivery);
   }
@@ -261,16 +277,16 @@ export class SqliteStore implements JobStore {
     if (items.length === 0) return;
     const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
-      this.db.transaction(() => {
+      this.inTransaction(() => {
         for (const item of items) {
           try {
             // A nested transaction is a savepoint: a failure undoes this item only.
-            results.push({ ok: true, value: this.db.transaction(item.work)() });
+            results.push({ ok: true, value: this.inTransaction(item.work) });
           } catch (error) {
             results.push({ ok: false, error });
           }
         }
-      })();
+      });
     } catch (error) {
       for (const item of items) item.reject(error);
       return;
@@ -284,17 +300,16 @@ export class SqliteStore implements JobStore {
 
   completeDelivery(id: string): Promise<void> {
     return this.batch(() => {
-      this.db.prepare('DELETE FROM deliveries WHERE id = ?').run(id);
+      this.stmt('DELETE FROM deliveries WHERE id = ?').run(id);
     });
   }
 
   recordAttempt(id: string, attempts: number, error: string): void {
-    this.db.prepare('UPDATE deliveries SET attempts = ?, last_error = ? WHERE id = ?').run(attempts, error, id);
+    this.stmt('UPDATE deliveries SET attempts = ?, last_error = ? WHERE id = ?').run(attempts, error, id);
   }
 
   purgeRemoved(before: number): number {
-    return this.db
-      .prepare(
+    return this.stmt(
         `DELETE FROM jobs WHERE state = 'removed' AND updated_at < ?
            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.id)`,
       )

@@ -204,12 +204,12 @@ export async function startAgent(t: TestEnv): Promise<InProcessAgent> {
 }
 
 /** Starts `foreman` as a real process with a config file in the test dir. */
-export function spawnAgent(t: TestEnv, extraEnv: Record<string, string> = {}): { child: ChildProcess; logFile: string; exited: Promise<number | null> } {
+export function spawnAgent(t: TestEnv, extraEnv: Record<string, string> = {}, nodeFlags: string[] = []): { child: ChildProcess; logFile: string; exited: Promise<number | null> } {
   const logFile = join(t.dir, `agent-process-${Date.now()}.log`);
   const fd = openSync(logFile, 'a');
   const configFile = join(t.dir, 'foreman.toml');
   writeFileSync(configFile, '# settings come from FOREMAN_* variables\n');
-  const child = spawn(process.execPath, [join(repoRoot, 'bin/foreman.js'), '--config', configFile], {
+  const child = spawn(process.execPath, [...nodeFlags, join(repoRoot, 'bin/foreman.js'), '--config', configFile], {
     env: { PATH: process.env.PATH ?? '', HOME: t.dir, ...t.env, ...extraEnv },
     stdio: ['ignore', fd, fd],
   });
