@@ -33,7 +33,7 @@ describe('endings', () => {
     await testJobImage();
     control = await new FakeControlServer().start();
     callbacks = await new CallbackReceiver().start();
-    env = testEnv(control.url, { FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '2000' });
+    env = testEnv(control.url, { FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '2000', FOREMAN_DOCKER_MEMORY_LIMIT: String(128 * 1024 * 1024) });
     running = await startAgent(env);
   });
 
@@ -65,6 +65,14 @@ describe('endings', () => {
     const reportedAt = callbacks.completion('crash-1')?.at ?? 0;
     assert.ok(record?.startedAt !== null && reportedAt - (record?.startedAt ?? 0) < 2000 + 1500);
     await waitFor('crash-1 removed', () => running.store.get('crash-1')?.state === 'removed');
+  });
+
+  test('a container killed for using more than docker.memory_limit is reported as oom-killed', async () => {
+    control.reply([job('oom-1', callbacks.url(), { action: 'oom' })]);
+    const { report, headers } = await reportOf('oom-1');
+    assert.equal(headers['x-foreman-job-outcome'], 'oom-killed');
+    assert.equal(report.reason, 'oom');
+    assert.equal(report.exitCode, 137);
   });
 
   test('a job that does not complete in time is stopped, reported and removed', async () => {

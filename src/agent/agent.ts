@@ -9,7 +9,7 @@ import { hasEnded, holdsSlot, type Outcome } from '../jobs/state.ts';
 import type { JobRecord, JobStore, NewDelivery } from '../jobs/store.ts';
 import { backoffDelay, describeHttpError } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
-import { validateJob, type JobSpec } from '../shared/job-spec.ts';
+import { validateJob } from '../shared/job-spec.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { containerNameFor, jobEndpoint, newJobSecret } from './naming.ts';
 import { resolveListenAddress } from './listen.ts';
@@ -446,11 +446,11 @@ export class Agent {
       this.serial(job.id, async () => {
         const current = this.store.get(job.id);
         if (!current || hasEnded(current.state)) return;
-        const seconds = this.config.core.job_completion_timeout;
-        this.log.warn({ jobId: job.id, timeoutMs: seconds }, 'job did not complete in time; stopping it');
+        const timeoutMs = this.config.core.job_completion_timeout;
+        this.log.warn({ jobId: job.id, timeoutMs }, 'job did not complete in time; stopping it');
         await this.endJob(job.id, 'timed-out', {
           reason: 'timeout',
-          message: `the job did not report completed within job_completion_timeout (${seconds} ms)`,
+          message: `the job did not report completed within job_completion_timeout (${timeoutMs} ms)`,
           includeLogs: true,
         });
       }).catch(() => undefined);
@@ -743,4 +743,3 @@ export class Agent {
   }
 }
 
-export type { JobSpec };

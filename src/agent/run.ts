@@ -37,6 +37,7 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
     agentId: store.agentId,
     networkName: config.core.network_name,
     extraHosts: config.core.extra_hosts,
+    memoryLimit: config.docker.memory_limit,
   });
   const agent = new Agent({ config, store, executor, log, clock: systemClock, version: options.version, metrics });
 

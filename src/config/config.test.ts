@@ -96,7 +96,7 @@ describe('defaults', () => {
         env: {},
         labels: {},
       },
-      docker: { url: 'unix:///var/run/docker.sock' },
+      docker: { url: 'unix:///var/run/docker.sock', memory_limit: 0 },
       metrics: { address: '' },
       log: { level: 'info' },
     });

@@ -275,7 +275,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       env: { ...valid.core.env },
       labels: { ...valid.core.labels },
     },
-    docker: { url: valid.docker.url },
+    docker: { url: valid.docker.url, memory_limit: valid.docker.memory_limit },
     metrics: { address: valid.metrics.address },
     log: { level: valid.log.level },
   };

@@ -54,6 +54,12 @@ export const ConfigSchema = Type.Object({
       default: 'unix:///var/run/docker.sock',
       expected: 'a unix://, tcp://, http:// or https:// URL',
     }),
+    memory_limit: Type.Integer({
+      minimum: 0,
+      maximum: Number.MAX_SAFE_INTEGER,
+      default: 0,
+      expected: 'a non-negative integer number of bytes (0 for no limit)',
+    }),
   }),
   metrics: Type.Object({
     address: Type.String({ format: 'host-port-or-empty', default: '', expected: 'host:port (e.g. "127.0.0.1:9100"), or "" to turn metrics off' }),

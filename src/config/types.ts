@@ -37,6 +37,8 @@ export interface Config {
   };
   readonly docker: {
     readonly url: string;
+    /** Memory limit of each job container in bytes; 0 means none. */
+    readonly memory_limit: number;
   };
   readonly metrics: {
     /** host:port for the Prometheus endpoint; empty disables it. */

@@ -197,6 +197,7 @@ export async function startAgent(t: TestEnv): Promise<InProcessAgent> {
     agentId: store.agentId,
     networkName: loaded.config.core.network_name,
     extraHosts: loaded.config.core.extra_hosts,
+    memoryLimit: loaded.config.docker.memory_limit,
   });
   const agent = new Agent({ config: loaded.config, store, executor, log, clock: systemClock, version: 'test' });
   await agent.start();

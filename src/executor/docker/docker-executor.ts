@@ -16,6 +16,8 @@ export interface DockerExecutorOptions {
   readonly agentId: string;
   readonly networkName: string;
   readonly extraHosts: readonly string[];
+  /** Bytes; 0 for no limit. */
+  readonly memoryLimit: number;
 }
 
 /** Engine replies carry a statusCode; connection failures do not. */
@@ -120,6 +122,7 @@ export class DockerExecutor implements Executor {
         HostConfig: {
           NetworkMode: this.options.networkName,
           ExtraHosts: [...this.options.extraHosts],
+          ...(this.options.memoryLimit > 0 ? { Memory: this.options.memoryLimit } : {}),
           // Without an init, node (and many programs) as PID 1 ignore SIGTERM and stop only when killed.
           Init: true,
         },

@@ -1,0 +1,95 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import type { Clock } from '../shared/clock.ts';
+import type { Delivery } from '../shared/delivery.ts';
+import { CallbackOutbox, type DeliveryResult, type OutboxStore } from './outbox.ts';
+
+/** A callback receiver answering from a script of statuses per path, recording arrivals. */
+async function receiver(script: Record<string, number[]>) {
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    req.resume();
+    const path = req.url ?? '';
+    seen.push(`${path}#${String(req.headers['x-foreman-delivery-seq'])}`);
+    const status = script[path]?.shift() ?? 200;
+    if (status === 0) req.socket.destroy();
+    else res.writeHead(status).end();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { base, seen, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+}
+
+/** Time jumps forward by each requested sleep, so backoff costs nothing. */
+function fakeClock(): Clock & { slept: number[] } {
+  let now = 1_000_000;
+  const slept: number[] = [];
+  return { slept, now: () => now, sleep: (ms) => ((now += ms), slept.push(ms), Promise.resolve()) };
+}
+
+function delivery(jobId: string, seq: number, url: string, createdAt: number): Delivery {
+  return { id: `${jobId}-${seq}`, jobId, seq, url, headers: { 'x-foreman-delivery-seq': String(seq) }, body: Buffer.from('{}'), createdAt, attempts: 0 };
+}
+
+function run(deliveries: Delivery[], clock: Clock, maxAgeMs = 60_000) {
+  const completed: string[] = [];
+  const attempts: Array<[string, number]> = [];
+  const settled: Array<[string, DeliveryResult]> = [];
+  const store: OutboxStore = {
+    pendingDeliveries: () => deliveries,
+    completeDelivery: (id) => (completed.push(id), Promise.resolve()),
+    recordAttempt: (id, n) => void attempts.push([id, n]),
+  };
+  const outbox = new CallbackOutbox({
+    store,
+    log: pino({ level: 'silent' }),
+    clock,
+    userAgent: 'foreman/test',
+    maxAgeMs,
+    requestTimeoutMs: 2000,
+    backoff: { baseMs: 100, maxMs: 1000 },
+    onSettled: (d, result) => settled.push([d.id, result]),
+  });
+  outbox.resume();
+  return { outbox, completed, attempts, settled };
+}
+
+test('5xx, 429, 408 and dropped connections are retried with backoff; order per job is kept', async () => {
+  const server = await receiver({ '/a': [503, 429, 408, 0, 200] });
+  const clock = fakeClock();
+  const { outbox, settled, attempts } = run([delivery('j', 1, `${server.base}/a`, clock.now()), delivery('j', 2, `${server.base}/b`, clock.now())], clock);
+  await outbox.drain(AbortSignal.timeout(10_000));
+  await outbox.close();
+  await server.close();
+  assert.deepEqual(server.seen, ['/a#1', '/a#1', '/a#1', '/a#1', '/a#1', '/b#2']);
+  assert.deepEqual(settled, [['j-1', 'delivered'], ['j-2', 'delivered']]);
+  assert.deepEqual(attempts.map(([, n]) => n), [1, 2, 3, 4]);
+  assert.ok(clock.slept.every((ms, i) => ms >= 50 * 2 ** i && ms <= Math.min(1000, 100 * 2 ** i)), JSON.stringify(clock.slept));
+});
+
+test('any other 4xx is final: the delivery is dropped and the next one goes out', async () => {
+  const server = await receiver({ '/a': [400] });
+  const clock = fakeClock();
+  const { outbox, settled, completed } = run([delivery('j', 1, `${server.base}/a`, clock.now()), delivery('j', 2, `${server.base}/b`, clock.now())], clock);
+  await outbox.drain(AbortSignal.timeout(10_000));
+  await outbox.close();
+  await server.close();
+  assert.deepEqual(settled, [['j-1', 'rejected'], ['j-2', 'delivered']]);
+  assert.deepEqual(completed, ['j-1', 'j-2']);
+});
+
+test('a delivery older than callback_max_age is given up on', async () => {
+  const server = await receiver({ '/a': Array.from({ length: 50 }, () => 503) });
+  const clock = fakeClock();
+  const { outbox, settled } = run([delivery('j', 1, `${server.base}/a`, clock.now())], clock, 5000);
+  await outbox.drain(AbortSignal.timeout(10_000));
+  await outbox.close();
+  await server.close();
+  assert.deepEqual(settled, [['j-1', 'expired']]);
+  assert.ok(clock.slept.reduce((a, b) => a + b, 0) >= 5000);
+});
