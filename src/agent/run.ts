@@ -6,7 +6,6 @@ import { SqliteStore } from '../jobs/sqlite-store.ts';
 import { systemClock } from '../shared/clock.ts';
 import { describeHttpError } from '../shared/backoff.ts';
 import { Agent } from './agent.ts';
-import { AgentMetrics, serveMetrics } from './metrics.ts';
 
 export interface RunOptions {
   readonly version: string;
@@ -31,7 +30,9 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
     options.write(`foreman: cannot open the store in ${config.core.data_dir}: ${describeHttpError(err)}`);
     return 1;
   }
-  const metrics = new AgentMetrics();
+  // prom-client costs memory at load, so it is only loaded when metrics are served.
+  const metricsModule = config.metrics.address ? await import('./metrics.ts') : undefined;
+  const metrics = metricsModule ? new metricsModule.AgentMetrics() : undefined;
   const executor = new DockerExecutor({
     docker: createDockerClient(config.docker.url),
     agentId: store.agentId,
@@ -58,10 +59,13 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
   signals.on('SIGINT', onSignal);
   signals.on('SIGTERM', onSignal);
 
-  const metricsServer = config.metrics.address ? await serveMetrics(metrics, config.metrics.address).catch((err: unknown) => {
-    log.error({ address: config.metrics.address, reason: describeHttpError(err) }, 'could not serve metrics');
-    return undefined;
-  }) : undefined;
+  const metricsServer =
+    metricsModule && metrics
+      ? await metricsModule.serveMetrics(metrics, config.metrics.address).catch((err: unknown) => {
+          log.error({ address: config.metrics.address, reason: describeHttpError(err) }, 'could not serve metrics');
+          return undefined;
+        })
+      : undefined;
 
   let code = 0;
   try {
