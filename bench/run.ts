@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
-import { CallbackReceiver, FakeControlServer, cleanup, docker, job, spawnAgent, testEnv, waitFor } from '../test/support/harness.ts';
+import { CallbackReceiver, FakeControlServer, cleanup, docker, job, spawnAgent, teardown, testEnv, waitFor, watchContainerEvents } from '../test/support/harness.ts';
 
 const { values: args } = parseArgs({ options: { only: { type: 'string' }, rounds: { type: 'string', default: '15' }, seconds: { type: 'string', default: '5' } } });
 const rounds = Number(args.rounds);
@@ -33,19 +33,11 @@ function rssMb(pid: number): number {
 /** Start events of containers carrying `label`, keyed by job id, in ms. */
 async function watchStarts(label: string): Promise<{ starts: Map<string, number>; stop(): void }> {
   const starts = new Map<string, number>();
-  const stream = (await docker.getEvents({ filters: { type: ['container'], event: ['start'], label: [label] } })) as NodeJS.ReadableStream & { destroy(): void };
-  let buffered = '';
-  stream.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
-    for (const line of lines.filter(Boolean)) {
-      const e = JSON.parse(line) as { timeNano: number; Actor: { Attributes: Record<string, string> } };
-      const id = e.Actor.Attributes['foreman.job-id'] ?? e.Actor.Attributes['bench.id'];
-      if (id) starts.set(id, e.timeNano / 1e6);
-    }
+  const events = await watchContainerEvents(['start'], label, (e) => {
+    const id = e.Actor.Attributes['foreman.job-id'] ?? e.Actor.Attributes['bench.id'];
+    if (id) starts.set(id, e.timeNano / 1e6);
   });
-  return { starts, stop: () => stream.destroy() };
+  return { starts, stop: () => events.stop() };
 }
 
 /** Raw engine: create + start of the same image on the same kind of network, timed to the engine's start event. */
@@ -113,11 +105,7 @@ async function benchDispatch(): Promise<void> {
     console.log(`| through foreman | ${fmt(percentile(viaAgent, 50))} | ${fmt(percentile(viaAgent, 90))} |`);
     console.log(`dispatch overhead p50: ${fmt(overhead)} ms (target ≤ 15 ms); ratio ${fmt(percentile(viaAgent, 50) / percentile(raw, 50), 3)}× raw`);
   } finally {
-    agent.child.kill('SIGTERM');
-    await agent.exited;
-    await control.close();
-    await callbacks.stop();
-    await cleanup(env, agentId);
+    await teardown({ agent, control, callbacks, env, agentId });
   }
 }
 
@@ -201,11 +189,7 @@ async function benchProxy(jobCount: number): Promise<void> {
     console.log(`added latency p50: ${fmt(percentile(proxied.latencies, 50) - percentile(direct.latencies, 50), 2)} ms (target ≤ 1 ms); throughput ${fmt(proxied.rate / direct.rate, 3)}× raw (target ≥ 5000 PUT/s)`);
     console.log(`forwarded: ${forwardedDuring} during the load, the rest within ${fmt(drainSeconds)} s more: ${fmt(forwardRate, 0)} deliveries/s end to end`);
   } finally {
-    agent.child.kill('SIGTERM');
-    await agent.exited;
-    await control.close();
-    await callbacks.stop();
-    await cleanup(env, agentId);
+    await teardown({ agent, control, callbacks, env, agentId });
   }
 }
 

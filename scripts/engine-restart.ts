@@ -6,7 +6,7 @@
  */
 import { testJobImage } from '../test/support/image.ts';
 import { restartEngine } from '../test/support/engine.ts';
-import { CallbackReceiver, FakeControlServer, cleanup, job, readLog, spawnAgent, testEnv, waitFor } from '../test/support/harness.ts';
+import { CallbackReceiver, FakeControlServer, job, readLog, spawnAgent, teardown, testEnv, waitFor } from '../test/support/harness.ts';
 
 function say(line: string): void {
   process.stdout.write(`engine-restart: ${line}\n`);
@@ -36,9 +36,5 @@ try {
     .map((l) => (JSON.parse(l) as { msg: string }).msg);
   say(`agent log lines about the engine:\n  ${messages.join('\n  ')}`);
 } finally {
-  agent.child.kill('SIGTERM');
-  await agent.exited;
-  await control.close();
-  await callbacks.stop();
-  await cleanup(env, agentId);
+  await teardown({ agent, control, callbacks, env, agentId });
 }

@@ -7,11 +7,11 @@ import {
   FakeControlServer,
   cleanup,
   containersOf,
-  docker,
   job,
   startAgent,
   testEnv,
   waitFor,
+  watchContainerEvents,
   type InProcessAgent,
   type TestEnv,
 } from './support/harness.ts';
@@ -52,10 +52,7 @@ describe('endings', () => {
 
   test('a container that crashes is reported with its exit code and last log lines, within 2 s of exiting', async () => {
     const dies: number[] = [];
-    const events = (await docker.getEvents({ filters: { type: ['container'], event: ['die'], label: ['foreman.job-id=crash-1'] } })) as NodeJS.ReadableStream & { destroy(): void };
-    events.on('data', (chunk: Buffer) => {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) dies.push((JSON.parse(line) as { timeNano: number }).timeNano / 1e6);
-    });
+    const events = await watchContainerEvents(['die'], 'foreman.job-id=crash-1', (event) => dies.push(event.timeNano / 1e6));
     control.reply([job('crash-1', callbacks.url(), { action: 'exit', code: 3, message: 'boom: disk on fire' })]);
     const { report, headers } = await reportOf('crash-1');
     assert.equal(headers['x-foreman-job-status'], 'completed');
@@ -69,7 +66,7 @@ describe('endings', () => {
     assert.equal(record?.outcome, 'failed');
     // The engine's die event drives the report: it arrives within 2 s of the exit, not on a polling tick.
     const diedAt = await waitFor('the die event', () => dies[0]);
-    events.destroy();
+    events.stop();
     const reportedAt = callbacks.completion('crash-1')?.at ?? 0;
     assert.ok(reportedAt - diedAt < 2000, `reported ${reportedAt - diedAt} ms after the exit`);
     await waitFor('crash-1 removed', () => running.store.get('crash-1')?.state === 'removed');

@@ -12,6 +12,7 @@ import {
   startAgent,
   testEnv,
   waitFor,
+  watchContainerEvents,
   type InProcessAgent,
   type TestEnv,
 } from './support/harness.ts';
@@ -198,29 +199,17 @@ describe('job flow', () => {
   });
 
   test('never more than max_concurrent_jobs containers run when 3N jobs arrive', async () => {
-    const abort = new AbortController();
     let peak = 0;
-    const events = (await docker.getEvents({
-      filters: { type: ['container'], event: ['start', 'die'], label: [`foreman.agent=${running.agent.agentId}`] },
-    })) as NodeJS.ReadableStream & { destroy(): void };
-    abort.signal.addEventListener('abort', () => events.destroy());
     const started = new Set<string>();
-    let buffered = '';
-    events.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      for (const line of lines.filter(Boolean)) {
-        const event = JSON.parse(line) as { Action: string; id: string };
-        if (event.Action === 'start') started.add(event.id);
-        else if (!started.delete(event.id)) continue;
-        peak = Math.max(peak, started.size);
-      }
+    const events = await watchContainerEvents(['start', 'die'], `foreman.agent=${running.agent.agentId}`, (event) => {
+      if (event.Action === 'start') started.add(event.id);
+      else if (!started.delete(event.id)) return;
+      peak = Math.max(peak, started.size);
     });
     const ids = Array.from({ length: 6 }, (_, i) => `burst-${i}`);
     control.reply(ids.map((id) => job(id, callbacks.url(), { action: 'progress', steps: 2, delayMs: 150, values: [1] })));
     for (const id of ids) await callbacks.waitForCompletion(id, 60_000);
-    abort.abort();
+    events.stop();
     assert.ok(peak >= 1, 'container starts were seen');
     assert.equal(peak, 2, `peak concurrency ${peak}, expected exactly max_concurrent_jobs=2`);
     const capacities = control.polls.map((p) => Number(p.headers['x-foreman-capacity']));

@@ -17,6 +17,7 @@ import {
   startAgent,
   testEnv,
   waitFor,
+  watchContainerEvents,
   type RecordedRequest,
   type TestEnv,
 } from './support/harness.ts';
@@ -62,11 +63,7 @@ describe('recovery', () => {
     const entry: { env: TestEnv; agentId?: string } = { env };
     envs.push(entry);
     const creates: string[] = [];
-    const events = (await docker.getEvents({
-      filters: { type: ['container'], event: ['create'], label: ['foreman.job-id=phoenix-1'] },
-    })) as NodeJS.ReadableStream & { destroy(): void };
-    events.on('data', (c: Buffer) => creates.push(c.toString()));
-
+    const events = await watchContainerEvents(['create'], 'foreman.job-id=phoenix-1', (event) => creates.push(event.id));
     control.reply([job('phoenix-1', callbacks.url(), { action: 'progress', steps: 12, delayMs: 500, values: [1, 2] })]);
     let agent = spawnAgent(env);
     try {
@@ -103,7 +100,7 @@ describe('recovery', () => {
       await waitFor('every container removed', async () => (await containersOf(agentId)).length === 0, 30_000);
       assert.equal(creates.length, 1, `the job's container was created ${creates.length} times`);
     } finally {
-      events.destroy();
+      events.stop();
       agent.child.kill('SIGKILL');
       await agent.exited;
     }

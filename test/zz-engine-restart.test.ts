@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { testJobImage } from './support/image.ts';
 import { canRestartEngine, restartEngine } from './support/engine.ts';
-import { CallbackReceiver, FakeControlServer, cleanup, job, readLog, spawnAgent, testEnv, waitFor } from './support/harness.ts';
+import { CallbackReceiver, FakeControlServer, job, readLog, spawnAgent, teardown, testEnv, waitFor } from './support/harness.ts';
 
 test('the agent survives an engine restart: says so, reconnects, reports the killed job, runs the next', { skip: canRestartEngine() ? false : 'needs root and a local dockerd' }, async () => {
   await testJobImage();
@@ -33,10 +33,6 @@ test('the agent survives an engine restart: says so, reconnects, reports the kil
     assert.match(log, /Docker engine answers again/);
     assert.equal(agent.child.exitCode, null, 'the agent kept running');
   } finally {
-    agent.child.kill('SIGTERM');
-    await agent.exited;
-    await control.close();
-    await callbacks.stop();
-    await cleanup(env, agentId);
+    await teardown({ agent, control, callbacks, env, agentId });
   }
 });

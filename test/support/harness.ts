@@ -239,3 +239,40 @@ export async function cleanup(t: TestEnv, agentId?: string): Promise<void> {
   await docker.getNetwork(t.networkName).remove().catch(() => undefined);
   rmSync(t.dir, { recursive: true, force: true });
 }
+
+export interface EngineEvent {
+  readonly Action: string;
+  readonly id: string;
+  readonly timeNano: number;
+  readonly Actor: { readonly Attributes: Readonly<Record<string, string>> };
+}
+
+/** Streams container events of `actions` for containers carrying `label` until `stop()`. */
+export async function watchContainerEvents(actions: string[], label: string, onEvent: (event: EngineEvent) => void): Promise<{ stop: () => void }> {
+  const stream = (await docker.getEvents({ filters: { type: ['container'], event: actions, label: [label] } })) as NodeJS.ReadableStream & {
+    destroy(): void;
+  };
+  let buffered = '';
+  stream.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines.filter(Boolean)) onEvent(JSON.parse(line) as EngineEvent);
+  });
+  return { stop: () => stream.destroy() };
+}
+
+/** Stops a spawned agent gently, closes the test servers and removes what the test made. */
+export async function teardown(parts: {
+  agent: { child: ChildProcess; exited: Promise<number | null> };
+  control: FakeControlServer;
+  callbacks: CallbackReceiver;
+  env: TestEnv;
+  agentId: string | undefined;
+}): Promise<void> {
+  parts.agent.child.kill('SIGTERM');
+  await parts.agent.exited;
+  await parts.control.close();
+  await parts.callbacks.stop();
+  await cleanup(parts.env, parts.agentId);
+}
