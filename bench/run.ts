@@ -13,7 +13,7 @@ import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
 import { CallbackReceiver, FakeControlServer, cleanup, docker, job, spawnAgent, teardown, testEnv, waitFor, watchContainerEvents } from '../test/support/harness.ts';
 
-const { values: args } = parseArgs({ options: { only: { type: 'string' }, rounds: { type: 'string', default: '15' }, seconds: { type: 'string', default: '5' } } });
+const { values: args } = parseArgs({ options: { only: { type: 'string' }, rounds: { type: 'string', default: '25' }, seconds: { type: 'string', default: '5' } } });
 const rounds = Number(args.rounds);
 const loadSeconds = Number(args.seconds);
 
@@ -40,30 +40,20 @@ async function watchStarts(label: string): Promise<{ starts: Map<string, number>
   return { starts, stop: () => events.stop() };
 }
 
-/** Raw engine: create + start of the same image on the same kind of network, timed to the engine's start event. */
-async function rawDispatch(network: string): Promise<number[]> {
-  const watcher = await watchStarts('bench.raw=1');
-  const samples: number[] = [];
-  try {
-    for (let i = 0; i < rounds; i++) {
-      const id = `raw-${i}`;
-      const t0 = Date.now();
-      const c = await docker.createContainer({
-        Image: 'foreman-test-job:latest',
-        Cmd: ['/usr/local/bin/node', '-e', 'setTimeout(() => {}, 60000)'],
-        Env: ['FOREMAN_GET_JOB_ENDPOINT=http://x/job/1', 'FOREMAN_PUT_JOB_ENDPOINT=http://x/job/1'],
-        Labels: { 'bench.raw': '1', 'bench.id': id },
-        HostConfig: { NetworkMode: network, Init: true },
-      });
-      await c.start();
-      const started = await waitFor('raw start event', () => watcher.starts.get(id), 10_000, 5);
-      samples.push(started - t0);
-      await c.remove({ force: true });
-    }
-  } finally {
-    watcher.stop();
-  }
-  return samples;
+/** Raw engine: create + start of the same image on the same network, timed to the engine's start event. */
+async function rawDispatchOnce(network: string, id: string, starts: Map<string, number>): Promise<number> {
+  const t0 = Date.now();
+  const c = await docker.createContainer({
+    Image: 'foreman-test-job:latest',
+    Cmd: ['/usr/local/bin/node', '-e', 'setTimeout(() => {}, 60000)'],
+    Env: ['FOREMAN_GET_JOB_ENDPOINT=http://x/job/1', 'FOREMAN_PUT_JOB_ENDPOINT=http://x/job/1'],
+    Labels: { 'bench.raw': '1', 'bench.id': id },
+    HostConfig: { NetworkMode: network, Init: true },
+  });
+  await c.start();
+  const started = await waitFor('raw start event', () => starts.get(id), 10_000, 2);
+  await c.remove({ force: true });
+  return started - t0;
 }
 
 async function benchDispatch(): Promise<void> {
@@ -79,9 +69,13 @@ async function benchDispatch(): Promise<void> {
     const warm = await callbacks.waitForCompletion('warm-0', 60_000);
     agentId = String(warm.headers['x-foreman-agent-id']);
     const watcher = await watchStarts(`foreman.agent=${agentId}`);
+    const rawWatcher = await watchStarts('bench.raw=1');
     const agentSamples: number[] = [];
+    const rawSamples: number[] = [];
     try {
+      // Raw and agent samples alternate, so drift in the engine's speed hits both alike.
       for (let i = 0; i < rounds; i++) {
+        rawSamples.push(await rawDispatchOnce(env.networkName, `raw-${i}`, rawWatcher.starts));
         const id = `dispatch-${i}`;
         const pollsBefore = control.polls.length;
         control.reply([job(id, callbacks.url(), { values: [i] })]);
@@ -95,8 +89,9 @@ async function benchDispatch(): Promise<void> {
       }
     } finally {
       watcher.stop();
+      rawWatcher.stop();
     }
-    const raw = sortNum(await rawDispatch(env.networkName));
+    const raw = sortNum(rawSamples);
     const viaAgent = sortNum(agentSamples);
     const overhead = percentile(viaAgent, 50) - percentile(raw, 50);
     console.log('\n## Dispatch: job served by the control server → container running');
