@@ -162,6 +162,23 @@ describe('recovery', () => {
     assert.doesNotMatch(log, /test-token|hunter2-env-value/);
   });
 
+  test('a second agent on the same data_dir refuses to start, with a clear line', async () => {
+    const env = testEnv(control.url);
+    envs.push({ env });
+    const first = spawnAgent(env);
+    try {
+      await waitFor('the first agent to poll', () => readLog(first.logFile).includes('polling for jobs'));
+      const second = spawnAgent(env);
+      assert.equal(await second.exited, 1);
+      const output = readLog(second.logFile);
+      assert.match(output, /^foreman: another foreman agent \(pid \d+\) is using data_dir .*; give each agent its own data_dir$/m);
+      assert.doesNotMatch(output, /\n\s+at /);
+    } finally {
+      first.child.kill('SIGTERM');
+      await first.exited;
+    }
+  });
+
   test('a second signal exits at once', async () => {
     const env = testEnv(control.url);
     const entry: { env: TestEnv; agentId?: string } = { env };

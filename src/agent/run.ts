@@ -2,6 +2,7 @@ import pino from 'pino';
 import type { LoadedConfig } from '../config/types.ts';
 import { DockerExecutor } from '../executor/docker/docker-executor.ts';
 import { createDockerClient } from '../executor/docker/client.ts';
+import { DataDirInUseError } from '../jobs/data-dir-lock.ts';
 import { SqliteStore } from '../jobs/sqlite-store.ts';
 import { systemClock } from '../shared/clock.ts';
 import { describeHttpError } from '../shared/backoff.ts';
@@ -9,7 +10,8 @@ import { Agent } from './agent.ts';
 
 export interface RunOptions {
   readonly version: string;
-  readonly write: (line: string) => void;
+  /** Prints one line for the user on stderr, before logging is set up. */
+  readonly complain: (line: string) => void;
   /** Tests pass their own; by default the process's SIGINT/SIGTERM stop the agent. */
   readonly signals?: NodeJS.EventEmitter;
 }
@@ -27,7 +29,8 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
   try {
     store = SqliteStore.open({ dataDir: config.core.data_dir, log });
   } catch (err) {
-    options.write(`foreman: cannot open the store in ${config.core.data_dir}: ${describeHttpError(err)}`);
+    const reason = err instanceof DataDirInUseError ? err.message : `cannot open the store in ${config.core.data_dir}: ${describeHttpError(err)}`;
+    options.complain(reason);
     return 1;
   }
   // prom-client costs memory at load, so it is only loaded when metrics are served.

@@ -88,7 +88,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     });
     for (const warning of loaded.warnings) complain(`warning: ${warning}`);
     if (command === 'check') return await runCheck(loaded, write);
-    return await runAgent(loaded, { version: pkg.version, write });
+    return await runAgent(loaded, { version: pkg.version, complain });
   } catch (err) {
     if (err instanceof ConfigError) {
       complain(err.message);

@@ -103,3 +103,16 @@ test('no poll while every slot is taken; one poll at a time once a slot frees', 
     await control.close();
   }
 });
+
+test('a reply larger than the limit is refused, not buffered', async () => {
+  const big = await server((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(`[${'"x",'.repeat(10_000)}"x"]`);
+  });
+  try {
+    const poller = new Poller(options(big.url, { maxReplyBytes: 1000 }));
+    await assert.rejects(poller.pollOnce(new AbortController().signal), /reply exceeds 1000 bytes/);
+  } finally {
+    await big.close();
+  }
+});

@@ -15,6 +15,8 @@ export interface PollerOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly dispatcher?: Dispatcher;
+  /** Defaults to MAX_POLL_REPLY_BYTES. */
+  readonly maxReplyBytes?: number;
   /** Free slots right now; sent as x-foreman-capacity. */
   readonly freeSlots: () => number;
   /** Resolves once a slot is free (or the signal aborts). */
@@ -22,6 +24,9 @@ export interface PollerOptions {
   /** Receives every entry of a reply, unvalidated. */
   readonly onJobs: (entries: unknown[]) => void;
 }
+
+/** A reply larger than this is refused rather than buffered: a job list never needs it. */
+export const MAX_POLL_REPLY_BYTES = 64 * 1024 * 1024;
 
 /** `k=v` pairs with keys and values URL-encoded, joined by commas. */
 export function encodeLabels(labels: Readonly<Record<string, string>>): string {
@@ -140,10 +145,24 @@ export class Poller {
       if (timeout.aborted && !signal.aborted) throw new PollError(`no reply within poll_timeout (${this.options.pollTimeoutMs} ms)`);
       throw err;
     });
-    const text = await res.body.text().catch((err: unknown) => {
+    const text = await readLimited(res.body, this.options.maxReplyBytes ?? MAX_POLL_REPLY_BYTES).catch((err: unknown) => {
       if (timeout.aborted && !signal.aborted) throw new PollError(`no reply within poll_timeout (${this.options.pollTimeoutMs} ms)`);
       throw err;
     });
     return parsePollReply(res.statusCode, text);
   }
+}
+
+async function readLimited(body: AsyncIterable<Buffer> & { destroy(): unknown }, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) {
+      body.destroy();
+      throw new PollError(`the control server's reply exceeds ${limit} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }

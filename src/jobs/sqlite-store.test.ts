@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { SqliteStore } from './sqlite-store.ts';
 import { IllegalTransitionError } from './state.ts';
+import { DataDirInUseError } from './data-dir-lock.ts';
+import { writeFileSync } from 'node:fs';
 
 const spec = { id: 'job-1', image: 'img', body: { values: [1, 2] }, callbackUrl: 'http://127.0.0.1:1/cb' };
 const delivery = (n: number) => ({ url: spec.callbackUrl, headers: { 'x-n': String(n) }, body: Buffer.from(`b${n}`) });
@@ -107,4 +109,20 @@ test('batched writes of one turn commit together; a failing one rolls back alone
     store.close();
     await assert.rejects(store.batch(() => 1), /closed/);
   });
+});
+
+test('one data_dir serves one agent; a lock left by a dead process is taken over', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'foreman-lock-'));
+  try {
+    const open = () => SqliteStore.open({ dataDir: dir, log: pino({ level: 'silent' }) });
+    const first = open();
+    assert.throws(open, (err: unknown) => err instanceof DataDirInUseError && /another foreman agent \(pid \d+\) is using data_dir/.test(err.message));
+    first.close();
+    // A pid that cannot be alive: what a kill -9 leaves behind, as far as the lock can tell.
+    writeFileSync(join(dir, 'agent.lock'), '2147483646');
+    const second = open();
+    second.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

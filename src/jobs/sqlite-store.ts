@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { JobSpec } from '../shared/job-spec.ts';
+import { lockDataDir } from './data-dir-lock.ts';
 import { transition, type JobState, type Outcome } from './state.ts';
 import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
 
@@ -102,13 +103,23 @@ export class SqliteStore implements JobStore {
   private batched: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
   private flushQueued = false;
 
+  /** Opens (creating when needed) the store; throws DataDirInUseError when another agent has it. */
   static open(options: SqliteStoreOptions): SqliteStore {
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-    return new SqliteStore(new Database(join(options.dataDir, 'foreman.db')), options);
+    const unlock = lockDataDir(options.dataDir);
+    try {
+      return new SqliteStore(new Database(join(options.dataDir, 'foreman.db')), options, unlock);
+    } catch (err) {
+      unlock();
+      throw err;
+    }
   }
 
-  private constructor(db: Database.Database, options: SqliteStoreOptions) {
+  private readonly unlock: () => void;
+
+  private constructor(db: Database.Database, options: SqliteStoreOptions, unlock: () => void) {
     this.db = db;
+    this.unlock = unlock;
     this.log = options.log;
     this.now = options.now ?? Date.now;
     db.pragma('journal_mode = WAL');
@@ -321,5 +332,6 @@ export class SqliteStore implements JobStore {
     this.flush();
     this.closed = true;
     this.db.close();
+    this.unlock();
   }
 }
