@@ -99,7 +99,9 @@ export class SqliteStore implements JobStore {
   /** Parsed specs of jobs not yet removed: a spec never changes, and the job API reads it on every request. */
   private readonly specs = new Map<string, JobSpec>();
   /** One reusable wrapper: runs `work` in a transaction, or a savepoint when already inside one. */
-  private readonly inTransaction: <T>(work: () => T) => T;
+  private readonly transactional: <T>(work: () => T) => T;
+  /** Set while a batched item runs: its own savepoint already makes it atomic. */
+  private inBatchItem = false;
   private batched: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
   private flushQueued = false;
 
@@ -127,7 +129,7 @@ export class SqliteStore implements JobStore {
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 1000}`);
     this.migrate();
     const wrapper = db.transaction((work: () => unknown) => work());
-    this.inTransaction = <T>(work: () => T): T => wrapper(work) as T;
+    this.transactional = <T>(work: () => T): T => wrapper(work) as T;
     this.agentId = this.loadAgentId();
   }
 
@@ -161,6 +163,11 @@ export class SqliteStore implements JobStore {
       stoppedAt: row.stopped_at,
       updatedAt: row.updated_at,
     };
+  }
+
+  /** Runs `work` atomically; inside a batched item it needs no savepoint of its own. */
+  private inTransaction<T>(work: () => T): T {
+    return this.inBatchItem ? work() : this.transactional(work);
   }
 
   private migrate(): void {
@@ -288,13 +295,16 @@ export class SqliteStore implements JobStore {
     if (items.length === 0) return;
     const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
-      this.inTransaction(() => {
+      this.transactional(() => {
         for (const item of items) {
+          this.inBatchItem = true;
           try {
             // A nested transaction is a savepoint: a failure undoes this item only.
-            results.push({ ok: true, value: this.inTransaction(item.work) });
+            results.push({ ok: true, value: this.transactional(item.work) });
           } catch (error) {
             results.push({ ok: false, error });
+          } finally {
+            this.inBatchItem = false;
           }
         }
       });
