@@ -24,9 +24,10 @@ function percentile(sorted: number[], p: number): number {
 const sortNum = (xs: number[]): number[] => [...xs].sort((a, b) => a - b);
 const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
 
-function rssMb(pid: number): number {
+/** Resident memory in MB: all of it, and the anonymous part (heap, stacks), which excludes mapped files such as the node binary. */
+function rssMb(pid: number, field: 'VmRSS' | 'RssAnon' = 'VmRSS'): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1]);
   return kb / 1024;
 }
 
@@ -208,10 +209,13 @@ async function benchIdle(): Promise<void> {
       await new Promise((r) => setTimeout(r, 1000));
       return rssMb(pidOf);
     }, 10_000);
+    const bareAnon = rssMb(pidOf, 'RssAnon');
     node.kill();
     const agentRss = sortNum(samples)[Math.floor(samples.length / 2)] ?? NaN;
+    const agentAnon = rssMb(pid, 'RssAnon');
     console.log('\n## Idle footprint');
     console.log(`agent RSS (median of 5, idle, polling every 1 s): ${fmt(agentRss)} MB (target ≤ 70 MB); bare \`node -e\` ${fmt(bareRss)} MB; ratio ${fmt(agentRss / bareRss, 2)}×`);
+    console.log(`of which anonymous (heap, not the mapped node binary): agent ${fmt(agentAnon)} MB, bare node ${fmt(bareAnon)} MB`);
   } finally {
     agent.child.kill('SIGTERM');
     await agent.exited;
