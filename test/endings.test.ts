@@ -4,16 +4,14 @@ import assert from 'node:assert/strict';
 import { testJobImage } from './support/image.ts';
 import {
   CallbackReceiver,
-  FakeControlServer,
-  cleanup,
   containersOf,
+  FakeControlServer,
   job,
-  startAgent,
-  testEnv,
+  startStack,
   waitFor,
   watchContainerEvents,
   type InProcessAgent,
-  type TestEnv,
+  type Stack,
 } from './support/harness.ts';
 
 interface Report {
@@ -25,25 +23,18 @@ interface Report {
 }
 
 describe('endings', () => {
+  let stack: Stack;
   let control: FakeControlServer;
   let callbacks: CallbackReceiver;
-  let env: TestEnv;
   let running: InProcessAgent;
 
   before(async () => {
     await testJobImage();
-    control = await new FakeControlServer().start();
-    callbacks = await new CallbackReceiver().start();
-    env = testEnv(control.url, { FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '2000', FOREMAN_DOCKER_MEMORY_LIMIT: String(128 * 1024 * 1024) });
-    running = await startAgent(env);
+    stack = await startStack({ FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '2000', FOREMAN_DOCKER_MEMORY_LIMIT: String(128 * 1024 * 1024) });
+    ({ control, callbacks, running } = stack);
   });
 
-  after(async () => {
-    await running?.close();
-    await control?.close();
-    await callbacks?.stop();
-    if (env) await cleanup(env, running?.agent.agentId);
-  });
+  after(() => stack?.close());
 
   async function reportOf(id: string): Promise<{ report: Report; headers: Record<string, unknown> }> {
     const done = await callbacks.waitForCompletion(id);

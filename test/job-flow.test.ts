@@ -4,20 +4,20 @@ import assert from 'node:assert/strict';
 import { testJobImage } from './support/image.ts';
 import {
   CallbackReceiver,
-  FakeControlServer,
-  cleanup,
   containersOf,
   docker,
+  FakeControlServer,
   job,
-  startAgent,
-  testEnv,
+  startStack,
   waitFor,
   watchContainerEvents,
   type InProcessAgent,
+  type Stack,
   type TestEnv,
 } from './support/harness.ts';
 
 describe('job flow', () => {
+  let stack: Stack;
   let control: FakeControlServer;
   let callbacks: CallbackReceiver;
   let env: TestEnv;
@@ -25,23 +25,16 @@ describe('job flow', () => {
 
   before(async () => {
     await testJobImage();
-    control = await new FakeControlServer().start();
-    callbacks = await new CallbackReceiver().start();
-    env = testEnv(control.url, {
+    stack = await startStack({
       FOREMAN_CORE_MAX_CONCURRENT_JOBS: '2',
       FOREMAN_CORE_LABELS_GPU: 'true',
       FOREMAN_CORE_ENV_SHARED: 'from-core',
       FOREMAN_CORE_EXTRA_HOSTS: 'db.example.invalid:10.9.8.7',
     });
-    running = await startAgent(env);
+    ({ control, callbacks, env, running } = stack);
   });
 
-  after(async () => {
-    await running?.close();
-    await control?.close();
-    await callbacks?.stop();
-    if (env) await cleanup(env, running?.agent.agentId);
-  });
+  after(() => stack?.close());
 
   test('a job runs, its result reaches the callback, and its container is stopped and removed', async () => {
     control.reply([job('sum-1', callbacks.url(), { values: [1, 2, 3, 4] })]);
@@ -220,23 +213,18 @@ describe('job flow', () => {
 describe('the seed\'s development setup: hostname host.docker.internal with host-gateway', () => {
   test('containers reach the agent through host.docker.internal', async () => {
     await testJobImage();
-    const control = await new FakeControlServer().start();
-    const callbacks = await new CallbackReceiver().start();
-    const env = testEnv(control.url, {
+    const stack = await startStack({
       FOREMAN_CORE_HOSTNAME: 'host.docker.internal',
       FOREMAN_CORE_EXTRA_HOSTS: 'host.docker.internal:host-gateway',
     });
-    const running = await startAgent(env);
+    const { control, callbacks, running } = stack;
     try {
       assert.match(running.agent.jobApiUrl, /^http:\/\/host\.docker\.internal:\d+$/);
       control.reply([job('seed-dev-1', callbacks.url(), { values: [20, 22] })]);
       const done = await callbacks.waitForCompletion('seed-dev-1');
       assert.deepEqual(JSON.parse(done.body.toString()), { result: 42 });
     } finally {
-      await running.close();
-      await control.close();
-      await callbacks.stop();
-      await cleanup(env, running.agent.agentId);
+      await stack.close();
     }
   });
 });

@@ -276,3 +276,31 @@ export async function teardown(parts: {
   await parts.callbacks.stop();
   await cleanup(parts.env, parts.agentId);
 }
+
+/** A control server, a callback receiver and an in-process agent wired to them. */
+export interface Stack {
+  readonly control: FakeControlServer;
+  readonly callbacks: CallbackReceiver;
+  readonly env: TestEnv;
+  readonly running: InProcessAgent;
+  close(): Promise<void>;
+}
+
+export async function startStack(overrides: Record<string, string> = {}): Promise<Stack> {
+  const control = await new FakeControlServer().start();
+  const callbacks = await new CallbackReceiver().start();
+  const env = testEnv(control.url, overrides);
+  const running = await startAgent(env);
+  return {
+    control,
+    callbacks,
+    env,
+    running,
+    async close() {
+      await running.close();
+      await control.close();
+      await callbacks.stop();
+      await cleanup(env, running.agent.agentId);
+    },
+  };
+}
