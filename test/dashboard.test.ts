@@ -9,6 +9,8 @@ import { chromium } from 'playwright-core';
 import type { Browser, Page } from 'playwright-core';
 import { createControlServer } from '../examples/control-server/server.ts';
 import type { ControlServer } from '../examples/control-server/server.ts';
+import { testJobImage } from './support/image.ts';
+import { cleanup, startAgent, testEnv } from './support/harness.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'dashboard-token';
@@ -97,5 +99,30 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
     await row('completed').locator('td.preview', { hasText: '{"answer":42,"note":"done"}' }).waitFor();
 
     assert.deepEqual(navigations, [`${base}/`], 'the page reloaded or navigated');
+  });
+
+  it('follows a job run by a real agent in a real container, live, to its result', async () => {
+    await testJobImage();
+    const env = testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: TOKEN, FOREMAN_CORE_LABELS_QUEUE: 'real-agent' });
+    const agent = await startAgent(env);
+    try {
+      await page.goto(`${base}/`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      const created = await fetch(`${base}/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ image: 'foreman-test-job:latest', body: { action: 'progress', steps: 4, delayMs: 400, values: [19, 23] }, labels: { queue: 'real-agent' } }),
+      });
+      const { id } = (await created.json()) as { id: string };
+      const row = (status: string) => page.locator(`#jobs tr[data-job-id="${id}"][data-status="${status}"]`);
+      // The progress bar moves through the container's own updates before the job completes.
+      await row('running').locator('.fill[style*="width: 50%"]').waitFor({ timeout: 30_000 });
+      await row('completed').locator('td.outcome', { hasText: 'succeeded' }).waitFor({ timeout: 30_000 });
+      await row('completed').locator('td.preview', { hasText: '{"result":42}' }).waitFor();
+      await page.locator(`#agents tr[data-agent-id="${agent.agent.agentId}"]`).waitFor();
+    } finally {
+      await agent.close();
+      await cleanup(env, agent.agent.agentId);
+    }
   });
 });
