@@ -96,6 +96,13 @@ describe('endings', () => {
     assert.deepEqual(JSON.parse(next.body.toString()), { result: 4 });
   });
 
+  test('an image reference the engine rejects is reported as pull-failed with the engine\'s reason', async () => {
+    control.reply([job('badref-1', callbacks.url(), { values: [1] }, { image: 'UPPER/Image:1' })]);
+    const { report, headers } = await reportOf('badref-1');
+    assert.equal(headers['x-foreman-job-outcome'], 'pull-failed');
+    assert.match(report.message, /image UPPER\/Image:1 is not usable: .*repository name must be lowercase/);
+  });
+
   test('alwaysPull pulls even an image that exists locally', async () => {
     // There is no registry here, so a forced pull of the local test image must fail.
     control.reply([job('always-1', callbacks.url(), { values: [1] }, { alwaysPull: true })]);

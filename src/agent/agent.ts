@@ -86,6 +86,8 @@ export class Agent {
   private pollLoop: Promise<void> | undefined;
   private watchLoop: Promise<void> | undefined;
   private purgeTimer: NodeJS.Timeout | undefined;
+  /** A retry of `pump` after a failed store write. */
+  private pumpTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
 
   constructor(deps: AgentDeps) {
@@ -386,7 +388,20 @@ export class Agent {
   // ---- running a job -----------------------------------------------------------------
 
   private async launch(id: string): Promise<void> {
-    let job = this.store.transition(id, 'creating');
+    let job: JobRecord;
+    try {
+      job = this.store.transition(id, 'creating');
+    } catch (err) {
+      // Nothing changed: give the slot back and try again on the next occasion.
+      this.slots.delete(id);
+      this.queue.unshift(id);
+      this.log.error({ jobId: id, reason: describeHttpError(err) }, 'could not record the job start; will retry');
+      this.pumpTimer ??= setTimeout(() => {
+        this.pumpTimer = undefined;
+        this.pump();
+      }, 1000);
+      return;
+    }
     const spec = job.spec;
     let containerId: string | undefined;
     try {
@@ -399,7 +414,7 @@ export class Agent {
         labels: { [LABEL_JOB]: id },
       });
       // Started before the engine call returns, so a fast container's first request finds it ready.
-      job = this.store.transition(id, 'started', { containerId, startedAt: this.clock.now() });
+      this.store.transition(id, 'started', { containerId, startedAt: this.clock.now() });
       await this.startContainer(id, containerId);
     } catch (err) {
       await this.failLaunch(id, err);
@@ -700,6 +715,7 @@ export class Agent {
     this.stopping.abort(new Error('agent stopping'));
     await this.pollLoop;
     if (this.purgeTimer) clearTimeout(this.purgeTimer);
+    if (this.pumpTimer) clearTimeout(this.pumpTimer);
     for (const timer of this.timeouts.values()) clearTimeout(timer);
     this.timeouts.clear();
     for (const timer of this.removals.values()) clearTimeout(timer);

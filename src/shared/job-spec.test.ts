@@ -26,6 +26,7 @@ test('invalid jobs give a reason and keep a usable id and callback URL', () => {
     [{ ...valid, id: '' }, /id/, undefined],
     [{ ...valid, id: 'x'.repeat(257) }, /id/, undefined],
     [{ ...valid, command: 'ls' }, /command/, 'j1'],
+    [{ ...valid, image: 'has spaces!' }, /image is not an image reference/, 'j1'],
     ['a string', /object/, undefined],
     [null, /object/, undefined],
   ];

@@ -6,7 +6,8 @@ import addFormats from 'ajv-formats';
 export const JobSpecSchema = Type.Object(
   {
     id: Type.String({ minLength: 1, maxLength: 256 }),
-    image: Type.String({ minLength: 1 }),
+    // Only the characters an image reference can hold; the engine judges the rest.
+    image: Type.String({ minLength: 1, maxLength: 512, pattern: '^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$' }),
     body: Type.Unknown(),
     callbackUrl: Type.String({ format: 'uri', pattern: '^[hH][tT][tT][pP][sS]?://' }),
     command: Type.Optional(Type.Array(Type.String())),
@@ -44,6 +45,7 @@ function describe(error: ErrorObject): string {
   const where = error.instancePath ? error.instancePath.slice(1).replaceAll('/', '.') : 'job';
   if (error.keyword === 'required') return `missing required field "${String(error.params.missingProperty)}"`;
   if (error.keyword === 'pattern' && where === 'callbackUrl') return 'callbackUrl must be an http(s) URL';
+  if (error.keyword === 'pattern' && where === 'image') return 'image is not an image reference (letters, digits and . _ / : @ + - only)';
   return `${where} ${error.message ?? 'is invalid'}`;
 }
 

@@ -87,7 +87,10 @@ export class DockerExecutor implements Executor {
         await this.docker.getImage(image).inspect();
         return;
       } catch (err) {
-        if (statusOf(err) !== 404) throw err;
+        const status = statusOf(err);
+        if (status === undefined) throw err;
+        // Anything but "not found" means the engine refused the reference itself.
+        if (status !== 404) throw new ExecutorJobError('pull', `image ${image} is not usable: ${engineMessage(err)}`);
       }
     }
     try {
