@@ -39,6 +39,8 @@ interface Lane {
 export class CallbackOutbox {
   private readonly options: OutboxOptions;
   private readonly lanes = new Map<string, Lane>();
+  /** Ids queued and not yet settled, so a delivery is never queued twice. */
+  private readonly queued = new Set<string>();
   private readonly abort = new AbortController();
   private readonly dispatcher: Dispatcher;
   private readonly ownsDispatcher: boolean;
@@ -63,7 +65,8 @@ export class CallbackOutbox {
       lane = { queue: [], running: undefined };
       this.lanes.set(delivery.jobId, lane);
     }
-    if (lane.queue.some((d) => d.id === delivery.id)) return;
+    if (this.queued.has(delivery.id)) return;
+    this.queued.add(delivery.id);
     lane.queue.push(delivery);
     if (!lane.running) {
       const current = lane;
@@ -77,9 +80,7 @@ export class CallbackOutbox {
 
   /** Number of deliveries not yet settled. */
   get backlog(): number {
-    let n = 0;
-    for (const lane of this.lanes.values()) n += lane.queue.length;
-    return n;
+    return this.queued.size;
   }
 
   /** Resolves once nothing is queued, or when `signal` aborts. */
@@ -123,6 +124,7 @@ export class CallbackOutbox {
         this.options.log.error({ jobId, deliveryId: delivery.id, reason: describeHttpError(err) }, 'could not mark delivery done; it may be sent again');
       });
       lane.queue.shift();
+      this.queued.delete(delivery.id);
       this.options.onSettled?.(delivery, result);
     }
   }
