@@ -108,6 +108,18 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
     try {
       await page.goto(`${base}/`);
       await page.locator('#connection[data-state="live"]').waitFor();
+      // Record every state each row shows, so a state held for only a moment is still seen.
+      // A string, so it runs in the page as written (no DOM types or transpiler helpers here).
+      await page.evaluate(`(() => {
+        const seen = (window.seen = []);
+        const record = () => {
+          for (const row of document.querySelectorAll('#jobs tr[data-job-id]')) {
+            const entry = row.dataset.jobId + '|' + row.dataset.status + '|' + (row.querySelector('.fill')?.style.width ?? '');
+            if (!seen.includes(entry)) seen.push(entry);
+          }
+        };
+        new MutationObserver(record).observe(document.body, { subtree: true, childList: true, attributes: true });
+      })()`);
       const created = await fetch(`${base}/jobs`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -115,10 +127,17 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
       });
       const { id } = (await created.json()) as { id: string };
       const row = (status: string) => page.locator(`#jobs tr[data-job-id="${id}"][data-status="${status}"]`);
-      // The progress bar moves through the container's own updates before the job completes.
-      await row('running').locator('.fill[style*="width: 50%"]').waitFor({ timeout: 30_000 });
       await row('completed').locator('td.outcome', { hasText: 'succeeded' }).waitFor({ timeout: 30_000 });
       await row('completed').locator('td.preview', { hasText: '{"result":42}' }).waitFor();
+      const seen = (await page.evaluate<string[]>('window.seen'))
+        .filter((entry) => entry.startsWith(`${id}|`))
+        .map((entry) => entry.slice(id.length + 1));
+      assert.equal(seen[0], 'queued|0%', JSON.stringify(seen));
+      // The bar moved through the container's own updates before the job completed.
+      const running = seen.filter((entry) => entry.startsWith('running|')).map((entry) => Number.parseFloat(entry.split('|')[1] ?? ''));
+      assert.ok(running.filter((pct) => pct > 0 && pct < 100).length >= 2, JSON.stringify(seen));
+      assert.deepEqual(running, [...running].sort((a, b) => a - b), 'progress only moves forward');
+      assert.equal(seen.at(-1), 'completed|100%', JSON.stringify(seen));
       await page.locator(`#agents tr[data-agent-id="${agent.agent.agentId}"]`).waitFor();
     } finally {
       await agent.close();
