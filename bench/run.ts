@@ -184,6 +184,12 @@ async function benchProxy(jobCount: number): Promise<void> {
     console.log(`| through foreman (answered once stored) | ${fmt(proxied.rate, 0)} | ${fmt(percentile(proxied.latencies, 50), 2)} | ${fmt(percentile(proxied.latencies, 99), 2)} | ${proxied.errors} |`);
     console.log(`added latency p50: ${fmt(percentile(proxied.latencies, 50) - percentile(direct.latencies, 50), 2)} ms (target ≤ 1 ms); throughput ${fmt(proxied.rate / direct.rate, 3)}× raw (target ≥ 5000 PUT/s)`);
     console.log(`forwarded: ${forwardedDuring} during the load, the rest within ${fmt(drainSeconds)} s more: ${fmt(forwardRate, 0)} deliveries/s end to end`);
+    // Unloaded: one connection, so latency is the cost of one update, not queueing behind 49 others.
+    const directOne = await load([callbacks.url('direct')], 1, 2);
+    const proxiedOne = await load(endpoints, 1, 2);
+    console.log(
+      `one connection: raw p50 ${fmt(percentile(directOne.latencies, 50), 2)} ms, through foreman p50 ${fmt(percentile(proxiedOne.latencies, 50), 2)} ms: added ${fmt(percentile(proxiedOne.latencies, 50) - percentile(directOne.latencies, 50), 2)} ms`,
+    );
   } finally {
     await teardown({ agent, control, callbacks, env, agentId });
   }
