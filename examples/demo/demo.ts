@@ -57,7 +57,7 @@ function parseOptions(argv: string[]): Options {
   return { once: values.once, jobs, timeoutMs: timeoutSeconds * 1000 };
 }
 
-/** A port nothing listens on right now, for the agent's job API (0 would not give containers a usable URL). */
+/** A port nothing listens on right now, for the agent's job API: fixed for the run, so containers keep a stable URL. */
 function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const probe = createServer();
