@@ -6,6 +6,7 @@ import { show } from '../config/load.ts';
 import { LEAF_KEYS } from '../config/schema.ts';
 import type { Config, LoadedConfig } from '../config/types.ts';
 import { pollHeaders, userAgentFor } from '../control/poller.ts';
+import { describeHttpError } from '../shared/backoff.ts';
 import { createDockerClient, describeEngineError } from '../executor/docker/client.ts';
 
 /** How long `check` waits for the Docker engine before calling it unreachable. */
@@ -97,7 +98,7 @@ async function checkDataDir(dir: string): Promise<CheckLine> {
     const code = (err as { code?: unknown }).code;
     if (code === 'ENOENT') return { status: 'note', text: `data_dir ${dir} does not exist yet; the agent creates it at start` };
     if (code === 'EACCES' || code === 'EPERM') return { status: 'FAIL', text: `data_dir ${dir} is not writable` };
-    return { status: 'FAIL', text: `data_dir ${dir}: ${errorText(err)}` };
+    return { status: 'FAIL', text: `data_dir ${dir}: ${describeHttpError(err)}` };
   }
 }
 
@@ -121,7 +122,7 @@ async function checkDocker(config: Config): Promise<CheckLine[]> {
     if ((err as { statusCode?: unknown }).statusCode === 404) {
       lines.push({ status: 'note', text: `network "${name}" does not exist yet; the agent creates it at start` });
     } else {
-      lines.push({ status: 'FAIL', text: `could not inspect network "${name}": ${errorText(err)}` });
+      lines.push({ status: 'FAIL', text: `could not inspect network "${name}": ${describeHttpError(err)}` });
     }
   }
   return lines;
@@ -150,23 +151,13 @@ async function checkControlServer(config: Config, version: string): Promise<Chec
     const reason =
       code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
         ? `no answer within ${timeout} ms (core.poll_timeout)`
-        : errorText(err);
+        : describeHttpError(err);
     return { status: 'FAIL', text: `${target} did not answer: ${reason}` };
   } finally {
     await dispatcher.destroy();
   }
 }
 
-function errorText(err: unknown): string {
-  if (err instanceof AggregateError && err.errors.length > 0) {
-    return [...new Set(err.errors.map(errorText))].join('; ');
-  }
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return err.message || (typeof code === 'string' ? code : err.name);
-  }
-  return String(err);
-}
 
 async function withDeadline<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backoffDelay, isRetryableStatus } from './backoff.ts';
+import { backoffDelay, describeHttpError, isRetryableStatus } from './backoff.ts';
 
 test('backoff doubles per attempt and stays within [cap/2, cap]', () => {
   const policy = { baseMs: 100, maxMs: 5000 };
@@ -27,4 +27,13 @@ test('jitter spreads delays', () => {
 test('retry classification: 408, 429 and 5xx retry; other 4xx are final', () => {
   for (const s of [408, 429, 500, 502, 503, 504]) assert.equal(isRetryableStatus(s), true, String(s));
   for (const s of [400, 401, 403, 404, 409, 413, 422]) assert.equal(isRetryableStatus(s), false, String(s));
+});
+
+test('error descriptions: code and message, every address of an aggregate, never a stack', () => {
+  const refused = (address: string) => Object.assign(new Error(`connect ECONNREFUSED ${address}`), { code: 'ECONNREFUSED' });
+  assert.equal(describeHttpError(refused('127.0.0.1:9')), 'connect ECONNREFUSED 127.0.0.1:9');
+  assert.equal(describeHttpError(new AggregateError([refused('::1:9'), refused('127.0.0.1:9')], '')), 'connect ECONNREFUSED ::1:9; connect ECONNREFUSED 127.0.0.1:9');
+  assert.equal(describeHttpError(Object.assign(new Error(''), { code: 'ECONNRESET' })), 'ECONNRESET');
+  assert.equal(describeHttpError(Object.assign(new Error('socket hang up'), { code: 'UND_ERR_SOCKET' })), 'UND_ERR_SOCKET: socket hang up');
+  assert.equal(describeHttpError('plain'), 'plain');
 });

@@ -18,11 +18,16 @@ export function isRetryableStatus(status: number): boolean {
 
 /** A short, user-facing reason for a failed HTTP exchange, without stack traces. */
 export function describeHttpError(err: unknown): string {
+  // Connecting to a name with several addresses (localhost: ::1 and 127.0.0.1) fails with one error each.
+  if (err instanceof AggregateError && err.errors.length > 0) {
+    return [...new Set(err.errors.map(describeHttpError))].join('; ');
+  }
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
     const cause = (err as { cause?: unknown }).cause;
     const causeCode = cause instanceof Error ? (cause as { code?: unknown }).code : undefined;
     const label = typeof code === 'string' ? code : typeof causeCode === 'string' ? causeCode : undefined;
+    if (!err.message) return label ?? err.name;
     return label && !err.message.includes(label) ? `${label}: ${err.message}` : err.message;
   }
   return String(err);
