@@ -489,13 +489,19 @@ export class Agent {
     return expected.length === given.length && timingSafeEqual(expected, given);
   }
 
-  private fetchJob(id: string): Promise<ApiReply> {
-    return this.store.batch((): ApiReply => {
-      const job = this.store.get(id);
+  private async fetchJob(id: string): Promise<ApiReply> {
+    const reply = (job: JobRecord | undefined): ApiReply => {
       if (!job) return { status: 404, body: { error: 'no such job' } };
       if (hasEnded(job.state)) return this.endedReply(job);
-      if (job.state === 'started') this.store.transition(id, 'running');
       return { status: 200, body: { id: job.id, body: job.spec.body ?? null } };
+    };
+    const job = this.store.get(id);
+    // Only the first fetch writes (started → running); later ones are plain reads.
+    if (job?.state !== 'started') return reply(job);
+    return this.store.batch(() => {
+      const current = this.store.get(id);
+      if (current?.state === 'started') this.store.transition(id, 'running');
+      return reply(current);
     });
   }
 

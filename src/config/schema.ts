@@ -1,5 +1,6 @@
 import { Type, type Static, type TSchema } from 'typebox';
 import { Ajv, type ValidateFunction } from 'ajv';
+import { isHttpUrl } from '../shared/job-spec.ts';
 
 // Every leaf carries an `expected` annotation: the phrase a user sees after
 // "expected" when the value is wrong. Keeping it beside the rule keeps the two in step.
@@ -124,15 +125,6 @@ export function expectedAt(path: readonly string[]): string {
 /** The schema default of a leaf, if it has one. */
 export function defaultOf(dotted: string): unknown {
   return nodeAt(dotted.split('.'))?.default;
-}
-
-export function isHttpUrl(value: string): boolean {
-  try {
-    const url = new URL(value);
-    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
-  } catch {
-    return false;
-  }
 }
 
 export function isDockerUrl(value: string): boolean {

@@ -17,7 +17,7 @@ import { SqliteStore } from '../../src/jobs/sqlite-store.ts';
 import { systemClock } from '../../src/shared/clock.ts';
 
 export const repoRoot = resolve(import.meta.dirname, '../..');
-export const dockerUrl = process.env.FOREMAN_DOCKER_URL ?? 'unix:///var/run/docker.sock';
+const dockerUrl = process.env.FOREMAN_DOCKER_URL ?? 'unix:///var/run/docker.sock';
 export const docker = createDockerClient(dockerUrl);
 
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
