@@ -7,6 +7,7 @@ import { LEAF_KEYS } from '../config/schema.ts';
 import type { Config, LoadedConfig } from '../config/types.ts';
 import { pollHeaders, userAgentFor } from '../control/poller.ts';
 import { describeHttpError } from '../shared/backoff.ts';
+import { systemClock, type Timer } from '../shared/clock.ts';
 import { createDockerClient, describeEngineError } from '../executor/docker/client.ts';
 
 /** How long `check` waits for the Docker engine before calling it unreachable. */
@@ -160,13 +161,13 @@ async function checkControlServer(config: Config, version: string): Promise<Chec
 
 
 async function withDeadline<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
+  let timer: Timer | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
+    timer = systemClock.after(ms, () => reject(new Error(message)));
   });
   try {
     return await Promise.race([work, deadline]);
   } finally {
-    clearTimeout(timer);
+    timer?.cancel();
   }
 }

@@ -1,8 +1,15 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import type { Config } from '../config/types.ts';
 import type { Executor } from '../executor/executor.ts';
+
+/** The settings that decide where the job API listens (from `[core]`). */
+export interface ListenSettings {
+  readonly hostname: string | undefined;
+  readonly listen_address: string | undefined;
+  readonly extra_hosts: readonly string[];
+  readonly network_name: string;
+}
 
 export interface ListenAddress {
   /** Host put in the job endpoint URLs. */
@@ -31,7 +38,7 @@ function docker0Address(): string | undefined {
  * - `hostname` that is, or resolves to, a local address: that address;
  * - otherwise every interface, since we cannot tell where the name leads.
  */
-export async function resolveListenAddress(core: Config['core'], executor: Executor): Promise<ListenAddress> {
+export async function resolveListenAddress(core: ListenSettings, executor: Executor): Promise<ListenAddress> {
   if (!core.hostname) {
     const gateway = await executor.gatewayAddress();
     if (!gateway) throw new Error(`network ${core.network_name} has no gateway address; set core.hostname`);

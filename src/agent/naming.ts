@@ -18,3 +18,12 @@ export function newJobSecret(): string {
 export function jobEndpoint(baseUrl: string, jobId: string, secret: string): string {
   return `${baseUrl}/job/${encodeURIComponent(jobId)}?token=${secret}`;
 }
+
+/** Where containers reach the job API; the base is known once the server listens. */
+export class JobEndpoints {
+  base = '';
+
+  urlFor(jobId: string, secret: string): string {
+    return jobEndpoint(this.base, jobId, secret);
+  }
+}

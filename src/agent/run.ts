@@ -1,12 +1,129 @@
-import pino from 'pino';
-import type { LoadedConfig } from '../config/types.ts';
+import pino, { type Logger } from 'pino';
+import { CallbackOutbox } from '../callbacks/outbox.ts';
+import type { Config, LoadedConfig } from '../config/types.ts';
+import { Poller, userAgentFor } from '../control/poller.ts';
 import { DockerExecutor } from '../executor/docker/docker-executor.ts';
 import { createDockerClient } from '../executor/docker/client.ts';
+import type { Executor } from '../executor/executor.ts';
+import { createJobApi } from '../job-api/server.ts';
 import { DataDirInUseError } from '../jobs/data-dir-lock.ts';
 import { SqliteStore } from '../jobs/sqlite-store.ts';
-import { systemClock } from '../shared/clock.ts';
-import { describeHttpError } from '../shared/backoff.ts';
+import type { JobStore } from '../jobs/store.ts';
+import { systemClock, type Clock } from '../shared/clock.ts';
+import { describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
 import { Agent } from './agent.ts';
+import { createJobApiBackend } from './job-api-backend.ts';
+import type { AgentMetrics } from './metrics.ts';
+import { JobEndpoints } from './naming.ts';
+import { Reconciler } from './reconciler.ts';
+import { Scheduler } from './scheduler.ts';
+
+// The command line reaches the rest of the agent only through this module.
+export { ConfigError } from '../config/errors.ts';
+export { loadConfig } from '../config/load.ts';
+
+/** Every retry policy of the agent, in one place. */
+export const BACKOFF = {
+  /** Callback deliveries. */
+  callbacks: { baseMs: 500, maxMs: 30_000 },
+  /** Reconnecting to the engine. */
+  engine: { baseMs: 500, maxMs: 10_000 },
+  /** Removing a container the engine refused to remove. */
+  removal: { baseMs: 1000, maxMs: 30_000 },
+  /** Failed polls: never faster than poll_frequency, at most a minute apart (or poll_frequency when longer). */
+  polls: (pollFrequencyMs: number): BackoffPolicy => ({ baseMs: Math.max(pollFrequencyMs, 100), maxMs: Math.max(pollFrequencyMs, 60_000) }),
+} as const;
+
+/** How long a container gets between SIGTERM and SIGKILL when the agent stops it. */
+const STOP_GRACE_MS = 10_000;
+/** Wait before starting jobs again after the store refused to record a start. */
+const LAUNCH_RETRY_MS = 1000;
+
+export interface AgentDeps {
+  readonly store: JobStore;
+  readonly executor: Executor;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly version: string;
+  readonly metrics?: AgentMetrics | undefined;
+}
+
+/**
+ * The composition root: builds every part of the agent from the compiled config, turning it into
+ * the options each part takes. No other module sees the whole `Config`.
+ */
+export function composeAgent(config: Config, deps: AgentDeps): Agent {
+  const { store, executor, log, clock, metrics } = deps;
+  const core = config.core;
+  const userAgent = userAgentFor(deps.version);
+  const outbox = new CallbackOutbox({
+    store,
+    log,
+    clock,
+    userAgent,
+    maxAgeMs: core.callback_max_age,
+    requestTimeoutMs: Math.max(core.poll_timeout, 1000),
+    backoff: BACKOFF.callbacks,
+    onSettled: (_delivery, result) => metrics?.deliveries.inc({ result }),
+  });
+  const deliver = outbox.enqueue.bind(outbox);
+  const endpoints = new JobEndpoints();
+  const scheduler = new Scheduler(
+    {
+      store,
+      executor,
+      log,
+      clock,
+      agentId: store.agentId,
+      endpoints,
+      deliver,
+      metrics,
+      options: {
+        completionTimeoutMs: core.job_completion_timeout,
+        removalTimeoutMs: core.job_removal_timeout,
+        stopGraceMs: STOP_GRACE_MS,
+        removalBackoff: BACKOFF.removal,
+        env: core.env,
+      },
+    },
+    { maxConcurrentJobs: core.max_concurrent_jobs, launchRetryMs: LAUNCH_RETRY_MS },
+  );
+  const jobApi = createJobApi({
+    log,
+    maxBodySize: core.max_body_size,
+    backend: createJobApiBackend({ store, agentId: store.agentId, deliver, metrics, completed: (id) => void scheduler.track(id).completed() }),
+  });
+  const poller = new Poller({
+    url: core.url,
+    token: core.token,
+    labels: core.labels,
+    agentId: store.agentId,
+    userAgent,
+    pollFrequencyMs: core.poll_frequency,
+    pollTimeoutMs: core.poll_timeout,
+    backoff: BACKOFF.polls(core.poll_frequency),
+    clock,
+    log,
+    freeSlots: () => scheduler.freeSlots(),
+    waitForSlot: (signal) => scheduler.waitForSlot(signal),
+    onJobs: (entries) => scheduler.receive(entries),
+  });
+  const reconciler = new Reconciler({ store, executor, scheduler, log });
+  return new Agent(
+    { store, executor, log, clock, outbox, jobApi, endpoints, poller, scheduler, reconciler },
+    {
+      engineUrl: config.docker.url,
+      listen: { hostname: core.hostname, listen_address: core.listen_address, extra_hosts: core.extra_hosts, network_name: core.network_name },
+      port: core.port,
+      pollUrl: core.url,
+      maxConcurrentJobs: core.max_concurrent_jobs,
+      shutdownTimeoutMs: core.shutdown_timeout,
+      removeStoppedOnTerminate: core.remove_stopped_containers_on_terminate,
+      jobRetentionMs: core.job_retention,
+      engineBackoff: BACKOFF.engine,
+    },
+  );
+}
 
 export interface RunOptions {
   readonly version: string;
@@ -43,7 +160,7 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
     extraHosts: config.core.extra_hosts,
     memoryLimit: config.docker.memory_limit,
   });
-  const agent = new Agent({ config, store, executor, log, clock: systemClock, version: options.version, metrics });
+  const agent = composeAgent(config, { store, executor, log, clock: systemClock, version: options.version, metrics });
 
   const signals = options.signals ?? process;
   let stopRequested: () => void = () => undefined;

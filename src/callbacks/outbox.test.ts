@@ -29,11 +29,16 @@ async function receiver(script: Record<string, number[]>) {
 function fakeClock(): Clock & { slept: number[] } {
   let now = 1_000_000;
   const slept: number[] = [];
-  return { slept, now: () => now, sleep: (ms) => ((now += ms), slept.push(ms), Promise.resolve()) };
+  return {
+    slept,
+    now: () => now,
+    sleep: (ms) => ((now += ms), slept.push(ms), Promise.resolve()),
+    after: () => assert.fail('the outbox sets no timers'),
+  };
 }
 
 function delivery(jobId: string, seq: number, url: string, createdAt: number): Delivery {
-  return { id: `${jobId}-${seq}`, jobId, seq, url, headers: { 'x-foreman-delivery-seq': String(seq) }, body: Buffer.from('{}'), createdAt, attempts: 0 };
+  return { id: `${jobId}-${seq}`, jobId, seq, url, headers: {}, body: Buffer.from('{}'), createdAt, attempts: 0 };
 }
 
 function run(deliveries: Delivery[], clock: Clock, maxAgeMs = 60_000) {

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { Delivery } from '../shared/delivery.ts';
+import { wireHeaders } from './messages.ts';
 
 /** The part of the store the outbox needs. */
 export interface OutboxStore {
@@ -142,7 +143,7 @@ export class CallbackOutbox {
       try {
         const res = await request(delivery.url, {
           method: 'PUT',
-          headers: { ...delivery.headers, 'user-agent': this.options.userAgent },
+          headers: wireHeaders(delivery, this.options.userAgent),
           body: delivery.body,
           dispatcher: this.dispatcher,
           headersTimeout: this.options.requestTimeoutMs,

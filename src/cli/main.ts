@@ -2,9 +2,7 @@ import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import pkg from '../../package.json' with { type: 'json' };
 import { runCheck } from '../agent/check.ts';
-import { runAgent } from '../agent/run.ts';
-import { ConfigError } from '../config/errors.ts';
-import { loadConfig } from '../config/load.ts';
+import { ConfigError, loadConfig, runAgent } from '../agent/run.ts';
 
 const HELP = `Usage: foreman [command] [options]
 

@@ -39,13 +39,21 @@ export class ExecutorJobError extends Error {
 /**
  * Runs job containers on one engine.
  *
- * Call order: `prepare` once at start; per job `ensureImage` → `create` → `start`, then `stop`
- * and `remove`. `list`, `inspect`, `logsTail` and `watch` may be called at any time.
+ * Call order: `prepare` once at start (and again after the engine was lost); per job
+ * `ensureImage` → `create` → `start`, then `stop` and `remove`. `list`, `inspect`, `logsTail`
+ * and `watch` may be called at any time.
  *
  * Every call is safe to repeat: `prepare` keeps an existing network, `create` returns the
  * existing container of the same name, `start` on a running container, `stop` on a stopped one
  * and `remove` on a missing one all succeed. That is what lets the agent retry after a crash
  * without knowing how far the last attempt got.
+ *
+ * The launch calls take the job's AbortSignal: once it aborts they give up promptly and reject
+ * (a pull that hangs must not hold up a cancel, a timeout or a shutdown). An aborted `create`
+ * may still leave a container behind; `remove` by the container's name finds it.
+ *
+ * Every container is labelled `LABEL_MANAGED`, `LABEL_AGENT` (this agent's id) and `LABEL_JOB`,
+ * so that `list` finds this agent's containers after a restart.
  *
  * Job-level failures throw `ExecutorJobError`; anything else means the engine is unreachable.
  */
@@ -59,12 +67,13 @@ export interface Executor {
   /** Pulls the image when it is missing locally, or always when `alwaysPull`. */
   ensureImage(image: string, alwaysPull: boolean, signal?: AbortSignal): Promise<void>;
   /** Creates the container and returns its id. */
-  create(spec: ContainerSpec): Promise<string>;
-  start(containerId: string): Promise<void>;
+  create(spec: ContainerSpec, signal?: AbortSignal): Promise<string>;
+  start(containerId: string, signal?: AbortSignal): Promise<void>;
   /** Stops the container, killing it after `graceMs`. */
   stop(containerId: string, graceMs: number): Promise<void>;
+  /** Removes the container (by id or name), running or not. */
   remove(containerId: string): Promise<void>;
-  /** Undefined when the container does not exist. */
+  /** Undefined when the container does not exist (by id or name). */
   inspect(containerId: string): Promise<ContainerStatus | undefined>;
   /** Every container labelled with this agent's id, running or not. */
   list(): Promise<ContainerStatus[]>;
@@ -72,7 +81,7 @@ export interface Executor {
   logsTail(containerId: string, lines: number): Promise<string[]>;
   /**
    * Streams exits and OOM kills of this agent's containers until the signal aborts
-   * (resolves) or the engine connection drops (rejects).
+   * (resolves) or the engine connection drops (rejects). `onReady` is called once subscribed.
    */
   watch(onEvent: (event: ExecutorEvent) => void, signal: AbortSignal, onReady?: () => void): Promise<void>;
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { JobSpec } from '../shared/job-spec.ts';
 import { lockDataDir } from './data-dir-lock.ts';
-import { transition, type JobState, type Outcome } from './state.ts';
+import { onRejected, transition, type JobState, type Outcome } from './state.ts';
 import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
 
 /** Numbered, append-only: never edit a shipped migration, add the next one. */
@@ -200,15 +200,17 @@ export class SqliteStore implements JobStore {
   }
 
   rememberRejected(id: string, delivery: NewDelivery | undefined): { delivery: Delivery | undefined } | undefined {
+    const decision = onRejected();
     return this.inTransaction(() => {
       const now = this.now();
+      // Stored as pending and moved through the table like any other ending, in one transaction.
       const inserted = this.stmt(
-          `INSERT INTO jobs (id, spec, secret, state, container_name, outcome, received_at, stopped_at, updated_at)
-           VALUES (?, '{}', '', 'removed', '', 'invalid', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+          `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
+           VALUES (?, '{}', '', 'pending', '', ?, ?) ON CONFLICT (id) DO NOTHING`,
         )
-        .run(id, now, now, now);
+        .run(id, now, now);
       if (inserted.changes === 0) return undefined;
-      this.log.info({ jobId: id, to: 'removed', outcome: 'invalid' }, 'job rejected');
+      this.applyTransition(id, decision.to, { outcome: decision.outcome });
       return { delivery: delivery ? this.insertDelivery(id, delivery, now) : undefined };
     });
   }
@@ -263,10 +265,9 @@ export class SqliteStore implements JobStore {
     const { last_seq } = this.stmt<{ last_seq: number }>('UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq')
       .get(jobId) ?? { last_seq: 1 };
     const id = randomUUID();
-    const headers = { ...delivery.headers, 'x-foreman-delivery-id': id, 'x-foreman-delivery-seq': String(last_seq) };
     this.stmt('INSERT INTO deliveries (id, job_id, seq, url, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(id, jobId, last_seq, delivery.url, JSON.stringify(headers), delivery.body, now);
-    return { id, jobId, seq: last_seq, url: delivery.url, headers, body: delivery.body, createdAt: now, attempts: 0 };
+      .run(id, jobId, last_seq, delivery.url, JSON.stringify(delivery.headers), delivery.body, now);
+    return { id, jobId, seq: last_seq, url: delivery.url, headers: delivery.headers, body: delivery.body, createdAt: now, attempts: 0 };
   }
 
   pendingDeliveries(): Delivery[] {

@@ -1,6 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IllegalTransitionError, holdsSlot, transition, type JobState } from './state.ts';
+import {
+  IllegalTransitionError,
+  holdsSlot,
+  onContainerExited,
+  onContainerMissing,
+  onFetch,
+  onLaunchFailed,
+  onRejected,
+  onShutdown,
+  onTimeout,
+  onUpdate,
+  transition,
+  type JobState,
+} from './state.ts';
 
 const states: JobState[] = ['pending', 'creating', 'started', 'running', 'completed', 'stopped', 'removed'];
 const legal = new Set([
@@ -41,4 +54,68 @@ test('a slot is held from creating until stopped', () => {
     states.filter(holdsSlot),
     ['creating', 'started', 'running', 'completed'],
   );
+});
+
+test('container exited: completed jobs finish stopping; running ones end failed or oom-killed; others ignore it', () => {
+  assert.deepEqual(onContainerExited('completed', false), { kind: 'move', to: 'stopped' });
+  assert.deepEqual(onContainerExited('started', false), { kind: 'end', outcome: 'failed', to: 'stopped' });
+  assert.deepEqual(onContainerExited('running', true), { kind: 'end', outcome: 'oom-killed', to: 'stopped' });
+  for (const state of ['pending', 'creating', 'stopped', 'removed'] as const) assert.equal(onContainerExited(state, false).kind, 'ignore', state);
+});
+
+test('timeout: ends a launching or running job as timed-out, nothing else', () => {
+  for (const state of ['creating', 'started', 'running'] as const) assert.deepEqual(onTimeout(state), { kind: 'end', outcome: 'timed-out', to: 'stopped' });
+  for (const state of ['pending', 'completed', 'stopped', 'removed'] as const) assert.equal(onTimeout(state).kind, 'ignore', state);
+});
+
+test('launch failure: pull-failed or start-failed unless the job already ended', () => {
+  assert.deepEqual(onLaunchFailed('creating', true), { kind: 'end', outcome: 'pull-failed', to: 'stopped' });
+  assert.deepEqual(onLaunchFailed('started', false), { kind: 'end', outcome: 'start-failed', to: 'stopped' });
+  assert.equal(onLaunchFailed('completed', false).kind, 'ignore');
+});
+
+test('container missing: a never-made container re-queues, a running job is lost, finished ones are forgotten', () => {
+  assert.deepEqual(onContainerMissing('creating'), { kind: 'requeue' });
+  assert.deepEqual(onContainerMissing('pending'), { kind: 'requeue' });
+  assert.deepEqual(onContainerMissing('running'), { kind: 'end', outcome: 'lost', to: 'stopped' });
+  assert.deepEqual(onContainerMissing('started'), { kind: 'end', outcome: 'lost', to: 'stopped' });
+  assert.deepEqual(onContainerMissing('completed'), { kind: 'forget' });
+  assert.deepEqual(onContainerMissing('stopped'), { kind: 'forget' });
+  assert.equal(onContainerMissing('removed').kind, 'ignore');
+});
+
+test('shutdown: queued jobs are dropped (removed), launching and running ones stopped, completed ones finish stopping', () => {
+  assert.deepEqual(onShutdown('pending'), { kind: 'end', outcome: 'agent-shutdown', to: 'removed' });
+  for (const state of ['creating', 'started', 'running'] as const) assert.deepEqual(onShutdown(state), { kind: 'end', outcome: 'agent-shutdown', to: 'stopped' });
+  assert.deepEqual(onShutdown('completed'), { kind: 'finish-stop' });
+  assert.equal(onShutdown('stopped').kind, 'ignore');
+});
+
+test('a rejected job ends from pending straight to removed, reported invalid', () => {
+  const decision = onRejected();
+  assert.deepEqual(decision, { kind: 'end', outcome: 'invalid', to: 'removed' });
+  assert.equal(transition('j', 'pending', decision.to), 'removed');
+});
+
+test('every ending a decision asks for is a legal transition from the state it was decided in', () => {
+  const deciders = [(s: JobState) => onContainerExited(s, false), onTimeout, (s: JobState) => onLaunchFailed(s, true), onContainerMissing, onShutdown];
+  for (const decide of deciders) {
+    for (const from of states) {
+      const d = decide(from);
+      if (d.kind === 'end' || d.kind === 'move') assert.equal(transition('j', from, d.to), d.to, `${from} → ${d.to}`);
+      if (d.kind === 'requeue' && from !== 'pending') assert.equal(transition('j', from, 'pending'), 'pending');
+    }
+  }
+});
+
+test('job API: the first GET moves started → running; PUTs are accepted only while started or running', () => {
+  assert.deepEqual(onFetch('started'), { kind: 'serve', to: 'running' });
+  assert.deepEqual(onFetch('running'), { kind: 'serve' });
+  for (const state of ['completed', 'stopped', 'removed'] as const) assert.equal(onFetch(state).kind, 'refuse-ended');
+  assert.deepEqual(onUpdate('started', 'running'), { kind: 'accept', to: 'running' });
+  assert.deepEqual(onUpdate('running', 'running'), { kind: 'accept' });
+  assert.deepEqual(onUpdate('running', 'completed'), { kind: 'accept', to: 'completed', outcome: 'succeeded' });
+  assert.equal(onUpdate('completed', 'running').kind, 'refuse-ended');
+  assert.equal(onUpdate('creating', 'running').kind, 'refuse-not-running');
+  assert.equal(onUpdate('pending', 'completed').kind, 'refuse-not-running');
 });

@@ -11,6 +11,9 @@
  *
  * A slot is held from `creating` until `stopped`. Failure paths skip ahead: a job that cannot
  * start, exits, times out or is stopped at shutdown goes straight to `stopped` with an outcome.
+ *
+ * The table of legal moves and the decisions below (which event leads where) live together
+ * here; the runner carries them out and the store enforces the table on every write.
  */
 export type JobState = 'pending' | 'creating' | 'started' | 'running' | 'completed' | 'stopped' | 'removed';
 
@@ -63,4 +66,100 @@ export function holdsSlot(state: JobState): boolean {
 /** States after which the container may no longer report. */
 export function hasEnded(state: JobState): boolean {
   return state === 'completed' || state === 'stopped' || state === 'removed';
+}
+
+// ---- decisions: event → what happens next ------------------------------------------------
+
+/** What the agent does about an event, given the job's state. */
+export type Decision =
+  /** Nothing: the event came too late or does not apply. */
+  | { readonly kind: 'ignore' }
+  /** Move to `to`; no report. */
+  | { readonly kind: 'move'; readonly to: JobState }
+  /** The container reported `completed` and is being stopped: finish that (stop it, then `stopped`). */
+  | { readonly kind: 'finish-stop' }
+  /** The agent ends the job: report `outcome`, move to `to` (`stopped`, or `removed` before it ran), stop the container. */
+  | { readonly kind: 'end'; readonly outcome: Outcome; readonly to: 'stopped' | 'removed' }
+  /** Put the job back in the queue: it never ran. */
+  | { readonly kind: 'requeue' }
+  /** Nothing of the job is left in the engine: move on to `removed` without a report. */
+  | { readonly kind: 'forget' };
+
+const IGNORE: Decision = { kind: 'ignore' };
+
+type Ending = Extract<Decision, { kind: 'end' }>;
+
+function end(state: JobState, outcome: Outcome): Ending {
+  return { kind: 'end', outcome, to: state === 'pending' ? 'removed' : 'stopped' };
+}
+
+/** The container exited (or the engine says it is not running). */
+export function onContainerExited(state: JobState, oomKilled: boolean): Decision {
+  if (state === 'completed') return { kind: 'move', to: 'stopped' };
+  if (state === 'started' || state === 'running') return end(state, oomKilled ? 'oom-killed' : 'failed');
+  return IGNORE;
+}
+
+/** The completion timeout fired: for a job still launching, or one whose container runs. */
+export function onTimeout(state: JobState): Decision {
+  return state === 'creating' || state === 'started' || state === 'running' ? end(state, 'timed-out') : IGNORE;
+}
+
+/** Pulling, creating or starting failed for a reason of the job's own (or the engine did not answer). */
+export function onLaunchFailed(state: JobState, pull: boolean): Decision {
+  return hasEnded(state) ? IGNORE : end(state, pull ? 'pull-failed' : 'start-failed');
+}
+
+/** Reconciliation found no container for the job in the engine. */
+export function onContainerMissing(state: JobState): Decision {
+  switch (state) {
+    case 'creating':
+      // The container was never made, so the job never ran: it may start again.
+      return { kind: 'requeue' };
+    case 'started':
+    case 'running':
+      return end(state, 'lost');
+    case 'completed':
+    case 'stopped':
+      // Already reported; only the bookkeeping is left.
+      return { kind: 'forget' };
+    case 'pending':
+      return { kind: 'requeue' };
+    case 'removed':
+      return IGNORE;
+  }
+}
+
+/** The agent is shutting down. */
+export function onShutdown(state: JobState): Decision {
+  if (state === 'completed') return { kind: 'finish-stop' };
+  if (state === 'pending' || state === 'creating' || state === 'started' || state === 'running') return end(state, 'agent-shutdown');
+  return IGNORE;
+}
+
+/** A job that failed validation on arrival: remembered as removed, reported `invalid`. */
+export function onRejected(): Ending {
+  return end('pending', 'invalid');
+}
+
+/** What a container's GET of its job does. */
+export type FetchDecision = { readonly kind: 'refuse-ended' } | { readonly kind: 'serve'; readonly to?: JobState };
+
+export function onFetch(state: JobState): FetchDecision {
+  if (hasEnded(state)) return { kind: 'refuse-ended' };
+  // The first fetch marks the job running; later ones change nothing.
+  return state === 'started' ? { kind: 'serve', to: 'running' } : { kind: 'serve' };
+}
+
+/** What a container's PUT of a status update does. */
+export type UpdateDecision =
+  | { readonly kind: 'refuse-ended' }
+  | { readonly kind: 'refuse-not-running' }
+  | { readonly kind: 'accept'; readonly to?: JobState; readonly outcome?: Outcome };
+
+export function onUpdate(state: JobState, status: 'running' | 'completed'): UpdateDecision {
+  if (hasEnded(state)) return { kind: 'refuse-ended' };
+  if (state !== 'started' && state !== 'running') return { kind: 'refuse-not-running' };
+  if (status === 'completed') return { kind: 'accept', to: 'completed', outcome: 'succeeded' };
+  return state === 'started' ? { kind: 'accept', to: 'running' } : { kind: 'accept' };
 }

@@ -5,7 +5,7 @@ export interface Delivery {
   /** 1-based, per job; deliveries of one job go out in this order. */
   readonly seq: number;
   readonly url: string;
-  /** Everything to send, including x-foreman-delivery-id and x-foreman-delivery-seq. */
+  /** Headers as stored; the outbox adds x-foreman-delivery-id and x-foreman-delivery-seq when it sends. */
   readonly headers: Readonly<Record<string, string>>;
   readonly body: Buffer;
   readonly createdAt: number;
@@ -14,7 +14,7 @@ export interface Delivery {
 
 export interface NewDelivery {
   readonly url: string;
-  /** Headers to send, without the delivery id and seq, which the store assigns. */
+  /** Headers to send, without the delivery id and seq (see `wireHeaders`). */
   readonly headers: Readonly<Record<string, string>>;
   readonly body: Buffer;
 }

@@ -9,7 +9,8 @@ import { join, resolve } from 'node:path';
 import type Docker from 'dockerode';
 import { createDockerClient } from '../../src/executor/docker/client.ts';
 import pino from 'pino';
-import { Agent } from '../../src/agent/agent.ts';
+import type { Agent } from '../../src/agent/agent.ts';
+import { composeAgent } from '../../src/agent/run.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { LoadedConfig } from '../../src/config/types.ts';
 import { DockerExecutor } from '../../src/executor/docker/docker-executor.ts';
@@ -199,7 +200,7 @@ export async function startAgent(t: TestEnv): Promise<InProcessAgent> {
     extraHosts: loaded.config.core.extra_hosts,
     memoryLimit: loaded.config.docker.memory_limit,
   });
-  const agent = new Agent({ config: loaded.config, store, executor, log, clock: systemClock, version: 'test' });
+  const agent = composeAgent(loaded.config, { store, executor, log, clock: systemClock, version: 'test' });
   await agent.start();
   return { agent, store, loaded, logFile, close: () => agent.close() };
 }

@@ -81,9 +81,11 @@ export class DockerExecutor implements Executor {
     return `${v.Version} (API ${v.ApiVersion})`;
   }
 
-  async ensureImage(image: string, alwaysPull: boolean): Promise<void> {
+  async ensureImage(image: string, alwaysPull: boolean, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     if (!alwaysPull) {
       try {
+        // A local lookup: quick, so it takes no signal (dockerode passes none for it).
         await this.docker.getImage(image).inspect();
         return;
       } catch (err) {
@@ -94,22 +96,35 @@ export class DockerExecutor implements Executor {
       }
     }
     try {
-      const stream = await this.docker.pull(image);
-      await new Promise<void>((resolve, reject) => {
-        this.docker.modem.followProgress(stream, (err: Error | null, output: Array<{ error?: string }>) => {
-          const failed = output?.find((o) => o.error);
-          if (err) reject(err);
-          else if (failed?.error) reject(Object.assign(new Error(failed.error), { statusCode: 500 }));
-          else resolve();
-        });
-      });
+      await this.pull(image, signal);
     } catch (err) {
       if (statusOf(err) === undefined) throw err;
       throw new ExecutorJobError('pull', `pulling image ${image} failed: ${engineMessage(err)}`);
     }
   }
 
-  async create(spec: ContainerSpec): Promise<string> {
+  /** Follows the pull's progress stream to its end; an abort tears the stream down at once. */
+  private async pull(image: string, signal: AbortSignal | undefined): Promise<void> {
+    signal?.throwIfAborted();
+    const stream = (await this.docker.pull(image, { abortSignal: signal })) as NodeJS.ReadableStream & { destroy(error?: Error): void };
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        stream.destroy();
+        reject(signal?.reason as Error);
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.docker.modem.followProgress(stream, (err: Error | null, output: Array<{ error?: string }>) => {
+        signal?.removeEventListener('abort', onAbort);
+        const failed = output?.find((o) => o.error);
+        if (err) reject(err);
+        else if (failed?.error) reject(Object.assign(new Error(failed.error), { statusCode: 500 }));
+        else resolve();
+      });
+    });
+  }
+
+  async create(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {
     const labels = {
       ...spec.labels,
       [LABEL_MANAGED]: 'true',
@@ -129,6 +144,7 @@ export class DockerExecutor implements Executor {
           // Without an init, node (and many programs) as PID 1 ignore SIGTERM and stop only when killed.
           Init: true,
         },
+        abortSignal: signal,
       });
       return container.id;
     } catch (err) {
@@ -142,9 +158,9 @@ export class DockerExecutor implements Executor {
     }
   }
 
-  async start(containerId: string): Promise<void> {
+  async start(containerId: string, signal?: AbortSignal): Promise<void> {
     try {
-      await this.docker.getContainer(containerId).start();
+      await this.docker.getContainer(containerId).start({ abortSignal: signal });
     } catch (err) {
       const status = statusOf(err);
       if (status === 304) return;

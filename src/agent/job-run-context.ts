@@ -1,0 +1,43 @@
+/** What a runner is given: the shared parts and options, and the hooks back to its owner (the scheduler). */
+import type { Logger } from 'pino';
+import type { Executor } from '../executor/executor.ts';
+import type { Delivery, JobStore } from '../jobs/store.ts';
+import type { BackoffPolicy } from '../shared/backoff.ts';
+import type { Clock } from '../shared/clock.ts';
+import type { JobRun } from './job-run.ts';
+import type { AgentMetrics } from './metrics.ts';
+import type { JobEndpoints } from './naming.ts';
+
+export interface JobRunOptions {
+  readonly completionTimeoutMs: number;
+  readonly removalTimeoutMs: number;
+  /** How long a container gets between SIGTERM and SIGKILL when the agent stops it. */
+  readonly stopGraceMs: number;
+  /** Retries of a removal the engine refused. */
+  readonly removalBackoff: BackoffPolicy;
+  /** `[core.env]`: laid over each job's own env. */
+  readonly env: Readonly<Record<string, string>>;
+}
+
+/** What every runner shares: the agent's parts, handed down by the scheduler. */
+export interface JobRunContext {
+  readonly store: JobStore;
+  readonly executor: Executor;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly agentId: string;
+  readonly endpoints: JobEndpoints;
+  readonly deliver: (delivery: Delivery) => void;
+  readonly metrics: AgentMetrics | undefined;
+  readonly options: JobRunOptions;
+}
+
+/** How a runner tells its owner about its slot and its place in the queue. */
+export interface JobRunHooks {
+  /** The runner gave its slot back: its container is stopped, or it never got one. */
+  slotFreed(run: JobRun): void;
+  /** The job is pending again and waits for a slot: at the front after a failed start write, else at the back. */
+  requeue(run: JobRun, where: 'front' | 'back'): void;
+  /** Nothing is left of the job in the engine; the runner can be forgotten. */
+  finished(run: JobRun): void;
+}

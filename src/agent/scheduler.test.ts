@@ -1,0 +1,84 @@
+/** Receiving, queueing and slots, against the fake engine and the in-memory store. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { settle } from '../shared/manual-clock.ts';
+import { jobSpec, makeKit } from './unit-kit.ts';
+
+test('slots are counted from the runners: never more launched than max_concurrent_jobs, the rest queued in order', async () => {
+  const kit = makeKit({ maxConcurrentJobs: 2 });
+  assert.equal(kit.scheduler.freeSlots(), 2);
+  kit.scheduler.receive([jobSpec('a'), jobSpec('b'), jobSpec('c'), jobSpec('d')]);
+  await settle();
+  assert.equal(kit.scheduler.running, 2);
+  assert.equal(kit.scheduler.queued, 2);
+  assert.equal(kit.scheduler.freeSlots(), 0);
+  assert.deepEqual(['a', 'b', 'c', 'd'].map((id) => kit.state(id)), ['started', 'started', 'pending', 'pending']);
+  kit.executor.exit(kit.executor.containerOf('b')?.id ?? '', 0);
+  await settle();
+  assert.deepEqual(['a', 'b', 'c', 'd'].map((id) => kit.state(id)), ['started', 'stopped', 'started', 'pending']);
+});
+
+test('waitForSlot resolves once a slot frees up, and at once on abort', async () => {
+  const kit = makeKit({ maxConcurrentJobs: 1 });
+  kit.scheduler.receive([jobSpec('a')]);
+  await settle();
+  let resolved = false;
+  const waiting = kit.scheduler.waitForSlot(new AbortController().signal).then(() => (resolved = true));
+  await settle();
+  assert.equal(resolved, false);
+  kit.executor.exit(kit.executor.containerOf('a')?.id ?? '', 1);
+  await waiting;
+  assert.equal(kit.scheduler.freeSlots(), 1);
+  const aborted = new AbortController();
+  kit.scheduler.receive([jobSpec('b')]);
+  const pending = kit.scheduler.waitForSlot(aborted.signal);
+  aborted.abort();
+  await pending;
+});
+
+test('an invalid job is remembered as removed and reported invalid when it has an id and a callback URL', async () => {
+  const kit = makeKit();
+  kit.scheduler.receive([{ id: 'bad-1', image: 'x', callbackUrl: 'http://127.0.0.1:9/cb' }, { image: 'no id', body: 1, callbackUrl: 'http://127.0.0.1:9/cb' }, 42]);
+  await settle();
+  assert.equal(kit.state('bad-1'), 'removed');
+  assert.deepEqual(kit.store.transitions, ['bad-1 pending→removed']);
+  const [report] = kit.reports('bad-1');
+  assert.equal(report?.outcome, 'invalid');
+  assert.match(report.body.message ?? '', /missing required field "body"/);
+  assert.equal(kit.delivered.length, 1);
+  assert.equal(kit.executor.containers.size, 0);
+});
+
+test('a job id already known is not run again', async () => {
+  const kit = makeKit();
+  kit.scheduler.receive([jobSpec('a')]);
+  await settle();
+  kit.scheduler.receive([jobSpec('a'), jobSpec('a')]);
+  await settle();
+  assert.equal(kit.executor.calls.filter((c) => c.startsWith('create')).length, 1);
+  assert.equal(kit.scheduler.queued, 0);
+});
+
+test('no launches while the engine is down; they start once it is back', async () => {
+  const kit = makeKit();
+  kit.scheduler.setEngineUp(false);
+  kit.scheduler.receive([jobSpec('a')]);
+  await settle();
+  assert.equal(kit.state('a'), 'pending');
+  assert.equal(kit.scheduler.freeSlots(), 1, 'a queued job takes a slot of capacity');
+  kit.scheduler.setEngineUp(true);
+  kit.scheduler.pump();
+  await settle();
+  assert.equal(kit.state('a'), 'started');
+});
+
+test('a store that cannot record a received job: logged, nothing queued, the next entry still taken', async () => {
+  const kit = makeKit();
+  kit.store.failWrites = true;
+  kit.scheduler.receive([jobSpec('a')]);
+  kit.store.failWrites = false;
+  kit.scheduler.receive([jobSpec('b')]);
+  await settle();
+  assert.equal(kit.state('a'), undefined);
+  assert.equal(kit.state('b'), 'started');
+});

@@ -1,0 +1,81 @@
+/** Fakes wired together for the unit tests of the scheduler, the runner and the supervisor: no Docker, no disk, no waiting. */
+import pino from 'pino';
+import { FakeExecutor } from '../executor/fake/fake-executor.ts';
+import { MemoryStore } from '../jobs/memory-store.ts';
+import type { Delivery } from '../shared/delivery.ts';
+import { ManualClock } from '../shared/manual-clock.ts';
+import type { JobRunContext } from './job-run-context.ts';
+import { JobEndpoints } from './naming.ts';
+import { Scheduler } from './scheduler.ts';
+
+export const IMAGE = 'fake/job:1';
+
+export interface KitOptions {
+  readonly maxConcurrentJobs?: number;
+  readonly completionTimeoutMs?: number;
+  readonly removalTimeoutMs?: number;
+}
+
+export interface Report {
+  readonly status: string | undefined;
+  readonly outcome: string | undefined;
+  readonly body: { outcome?: string; reason?: string; message?: string; exitCode?: number; logs?: string[] };
+}
+
+export function jobSpec(id: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { id, image: IMAGE, body: { n: 1 }, callbackUrl: 'http://127.0.0.1:9/cb', ...extra };
+}
+
+export function makeKit(options: KitOptions = {}) {
+  const clock = new ManualClock();
+  const store = new MemoryStore({ now: () => clock.now() });
+  const executor = new FakeExecutor({ agentId: store.agentId, images: [IMAGE], now: () => clock.now() });
+  const delivered: Delivery[] = [];
+  const endpoints = new JobEndpoints();
+  endpoints.base = 'http://127.0.0.1:3000';
+  const ctx: JobRunContext = {
+    store,
+    executor,
+    log: pino({ level: 'silent' }),
+    clock,
+    agentId: store.agentId,
+    endpoints,
+    deliver: (d) => delivered.push(d),
+    metrics: undefined,
+    options: {
+      completionTimeoutMs: options.completionTimeoutMs ?? 10_000,
+      removalTimeoutMs: options.removalTimeoutMs ?? 5000,
+      stopGraceMs: 10_000,
+      removalBackoff: { baseMs: 1000, maxMs: 30_000 },
+      env: { FROM_CORE: 'core' },
+    },
+  };
+  const scheduler = new Scheduler(ctx, { maxConcurrentJobs: options.maxConcurrentJobs ?? 2, launchRetryMs: 1000 });
+  scheduler.setEngineUp(true);
+  // Engine events reach the runners as the supervisor would deliver them.
+  const watching = new AbortController();
+  void executor.watch((event) => scheduler.onEngineEvent(event), watching.signal);
+  return {
+    clock,
+    store,
+    executor,
+    delivered,
+    ctx,
+    scheduler,
+    /** What the callback would receive for a job, in order. */
+    reports(id: string): Report[] {
+      return delivered
+        .filter((d) => d.jobId === id)
+        .map((d) => ({
+          status: d.headers['x-foreman-job-status'],
+          outcome: d.headers['x-foreman-job-outcome'],
+          body: d.headers['content-type'] === 'application/json' ? (JSON.parse(d.body.toString()) as Report['body']) : {},
+        }));
+    },
+    state(id: string): string | undefined {
+      return store.get(id)?.state;
+    },
+  };
+}
+
+export type Kit = ReturnType<typeof makeKit>;

@@ -1,0 +1,95 @@
+/**
+ * The callback wire format, in one place: the headers and bodies of forwarded updates and of
+ * the reports the agent sends when it ends a job itself. The store keeps what these return; the
+ * outbox adds the per-delivery headers when it sends.
+ */
+import type { Delivery, NewDelivery } from '../shared/delivery.ts';
+
+/** Lines of container output attached to a report, and the longest a line may be. */
+export const REPORT_LOG_LINES = 20;
+export const REPORT_LOG_LINE_CHARS = 1000;
+
+/** Not forwarded from the container's request: they describe its connection, not the update. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'content-length',
+  'expect',
+  'user-agent',
+]);
+
+interface Identity {
+  readonly jobId: string;
+  readonly agentId: string;
+  readonly callbackUrl: string;
+}
+
+/** A container's PUT, forwarded: its headers (less hop-by-hop and anything it may not set) and body as they came. */
+export function forwardedUpdate(
+  to: Identity,
+  update: { readonly completed: boolean; readonly headers: Readonly<Record<string, string | string[] | undefined>>; readonly body: Buffer },
+): NewDelivery {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(update.headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-foreman-delivery-') || name === 'x-foreman-job-outcome') continue;
+    headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  Object.assign(headers, identityHeaders(to));
+  if (update.completed) headers['x-foreman-job-outcome'] = 'succeeded';
+  return { url: to.callbackUrl, headers, body: update.body };
+}
+
+/** How the agent ended a job, for its report. */
+export interface Ending {
+  /** One of the outcomes in the README (`failed`, `timed-out`, …). */
+  readonly outcome: string;
+  readonly reason: string;
+  readonly message: string;
+  readonly exitCode?: number | null;
+  /** The container's last lines, trimmed by `trimLogTail`. */
+  readonly logs?: readonly string[] | undefined;
+}
+
+/** The final update the agent sends for a job that did not complete by itself. */
+export function endingReport(to: Identity, ending: Ending): NewDelivery {
+  const body: Record<string, unknown> = { outcome: ending.outcome, reason: ending.reason, message: ending.message };
+  if (ending.exitCode !== undefined && ending.exitCode !== null) body.exitCode = ending.exitCode;
+  if (ending.logs) body.logs = ending.logs;
+  return {
+    url: to.callbackUrl,
+    headers: {
+      'content-type': 'application/json',
+      'x-foreman-job-status': 'completed',
+      'x-foreman-job-outcome': ending.outcome,
+      ...identityHeaders(to),
+    },
+    body: Buffer.from(JSON.stringify(body)),
+  };
+}
+
+/** The last `REPORT_LOG_LINES` lines, each cut to `REPORT_LOG_LINE_CHARS`. */
+export function trimLogTail(lines: readonly string[]): string[] {
+  return lines.slice(-REPORT_LOG_LINES).map((l) => (l.length > REPORT_LOG_LINE_CHARS ? `${l.slice(0, REPORT_LOG_LINE_CHARS)}…` : l));
+}
+
+/** Everything one attempt sends: the stored headers plus the delivery's id and seq and our user agent. */
+export function wireHeaders(delivery: Delivery, userAgent: string): Record<string, string> {
+  return {
+    ...delivery.headers,
+    'x-foreman-delivery-id': delivery.id,
+    'x-foreman-delivery-seq': String(delivery.seq),
+    'user-agent': userAgent,
+  };
+}
+
+function identityHeaders(to: Identity): Record<string, string> {
+  return { 'x-foreman-job-id': encodeURIComponent(to.jobId), 'x-foreman-agent-id': to.agentId };
+}

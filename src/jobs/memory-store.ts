@@ -1,0 +1,165 @@
+/**
+ * A JobStore in memory, for unit tests of the scheduler, the runner and the supervisor. It keeps
+ * the same contract as the SQLite store (the same transition table, per-job seq, rollback of a
+ * failed write) but nothing survives the process. `failWrites` makes every write throw, as a
+ * full or locked disk would.
+ */
+import { randomUUID } from 'node:crypto';
+import type { JobSpec } from '../shared/job-spec.ts';
+import { onRejected, transition, type JobState } from './state.ts';
+import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+
+interface Snapshot {
+  readonly jobs: Map<string, JobRecord>;
+  readonly seqs: Map<string, number>;
+  readonly deliveries: Map<string, Delivery>;
+}
+
+export class MemoryStore implements JobStore {
+  readonly agentId: string;
+  /** Every state change, as `id from→to`, in order. */
+  readonly transitions: string[] = [];
+  failWrites = false;
+  private jobs = new Map<string, JobRecord>();
+  private seqs = new Map<string, number>();
+  private deliveries = new Map<string, Delivery>();
+  private readonly now: () => number;
+  private closed = false;
+
+  constructor(options: { agentId?: string; now?: () => number } = {}) {
+    this.agentId = options.agentId ?? 'memory-agent';
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Runs `work` atomically: a throw restores everything it changed. */
+  private write<T>(work: () => T): T {
+    if (this.closed) throw new Error('the store is closed');
+    if (this.failWrites) throw new Error('SQLITE_FULL: database or disk is full');
+    const before: Snapshot = { jobs: new Map(this.jobs), seqs: new Map(this.seqs), deliveries: new Map(this.deliveries) };
+    const seen = this.transitions.length;
+    try {
+      return work();
+    } catch (err) {
+      ({ jobs: this.jobs, seqs: this.seqs, deliveries: this.deliveries } = before);
+      this.transitions.length = seen;
+      throw err;
+    }
+  }
+
+  admit(spec: JobSpec, secret: string, containerName: string): boolean {
+    return this.write(() => {
+      if (this.jobs.has(spec.id)) return false;
+      const now = this.now();
+      this.jobs.set(spec.id, {
+        id: spec.id,
+        spec,
+        secret,
+        state: 'pending',
+        containerName,
+        containerId: null,
+        outcome: null,
+        receivedAt: now,
+        startedAt: null,
+        stoppedAt: null,
+        updatedAt: now,
+      });
+      return true;
+    });
+  }
+
+  rememberRejected(id: string, delivery: NewDelivery | undefined): { delivery: Delivery | undefined } | undefined {
+    if (this.jobs.has(id)) return undefined;
+    return this.write(() => {
+      this.admit({ id, image: '', body: null, callbackUrl: '' }, '', '');
+      const decision = onRejected();
+      this.apply(id, decision.to, { outcome: decision.outcome });
+      return { delivery: delivery ? this.insertDelivery(id, delivery) : undefined };
+    });
+  }
+
+  get(id: string): JobRecord | undefined {
+    return this.jobs.get(id);
+  }
+
+  listActive(): JobRecord[] {
+    return [...this.jobs.values()].filter((j) => j.state !== 'removed');
+  }
+
+  transition(id: string, to: JobState, patch: TransitionPatch = {}): JobRecord {
+    return this.write(() => this.apply(id, to, patch));
+  }
+
+  recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch: TransitionPatch = {}): { job: JobRecord; delivery: Delivery } {
+    return this.write(() => {
+      const job = to ? this.apply(id, to, patch) : this.mustGet(id);
+      return { job, delivery: this.insertDelivery(id, delivery) };
+    });
+  }
+
+  async batch<T>(work: () => T): Promise<T> {
+    // Like the SQLite store, the write happens on a later turn of the event loop.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    return this.write(work);
+  }
+
+  pendingDeliveries(): Delivery[] {
+    return [...this.deliveries.values()].sort((a, b) => (a.jobId === b.jobId ? a.seq - b.seq : a.jobId < b.jobId ? -1 : 1));
+  }
+
+  completeDelivery(id: string): Promise<void> {
+    return this.batch(() => void this.deliveries.delete(id));
+  }
+
+  recordAttempt(id: string, attempts: number): void {
+    const d = this.deliveries.get(id);
+    if (d) this.deliveries.set(id, { ...d, attempts });
+  }
+
+  purgeRemoved(before: number): number {
+    let purged = 0;
+    const waiting = new Set([...this.deliveries.values()].map((d) => d.jobId));
+    for (const job of [...this.jobs.values()]) {
+      if (job.state === 'removed' && job.updatedAt < before && !waiting.has(job.id)) {
+        this.jobs.delete(job.id);
+        purged++;
+      }
+    }
+    return purged;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  private mustGet(id: string): JobRecord {
+    const job = this.jobs.get(id);
+    if (!job) throw new Error(`job ${id} is not in the store`);
+    return job;
+  }
+
+  private apply(id: string, to: JobState, patch: TransitionPatch): JobRecord {
+    const current = this.mustGet(id);
+    transition(id, current.state, to);
+    const now = this.now();
+    const next: JobRecord = {
+      ...current,
+      state: to,
+      updatedAt: now,
+      containerId: patch.containerId ?? current.containerId,
+      outcome: patch.outcome ?? current.outcome,
+      startedAt: patch.startedAt ?? current.startedAt,
+      stoppedAt: to === 'stopped' ? now : current.stoppedAt,
+    };
+    this.jobs.set(id, next);
+    this.transitions.push(`${id} ${current.state}→${to}`);
+    return next;
+  }
+
+  private insertDelivery(jobId: string, delivery: NewDelivery): Delivery {
+    const seq = (this.seqs.get(jobId) ?? 0) + 1;
+    this.seqs.set(jobId, seq);
+    const stored: Delivery = { id: randomUUID(), jobId, seq, url: delivery.url, headers: delivery.headers, body: delivery.body, createdAt: this.now(), attempts: 0 };
+    this.deliveries.set(stored.id, stored);
+    return stored;
+  }
+}

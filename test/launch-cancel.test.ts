@@ -1,0 +1,119 @@
+/**
+ * A job's cancel signal reaches its image pull: a registry that accepts the engine's connection
+ * and never answers must hold up neither a shutdown nor the completion timeout.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server, type Socket } from 'node:net';
+import { testJobImage } from './support/image.ts';
+import {
+  CallbackReceiver,
+  FakeControlServer,
+  cleanup,
+  containersOf,
+  job,
+  readLog,
+  spawnAgent,
+  startStack,
+  testEnv,
+  waitFor,
+} from './support/harness.ts';
+
+/** A "registry" on 127.0.0.1 (which the engine treats as insecure) that takes connections and never answers. */
+class SilentRegistry {
+  readonly sockets = new Set<Socket>();
+  /** Connections seen so far: the engine's pull reached us. */
+  connections = 0;
+  private server: Server | undefined;
+  port = 0;
+
+  async start(): Promise<this> {
+    this.server = createServer((socket) => {
+      this.connections++;
+      this.sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => this.sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as { port: number }).port;
+    return this;
+  }
+
+  image(name: string): string {
+    return `127.0.0.1:${this.port}/foreman/${name}:latest`;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
+  }
+}
+
+describe('a pull that never ends', () => {
+  let registry: SilentRegistry;
+
+  before(async () => {
+    await testJobImage();
+    registry = await new SilentRegistry().start();
+  });
+
+  after(() => registry?.close());
+
+  test('SIGTERM during the pull: the agent exits within shutdown_timeout + 2 s, reports agent-shutdown, leaves no container', async () => {
+    const control = await new FakeControlServer().start();
+    const callbacks = await new CallbackReceiver().start();
+    const shutdownTimeoutMs = 5000;
+    const env = testEnv(control.url, { FOREMAN_CORE_SHUTDOWN_TIMEOUT: String(shutdownTimeoutMs), FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '120000' });
+    const agent = spawnAgent(env);
+    let agentId: string | undefined;
+    try {
+      const seen = registry.connections;
+      control.reply([job('hang-term-1', callbacks.url(), { values: [1] }, { image: registry.image('hang-term') })]);
+      await waitFor('the engine to reach the registry', () => registry.connections > seen, 30_000);
+      agentId = String(control.polls[0]?.headers['x-foreman-agent-id']);
+      const signalledAt = Date.now();
+      agent.child.kill('SIGTERM');
+      const code = await agent.exited;
+      const tookMs = Date.now() - signalledAt;
+      assert.equal(code, 0, readLog(agent.logFile).slice(-2000));
+      assert.ok(tookMs < shutdownTimeoutMs + 2000, `the agent took ${tookMs} ms to exit`);
+      const report = callbacks.completion('hang-term-1');
+      assert.equal(report?.headers['x-foreman-job-outcome'], 'agent-shutdown', readLog(agent.logFile).slice(-2000));
+      assert.match((JSON.parse(report.body.toString()) as { message: string }).message, /before the job container started/);
+      assert.equal((await containersOf(agentId)).length, 0);
+    } finally {
+      agent.child.kill('SIGKILL');
+      await agent.exited;
+      await control.close();
+      await callbacks.stop();
+      await cleanup(env, agentId);
+    }
+  });
+
+  test('a short job_completion_timeout ends the pull: reported timed-out within 2 s of the timeout, and the slot is freed', async () => {
+    const timeoutMs = 2000;
+    const stack = await startStack({ FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: String(timeoutMs), FOREMAN_CORE_MAX_CONCURRENT_JOBS: '1' });
+    const { control, callbacks, running } = stack;
+    try {
+      control.reply([job('hang-timeout-1', callbacks.url(), { values: [1] }, { image: registry.image('hang-timeout') })]);
+      const served = await waitFor('the poll that served the job', () => (control.queued === 0 ? control.polls.at(-1) : undefined));
+      const report = await callbacks.waitForCompletion('hang-timeout-1', 30_000);
+      const late = report.at - (served.at + timeoutMs);
+      assert.equal(report.headers['x-foreman-job-outcome'], 'timed-out');
+      assert.ok(late > -200, `reported ${-late} ms before the timeout`);
+      assert.ok(late < 2000, `reported ${late} ms after the timeout`);
+      const body = JSON.parse(report.body.toString()) as { reason: string; message: string };
+      assert.equal(body.reason, 'timeout');
+      assert.match(body.message, /image pull and container start did not finish within job_completion_timeout \(2000 ms\)/);
+      // With one slot, the next job runs only once the timed-out one gave its slot back.
+      control.reply([job('after-hang-1', callbacks.url(), { values: [2, 2] })]);
+      const next = await callbacks.waitForCompletion('after-hang-1', 30_000);
+      assert.deepEqual(JSON.parse(next.body.toString()), { result: 4 });
+      await waitFor('hang-timeout-1 removed', () => running.store.get('hang-timeout-1')?.state === 'removed');
+      const left = await containersOf(running.agent.agentId);
+      assert.equal(left.filter((c) => c.Labels['foreman.job-id'] === 'hang-timeout-1').length, 0);
+    } finally {
+      await stack.close();
+    }
+  });
+});
