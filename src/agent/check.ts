@@ -36,8 +36,8 @@ export async function runCheck(loaded: LoadedConfig, write: (line: string) => vo
   write('Checks:');
 
   const lines: CheckLine[] = [await checkDataDir(config.core.data_dir)];
-  lines.push(...(await checkDocker(config)));
-  lines.push(await checkControlServer(config, version));
+  lines.push(...(await checkDocker(config.docker.url, config.core.network_name)));
+  lines.push(await checkControlServer(config.core, version));
   for (const { status, text } of lines) write(`  ${status.padEnd(4)}  ${text}`);
 
   const failures = lines.filter((line) => line.status === 'FAIL').length;
@@ -103,19 +103,18 @@ async function checkDataDir(dir: string): Promise<CheckLine> {
   }
 }
 
-async function checkDocker(config: Config): Promise<CheckLine[]> {
-  const engineUrl = withoutPassword(config.docker.url);
+async function checkDocker(url: string, name: string): Promise<CheckLine[]> {
+  const engineUrl = withoutPassword(url);
   let docker: ReturnType<typeof createDockerClient>;
   let engine: Awaited<ReturnType<ReturnType<typeof createDockerClient>['version']>>;
   try {
-    docker = createDockerClient(config.docker.url);
+    docker = createDockerClient(url);
     engine = await withDeadline(docker.version(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`);
   } catch (err) {
     return [{ status: 'FAIL', text: describeEngineError(engineUrl, err) }];
   }
   const lines: CheckLine[] = [{ status: 'ok', text: `Docker engine ${engine.Version} (API ${engine.ApiVersion}) at ${engineUrl}` }];
 
-  const name = config.core.network_name;
   try {
     await withDeadline(docker.getNetwork(name).inspect(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`);
     lines.push({ status: 'ok', text: `network "${name}" exists` });
@@ -130,8 +129,8 @@ async function checkDocker(config: Config): Promise<CheckLine[]> {
 }
 
 /** The same request the agent polls with, but asking for no jobs (capacity 0). */
-async function checkControlServer(config: Config, version: string): Promise<CheckLine> {
-  const { url, token, labels, poll_timeout: timeout } = config.core;
+async function checkControlServer(core: Pick<Config['core'], 'url' | 'token' | 'labels' | 'poll_timeout'>, version: string): Promise<CheckLine> {
+  const { url, token, labels, poll_timeout: timeout } = core;
   const target = `control server ${withoutPassword(url)}`;
   const dispatcher = new Agent({ connect: { timeout } });
   try {

@@ -119,14 +119,16 @@ export class JobRun {
 
   private async runLaunch(): Promise<void> {
     const { store, executor, clock, log } = this.ctx;
+    // Cancelled before its turn came (a shutdown): the job never started, and the shutdown step ends it.
+    if (this.cancel.signal.aborted) return this.release();
     let job: JobRecord;
     try {
       job = store.transition(this.id, 'creating');
     } catch (err) {
-      // Nothing changed: give the slot back and try again on the next occasion.
-      this.release();
+      // Nothing changed: queue it again, then give the slot back, so the retry waits a moment.
       log.error({ jobId: this.id, reason: describeHttpError(err) }, 'could not record the job start; will retry');
       this.hooks.requeue(this, 'front');
+      this.release();
       return;
     }
     this.armLaunchTimeout();
@@ -253,8 +255,8 @@ export class JobRun {
         return this.stopAfterCompletion();
       case 'requeue':
         if (job.state !== 'pending') store.transition(this.id, 'pending');
-        this.release();
-        return this.hooks.requeue(this, 'back');
+        this.hooks.requeue(this, 'back');
+        return this.release();
       case 'forget':
         this.release();
         if (job.state !== 'stopped') store.transition(this.id, 'stopped');

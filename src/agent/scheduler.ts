@@ -5,6 +5,7 @@ import type { JobStore } from '../jobs/store.ts';
 import { describeHttpError } from '../shared/backoff.ts';
 import type { Timer } from '../shared/clock.ts';
 import { validateJob } from '../shared/job-spec.ts';
+import { Waiters } from '../shared/waiters.ts';
 import type { JobRunContext, JobRunHooks } from './job-run-context.ts';
 import { JobRun } from './job-run.ts';
 import { containerNameFor, newJobSecret } from './naming.ts';
@@ -26,7 +27,7 @@ export class Scheduler {
   /** Jobs waiting for a slot, in arrival order. */
   private readonly queue: JobRun[] = [];
   private readonly hooks: JobRunHooks;
-  private slotWaiters: Array<() => void> = [];
+  private readonly slotWaiters = new Waiters();
   private engineUp = false;
   private stopping = false;
   private retryTimer: Timer | undefined;
@@ -69,15 +70,7 @@ export class Scheduler {
 
   /** Resolves once a slot is free, or when `signal` aborts. */
   waitForSlot(signal: AbortSignal): Promise<void> {
-    if (this.freeSlots() > 0 || signal.aborted) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.slotWaiters.push(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return this.freeSlots() > 0 ? Promise.resolve() : this.slotWaiters.wait(signal);
   }
 
   /** The runner of a job, when this agent tracks one. */
@@ -168,10 +161,7 @@ export class Scheduler {
       void run.launch();
     }
     this.ctx.metrics?.setJobs(this.running, this.queue.length);
-    if (this.freeSlots() === 0) return;
-    const waiters = this.slotWaiters;
-    this.slotWaiters = [];
-    for (const resolve of waiters) resolve();
+    if (this.freeSlots() > 0) this.slotWaiters.wakeAll();
   }
 
   /**

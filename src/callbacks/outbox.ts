@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { Delivery } from '../shared/delivery.ts';
+import { Waiters } from '../shared/waiters.ts';
 import { wireHeaders } from './messages.ts';
 
 /** The part of the store the outbox needs. */
@@ -45,7 +46,7 @@ export class CallbackOutbox {
   private readonly abort = new AbortController();
   private readonly dispatcher: Dispatcher;
   private readonly ownsDispatcher: boolean;
-  private idleWaiters: Array<() => void> = [];
+  private readonly idle = new Waiters();
   private closing: Promise<void> | undefined;
 
   constructor(options: OutboxOptions) {
@@ -74,7 +75,7 @@ export class CallbackOutbox {
       current.running = this.runLane(delivery.jobId, current).finally(() => {
         current.running = undefined;
         if (current.queue.length === 0) this.lanes.delete(delivery.jobId);
-        if (this.lanes.size === 0) this.notifyIdle();
+        if (this.lanes.size === 0) this.idle.wakeAll();
       });
     }
   }
@@ -86,15 +87,7 @@ export class CallbackOutbox {
 
   /** Resolves once nothing is queued, or when `signal` aborts. */
   async drain(signal: AbortSignal): Promise<void> {
-    if (this.lanes.size === 0 || signal.aborted) return;
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.idleWaiters.push(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    if (this.lanes.size > 0) await this.idle.wait(signal);
   }
 
   /** Stops delivering; what is left stays in the store for the next start. Safe to call twice. */
@@ -103,15 +96,9 @@ export class CallbackOutbox {
       this.abort.abort(new Error('outbox closed'));
       await Promise.allSettled([...this.lanes.values()].flatMap((l) => (l.running ? [l.running] : [])));
       if (this.ownsDispatcher) await this.dispatcher.close();
-      this.notifyIdle();
+      this.idle.wakeAll();
     })();
     return this.closing;
-  }
-
-  private notifyIdle(): void {
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const resolve of waiters) resolve();
   }
 
   private async runLane(jobId: string, lane: Lane): Promise<void> {

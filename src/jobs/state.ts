@@ -87,9 +87,9 @@ export type Decision =
 
 const IGNORE: Decision = { kind: 'ignore' };
 
-type Ending = Extract<Decision, { kind: 'end' }>;
+type EndDecision = Extract<Decision, { kind: 'end' }>;
 
-function end(state: JobState, outcome: Outcome): Ending {
+function end(state: JobState, outcome: Outcome): EndDecision {
   return { kind: 'end', outcome, to: state === 'pending' ? 'removed' : 'stopped' };
 }
 
@@ -138,7 +138,7 @@ export function onShutdown(state: JobState): Decision {
 }
 
 /** A job that failed validation on arrival: remembered as removed, reported `invalid`. */
-export function onRejected(): Ending {
+export function onRejected(): EndDecision {
   return end('pending', 'invalid');
 }
 
