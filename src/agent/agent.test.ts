@@ -49,7 +49,14 @@ async function control(): Promise<Control> {
 
 function setUp(cs: Control) {
   const { config } = loadConfig({
-    env: { FOREMAN_CORE_URL: `${cs.url}/job`, FOREMAN_CORE_TOKEN: 't', FOREMAN_CORE_PORT: '0', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '2' },
+    env: {
+      FOREMAN_CORE_URL: `${cs.url}/job`,
+      FOREMAN_CORE_TOKEN: 't',
+      FOREMAN_CORE_PORT: '0',
+      FOREMAN_CORE_MAX_CONCURRENT_JOBS: '2',
+      // Longer than any clock advance below, so no job times out while a test moves time.
+      FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '600000',
+    },
     cwd: '/nonexistent',
     home: '/nonexistent',
   });
@@ -127,7 +134,7 @@ test('an engine outage: no launches while it is away; after reconnecting, what e
     container.exitCode = 9;
     cs.replies.push([job('second')]);
     await clock.advance(5000);
-    await until('the second poll', () => cs.polls >= 2);
+    await until('the second job to arrive', () => store.get('second') !== undefined);
     assert.equal(store.get('second')?.state, 'pending', 'not launched while the engine is away');
 
     executor.up = true;
