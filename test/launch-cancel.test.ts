@@ -59,7 +59,7 @@ describe('a pull that never ends', () => {
 
   after(() => registry?.close());
 
-  test('SIGTERM during the pull: the agent exits within shutdown_timeout + 2 s, reports agent-shutdown, leaves no container', async () => {
+  test('SIGTERM during the pull: the agent exits within shutdown_timeout + 2 s, reports agent-shutdown, leaves no container', async (t) => {
     const control = await new FakeControlServer().start();
     const callbacks = await new CallbackReceiver().start();
     const shutdownTimeoutMs = 5000;
@@ -75,6 +75,7 @@ describe('a pull that never ends', () => {
       agent.child.kill('SIGTERM');
       const code = await agent.exited;
       const tookMs = Date.now() - signalledAt;
+      t.diagnostic(`exited ${tookMs} ms after SIGTERM`);
       assert.equal(code, 0, readLog(agent.logFile).slice(-2000));
       assert.ok(tookMs < shutdownTimeoutMs + 2000, `the agent took ${tookMs} ms to exit`);
       const report = callbacks.completion('hang-term-1');
@@ -90,7 +91,7 @@ describe('a pull that never ends', () => {
     }
   });
 
-  test('a short job_completion_timeout ends the pull: reported timed-out within 2 s of the timeout, and the slot is freed', async () => {
+  test('a short job_completion_timeout ends the pull: reported timed-out within 2 s of the timeout, and the slot is freed', async (t) => {
     const timeoutMs = 2000;
     const stack = await startStack({ FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: String(timeoutMs), FOREMAN_CORE_MAX_CONCURRENT_JOBS: '1' });
     const { control, callbacks, running } = stack;
@@ -99,6 +100,7 @@ describe('a pull that never ends', () => {
       const served = await waitFor('the poll that served the job', () => (control.queued === 0 ? control.polls.at(-1) : undefined));
       const report = await callbacks.waitForCompletion('hang-timeout-1', 30_000);
       const late = report.at - (served.at + timeoutMs);
+      t.diagnostic(`reported ${late} ms after the timeout`);
       assert.equal(report.headers['x-foreman-job-outcome'], 'timed-out');
       assert.ok(late > -200, `reported ${-late} ms before the timeout`);
       assert.ok(late < 2000, `reported ${late} ms after the timeout`);
