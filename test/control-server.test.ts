@@ -296,7 +296,8 @@ describe('reference control server', () => {
     const second = await submit({ image: 'img', labels: { queue: 'list' } });
     const jobs = (await json(await fetch(`${base}/jobs`))) as Array<JobView & { image: string; createdAt: string; updatedAt: string }>;
     assert.deepEqual(jobs.slice(0, 2).map((job) => job.id), [second, first]);
-    assert.deepEqual(Object.keys(jobs[0]!).sort(), ['agentId', 'createdAt', 'id', 'image', 'labels', 'outcome', 'progress', 'result', 'status', 'updatedAt']);
+    const fields = 'agentId cancelRequested cancelRequestedAt createdAt id image labels outcome progress requeues result status updatedAt';
+    assert.deepEqual(Object.keys(jobs[0]!).sort(), fields.split(' '));
   });
 
   it('streams job and agent changes as server-sent events', async () => {

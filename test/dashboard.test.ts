@@ -47,6 +47,18 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
     assert.equal(response.status, 200, await response.text());
   }
 
+  async function submit(serverBase: string, job: Record<string, unknown>): Promise<string> {
+    const created = await fetch(`${serverBase}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(job) });
+    assert.equal(created.status, 201);
+    return ((await created.json()) as { id: string }).id;
+  }
+
+  async function pollAs(serverBase: string, agentId: string, queue: string, capacity: number): Promise<Response> {
+    return fetch(`${serverBase}/job`, {
+      headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-capacity': String(capacity), 'x-foreman-labels': `queue=${queue}`, 'x-foreman-agent-id': agentId },
+    });
+  }
+
   it('shows a job move from queued to completed, and the agent, without a reload', async () => {
     const navigations: string[] = [];
     page.on('framenavigated', (frame) => navigations.push(frame.url()));
@@ -99,6 +111,54 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
     await row('completed').locator('td.preview', { hasText: '{"answer":42,"note":"done"}' }).waitFor();
 
     assert.deepEqual(navigations, [`${base}/`], 'the page reloaded or navigated');
+  });
+
+  it('cancels jobs from their rows: a queued one ends at once, a held one shows the request, then the outcome', async () => {
+    await page.goto(`${base}/`);
+    await page.locator('#connection[data-state="live"]').waitFor();
+    const queued = await submit(base, { image: 'img', labels: { queue: 'dashboard-never-polled' } });
+    const held = await submit(base, { image: 'img', labels: { queue: 'dashboard-cancel' } });
+    assert.deepEqual(((await (await pollAs(base, 'cancel-agent', 'dashboard-cancel', 1)).json()) as Array<{ id: string }>).map((job) => job.id), [held]);
+    const row = (id: string) => page.locator(`#jobs tr[data-job-id="${id}"]`);
+
+    await row(queued).locator('button.cancel').click();
+    await row(queued).and(page.locator('[data-status="canceled"]')).locator('td.outcome', { hasText: 'canceled' }).waitFor();
+    assert.equal(await row(queued).locator('button.cancel').count(), 0, 'a final job has no Cancel button');
+
+    await page.locator(`#jobs tr[data-job-id="${held}"][data-status="assigned"] button.cancel`).click();
+    const requested = page.locator(`#jobs tr[data-job-id="${held}"][data-status="assigned"][data-cancel-requested="true"]`);
+    await requested.locator('.note.cancel-requested', { hasText: 'cancel requested' }).waitFor();
+    assert.equal(await requested.locator('button.cancel').isDisabled(), true);
+    assert.equal((await pollAs(base, 'cancel-agent', 'dashboard-cancel', 0)).headers.get('x-foreman-cancel'), held);
+
+    // The agent's final report ends the row with the outcome it reported.
+    const report = { outcome: 'canceled', reason: 'cancel', message: 'stopped' };
+    await put(held, { 'x-foreman-job-status': 'completed', 'x-foreman-job-outcome': 'canceled', 'x-foreman-agent-id': 'cancel-agent', 'content-type': 'application/json' }, JSON.stringify(report));
+    const ended = page.locator(`#jobs tr[data-job-id="${held}"][data-status="completed"]`);
+    await ended.locator('td.outcome', { hasText: 'canceled' }).waitFor();
+    assert.equal(await ended.locator('.note.cancel-requested').count(), 0);
+    assert.equal(await ended.locator('button.cancel').count(), 0);
+  });
+
+  it('shows an agent as lost when it stops polling, and live again when it is back', async () => {
+    // A server of its own, so the short agent timeout touches no other test's agents.
+    const quick = await createControlServer({ dbPath: join(dir, 'lost.db'), tokens: [TOKEN], agentTimeoutMs: 300 });
+    try {
+      await quick.app.listen({ host: '127.0.0.1', port: 0 });
+      const quickBase = `http://127.0.0.1:${(quick.app.server.address() as AddressInfo).port}`;
+      await page.goto(`${quickBase}/`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      const held = await submit(quickBase, { image: 'img', labels: { queue: 'fading' } });
+      assert.equal((await pollAs(quickBase, 'fading-agent', 'fading', 1)).status, 200);
+      const agent = (lost: boolean) => page.locator(`#agents tr[data-agent-id="fading-agent"][data-lost="${lost}"]`);
+      await agent(false).locator('td.state', { hasText: 'live' }).waitFor();
+      await agent(true).locator('td.state', { hasText: 'lost' }).waitFor();
+      await page.locator(`#jobs tr[data-job-id="${held}"][data-status="queued"] .note.requeues`, { hasText: 'requeued ×1' }).waitFor();
+      assert.equal((await pollAs(quickBase, 'fading-agent', 'fading', 0)).status, 200);
+      await agent(false).waitFor();
+    } finally {
+      await quick.close();
+    }
   });
 
   it('follows a job run by a real agent in a real container, live, to its result', async () => {

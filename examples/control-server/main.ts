@@ -1,10 +1,11 @@
 // Runs the reference control server:
 //   node --import tsx examples/control-server/main.ts --port 8888 --host 127.0.0.1 --db ./cs.db --token T
-// Every flag has an environment fallback: CS_PORT, CS_HOST, CS_DB, CS_TOKENS (comma-separated), CS_PUBLIC_URL.
+// Every flag has an environment fallback: CS_PORT, CS_HOST, CS_DB, CS_TOKENS (comma-separated), CS_PUBLIC_URL,
+// CS_AGENT_TIMEOUT.
 import { parseArgs } from 'node:util';
 import { createControlServer } from './server.ts';
 
-const USAGE = `usage: control-server [--port 8888] [--host 127.0.0.1] [--db ./control-server.db] --token TOKEN [--token TOKEN2] [--public-url URL]`;
+const USAGE = `usage: control-server [--port 8888] [--host 127.0.0.1] [--db ./control-server.db] --token TOKEN [--token TOKEN2] [--public-url URL] [--agent-timeout MS]`;
 
 async function main(): Promise<number> {
   let values;
@@ -16,6 +17,7 @@ async function main(): Promise<number> {
         db: { type: 'string' },
         token: { type: 'string', multiple: true },
         'public-url': { type: 'string' },
+        'agent-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -44,10 +46,17 @@ async function main(): Promise<number> {
     return 2;
   }
   const publicUrl = values['public-url'] ?? env.CS_PUBLIC_URL;
+  // Three of the agents' poll_frequency (5000 ms by default); 0 never requeues.
+  const agentTimeoutText = values['agent-timeout'] ?? env.CS_AGENT_TIMEOUT ?? '15000';
+  const agentTimeoutMs = Number(agentTimeoutText);
+  if (!/^\d{1,10}$/.test(agentTimeoutText) || agentTimeoutMs > 2_147_483_647) {
+    process.stderr.write(`invalid agent timeout "${agentTimeoutText}": a whole number of ms (0 to 2147483647)\n`);
+    return 2;
+  }
 
   let server;
   try {
-    server = await createControlServer({ dbPath, tokens, logger: { level: env.CS_LOG_LEVEL ?? 'info' }, ...(publicUrl ? { publicUrl } : {}) });
+    server = await createControlServer({ dbPath, tokens, agentTimeoutMs, logger: { level: env.CS_LOG_LEVEL ?? 'info' }, ...(publicUrl ? { publicUrl } : {}) });
     await server.app.listen({ port, host });
   } catch (error) {
     process.stderr.write(`control server failed to start: ${(error as Error).message}\n`);

@@ -6,6 +6,9 @@ import Fastify from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import { Type, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { CANCEL_HEADER, formatCancelHeader } from './cancel-header.ts';
+import { HttpError, MAX_ID_LENGTH, callbackResult, describeValidation, header, parseAgentId, parseCallbackHeaders, parseCapacity } from './http.ts';
+import type { ValidationIssue } from './http.ts';
 import { parseLabelsHeader } from './labels.ts';
 import { Store } from './store.ts';
 import type { AgentView, JobView } from './store.ts';
@@ -19,6 +22,11 @@ export interface ControlServerOptions {
   logger?: FastifyServerOptions['logger'];
   /** Base URL agents use to reach this server, for callbackUrl; default derived from each request's Host. */
   publicUrl?: string;
+  /**
+   * An agent with no poll for this long is lost and its unfinished jobs are requeued; 0 never.
+   * Default 15000: three of the agent's default poll_frequency.
+   */
+  agentTimeoutMs?: number;
 }
 
 export interface ControlServer {
@@ -27,12 +35,14 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
-const MAX_ID_LENGTH = 256;
 const MAX_CALLBACK_BODY = 16 * 1024 * 1024;
 const HEARTBEAT_MS = 15_000;
+const DEFAULT_AGENT_TIMEOUT_MS = 15_000;
+const MAX_TIMER_MS = 2_147_483_647;
 
 const NewJobSchema = Type.Object(
   {
+    id: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_ID_LENGTH })),
     image: Type.String({ minLength: 1 }),
     command: Type.Optional(Type.Array(Type.String())),
     env: Type.Optional(Type.Record(Type.String(), Type.String())),
@@ -45,105 +55,22 @@ const NewJobSchema = Type.Object(
 
 const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: MAX_ID_LENGTH }) });
 
-class HttpError extends Error {
-  constructor(
-    readonly statusCode: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
-}
-
-/** One value for a header node may have joined or split; undefined when absent. */
-function header(request: FastifyRequest, name: string): string | undefined {
-  const value = request.headers[name];
-  if (Array.isArray(value)) return value.join(', ');
-  return value;
-}
-
-function parseCapacity(raw: string | undefined): number {
-  if (raw === undefined) return 1;
-  if (!/^\s*\d{1,9}\s*$/.test(raw)) throw new HttpError(400, 'x-foreman-capacity must be a non-negative integer');
-  return Number(raw);
-}
-
-function isJsonContentType(contentType: string | undefined): boolean {
-  return contentType !== undefined && /^application\/([\w.+-]+\+)?json\b/i.test(contentType.trim());
-}
-
-/** The callback body as stored: parsed JSON when declared JSON and parseable, otherwise the text. */
-function callbackResult(body: unknown, contentType: string | undefined): unknown {
-  if (!Buffer.isBuffer(body) || body.length === 0) return undefined;
-  const text = body.toString('utf8');
-  if (isJsonContentType(contentType)) {
-    try {
-      return JSON.parse(text) as unknown;
-    } catch {
-      // Keep what was sent rather than reject a delivery the agent cannot fix.
-      return text;
-    }
-  }
-  return text;
-}
-
-function parseCallbackHeaders(request: FastifyRequest) {
-  const status = header(request, 'x-foreman-job-status')?.trim().toLowerCase();
-  if (status !== 'running' && status !== 'completed') throw new HttpError(400, 'x-foreman-job-status must be "running" or "completed"');
-
-  const rawProgress = header(request, 'x-foreman-job-progress');
-  let progress: number | undefined;
-  if (rawProgress !== undefined && rawProgress.trim() !== '') {
-    progress = Number(rawProgress);
-    if (!Number.isFinite(progress)) throw new HttpError(400, 'x-foreman-job-progress must be a number');
-  }
-
-  const outcome = header(request, 'x-foreman-job-outcome')?.trim() || undefined;
-  if (outcome !== undefined && outcome.length > 64) throw new HttpError(400, 'x-foreman-job-outcome is too long');
-
-  const deliveryId = header(request, 'x-foreman-delivery-id')?.trim() || undefined;
-  if (deliveryId !== undefined && deliveryId.length > MAX_ID_LENGTH) throw new HttpError(400, 'x-foreman-delivery-id is too long');
-
-  const rawSeq = header(request, 'x-foreman-delivery-seq');
-  let deliverySeq: number | undefined;
-  if (rawSeq !== undefined) {
-    if (!/^\s*\d{1,15}\s*$/.test(rawSeq)) throw new HttpError(400, 'x-foreman-delivery-seq must be a non-negative integer');
-    deliverySeq = Number(rawSeq);
-  }
-  return { status, progress, outcome, deliveryId, deliverySeq } as const;
-}
-
-interface ValidationIssue {
-  keyword?: string;
-  instancePath?: string;
-  message?: string;
-  params?: Record<string, unknown>;
-}
-
-/** One readable sentence from TypeBox's error list, e.g. `body.env.a must be string`. */
-function describeValidation(context: string, issues: ValidationIssue[]): string {
-  const sentences = issues.flatMap((issue) => {
-    // The companion "additionalProperties" issue names the field; this one only says "schema is false".
-    if (issue.keyword === 'boolean') return [];
-    const where = context + (issue.instancePath ?? '').replaceAll('/', '.');
-    const extra = issue.params?.additionalProperties;
-    if (issue.keyword === 'additionalProperties' && Array.isArray(extra)) return [`${where} has unknown field(s): ${extra.join(', ')}`];
-    return [`${where} ${issue.message ?? 'is invalid'}`];
-  });
-  return [...new Set(sentences)].join('; ') || `${context} is invalid`;
 }
 
 export async function createControlServer(opts: ControlServerOptions): Promise<ControlServer> {
   const tokenDigests = opts.tokens.filter((token) => token !== '').map(digest);
   if (tokenDigests.length === 0) throw new Error('the control server needs at least one non-empty token');
   const publicUrl = opts.publicUrl?.replace(/\/+$/, '');
+  const agentTimeoutMs = opts.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS;
+  if (!Number.isInteger(agentTimeoutMs) || agentTimeoutMs < 0 || agentTimeoutMs > MAX_TIMER_MS) {
+    throw new Error(`the agent timeout must be a whole number of ms from 0 to ${MAX_TIMER_MS}`);
+  }
   const dashboardHtml = await readFile(new URL('./public/index.html', import.meta.url), 'utf8');
 
   const store = new Store(opts.dbPath);
-  const app = Fastify({ logger: opts.logger ?? false, routerOptions: { maxParamLength: MAX_ID_LENGTH + 44 } });
+  const app = Fastify({ logger: opts.logger ?? false, routerOptions: { maxParamLength: MAX_ID_LENGTH * 9 } });
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
 
@@ -164,6 +91,31 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
     heartbeat.unref();
   };
   scheduleHeartbeat();
+
+  // Lost agents are looked for on a timer of the server's own, each check scheduled when the last ends.
+  const startedAt = Date.now();
+  let sweepTimer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const scheduleSweep = () => {
+    if (agentTimeoutMs === 0 || stopped) return;
+    sweepTimer = setTimeout(sweep, Math.min(Math.max(Math.floor(agentTimeoutMs / 3), 20), 5_000));
+    sweepTimer.unref();
+  };
+  const sweep = () => {
+    try {
+      const now = Date.now();
+      const swept = store.sweepLostAgents(now - agentTimeoutMs, startedAt, now);
+      for (const agent of swept.agents) app.log.warn({ agent: agent.id }, `agent sent no poll for ${agentTimeoutMs} ms; considered lost`);
+      for (const job of swept.jobs) app.log.warn({ job: job.id, status: job.status }, 'took the job back from a lost agent');
+      swept.agents.forEach(broadcastAgent);
+      swept.jobs.forEach(broadcastJob);
+    } catch (error) {
+      // A busy database (another process holding the lock) is tried again at the next check.
+      app.log.error({ err: error }, 'lost-agent check failed');
+    }
+    scheduleSweep();
+  };
+  scheduleSweep();
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string; validation?: ValidationIssue[]; validationContext?: string }, request, reply) => {
     const statusCode = error.statusCode ?? 500;
@@ -191,20 +143,24 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
 
   const baseUrl = (request: FastifyRequest) => publicUrl ?? `${request.protocol}://${request.host}`;
 
-  api.get('/job', (request) => {
+  const setCancelHeader = (reply: FastifyReply, ids: string[]) => {
+    const value = formatCancelHeader(ids);
+    if (value !== undefined) void reply.header(CANCEL_HEADER, value);
+  };
+
+  api.get('/job', (request, reply) => {
     const token = authenticate(request);
     const parsedLabels = parseLabelsHeader(header(request, 'x-foreman-labels'));
     if ('error' in parsedLabels) throw new HttpError(400, parsedLabels.error);
     const capacity = parseCapacity(header(request, 'x-foreman-capacity'));
     const userAgent = header(request, 'user-agent');
-    const agentIdHeader = header(request, 'x-foreman-agent-id')?.trim();
-    if (agentIdHeader !== undefined && agentIdHeader.length > MAX_ID_LENGTH) throw new HttpError(400, 'x-foreman-agent-id is too long');
     // Never show the token itself: agents without an id are named by a hash of token and user agent.
-    const agentId = agentIdHeader || `anonymous-${createHash('sha256').update(`${token}\0${userAgent ?? ''}`).digest('hex').slice(0, 12)}`;
+    const agentId = parseAgentId(request) ?? `anonymous-${createHash('sha256').update(`${token}\0${userAgent ?? ''}`).digest('hex').slice(0, 12)}`;
 
     const polled = store.poll({ id: agentId, labels: parsedLabels.labels, capacity, userAgent });
     broadcastAgent(polled.agent);
     polled.changed.forEach(broadcastJob);
+    setCancelHeader(reply, polled.cancel);
     const base = baseUrl(request);
     return polled.assigned.map((job) => ({ ...job, callbackUrl: `${base}/job/${encodeURIComponent(job.id)}` }));
   });
@@ -213,21 +169,21 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
   await app.register((scope, _opts, done) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_CALLBACK_BODY }, (_request, body, parsed) => parsed(null, body));
-    scope.withTypeProvider<TypeBoxTypeProvider>().put('/job/:id', { schema: { params: IdParams } }, (request) => {
+    scope.withTypeProvider<TypeBoxTypeProvider>().put('/job/:id', { schema: { params: IdParams } }, (request, reply) => {
       const headers = parseCallbackHeaders(request);
       const outcome = store.applyCallback({
         jobId: request.params.id,
         ...headers,
         result: callbackResult(request.body, header(request, 'content-type')),
       });
+      if (outcome.kind === 'unknown-job') throw new HttpError(404, `unknown job ${request.params.id}`);
+      if (outcome.cancel) setCancelHeader(reply, [request.params.id]);
       switch (outcome.kind) {
-        case 'unknown-job':
-          throw new HttpError(404, `unknown job ${request.params.id}`);
         case 'applied':
           broadcastJob(outcome.job);
           return { ok: true, applied: true };
         default:
-          // Duplicates, stale and post-completion deliveries are acknowledged so the agent stops retrying.
+          // Duplicates, stale, post-completion and other agents' deliveries are acknowledged so the agent stops retrying.
           return { ok: true, applied: false, reason: outcome.kind };
       }
     });
@@ -235,9 +191,32 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
   });
 
   api.post('/jobs', { schema: { body: NewJobSchema } }, (request, reply) => {
+    const { id } = request.body;
+    // A lone surrogate cannot be percent-encoded into a callbackUrl or x-foreman-cancel.
+    if (id !== undefined && /\p{Cs}/u.test(id)) throw new HttpError(400, 'invalid request: body.id must be well-formed Unicode');
     const job = store.createJob(request.body);
+    if (job === undefined) throw new HttpError(409, `job ${id ?? ''} already exists`);
     broadcastJob(job);
     return reply.code(201).send({ id: job.id });
+  });
+
+  // A cancel needs no body; whatever a client sends (even an empty "JSON" one) is ignored.
+  await app.register((scope, _opts, done) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 64 * 1024 }, (_request, _body, parsed) => parsed(null, undefined));
+    scope.withTypeProvider<TypeBoxTypeProvider>().post('/jobs/:id/cancel', { schema: { params: IdParams } }, (request, reply) => {
+      const result = store.cancelJob(request.params.id);
+      switch (result.kind) {
+        case 'unknown-job':
+          throw new HttpError(404, `unknown job ${request.params.id}`);
+        case 'already-ended':
+          throw new HttpError(409, `job ${request.params.id} has already ended (${result.job.status}, ${result.job.outcome ?? 'no outcome'})`);
+        default:
+          broadcastJob(result.job);
+          return reply.code(202).send(result.job);
+      }
+    });
+    done();
   });
 
   api.get('/jobs', () => store.listJobs());
@@ -284,6 +263,8 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
 
   app.addHook('preClose', (done) => {
     clearTimeout(heartbeat);
+    stopped = true;
+    clearTimeout(sweepTimer);
     // Event streams never end by themselves.
     streams.forEach((stream) => stream.destroy());
     streams.clear();

@@ -1,9 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
+import { FINAL_STATUSES, migrate, parseJson, toAgentView, toAssignedJob, toJobView } from './rows.ts';
+import type { AgentRow, AgentView, AssignedJob, JobRow, JobView } from './rows.ts';
 
-export type JobStatus = 'queued' | 'assigned' | 'running' | 'completed';
+export type { AgentView, AssignedJob, JobStatus, JobView } from './rows.ts';
 
 export interface NewJob {
+  /** Default: a random UUID. */
+  id?: string | undefined;
   image: string;
   command?: string[] | undefined;
   env?: Record<string, string> | undefined;
@@ -13,41 +17,10 @@ export interface NewJob {
   alwaysPull?: boolean | undefined;
 }
 
-/** What GET /jobs and the dashboard see. */
-export interface JobView {
-  id: string;
-  image: string;
-  labels: Record<string, string>;
-  status: JobStatus;
-  progress: number | null;
-  outcome: string | null;
-  result: unknown;
-  agentId: string | null;
-  createdAt: string;
-  updatedAt: string;
-}
-
-/** What an agent receives from GET /job (callbackUrl is added by the server). */
-export interface AssignedJob {
-  id: string;
-  image: string;
-  command?: string[];
-  env?: Record<string, string>;
-  body: unknown;
-  alwaysPull?: boolean;
-}
-
-export interface AgentView {
-  id: string;
-  labels: Record<string, string>;
-  capacity: number;
-  userAgent: string | null;
-  lastPollAt: string;
-  firstSeenAt: string;
-}
-
 export interface CallbackUpdate {
   jobId: string;
+  /** x-foreman-agent-id of the delivery; undefined for clients that do not send it. */
+  agentId: string | undefined;
   status: 'running' | 'completed';
   progress: number | undefined;
   outcome: string | undefined;
@@ -59,115 +32,15 @@ export interface CallbackUpdate {
 
 export type CallbackResult =
   | { kind: 'unknown-job' }
-  | { kind: 'duplicate' }
-  | { kind: 'stale' }
-  | { kind: 'already-completed' }
-  | { kind: 'applied'; job: JobView };
+  /** `cancel`: the copy that sent this update should stop (answer with x-foreman-cancel). */
+  | { kind: 'duplicate' | 'stale' | 'already-completed' | 'other-agent'; cancel: boolean }
+  | { kind: 'applied'; job: JobView; cancel: boolean };
 
-interface JobRow {
-  seq: number;
-  id: string;
-  image: string;
-  command: string | null;
-  env: string | null;
-  body: string;
-  labels: string;
-  always_pull: number | null;
-  status: JobStatus;
-  progress: number | null;
-  outcome: string | null;
-  result: string | null;
-  agent_id: string | null;
-  last_seq: number;
-  created_at: number;
-  updated_at: number;
-}
-
-interface AgentRow {
-  id: string;
-  labels: string;
-  capacity: number;
-  user_agent: string | null;
-  last_poll_at: number;
-  first_seen_at: number;
-}
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS jobs (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL UNIQUE,
-  image TEXT NOT NULL,
-  command TEXT,
-  env TEXT,
-  body TEXT NOT NULL,
-  labels TEXT NOT NULL,
-  always_pull INTEGER,
-  status TEXT NOT NULL,
-  progress REAL,
-  outcome TEXT,
-  result TEXT,
-  agent_id TEXT,
-  last_seq INTEGER NOT NULL DEFAULT 0,
-  created_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
-CREATE TABLE IF NOT EXISTS deliveries (
-  delivery_id TEXT PRIMARY KEY,
-  job_id TEXT NOT NULL,
-  received_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS agents (
-  id TEXT PRIMARY KEY,
-  labels TEXT NOT NULL,
-  capacity INTEGER NOT NULL,
-  user_agent TEXT,
-  last_poll_at INTEGER NOT NULL,
-  first_seen_at INTEGER NOT NULL
-);
-`;
-
-function parseJson(text: string | null): unknown {
-  return text === null ? null : JSON.parse(text);
-}
-
-function toJobView(row: JobRow): JobView {
-  return {
-    id: row.id,
-    image: row.image,
-    labels: parseJson(row.labels) as Record<string, string>,
-    status: row.status,
-    progress: row.progress,
-    outcome: row.outcome,
-    result: parseJson(row.result),
-    agentId: row.agent_id,
-    createdAt: new Date(row.created_at).toISOString(),
-    updatedAt: new Date(row.updated_at).toISOString(),
-  };
-}
-
-function toAssignedJob(row: JobRow): AssignedJob {
-  const job: AssignedJob = { id: row.id, image: row.image, body: parseJson(row.body) };
-  if (row.command !== null) job.command = parseJson(row.command) as string[];
-  if (row.env !== null) job.env = parseJson(row.env) as Record<string, string>;
-  if (row.always_pull !== null) job.alwaysPull = row.always_pull === 1;
-  return job;
-}
-
-function toAgentView(row: AgentRow): AgentView {
-  return {
-    id: row.id,
-    labels: parseJson(row.labels) as Record<string, string>,
-    capacity: row.capacity,
-    userAgent: row.user_agent,
-    lastPollAt: new Date(row.last_poll_at).toISOString(),
-    firstSeenAt: new Date(row.first_seen_at).toISOString(),
-  };
-}
-
-function labelsMatch(required: Record<string, string>, offered: Record<string, string>): boolean {
-  return Object.entries(required).every(([key, value]) => Object.hasOwn(offered, key) && offered[key] === value);
-}
+export type CancelResult =
+  | { kind: 'unknown-job' }
+  | { kind: 'already-ended'; job: JobView }
+  /** `canceled`: ended at once (it was queued); `requested`: its agent is asked to cancel it. */
+  | { kind: 'canceled' | 'requested'; job: JobView };
 
 interface PollInput {
   id: string;
@@ -179,8 +52,36 @@ interface PollInput {
 export interface PollResult {
   agent: AgentView;
   assigned: AssignedJob[];
+  /** Jobs this agent holds that should be canceled, oldest request first. */
+  cancel: string[];
   /** The jobs' new views, for the dashboard. */
   changed: JobView[];
+}
+
+export interface SweepResult {
+  /** Agents found lost by this sweep. */
+  agents: AgentView[];
+  /** Jobs taken back from lost agents (requeued, or canceled when a cancel was pending). */
+  jobs: JobView[];
+}
+
+const HELD = "('assigned', 'running')";
+
+function labelsMatch(required: Record<string, string>, offered: Record<string, string>): boolean {
+  return Object.entries(required).every(([key, value]) => Object.hasOwn(offered, key) && offered[key] === value);
+}
+
+function serverReport(reason: string, message: string): string {
+  // The same shape as an agent's own report, so clients read one format.
+  return JSON.stringify({ outcome: 'canceled', reason, message });
+}
+
+/** Whether the copy of a job that sent a `running` update should be told to stop. */
+function copyUnwanted(row: JobRow, update: CallbackUpdate): boolean {
+  if (update.status !== 'running') return false;
+  if (update.agentId !== undefined && row.agent_id !== update.agentId) return true;
+  if (row.status === 'canceled') return true;
+  return row.cancel_requested_at !== null && row.status !== 'completed';
 }
 
 /** The control server's SQLite state. Every method is synchronous, so each one is atomic within this process. */
@@ -188,6 +89,8 @@ export class Store {
   readonly #db: Database.Database;
   readonly #pollTx: Database.Transaction<(agent: PollInput, now: number) => PollResult>;
   readonly #callbackTx: Database.Transaction<(update: CallbackUpdate, now: number) => CallbackResult>;
+  readonly #cancelTx: Database.Transaction<(id: string, now: number) => CancelResult>;
+  readonly #sweepTx: Database.Transaction<(cutoff: number, floor: number, now: number) => SweepResult>;
 
   constructor(path: string) {
     this.#db = new Database(path);
@@ -195,20 +98,23 @@ export class Store {
     this.#db.pragma('synchronous = NORMAL');
     // Another process (e.g. a second server on the same file) may hold the write lock briefly.
     this.#db.pragma('busy_timeout = 5000');
-    this.#db.exec(SCHEMA);
+    migrate(this.#db);
     this.#pollTx = this.#db.transaction((agent: PollInput, now: number) => this.#poll(agent, now));
     this.#callbackTx = this.#db.transaction((update: CallbackUpdate, now: number) => this.#applyCallback(update, now));
+    this.#cancelTx = this.#db.transaction((id: string, now: number) => this.#cancel(id, now));
+    this.#sweepTx = this.#db.transaction((cutoff: number, floor: number, now: number) => this.#sweep(cutoff, floor, now));
   }
 
   close(): void {
     this.#db.close();
   }
 
-  createJob(input: NewJob, now = Date.now()): JobView {
-    const id = randomUUID();
-    this.#db
+  /** undefined when a job with the requested id already exists. */
+  createJob(input: NewJob, now = Date.now()): JobView | undefined {
+    const id = input.id ?? randomUUID();
+    const inserted = this.#db
       .prepare(
-        `INSERT INTO jobs (id, image, command, env, body, labels, always_pull, status, created_at, updated_at)
+        `INSERT OR IGNORE INTO jobs (id, image, command, env, body, labels, always_pull, status, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
       )
       .run(
@@ -222,11 +128,11 @@ export class Store {
         now,
         now,
       );
-    return this.getJob(id)!;
+    return inserted.changes === 0 ? undefined : this.getJob(id);
   }
 
   getJob(id: string): JobView | undefined {
-    const row = this.#db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
+    const row = this.#row(id);
     return row === undefined ? undefined : toJobView(row);
   }
 
@@ -240,9 +146,9 @@ export class Store {
   }
 
   /**
-   * Records the poll and hands out up to `capacity` matching queued jobs, oldest first.
-   * Runs as one IMMEDIATE transaction, so a job goes to exactly one agent even when
-   * several processes share the database file.
+   * Records the poll, hands out up to `capacity` matching queued jobs, oldest first, and lists the
+   * agent's jobs with a pending cancel. Runs as one IMMEDIATE transaction, so a job goes to exactly
+   * one agent even when several processes share the database file.
    */
   poll(agent: PollInput, now = Date.now()): PollResult {
     return this.#pollTx.immediate(agent, now);
@@ -253,18 +159,40 @@ export class Store {
     return this.#callbackTx.immediate(update, now);
   }
 
+  /** Ends a queued job at once, or marks a handed-out one for its agent to cancel. */
+  cancelJob(id: string, now = Date.now()): CancelResult {
+    return this.#cancelTx.immediate(id, now);
+  }
+
+  /**
+   * Marks agents with no poll since `cutoff` as lost and takes their unfinished jobs back: requeued,
+   * or canceled when a cancel was pending. `floor` (the server's start) counts as a poll, so agents
+   * are not judged by the time the server itself was down.
+   */
+  sweepLostAgents(cutoff: number, floor: number, now = Date.now()): SweepResult {
+    return this.#sweepTx.immediate(cutoff, floor, now);
+  }
+
+  #row(id: string): JobRow | undefined {
+    return this.#db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
+  }
+
   #poll(agent: PollInput, now: number): PollResult {
     this.#db
       .prepare(
         `INSERT INTO agents (id, labels, capacity, user_agent, last_poll_at, first_seen_at) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
-           user_agent = excluded.user_agent, last_poll_at = excluded.last_poll_at`,
+           user_agent = excluded.user_agent, last_poll_at = excluded.last_poll_at, lost_at = NULL`,
       )
       .run(agent.id, JSON.stringify(agent.labels), agent.capacity, agent.userAgent ?? null, now, now);
     const picked: JobRow[] = [];
     if (agent.capacity > 0) {
-      const queued = this.#db.prepare<[], JobRow>("SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq");
-      for (const row of queued.iterate()) {
+      const queued = this.#db.prepare<[string], JobRow>(
+        `SELECT * FROM jobs WHERE status = 'queued'
+           AND NOT EXISTS (SELECT 1 FROM ended_copies WHERE job_id = jobs.id AND agent_id = ?)
+         ORDER BY seq`,
+      );
+      for (const row of queued.iterate(agent.id)) {
         if (labelsMatch(parseJson(row.labels) as Record<string, string>, agent.labels)) picked.push(row);
         if (picked.length >= agent.capacity) break;
       }
@@ -273,39 +201,108 @@ export class Store {
       "UPDATE jobs SET status = 'assigned', agent_id = ?, updated_at = ? WHERE id = ? AND status = 'queued'",
     );
     for (const row of picked) assign.run(agent.id, now, row.id);
+    const cancel = this.#db
+      .prepare<[string], { id: string }>(
+        `SELECT id FROM jobs WHERE agent_id = ? AND status IN ${HELD} AND cancel_requested_at IS NOT NULL
+         ORDER BY cancel_requested_at, seq`,
+      )
+      .all(agent.id)
+      .map((row) => row.id);
     const agentRow = this.#db.prepare<[string], AgentRow>('SELECT * FROM agents WHERE id = ?').get(agent.id)!;
     return {
       agent: toAgentView(agentRow),
       assigned: picked.map(toAssignedJob),
+      cancel,
       changed: picked.map((row) => this.getJob(row.id)!),
     };
   }
 
   #applyCallback(update: CallbackUpdate, now: number): CallbackResult {
-    const row = this.#db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?').get(update.jobId);
+    const row = this.#row(update.jobId);
     if (row === undefined) return { kind: 'unknown-job' };
+    // A queued job is claimed by whichever agent reports on it: typically the agent it was taken from,
+    // back after a pause, whose copy still runs. Any other agent's report is a copy the job no longer needs.
+    if (update.agentId !== undefined && row.status !== 'queued' && row.agent_id !== update.agentId) {
+      if (update.status === 'completed') {
+        this.#db.prepare('INSERT OR IGNORE INTO ended_copies (job_id, agent_id) VALUES (?, ?)').run(row.id, update.agentId);
+      }
+      return { kind: 'other-agent', cancel: copyUnwanted(row, update) };
+    }
     if (update.deliveryId !== undefined) {
       const inserted = this.#db
         .prepare<[string, string, number], unknown>('INSERT OR IGNORE INTO deliveries (delivery_id, job_id, received_at) VALUES (?, ?, ?)')
         .run(update.deliveryId, update.jobId, now);
-      if (inserted.changes === 0) return { kind: 'duplicate' };
+      if (inserted.changes === 0) return { kind: 'duplicate', cancel: copyUnwanted(row, update) };
     }
-    if (update.deliverySeq !== undefined && update.deliverySeq < row.last_seq) return { kind: 'stale' };
+    if (update.deliverySeq !== undefined && update.deliverySeq < row.last_seq) return { kind: 'stale', cancel: copyUnwanted(row, update) };
     const lastSeq = Math.max(row.last_seq, update.deliverySeq ?? 0);
-    if (row.status === 'completed') {
+    if (FINAL_STATUSES.includes(row.status)) {
       this.#db.prepare<[number, string], unknown>('UPDATE jobs SET last_seq = ? WHERE id = ?').run(lastSeq, row.id);
-      return { kind: 'already-completed' };
+      return { kind: 'already-completed', cancel: copyUnwanted(row, update) };
     }
     const completed = update.status === 'completed';
     const outcome = completed ? (update.outcome ?? 'succeeded') : null;
     // A success without a progress header reads as 100% on the dashboard.
     const progress = update.progress ?? (outcome === 'succeeded' ? 1 : row.progress);
     const result = update.result === undefined ? row.result : JSON.stringify(update.result);
+    const agentId = update.agentId ?? row.agent_id;
     this.#db
-      .prepare<[string, number | null, string | null, string | null, number, number, string], unknown>(
-        'UPDATE jobs SET status = ?, progress = ?, outcome = ?, result = ?, last_seq = ?, updated_at = ? WHERE id = ?',
+      .prepare<[string, number | null, string | null, string | null, number, string | null, number, string], unknown>(
+        'UPDATE jobs SET status = ?, progress = ?, outcome = ?, result = ?, last_seq = ?, agent_id = ?, updated_at = ? WHERE id = ?',
       )
-      .run(update.status, progress, outcome, result, lastSeq, now, row.id);
-    return { kind: 'applied', job: this.getJob(row.id)! };
+      .run(update.status, progress, outcome, result, lastSeq, agentId, now, row.id);
+    const after = this.#row(row.id)!;
+    return { kind: 'applied', job: toJobView(after), cancel: copyUnwanted(after, update) };
+  }
+
+  #cancel(id: string, now: number): CancelResult {
+    const row = this.#row(id);
+    if (row === undefined) return { kind: 'unknown-job' };
+    if (FINAL_STATUSES.includes(row.status)) return { kind: 'already-ended', job: toJobView(row) };
+    if (row.status === 'queued') {
+      this.#db
+        .prepare<[number, string, number, string], unknown>(
+          `UPDATE jobs SET status = 'canceled', outcome = 'canceled', cancel_requested_at = ?, result = ?, updated_at = ? WHERE id = ?`,
+        )
+        .run(now, serverReport('cancel', 'canceled before an agent took it'), now, id);
+      return { kind: 'canceled', job: this.getJob(id)! };
+    }
+    // A repeated request keeps the first timestamp: the cancel has been pending since then.
+    this.#db
+      .prepare<[number, number, string], unknown>('UPDATE jobs SET cancel_requested_at = ?, updated_at = ? WHERE id = ? AND cancel_requested_at IS NULL')
+      .run(now, now, id);
+    return { kind: 'requested', job: this.getJob(id)! };
+  }
+
+  #sweep(cutoff: number, floor: number, now: number): SweepResult {
+    const silent = 'MAX(last_poll_at, ?) < ?';
+    const newlyLost = this.#db.prepare<[number, number], AgentRow>(`SELECT * FROM agents WHERE lost_at IS NULL AND ${silent}`).all(floor, cutoff);
+    const markLost = this.#db.prepare<[number, string], unknown>('UPDATE agents SET lost_at = ? WHERE id = ?');
+    for (const agent of newlyLost) markLost.run(now, agent.id);
+    // Every silent agent, not only newly lost ones: a lost agent's report may have claimed a job since.
+    const orphans = this.#db
+      .prepare<[number, number], JobRow>(
+        `SELECT * FROM jobs WHERE status IN ${HELD} AND agent_id IN (SELECT id FROM agents WHERE ${silent}) ORDER BY seq`,
+      )
+      .all(floor, cutoff);
+    const cancel = this.#db.prepare<[string, number, string], unknown>(
+      `UPDATE jobs SET status = 'canceled', outcome = 'canceled', result = ?, updated_at = ? WHERE id = ?`,
+    );
+    // The next agent starts its delivery-seq at 1 again, so the old agent's sequence is forgotten.
+    const requeue = this.#db.prepare<[number, string], unknown>(
+      `UPDATE jobs SET status = 'queued', agent_id = NULL, progress = NULL, result = NULL, last_seq = 0,
+         requeues = requeues + 1, updated_at = ? WHERE id = ?`,
+    );
+    for (const job of orphans) {
+      if (job.cancel_requested_at !== null) {
+        cancel.run(serverReport('agent-lost', `agent ${job.agent_id ?? ''} stopped polling before it reported the cancel`), now, job.id);
+      } else {
+        requeue.run(now, job.id);
+      }
+    }
+    return {
+      agents: newlyLost.map((agent) => toAgentView({ ...agent, lost_at: now })),
+      jobs: orphans.map((job) => this.getJob(job.id)!),
+    };
   }
 }

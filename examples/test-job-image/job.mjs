@@ -3,7 +3,7 @@
 // It GETs FOREMAN_GET_JOB_ENDPOINT -> { id, body } and then acts on body.action:
 //   (none)       sum body.values (numbers), PUT completed {"result": sum}; exit 0.
 //   "progress"   body.steps (default 5) PUTs of running with progress i/steps, body.delayMs (default 200) apart,
-//                then completed with the sum as above.
+//                then completed with the sum as above (or, with body.then = "sleep", sleep forever without completing).
 //   "exit"       print body.message (default "job crashed") to stderr, exit with body.code (default 3).
 //   "sleep"      sleep body.ms (default forever) without completing, then exit 0.
 //   "raw"        PUT exactly body.headers (must include x-foreman-job-status) with body.payload (a string, sent
@@ -12,6 +12,9 @@
 //   "probe"      GET each of body.urls, then PUT completed {"probe": [{url, status}]} (status 0 + error if the GET failed).
 //   "put-twice"  PUT completed twice; print both statuses; exit 0.
 //   "oom"        allocate and touch memory until killed; exits 1 if still alive after body.maxMb (default 4096) MB.
+// body.onTerm changes what SIGTERM (the container's stop signal) does, for any action:
+//   "ignore"     nothing: the job runs on until it is killed.
+//   "report"     PUT running with progress 0.99 and {"cleanup": true}, then exit with body.termExitCode (default 0).
 // Every PUT's response status is printed to stdout. A failed GET/PUT, or a non-2xx answer to the final completed
 // PUT, prints the reason to stderr and exits 1. An unknown action exits 2. GET and PUT retry connection errors and
 // 503s for up to two minutes, so a job rides out an agent restart.
@@ -152,6 +155,15 @@ const body = job && typeof job === 'object' ? job.body : undefined;
 const opts = body && typeof body === 'object' && !Array.isArray(body) ? body : {};
 process.stdout.write(`job ${String(job?.id)} action ${opts.action ?? '(default)'}\n`);
 
+if (opts.onTerm === 'ignore') {
+  process.on('SIGTERM', () => process.stdout.write('SIGTERM ignored\n'));
+} else if (opts.onTerm === 'report') {
+  process.on('SIGTERM', () => {
+    process.stdout.write('SIGTERM: reporting, then exiting\n');
+    void put('running', 0.99, { cleanup: true }, 'running (cleanup)').then(() => process.exit(Number.isInteger(opts.termExitCode) ? opts.termExitCode : 0));
+  });
+}
+
 switch (opts.action) {
   case undefined:
     await complete({ result: sumValues(body) });
@@ -164,6 +176,7 @@ switch (opts.action) {
       await put('running', step / steps, { step, steps }, `running ${step}/${steps}`);
       await sleep(delayMs);
     }
+    if (opts.then === 'sleep') await sleepForever();
     await complete({ result: sumValues(body) });
     break;
   }

@@ -47,7 +47,7 @@ async function control(): Promise<Control> {
   });
 }
 
-function setUp(cs: Control) {
+function setUp(cs: Control, env: Record<string, string> = {}) {
   const { config } = loadConfig({
     env: {
       FOREMAN_CORE_URL: `${cs.url}/job`,
@@ -56,6 +56,7 @@ function setUp(cs: Control) {
       FOREMAN_CORE_MAX_CONCURRENT_JOBS: '2',
       // Longer than any clock advance below, so no job times out while a test moves time.
       FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '600000',
+      ...env,
     },
     cwd: '/nonexistent',
     home: '/nonexistent',
@@ -160,6 +161,45 @@ test('close during a pull that never ends returns at once and reports agent-shut
     await agent.close();
     assert.deepEqual(outcomes('hang'), ['agent-shutdown']);
     assert.equal(executor.calls.filter((c) => c.startsWith('create')).length, 0);
+  } finally {
+    await agent.close();
+    await cs.close();
+  }
+});
+
+test('drain: close() takes no new jobs but lets the running one finish; readiness says draining; a second signal cuts it short', async () => {
+  const cs = await control();
+  const { store, executor, agent, job, outcomes } = setUp(cs, { FOREMAN_CORE_DRAIN_TIMEOUT: '60000' });
+  try {
+    cs.replies.push([job('long'), job('other')]);
+    await agent.start();
+    await until('both jobs to start', () => store.get('long')?.state === 'started' && store.get('other')?.state === 'started');
+    await until('a successful poll', () => agent.ready() === undefined);
+    const closing = agent.close();
+    await settle();
+    assert.equal(agent.draining, true);
+    assert.match(agent.ready() ?? '', /draining/);
+    executor.exit(executor.containerOf('long')?.id ?? '', 0);
+    await until('long to stop', () => store.get('long')?.state === 'stopped');
+    assert.equal(agent.draining, true, 'still draining: another job runs');
+    agent.endDrain();
+    await closing;
+    assert.deepEqual(outcomes('long'), ['failed'], 'it ended by itself during the drain');
+    assert.deepEqual(outcomes('other'), ['agent-shutdown'], 'the drain was cut short, so the last job was stopped');
+  } finally {
+    await agent.close();
+    await cs.close();
+  }
+});
+
+test('/healthz reasons: the engine not answering is named', async () => {
+  const cs = await control();
+  const { executor, agent } = setUp(cs);
+  try {
+    assert.equal(await agent.health(), undefined);
+    executor.up = false;
+    assert.match((await agent.health()) ?? '', /^the Docker engine at unix:\/\/\/var\/run\/docker\.sock does not answer: connect ECONNREFUSED/);
+    assert.match(agent.ready() ?? '', /no poll has been answered yet/);
   } finally {
     await agent.close();
     await cs.close();

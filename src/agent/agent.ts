@@ -8,6 +8,7 @@ import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/b
 import type { Clock, Timer } from '../shared/clock.ts';
 import { resolveListenAddress, type ListenSettings } from './listen.ts';
 import type { JobEndpoints } from './naming.ts';
+import type { OneShot } from './one-shot.ts';
 import type { Reconciler } from './reconciler.ts';
 import type { Scheduler } from './scheduler.ts';
 
@@ -20,6 +21,10 @@ export interface AgentOptions {
   readonly pollUrl: string;
   readonly maxConcurrentJobs: number;
   readonly shutdownTimeoutMs: number;
+  /** After the first signal, how long running jobs may go on (0: stop them at once). */
+  readonly drainTimeoutMs: number;
+  /** At the end of the drain, leave running jobs for the next agent instead of stopping them. */
+  readonly detachOnTerminate: boolean;
   readonly removeStoppedOnTerminate: boolean;
   readonly jobRetentionMs: number;
   readonly engineBackoff: BackoffPolicy;
@@ -37,17 +42,24 @@ export interface AgentParts {
   readonly poller: Poller;
   readonly scheduler: Scheduler;
   readonly reconciler: Reconciler;
+  readonly oneShot: OneShot;
 }
+
+/** How long a health probe waits for the engine. */
+const PROBE_TIMEOUT_MS = 2000;
 
 /**
  * The supervisor: connects to the engine and keeps watching it, serves the job API, recovers
- * what a previous run left, polls, and shuts down in two stages (end the jobs, then drain the
- * outbox within `shutdown_timeout`). Jobs themselves live in the scheduler's runners.
+ * what a previous run left, polls, and shuts down in stages (drain the running jobs, end or detach
+ * them, then deliver the outbox within `shutdown_timeout`). Jobs themselves live in the scheduler's runners.
  */
 export class Agent {
   private readonly parts: AgentParts;
   private readonly options: AgentOptions;
   private readonly stopping = new AbortController();
+  /** Aborted by a second signal: the drain ends at once. */
+  private readonly drainCut = new AbortController();
+  private drainingNow = false;
   private pollLoop: Promise<void> | undefined;
   private watchLoop: Promise<void> | undefined;
   private purgeTimer: Timer | undefined;
@@ -67,6 +79,49 @@ export class Agent {
     return this.parts.endpoints.base;
   }
 
+  get draining(): boolean {
+    return this.drainingNow;
+  }
+
+  /** Resolves when a one-shot run (`--max-jobs`, `--exit-when-idle`) is done. */
+  get done(): Promise<void> {
+    return this.parts.oneShot.done;
+  }
+
+  /** Ends a drain at once (a second signal): running jobs are stopped, or detached, now. */
+  endDrain(): void {
+    this.drainCut.abort(new Error('drain ended early'));
+  }
+
+  /** `/healthz`: undefined when the engine and the store answer, else why not. */
+  async health(): Promise<string | undefined> {
+    const { executor, store } = this.parts;
+    try {
+      store.get('');
+    } catch (err) {
+      return `the store does not answer: ${describeHttpError(err)}`;
+    }
+    let timer: Timer | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.parts.clock.after(PROBE_TIMEOUT_MS, () => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS} ms`)));
+    });
+    try {
+      await Promise.race([executor.version(), timeout]);
+      return undefined;
+    } catch (err) {
+      return `the Docker engine at ${this.options.engineUrl} does not answer: ${describeHttpError(err)}`;
+    } finally {
+      timer?.cancel();
+    }
+  }
+
+  /** `/readyz`: undefined while the last poll succeeded and the agent is not draining or stopping, else why not. */
+  ready(): string | undefined {
+    if (this.closing) return this.drainingNow ? 'draining: taking no new jobs' : 'shutting down';
+    const problem = this.parts.poller.problem;
+    return problem === undefined ? undefined : `the last poll failed: ${problem}`;
+  }
+
   /** Connects to the engine, serves the job API, recovers what a previous run left, then polls. */
   async start(): Promise<void> {
     const { executor, jobApi, endpoints, outbox, poller, log } = this.parts;
@@ -83,6 +138,7 @@ export class Agent {
     outbox.resume();
     this.purgeExpired();
     this.pollLoop = poller.run(signal);
+    this.parts.oneShot.start();
     log.info({ url: this.options.pollUrl, maxConcurrentJobs: this.options.maxConcurrentJobs }, 'polling for jobs');
   }
 
@@ -169,16 +225,19 @@ export class Agent {
 
   private async shutdown(): Promise<void> {
     const { scheduler, outbox, jobApi, store, log, clock } = this.parts;
+    this.parts.oneShot.stop();
+    await this.drain();
     const expired = new AbortController();
     const deadline = expired.signal;
     const deadlineTimer = clock.after(this.options.shutdownTimeoutMs, () => expired.abort(new Error('shutdown_timeout passed')));
-    log.info('shutting down: no more polling; stopping job containers');
+    const detach = this.options.detachOnTerminate;
+    log.info(detach ? 'shutting down: no more polling; leaving running jobs to the next agent' : 'shutting down: no more polling; stopping job containers');
     this.stopping.abort(new Error('agent stopping'));
     await this.pollLoop;
     this.purgeTimer?.cancel();
 
     const work = (async () => {
-      await scheduler.shutdown();
+      await (detach ? scheduler.detach() : scheduler.shutdown());
       if (this.options.removeStoppedOnTerminate) await scheduler.removeStopped();
       await outbox.drain(deadline);
     })();
@@ -193,5 +252,20 @@ export class Agent {
     await this.watchLoop;
     store.close();
     log.info('agent stopped');
+  }
+
+  /** Takes no new jobs but keeps polling (heartbeats, cancels) while running jobs go on, up to drain_timeout. */
+  private async drain(): Promise<void> {
+    const { scheduler, clock, log } = this.parts;
+    const ms = this.options.drainTimeoutMs;
+    if (ms <= 0 || !this.pollLoop) return;
+    this.drainingNow = true;
+    scheduler.startDrain();
+    log.info({ drainTimeoutMs: ms, running: scheduler.running }, 'draining: no new jobs; running jobs go on (send the signal again to end the drain)');
+    const timer = clock.after(ms, () => this.endDrain());
+    await scheduler.waitUntilNoneRunning(this.drainCut.signal);
+    timer.cancel();
+    log.info({ running: scheduler.running }, scheduler.running === 0 ? 'drain complete: no job is running' : 'drain over with jobs still running');
+    this.drainingNow = false;
   }
 }

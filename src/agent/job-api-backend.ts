@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { forwardedUpdate } from '../callbacks/messages.ts';
 import type { ApiReply, JobApiBackend, JobUpdate } from '../job-api/server.ts';
-import { onFetch, onUpdate } from '../jobs/state.ts';
+import { onFetch, onUpdate, type Outcome } from '../jobs/state.ts';
 import type { Delivery, JobRecord, JobStore } from '../jobs/store.ts';
 import type { AgentMetrics } from './metrics.ts';
 
@@ -9,9 +9,10 @@ export interface JobApiBackendDeps {
   readonly store: JobStore;
   readonly agentId: string;
   readonly deliver: (delivery: Delivery) => void;
-  /** Told once a container's `completed` is stored, so the job's runner stops the container. */
-  readonly completed: (jobId: string) => void;
+  /** Told of every stored update, so the job's runner resets its stall clock and, on `completed`, stops the container. */
+  readonly accepted: (jobId: string, update: { readonly at: number; readonly completed: boolean }) => void;
   readonly metrics: AgentMetrics | undefined;
+  readonly now: () => number;
 }
 
 const NO_SUCH_JOB: ApiReply = { status: 404, body: { error: 'no such job' } };
@@ -54,25 +55,25 @@ export function createJobApiBackend(deps: JobApiBackendDeps): JobApiBackend {
     /** Stores the update and its delivery in one group-committed write, then answers. */
     async updateJob(id, update: JobUpdate) {
       // The state is checked inside the write, so a timeout or exit cannot slip in between.
-      const result = await store.batch((): { reply: ApiReply; delivery?: Delivery } => {
+      const at = deps.now();
+      const result = await store.batch((): { reply: ApiReply; delivery?: Delivery; outcome?: Outcome | undefined } => {
         const job = store.get(id);
         if (!job) return { reply: NO_SUCH_JOB };
-        const decision = onUpdate(job.state, update.status);
+        const decision = onUpdate(job.state, update.status, job.cancelRequestedAt !== null);
         if (decision.kind === 'refuse-ended') return { reply: endedReply(job) };
         if (decision.kind === 'refuse-not-running') return { reply: { status: 409, body: { error: `job is ${job.state}` } } };
         const message = forwardedUpdate(
           { jobId: id, agentId: deps.agentId, callbackUrl: job.spec.callbackUrl },
-          { completed: update.status === 'completed', headers: update.headers, body: update.body },
+          { outcome: decision.outcome, headers: update.headers, body: update.body },
         );
-        const recorded = store.recordUpdate(id, message, decision.to, decision.outcome ? { outcome: decision.outcome } : {});
-        return { reply: { status: 200, body: { status: 'accepted', progress: update.progress } }, delivery: recorded.delivery };
+        const patch = decision.outcome ? { outcome: decision.outcome, lastUpdateAt: at } : { lastUpdateAt: at };
+        const recorded = store.recordUpdate(id, message, decision.to, patch);
+        return { reply: { status: 200, body: { status: 'accepted', progress: update.progress } }, delivery: recorded.delivery, outcome: decision.outcome };
       });
       if (!result.delivery) return result.reply;
       deps.deliver(result.delivery);
-      if (update.status === 'completed') {
-        deps.metrics?.jobsEnded.inc({ outcome: 'succeeded' });
-        deps.completed(id);
-      }
+      if (result.outcome) deps.metrics?.jobsEnded.inc({ outcome: result.outcome });
+      deps.accepted(id, { at, completed: result.outcome !== undefined });
       return result.reply;
     },
   };

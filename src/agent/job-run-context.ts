@@ -15,6 +15,10 @@ export interface JobRunOptions {
   readonly stopGraceMs: number;
   /** Retries of a removal the engine refused. */
   readonly removalBackoff: BackoffPolicy;
+  /** `core.cancel_grace_period`: between a canceled job's stop signal and its kill, unless the job sets its own. */
+  readonly cancelGraceMs: number;
+  /** `core.stall_timeout` (0: off), unless the job sets its own. */
+  readonly stallTimeoutMs: number;
   /** `[core.env]`: laid over each job's own env. */
   readonly env: Readonly<Record<string, string>>;
 }

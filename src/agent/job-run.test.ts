@@ -71,7 +71,7 @@ test('completed: the container is stopped and removed, and the agent adds no rep
   const kit = makeKit();
   const cid = await launched(kit, 'j1');
   kit.store.recordUpdate('j1', { url: 'http://127.0.0.1:9/cb', headers: {}, body: Buffer.alloc(0) }, 'completed', { outcome: 'succeeded' });
-  await kit.scheduler.track('j1').completed();
+  await kit.scheduler.track('j1').updateAccepted(kit.clock.now(), true);
   await settle();
   assert.ok(kit.executor.calls.includes(`stop ${cid} 10000`));
   assert.equal(kit.state('j1'), 'stopped');

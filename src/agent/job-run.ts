@@ -1,57 +1,67 @@
-import { endingReport, trimLogTail, REPORT_LOG_LINES, type Ending } from '../callbacks/messages.ts';
-import { ExecutorJobError, LABEL_JOB, type ContainerStatus } from '../executor/executor.ts';
+import { endingReport } from '../callbacks/messages.ts';
+import { LABEL_JOB, type ContainerStatus } from '../executor/executor.ts';
 import {
   hasEnded,
+  onCancel,
   onContainerExited,
   onContainerMissing,
+  onDetach,
   onLaunchFailed,
   onShutdown,
+  onStall,
   onTimeout,
   type Decision,
   type JobState,
-  type Outcome,
 } from '../jobs/state.ts';
 import type { JobRecord } from '../jobs/store.ts';
 import { backoffDelay, describeHttpError } from '../shared/backoff.ts';
-import type { Timer } from '../shared/clock.ts';
+import { TimerSet } from '../shared/timer-set.ts';
+import {
+  cancelDetails,
+  exitDetails,
+  launchFailedDetails,
+  missingDetails,
+  shutdownDetails,
+  stallDetails,
+  timeoutDetails,
+  type DetailsFor,
+} from './endings.ts';
+import { JobContainer } from './job-container.ts';
 import type { JobRunContext, JobRunHooks } from './job-run-context.ts';
-
-type Details = Omit<Ending, 'outcome' | 'logs'> & { readonly includeLogs?: boolean };
 
 /**
  * Owns one job from the moment it is queued until its container is removed: its cancel signal,
- * its timers (launch and completion timeout, removal), its OOM flag, its slot, and an ordered chain
- * of steps so that two steps of one job never interleave. Every decision about what an event
- * means comes from `src/jobs/state.ts`; this class carries it out against the engine and the store.
+ * its timers (launch and completion timeout, stall, cancel kill, removal), its OOM flag, its slot,
+ * and an ordered chain of steps so that two steps of one job never interleave. Every decision about
+ * what an event means comes from `src/jobs/state.ts`; this class carries it out against the engine
+ * and the store.
  */
 export class JobRun {
   readonly id: string;
   private readonly ctx: JobRunContext;
   private readonly hooks: JobRunHooks;
-  /** Aborts the launch calls in flight: on a launch timeout and at shutdown. */
-  private readonly cancel = new AbortController();
+  /** Aborts the launch calls in flight: on a launch timeout, a cancel and at shutdown. */
+  private readonly abort = new AbortController();
+  private readonly timers: TimerSet<'launch' | 'completion' | 'stall' | 'kill' | 'removal'>;
+  private readonly container: JobContainer;
   private chain: Promise<void> = Promise.resolve();
   private holding = false;
   private stopping = false;
   private oomKilled = false;
-  private launchTimer: Timer | undefined;
-  private completionTimer: Timer | undefined;
-  private removalTimer: Timer | undefined;
+  /** When the container's last update was accepted (or it started): the stall clock. */
+  private lastTouch = 0;
 
   constructor(id: string, ctx: JobRunContext, hooks: JobRunHooks) {
     this.id = id;
     this.ctx = ctx;
     this.hooks = hooks;
+    this.timers = new TimerSet(ctx.clock);
+    this.container = new JobContainer(id, ctx);
   }
 
   /** True from the launch (or re-adoption) until the container is stopped. */
   get holdsSlot(): boolean {
     return this.holding;
-  }
-
-  /** Resolves once every step queued so far has run. */
-  idle(): Promise<void> {
-    return this.chain;
   }
 
   // ---- events from the owner -----------------------------------------------------------
@@ -72,10 +82,19 @@ export class JobRun {
     this.oomKilled = true;
   }
 
-  /** The container's `completed` was recorded: stop it. */
-  completed(): Promise<void> {
-    this.cancelTimeouts();
+  /** The container's update was stored: the stall clock starts again; on `completed`, stop the container. */
+  updateAccepted(at: number, completed: boolean): Promise<void> {
+    this.lastTouch = Math.max(this.lastTouch, at);
+    if (!completed) return Promise.resolve();
+    this.timers.cancel('launch', 'completion', 'stall');
     return this.step(() => this.stopAfterCompletion());
+  }
+
+  /** The control server's cancel is stored: drop the job, or stop its container with a grace period. */
+  cancel(): Promise<void> {
+    this.timers.cancel('launch', 'completion', 'stall');
+    this.abort.abort(new Error('canceled by the control server'));
+    return this.step(() => this.act(onCancel, cancelDetails()));
   }
 
   /** Brings this job in line with what the engine holds (`listed`: its container in the listing, if any). */
@@ -83,22 +102,16 @@ export class JobRun {
     return this.step(() => this.runReconcile(listed));
   }
 
-  /** The agent stops: cancel what is in flight, end the job, stop its container. */
+  /** The agent stops: cancel what is in flight, end the job (`agent-shutdown`), stop its container. */
   shutdown(): Promise<void> {
-    this.stopping = true;
-    this.cancelTimeouts();
-    this.removalTimer?.cancel();
-    this.removalTimer = undefined;
-    this.cancel.abort(new Error('the agent is shutting down'));
-    return this.step(() =>
-      this.act(onShutdown, (from) =>
-        from === 'pending'
-          ? { reason: 'shutdown', message: 'the agent shut down before the job could start' }
-          : from === 'creating'
-            ? { reason: 'shutdown', message: 'the agent shut down before the job container started' }
-            : { reason: 'shutdown', message: 'the agent shut down while the job was running; its container was stopped', includeLogs: true },
-      ),
-    );
+    this.leave();
+    return this.step(() => this.act((s) => onShutdown(s, this.canceling()), shutdownDetails()));
+  }
+
+  /** The agent stops with `detach_on_terminate`: leave the job as it is for the next agent. */
+  detach(): Promise<void> {
+    this.leave();
+    return this.step(() => this.act((s) => onDetach(s, this.canceling()), shutdownDetails()));
   }
 
   /** Removes a stopped job's container now (at shutdown, when configured). */
@@ -117,10 +130,21 @@ export class JobRun {
     return next;
   }
 
+  private canceling(): boolean {
+    return (this.ctx.store.get(this.id)?.cancelRequestedAt ?? null) !== null;
+  }
+
+  /** No more timers or removals: the agent is going away. The kill of a cancel stays armed. */
+  private leave(): void {
+    this.stopping = true;
+    this.timers.cancel('launch', 'completion', 'stall', 'removal');
+    this.abort.abort(new Error('the agent is shutting down'));
+  }
+
   private async runLaunch(): Promise<void> {
     const { store, executor, clock, log } = this.ctx;
-    // Cancelled before its turn came (a shutdown): the job never started, and the shutdown step ends it.
-    if (this.cancel.signal.aborted) return this.release();
+    // Cancelled before its turn came: the job never started, and the step that cancelled it ends it.
+    if (this.abort.signal.aborted) return this.release();
     let job: JobRecord;
     try {
       job = store.transition(this.id, 'creating');
@@ -131,9 +155,14 @@ export class JobRun {
       this.release();
       return;
     }
-    this.armLaunchTimeout();
+    const timeoutMs = this.ctx.options.completionTimeoutMs;
+    // While pulling and creating, the completion timeout counts from the launch; it restarts at container start.
+    this.timers.set('launch', timeoutMs, () => {
+      this.abort.abort(new Error('job_completion_timeout passed before the container started'));
+      void this.step(() => this.act(onTimeout, timeoutDetails('the image pull and container start did not finish', timeoutMs), 'job did not start in time; abandoning it'));
+    });
     const { spec } = job;
-    const signal = this.cancel.signal;
+    const signal = this.abort.signal;
     try {
       await executor.ensureImage(spec.image, spec.alwaysPull === true, signal);
       const containerId = await executor.create(
@@ -144,13 +173,13 @@ export class JobRun {
       store.transition(this.id, 'started', { containerId, startedAt: clock.now() });
       await this.startContainer(containerId);
     } catch (err) {
-      // Whoever cancelled (a timeout, the shutdown) has queued the step that ends the job.
+      // Whoever aborted (a timeout, a cancel, the shutdown) has queued the step that ends the job.
       if (!signal.aborted) await this.failLaunch(err);
     }
   }
 
   private async startContainer(containerId: string): Promise<void> {
-    const signal = this.cancel.signal;
+    const signal = this.abort.signal;
     try {
       await this.ctx.executor.start(containerId, signal);
     } catch (err) {
@@ -160,18 +189,14 @@ export class JobRun {
     const job = this.ctx.store.get(this.id);
     if (job && !hasEnded(job.state)) {
       this.ctx.log.info({ jobId: this.id, containerId, image: job.spec.image }, 'job container started');
-      this.armTimeout(job);
+      if (job.startedAt !== null) this.ctx.metrics?.startLatency.observe(Math.max(0, job.startedAt - job.receivedAt) / 1000);
+      this.armTimeouts(job);
     }
   }
 
   private async failLaunch(err: unknown): Promise<void> {
-    const pull = err instanceof ExecutorJobError && err.kind === 'pull';
-    const message = err instanceof ExecutorJobError ? err.message : `the Docker engine did not answer: ${describeHttpError(err)}`;
-    await this.act(
-      (state) => onLaunchFailed(state, pull),
-      () => ({ reason: pull ? 'pull' : 'start', message, includeLogs: true }),
-      (outcome) => this.ctx.log.warn({ jobId: this.id, outcome, reason: message }, 'job could not start'),
-    );
+    const { pull, details } = launchFailedDetails(err);
+    await this.act((state) => onLaunchFailed(state, pull), details, 'job could not start');
   }
 
   private containerEnv(job: JobRecord): Record<string, string> {
@@ -186,19 +211,13 @@ export class JobRun {
     // The OOM event can be missed (a restart, an outage); the container's state still says so.
     const oom = running && (oomKilled || this.oomKilled || (await this.ctx.executor.inspect(containerId).catch(() => undefined))?.oomKilled === true);
     this.oomKilled = false;
-    await this.act(
-      (state) => onContainerExited(state, oom),
-      () =>
-        oom
-          ? { reason: 'oom', message: 'the container was killed because it ran out of memory', exitCode, includeLogs: true }
-          : { reason: 'exit', message: `the container exited with code ${exitCode ?? 'unknown'} without reporting completed`, exitCode, includeLogs: true },
-    );
+    await this.act((state) => onContainerExited(state, oom, job.cancelRequestedAt !== null), exitDetails(exitCode));
   }
 
   private async stopAfterCompletion(): Promise<void> {
     const job = this.ctx.store.get(this.id);
     if (!job || job.state !== 'completed') return;
-    if (job.containerId) await this.stopContainer(job.containerId);
+    if (job.containerId) await this.container.stop(job.containerId, this.ctx.options.stopGraceMs);
     if (this.ctx.store.get(this.id)?.state === 'completed') this.markStopped(this.ctx.store.transition(this.id, 'stopped'));
   }
 
@@ -206,12 +225,13 @@ export class JobRun {
     const { store, executor } = this.ctx;
     const job = store.get(this.id);
     if (!job || job.state === 'removed') return;
+    const canceling = job.cancelRequestedAt !== null;
+    // A cancel stored before a crash is finished now; the job never starts.
+    if (canceling && (job.state === 'pending' || job.state === 'creating')) return this.act(onCancel, cancelDetails());
     if (job.state === 'pending') return this.hooks.requeue(this, 'back');
     // The listing may predate a launch that finished while this step waited its turn.
     const container = listed ?? (job.containerName ? await executor.inspect(job.containerName) : undefined);
-    if (!container) {
-      return this.act(onContainerMissing, () => ({ reason: 'container-vanished', message: 'the job container disappeared while the agent was not watching' }));
-    }
+    if (!container) return this.act((s) => onContainerMissing(s, canceling), missingDetails());
     if (job.state === 'stopped') {
       this.release();
       this.scheduleRemoval(job);
@@ -227,18 +247,16 @@ export class JobRun {
     const current = store.get(this.id);
     if (!current) return;
     this.ctx.log.info({ jobId: this.id, containerId: container.id, state: current.state }, 're-adopted running job container');
-    this.armTimeout(current);
+    if (canceling) return this.act(onCancel, cancelDetails());
+    this.armTimeouts(current);
   }
 
   /**
    * Carries out what `decide` says about the job's current state. An ending gathers the log tail
    * first, so the decision is taken again afterwards: the container may have completed meanwhile.
+   * `warning`, when given, is logged when the job ends.
    */
-  private async act(
-    decide: (state: JobState) => Decision,
-    details: (from: JobState) => Details,
-    onEnding?: (outcome: Outcome) => void,
-  ): Promise<void> {
+  private async act(decide: (state: JobState) => Decision, details: DetailsFor, warning?: string): Promise<void> {
     const { store } = this.ctx;
     const job = store.get(this.id);
     if (!job) return;
@@ -262,18 +280,22 @@ export class JobRun {
         if (job.state !== 'stopped') store.transition(this.id, 'stopped');
         store.transition(this.id, 'removed');
         return this.hooks.finished(this);
-      case 'end':
-        onEnding?.(decision.outcome);
-        return this.end(decide, details(job.state));
+      case 'signal-stop':
+        return this.signalStop(job);
+      case 'end': {
+        const ending = details(decision.outcome, job.state);
+        if (warning) this.ctx.log.warn({ jobId: this.id, outcome: decision.outcome, reason: ending.message }, warning);
+        return this.end(decide, ending);
+      }
     }
   }
 
   /** Queues the report and moves the job on in one write, then stops the container. */
-  private async end(decide: (state: JobState) => Decision, details: Details): Promise<void> {
+  private async end(decide: (state: JobState) => Decision, details: ReturnType<DetailsFor>): Promise<void> {
     const { store, metrics } = this.ctx;
-    this.cancelTimeouts();
+    this.timers.cancel('launch', 'completion', 'stall');
     const before = store.get(this.id);
-    const logs = details.includeLogs && before?.containerId ? await this.tailLogs(before.containerId) : undefined;
+    const logs = details.includeLogs && before?.containerId ? await this.container.tailLogs(before.containerId) : undefined;
     const job = store.get(this.id);
     if (!job) return;
     const decision = decide(job.state);
@@ -284,31 +306,36 @@ export class JobRun {
     const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
     this.ctx.deliver(recorded.delivery);
     metrics?.jobsEnded.inc({ outcome: decision.outcome });
-    if (job.containerId) await this.stopContainer(job.containerId);
+    if (job.containerId) await this.container.stop(job.containerId, this.ctx.options.stopGraceMs);
     if (decision.to === 'stopped') this.markStopped(recorded.job);
     else this.hooks.finished(this);
   }
 
-  private async tailLogs(containerId: string): Promise<string[] | undefined> {
-    try {
-      return trimLogTail(await this.ctx.executor.logsTail(containerId, REPORT_LOG_LINES));
-    } catch {
-      return undefined;
+  /** A cancel of a running job: the stop signal now, the kill when the grace period (counted from the cancel) ends. */
+  private signalStop(job: JobRecord): void {
+    const { clock, options, log } = this.ctx;
+    const containerId = job.containerId;
+    if (!containerId) return;
+    const graceMs = job.spec.cancelGracePeriod ?? options.cancelGraceMs;
+    const remaining = Math.max(0, (job.cancelRequestedAt ?? clock.now()) + graceMs - clock.now());
+    log.info({ jobId: this.id, containerId, graceMs: remaining }, 'canceling the job: sent its container the stop signal');
+    if (!this.timers.has('kill')) {
+      this.timers.set('kill', remaining, () => {
+        log.warn({ jobId: this.id, containerId, graceMs }, 'the canceled job outlived its grace period; killing its container');
+        void this.container.kill(containerId);
+      });
     }
-  }
-
-  private async stopContainer(containerId: string): Promise<void> {
-    try {
-      await this.ctx.executor.stop(containerId, this.ctx.options.stopGraceMs);
-    } catch (err) {
-      this.ctx.log.warn({ jobId: this.id, containerId, reason: describeHttpError(err) }, 'could not stop the container; will retry when the engine answers');
-    }
+    // Not awaited: the exit arrives as an engine event, and later steps must not wait out the grace period.
+    void this.container.stop(containerId, remaining);
   }
 
   /** The container is stopped: free the slot and schedule removal. */
   private markStopped(job: JobRecord): void {
-    this.cancelTimeouts();
+    this.timers.cancel('launch', 'completion', 'stall', 'kill');
     this.release();
+    if (job.startedAt !== null && job.stoppedAt !== null) {
+      this.ctx.metrics?.runTime.observe({ outcome: job.outcome ?? 'unknown' }, Math.max(0, job.stoppedAt - job.startedAt) / 1000);
+    }
     if (!this.stopping) this.scheduleRemoval(job);
   }
 
@@ -320,53 +347,38 @@ export class JobRun {
 
   // ---- timers ----------------------------------------------------------------------------
 
-  /** While pulling and creating, the completion timeout counts from the launch; it restarts at container start. */
-  private armLaunchTimeout(): void {
-    this.launchTimer?.cancel();
-    this.launchTimer = this.ctx.clock.after(this.ctx.options.completionTimeoutMs, () => {
-      this.launchTimer = undefined;
-      // Abort the pull or create in flight at once; the ending step runs as soon as it gave up.
-      this.cancel.abort(new Error('job_completion_timeout passed before the container started'));
-      void this.timedOut('the image pull and container start did not finish');
+  /** The completion timeout from container start, and the stall timeout from the last update. */
+  private armTimeouts(job: JobRecord): void {
+    this.timers.cancel('launch');
+    if (this.stopping || job.startedAt === null) return;
+    const { clock, options } = this.ctx;
+    if (!this.timers.has('completion')) {
+      const remaining = Math.max(0, job.startedAt + options.completionTimeoutMs - clock.now());
+      const details = timeoutDetails('the job did not report completed', options.completionTimeoutMs);
+      this.timers.set('completion', remaining, () => void this.step(() => this.act(onTimeout, details, 'job did not complete in time; stopping it')));
+    }
+    const stallMs = job.spec.stallTimeout ?? options.stallTimeoutMs;
+    if (stallMs > 0 && !this.timers.has('stall')) {
+      this.lastTouch = Math.max(this.lastTouch, job.lastUpdateAt ?? job.startedAt);
+      this.armStall(stallMs);
+    }
+  }
+
+  /** One timer per job, however many updates arrive: when it fires early, it waits for the rest. */
+  private armStall(stallMs: number): void {
+    const due = this.lastTouch + stallMs - this.ctx.clock.now();
+    this.timers.set('stall', Math.max(0, due), () => {
+      if (this.lastTouch + stallMs > this.ctx.clock.now()) return this.armStall(stallMs);
+      void this.step(() => this.act(onStall, stallDetails(stallMs), 'job sent no update in time; stopping it'));
     });
-  }
-
-  private armTimeout(job: JobRecord): void {
-    this.launchTimer?.cancel();
-    this.launchTimer = undefined;
-    if (this.completionTimer || job.startedAt === null || this.stopping) return;
-    const remaining = Math.max(0, job.startedAt + this.ctx.options.completionTimeoutMs - this.ctx.clock.now());
-    this.completionTimer = this.ctx.clock.after(remaining, () => {
-      this.completionTimer = undefined;
-      void this.timedOut('the job did not report completed');
-    });
-  }
-
-  private timedOut(what: string): Promise<void> {
-    const timeoutMs = this.ctx.options.completionTimeoutMs;
-    return this.step(() =>
-      this.act(
-        onTimeout,
-        () => ({ reason: 'timeout', message: `${what} within job_completion_timeout (${timeoutMs} ms)`, includeLogs: true }),
-        () => this.ctx.log.warn({ jobId: this.id, timeoutMs }, 'job did not complete in time; stopping it'),
-      ),
-    );
-  }
-
-  private cancelTimeouts(): void {
-    this.launchTimer?.cancel();
-    this.launchTimer = undefined;
-    this.completionTimer?.cancel();
-    this.completionTimer = undefined;
   }
 
   private scheduleRemoval(job: JobRecord, attempt = 0): void {
-    if (this.removalTimer) return;
+    if (this.timers.has('removal')) return;
     const { clock, options } = this.ctx;
     const due = (job.stoppedAt ?? clock.now()) + options.removalTimeoutMs;
     const delay = attempt === 0 ? Math.max(0, due - clock.now()) : backoffDelay(options.removalBackoff, attempt);
-    this.removalTimer = clock.after(delay, () => {
-      this.removalTimer = undefined;
+    this.timers.set('removal', delay, () => {
       void this.step(async () => {
         const ok = await this.removeContainer();
         if (!ok && !this.stopping) this.scheduleRemoval(job, attempt + 1);
@@ -378,13 +390,7 @@ export class JobRun {
   private async removeContainer(): Promise<boolean> {
     const job = this.ctx.store.get(this.id);
     if (!job || job.state !== 'stopped') return true;
-    const target = job.containerId ?? job.containerName;
-    try {
-      if (target) await this.ctx.executor.remove(target);
-    } catch (err) {
-      this.ctx.log.warn({ jobId: this.id, containerId: target, reason: describeHttpError(err) }, 'could not remove the container');
-      return false;
-    }
+    if (!(await this.container.remove(job.containerId ?? job.containerName))) return false;
     this.ctx.store.transition(this.id, 'removed');
     this.hooks.finished(this);
     return true;

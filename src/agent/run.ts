@@ -15,6 +15,7 @@ import { Agent } from './agent.ts';
 import { createJobApiBackend } from './job-api-backend.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { JobEndpoints } from './naming.ts';
+import { OneShot, type OneShotOptions } from './one-shot.ts';
 import { Reconciler } from './reconciler.ts';
 import { Scheduler } from './scheduler.ts';
 
@@ -46,6 +47,8 @@ export interface AgentDeps {
   readonly clock: Clock;
   readonly version: string;
   readonly metrics?: AgentMetrics | undefined;
+  /** One-shot runs, from the command line. */
+  readonly oneShot?: OneShotOptions | undefined;
 }
 
 /**
@@ -64,7 +67,11 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
     maxAgeMs: core.callback_max_age,
     requestTimeoutMs: Math.max(core.poll_timeout, 1000),
     backoff: BACKOFF.callbacks,
-    onSettled: (_delivery, result) => metrics?.deliveries.inc({ result }),
+    onSettled: (delivery, result) => {
+      metrics?.deliveries.inc({ result });
+      metrics?.deliveryLatency.observe({ result }, Math.max(0, clock.now() - delivery.createdAt) / 1000);
+    },
+    onCancel: (ids) => scheduler.cancel(ids),
   });
   const deliver = outbox.enqueue.bind(outbox);
   const endpoints = new JobEndpoints();
@@ -83,15 +90,24 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
         removalTimeoutMs: core.job_removal_timeout,
         stopGraceMs: STOP_GRACE_MS,
         removalBackoff: BACKOFF.removal,
+        cancelGraceMs: core.cancel_grace_period,
+        stallTimeoutMs: core.stall_timeout,
         env: core.env,
       },
     },
-    { maxConcurrentJobs: core.max_concurrent_jobs, launchRetryMs: LAUNCH_RETRY_MS },
+    { maxConcurrentJobs: core.max_concurrent_jobs, launchRetryMs: LAUNCH_RETRY_MS, maxJobs: deps.oneShot?.maxJobs },
   );
   const jobApi = createJobApi({
     log,
     maxBodySize: core.max_body_size,
-    backend: createJobApiBackend({ store, agentId: store.agentId, deliver, metrics, completed: (id) => void scheduler.track(id).completed() }),
+    backend: createJobApiBackend({
+      store,
+      agentId: store.agentId,
+      deliver,
+      metrics,
+      now: () => clock.now(),
+      accepted: (id, update) => scheduler.updateAccepted(id, update),
+    }),
   });
   const poller = new Poller({
     url: core.url,
@@ -105,12 +121,16 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
     clock,
     log,
     freeSlots: () => scheduler.freeSlots(),
-    waitForSlot: (signal) => scheduler.waitForSlot(signal),
     onJobs: (entries) => scheduler.receive(entries),
+    onCancel: (ids) => scheduler.cancel(ids),
   });
   const reconciler = new Reconciler({ store, executor, scheduler, log });
+  const oneShot = new OneShot(
+    { clock, log, idle: () => scheduler.idle && outbox.backlog === 0, allTaken: () => scheduler.allTaken },
+    deps.oneShot ?? {},
+  );
   return new Agent(
-    { store, executor, log, clock, outbox, jobApi, endpoints, poller, scheduler, reconciler },
+    { store, executor, log, clock, outbox, jobApi, endpoints, poller, scheduler, reconciler, oneShot },
     {
       engineUrl: config.docker.url,
       listen: { hostname: core.hostname, listen_address: core.listen_address, extra_hosts: core.extra_hosts, network_name: core.network_name },
@@ -118,6 +138,8 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
       pollUrl: core.url,
       maxConcurrentJobs: core.max_concurrent_jobs,
       shutdownTimeoutMs: core.shutdown_timeout,
+      drainTimeoutMs: core.drain_timeout,
+      detachOnTerminate: core.detach_on_terminate,
       removeStoppedOnTerminate: core.remove_stopped_containers_on_terminate,
       jobRetentionMs: core.job_retention,
       engineBackoff: BACKOFF.engine,
@@ -131,11 +153,14 @@ export interface RunOptions {
   readonly complain: (line: string) => void;
   /** Tests pass their own; by default the process's SIGINT/SIGTERM stop the agent. */
   readonly signals?: NodeJS.EventEmitter;
+  /** `--max-jobs`, `--exit-when-idle`. */
+  readonly oneShot?: OneShotOptions;
 }
 
 /**
- * Runs the agent until SIGINT/SIGTERM and resolves with the exit code.
- * The first signal shuts down cleanly; a second exits at once.
+ * Runs the agent until SIGINT/SIGTERM (or a one-shot run is done) and resolves with the exit code.
+ * The first signal shuts down cleanly (draining first when `drain_timeout` is set); a second ends
+ * the drain at once, or, when there is none, exits at once.
  */
 export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promise<number> {
   const { config } = loaded;
@@ -160,17 +185,23 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
     extraHosts: config.core.extra_hosts,
     memoryLimit: config.docker.memory_limit,
   });
-  const agent = composeAgent(config, { store, executor, log, clock: systemClock, version: options.version, metrics });
+  const agent = composeAgent(config, { store, executor, log, clock: systemClock, version: options.version, metrics, oneShot: options.oneShot });
 
   const signals = options.signals ?? process;
   let stopRequested: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
   let signalCount = 0;
+  let drainCut = false;
   const onSignal = (name: string): void => {
     signalCount++;
     if (signalCount === 1) {
-      log.info({ signal: name }, 'stopping; send the signal again to exit at once');
+      const drains = config.core.drain_timeout > 0;
+      log.info({ signal: name }, drains ? 'stopping; send the signal again to end the drain at once' : 'stopping; send the signal again to exit at once');
       stopRequested();
+    } else if (agent.draining && !drainCut) {
+      drainCut = true;
+      log.warn({ signal: name }, 'second signal: ending the drain now');
+      agent.endDrain();
     } else {
       log.warn({ signal: name }, 'second signal: exiting now');
       process.exit(130);
@@ -181,16 +212,17 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
 
   const metricsServer =
     metricsModule && metrics
-      ? await metricsModule.serveMetrics(metrics, config.metrics.address).catch((err: unknown) => {
+      ? await metricsModule.serveMetrics(metrics, config.metrics.address, { health: () => agent.health(), ready: () => agent.ready() }).catch((err: unknown) => {
           log.error({ address: config.metrics.address, reason: describeHttpError(err) }, 'could not serve metrics');
           return undefined;
         })
       : undefined;
 
   let code = 0;
+  const finished = Promise.race([stopped, agent.done]);
   try {
-    await Promise.race([agent.start(), stopped]);
-    await stopped;
+    await Promise.race([agent.start(), finished]);
+    await finished;
   } catch (err) {
     log.error({ reason: describeHttpError(err) }, 'the agent could not start');
     code = 1;

@@ -18,20 +18,21 @@ test('slots are counted from the runners: never more launched than max_concurren
   assert.deepEqual(['a', 'b', 'c', 'd'].map((id) => kit.state(id)), ['started', 'stopped', 'started', 'pending']);
 });
 
-test('waitForSlot resolves once a slot frees up, and at once on abort', async () => {
-  const kit = makeKit({ maxConcurrentJobs: 1 });
-  kit.scheduler.receive([jobSpec('a')]);
+test('waitUntilNoneRunning resolves once the last running job stops, and at once on abort', async () => {
+  const kit = makeKit({ maxConcurrentJobs: 2 });
+  kit.scheduler.receive([jobSpec('a'), jobSpec('b')]);
   await settle();
   let resolved = false;
-  const waiting = kit.scheduler.waitForSlot(new AbortController().signal).then(() => (resolved = true));
-  await settle();
-  assert.equal(resolved, false);
+  const waiting = kit.scheduler.waitUntilNoneRunning(new AbortController().signal).then(() => (resolved = true));
   kit.executor.exit(kit.executor.containerOf('a')?.id ?? '', 1);
+  await settle();
+  assert.equal(resolved, false, 'one job still runs');
+  kit.executor.exit(kit.executor.containerOf('b')?.id ?? '', 1);
   await waiting;
-  assert.equal(kit.scheduler.freeSlots(), 1);
+  kit.scheduler.receive([jobSpec('c')]);
+  await settle();
   const aborted = new AbortController();
-  kit.scheduler.receive([jobSpec('b')]);
-  const pending = kit.scheduler.waitForSlot(aborted.signal);
+  const pending = kit.scheduler.waitUntilNoneRunning(aborted.signal);
   aborted.abort();
   await pending;
 });

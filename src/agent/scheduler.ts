@@ -14,6 +14,8 @@ export interface SchedulerOptions {
   readonly maxConcurrentJobs: number;
   /** Wait before starting jobs again after the store refused a start. */
   readonly launchRetryMs: number;
+  /** One-shot (`--max-jobs`): take at most this many jobs in this run. */
+  readonly maxJobs?: number | undefined;
 }
 
 /**
@@ -27,9 +29,13 @@ export class Scheduler {
   /** Jobs waiting for a slot, in arrival order. */
   private readonly queue: JobRun[] = [];
   private readonly hooks: JobRunHooks;
-  private readonly slotWaiters = new Waiters();
+  /** Woken whenever no job holds a slot any more: the end of a drain. */
+  private readonly noneRunning = new Waiters();
   private engineUp = false;
   private stopping = false;
+  private draining = false;
+  /** Jobs taken in this run (stored, whether run or rejected), for `--max-jobs`. */
+  private taken = 0;
   private retryTimer: Timer | undefined;
 
   constructor(ctx: JobRunContext, options: SchedulerOptions) {
@@ -40,6 +46,8 @@ export class Scheduler {
       requeue: (run, where) => this.requeue(run, where),
       finished: (run) => {
         if (this.runners.get(run.id) === run) this.runners.delete(run.id);
+        const queued = this.queue.indexOf(run);
+        if (queued >= 0) this.queue.splice(queued, 1);
       },
     };
   }
@@ -63,14 +71,21 @@ export class Scheduler {
     return this.queue.length;
   }
 
-  /** Slots a poll may still fill: capacity less running and locally queued jobs. */
+  /** Slots a poll may still fill: capacity less running and locally queued jobs; none while draining. */
   freeSlots(): number {
-    return Math.max(0, this.options.maxConcurrentJobs - this.running - this.queue.length);
+    if (this.draining || this.stopping) return 0;
+    const free = Math.max(0, this.options.maxConcurrentJobs - this.running - this.queue.length);
+    return this.options.maxJobs === undefined ? free : Math.min(free, Math.max(0, this.options.maxJobs - this.taken));
   }
 
-  /** Resolves once a slot is free, or when `signal` aborts. */
-  waitForSlot(signal: AbortSignal): Promise<void> {
-    return this.freeSlots() > 0 ? Promise.resolve() : this.slotWaiters.wait(signal);
+  /** One-shot: every job this run may take has been taken. */
+  get allTaken(): boolean {
+    return this.options.maxJobs !== undefined && this.taken >= this.options.maxJobs;
+  }
+
+  /** Nothing running and nothing queued. */
+  get idle(): boolean {
+    return this.queue.length === 0 && this.running === 0;
   }
 
   /** The runner of a job, when this agent tracks one. */
@@ -101,24 +116,31 @@ export class Scheduler {
     this.engineUp = up;
   }
 
-  /** Validates, stores and queues each entry of a poll reply. */
-  receive(entries: unknown[]): void {
+  /** Validates, stores and queues each entry of a poll reply; returns how many new jobs were queued. */
+  receive(entries: unknown[]): number {
+    let queued = 0;
     for (const entry of entries) {
       try {
-        this.receiveOne(entry);
+        if (this.receiveOne(entry)) queued++;
       } catch (err) {
         this.log.error({ reason: describeHttpError(err) }, 'could not record a received job; it was not run');
       }
     }
     this.pump();
+    return queued;
   }
 
-  private receiveOne(entry: unknown): void {
+  /** True when the entry became a queued job. */
+  private receiveOne(entry: unknown): boolean {
+    if (this.allTaken) {
+      this.log.warn({ maxJobs: this.options.maxJobs }, 'ignored a job sent beyond --max-jobs (not stored, not reported)');
+      return false;
+    }
     const result = validateJob(entry);
     if (!result.ok) {
       this.log.warn({ jobId: result.id, reason: result.reason }, 'rejected an invalid job from the control server');
       this.ctx.metrics?.jobsEnded.inc({ outcome: 'invalid' });
-      if (result.id === undefined) return;
+      if (result.id === undefined) return false;
       const report = result.callbackUrl
         ? endingReport(
             { jobId: result.id, agentId: this.ctx.agentId, callbackUrl: result.callbackUrl },
@@ -126,15 +148,52 @@ export class Scheduler {
           )
         : undefined;
       const remembered = this.store.rememberRejected(result.id, report);
+      if (remembered) this.taken++;
       if (remembered?.delivery) this.ctx.deliver(remembered.delivery);
-      return;
+      return false;
     }
     const { job } = result;
     if (!this.store.admit(job, newJobSecret(), containerNameFor(this.ctx.agentId, job.id))) {
       this.log.info({ jobId: job.id }, 'job id already known to this agent; not running it again');
-      return;
+      return false;
     }
+    this.taken++;
     this.queue.push(this.track(job.id));
+    return true;
+  }
+
+  /**
+   * The control server's cancels (`x-foreman-cancel`): each is stored before it is acted on, so an agent
+   * killed mid-cancel finishes it after its restart. Ids of jobs that ended, or that this agent never had,
+   * are ignored, and so is a cancel already under way.
+   */
+  cancel(ids: readonly string[]): void {
+    for (const id of ids) {
+      let job;
+      try {
+        job = this.store.requestCancel(id);
+      } catch (err) {
+        // Not stored, not acted on: the server repeats the cancel on its next reply.
+        this.log.error({ jobId: id, reason: describeHttpError(err) }, 'could not record a cancel; waiting for it to be sent again');
+        continue;
+      }
+      if (job) void this.track(id).cancel();
+    }
+  }
+
+  /** A container's update was stored (see JobRun.updateAccepted). */
+  updateAccepted(id: string, update: { readonly at: number; readonly completed: boolean }): void {
+    void this.track(id).updateAccepted(update.at, update.completed);
+  }
+
+  /** A drain begins: no more launches, and polls ask for nothing; running jobs go on. */
+  startDrain(): void {
+    this.draining = true;
+  }
+
+  /** Resolves once no job holds a slot, or when `signal` aborts. */
+  waitUntilNoneRunning(signal: AbortSignal): Promise<void> {
+    return this.running === 0 ? Promise.resolve() : this.noneRunning.wait(signal);
   }
 
   private requeue(run: JobRun, where: 'front' | 'back'): void {
@@ -154,14 +213,15 @@ export class Scheduler {
   /** Starts queued jobs while slots are free and the engine answers. */
   pump(): void {
     let running = this.running;
-    while (!this.stopping && this.engineUp && this.queue.length > 0 && running < this.options.maxConcurrentJobs && !this.retryTimer) {
+    while (!this.stopping && !this.draining && this.engineUp && this.queue.length > 0 && running < this.options.maxConcurrentJobs && !this.retryTimer) {
       const run = this.queue.shift();
       if (!run) break;
       running++;
       void run.launch();
     }
-    this.ctx.metrics?.setJobs(this.running, this.queue.length);
-    if (this.freeSlots() > 0) this.slotWaiters.wakeAll();
+    const nowRunning = this.running;
+    this.ctx.metrics?.setJobs(nowRunning, this.queue.length);
+    if (nowRunning === 0) this.noneRunning.wakeAll();
   }
 
   /**
@@ -169,20 +229,29 @@ export class Scheduler {
    * the job ended (`agent-shutdown`) or, when it completed already, its container stopped.
    */
   async shutdown(): Promise<void> {
+    this.stopLaunching();
+    this.queue.length = 0;
+    await Promise.allSettled([...this.runners.values()].map((run) => run.shutdown()));
+  }
+
+  /**
+   * First stage of shutdown with `detach_on_terminate`: jobs are left as they are, stored, for the
+   * next agent on this data_dir to re-adopt (queued ones stay queued); only launches in flight are
+   * cancelled, completed containers finish stopping, and cancels under way are finished.
+   */
+  async detach(): Promise<void> {
+    this.stopLaunching();
+    await Promise.allSettled([...this.runners.values()].map((run) => run.detach()));
+  }
+
+  private stopLaunching(): void {
     this.stopping = true;
     this.retryTimer?.cancel();
     this.retryTimer = undefined;
-    this.queue.length = 0;
-    await Promise.allSettled([...this.runners.values()].map((run) => run.shutdown()));
   }
 
   /** Removes the containers of stopped jobs now, instead of after `job_removal_timeout`. */
   async removeStopped(): Promise<void> {
     await Promise.allSettled([...this.runners.values()].map((run) => run.removeNow()));
-  }
-
-  /** Resolves once every runner's queued steps have run. */
-  async idle(): Promise<void> {
-    await Promise.allSettled([...this.runners.values()].map((run) => run.idle()));
   }
 }

@@ -14,6 +14,9 @@ export interface KitOptions {
   readonly maxConcurrentJobs?: number;
   readonly completionTimeoutMs?: number;
   readonly removalTimeoutMs?: number;
+  readonly cancelGraceMs?: number;
+  readonly stallTimeoutMs?: number;
+  readonly maxJobs?: number;
 }
 
 export interface Report {
@@ -47,10 +50,12 @@ export function makeKit(options: KitOptions = {}) {
       removalTimeoutMs: options.removalTimeoutMs ?? 5000,
       stopGraceMs: 10_000,
       removalBackoff: { baseMs: 1000, maxMs: 30_000 },
+      cancelGraceMs: options.cancelGraceMs ?? 10_000,
+      stallTimeoutMs: options.stallTimeoutMs ?? 0,
       env: { FROM_CORE: 'core' },
     },
   };
-  const scheduler = new Scheduler(ctx, { maxConcurrentJobs: options.maxConcurrentJobs ?? 2, launchRetryMs: 1000 });
+  const scheduler = new Scheduler(ctx, { maxConcurrentJobs: options.maxConcurrentJobs ?? 2, launchRetryMs: 1000, maxJobs: options.maxJobs });
   scheduler.setEngineUp(true);
   // Engine events reach the runners as the supervisor would deliver them.
   const watching = new AbortController();

@@ -7,7 +7,7 @@ const to = { jobId: 'job 1/ü', agentId: 'agent-7', callbackUrl: 'http://127.0.0
 test('a forwarded update keeps the container headers and body, drops hop-by-hop ones, and says who sent it', () => {
   const body = Buffer.from('{"a": 1}');
   const message = forwardedUpdate(to, {
-    completed: false,
+    outcome: undefined,
     headers: {
       'x-foreman-job-status': 'running',
       'x-foreman-job-progress': '0.5',
@@ -41,8 +41,10 @@ test('a forwarded update keeps the container headers and body, drops hop-by-hop 
 });
 
 test('a forwarded completed update carries outcome succeeded', () => {
-  const message = forwardedUpdate(to, { completed: true, headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.alloc(0) });
+  const message = forwardedUpdate(to, { outcome: 'succeeded', headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.alloc(0) });
   assert.equal(message.headers['x-foreman-job-outcome'], 'succeeded');
+  const canceled = forwardedUpdate(to, { outcome: 'canceled', headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.alloc(0) });
+  assert.equal(canceled.headers['x-foreman-job-outcome'], 'canceled');
 });
 
 test('an ending report: status completed, the outcome in a header and in a JSON body with exit code and log tail', () => {

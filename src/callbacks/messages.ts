@@ -32,10 +32,13 @@ interface Identity {
   readonly callbackUrl: string;
 }
 
-/** A container's PUT, forwarded: its headers (less hop-by-hop and anything it may not set) and body as they came. */
+/**
+ * A container's PUT, forwarded: its headers (less hop-by-hop and anything it may not set) and body as
+ * they came. `outcome` is set on the job's final update (`succeeded`, or `canceled` during a cancel).
+ */
 export function forwardedUpdate(
   to: Identity,
-  update: { readonly completed: boolean; readonly headers: Readonly<Record<string, string | string[] | undefined>>; readonly body: Buffer },
+  update: { readonly outcome: string | undefined; readonly headers: Readonly<Record<string, string | string[] | undefined>>; readonly body: Buffer },
 ): NewDelivery {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(update.headers)) {
@@ -43,7 +46,7 @@ export function forwardedUpdate(
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   Object.assign(headers, identityHeaders(to));
-  if (update.completed) headers['x-foreman-job-outcome'] = 'succeeded';
+  if (update.outcome !== undefined) headers['x-foreman-job-outcome'] = update.outcome;
   return { url: to.callbackUrl, headers, body: update.body };
 }
 

@@ -1,6 +1,7 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy } from '../shared/backoff.ts';
+import { CANCEL_HEADER, parseCancelHeader } from '../shared/cancel-header.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { Delivery } from '../shared/delivery.ts';
 import { Waiters } from '../shared/waiters.ts';
@@ -27,6 +28,8 @@ export interface OutboxOptions {
   readonly dispatcher?: Dispatcher;
   /** Called once per delivery when it leaves the outbox. */
   readonly onSettled?: (delivery: Delivery, result: DeliveryResult) => void;
+  /** Receives the job ids of a callback reply's `x-foreman-cancel` header, whatever its status. */
+  readonly onCancel?: (ids: string[]) => void;
 }
 
 interface Lane {
@@ -138,6 +141,8 @@ export class CallbackOutbox {
           signal,
         });
         await res.body.dump();
+        const cancels = parseCancelHeader(res.headers[CANCEL_HEADER]);
+        if (cancels.length > 0) this.options.onCancel?.(cancels);
         if (res.statusCode >= 200 && res.statusCode < 300) {
           if (lastReason) log.info({ ...context, attempts }, 'callback delivered after retries');
           return 'delivered';

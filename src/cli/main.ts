@@ -13,9 +13,15 @@ Commands:
   check          Show the effective configuration and test Docker and the control server
 
 Options:
-  -c, --config PATH   Read this config file instead of searching for one
-  -h, --help          Show this help
-  -V, --version       Show the version
+  -c, --config PATH        Read this config file instead of searching for one
+  -h, --help               Show this help
+  -V, --version            Show the version
+
+One-shot runs (run only), for ephemeral hosts such as one VM or pod per job:
+  --max-jobs N             Take at most N jobs, then exit 0 once they have ended
+                           and their reports have been delivered
+  --exit-when-idle MS      Exit 0 after MS milliseconds with nothing running,
+                           queued or left to deliver
 
 Config file search order (first found wins):
   --config PATH, $FOREMAN_CONFIG, ./foreman.toml, /etc/foreman/foreman.toml,
@@ -41,7 +47,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     process.stderr.write(`foreman: ${line}\n`);
   };
 
-  let values: { config?: string | undefined; help?: boolean | undefined; version?: boolean | undefined };
+  let values: {
+    config?: string | undefined;
+    help?: boolean | undefined;
+    version?: boolean | undefined;
+    'max-jobs'?: string | undefined;
+    'exit-when-idle'?: string | undefined;
+  };
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
@@ -50,6 +62,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         config: { type: 'string', short: 'c' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
+        'max-jobs': { type: 'string' },
+        'exit-when-idle': { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -76,6 +90,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     complain(`unknown command "${command}" (see foreman --help)`);
     return EXIT_USAGE;
   }
+  const maxJobs = wholeNumber(values['max-jobs'], '--max-jobs', 1);
+  const exitWhenIdleMs = wholeNumber(values['exit-when-idle'], '--exit-when-idle', 0);
+  if (typeof maxJobs === 'string' || typeof exitWhenIdleMs === 'string') {
+    complain(`${typeof maxJobs === 'string' ? maxJobs : String(exitWhenIdleMs)} (see foreman --help)`);
+    return EXIT_USAGE;
+  }
+  if (command !== 'run' && (maxJobs !== undefined || exitWhenIdleMs !== undefined)) {
+    complain('--max-jobs and --exit-when-idle apply to "run" only (see foreman --help)');
+    return EXIT_USAGE;
+  }
 
   try {
     const loaded = loadConfig({
@@ -86,7 +110,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     });
     for (const warning of loaded.warnings) complain(`warning: ${warning}`);
     if (command === 'check') return await runCheck(loaded, write);
-    return await runAgent(loaded, { version: pkg.version, complain });
+    return await runAgent(loaded, {
+      version: pkg.version,
+      complain,
+      oneShot: { maxJobs, exitWhenIdleMs },
+    });
   } catch (err) {
     if (err instanceof ConfigError) {
       complain(err.message);
@@ -109,6 +137,14 @@ function ignoreClosedOutput(): void {
       if (err.code !== 'EPIPE' && stream === process.stdout) process.stderr.write(`foreman: cannot write output: ${err.message}\n`);
     });
   }
+}
+
+/** An option's whole number of at least `min`: the number, undefined when absent, or what is wrong. */
+function wholeNumber(value: string | undefined, option: string, min: number): number | undefined | string {
+  if (value === undefined) return undefined;
+  const n = /^\d{1,15}$/.test(value.trim()) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > 2_147_483_647) return `${option} ${JSON.stringify(value)}: expected a whole number from ${min} to 2147483647`;
+  return n;
 }
 
 function isCommand(name: string): name is Command {

@@ -32,6 +32,14 @@ export interface Config {
     readonly job_retention: number;
     /** Upper bound on a graceful shutdown. */
     readonly shutdown_timeout: number;
+    /** Between a canceled job's stop signal and its kill, unless the job sets `cancelGracePeriod`. */
+    readonly cancel_grace_period: number;
+    /** A running job with no update accepted for this long is stopped (`stalled`); 0 is off. */
+    readonly stall_timeout: number;
+    /** After the first SIGTERM/SIGINT, how long running jobs may go on before they are stopped. */
+    readonly drain_timeout: number;
+    /** At the end of a drain, leave running jobs running for the next agent instead of stopping them. */
+    readonly detach_on_terminate: boolean;
     readonly env: Readonly<Record<string, string>>;
     readonly labels: Readonly<Record<string, string>>;
   };

@@ -52,8 +52,8 @@ function options(url: string, overrides: Partial<PollerOptions>): PollerOptions 
     clock: systemClock,
     log: pino({ level: 'silent' }),
     freeSlots: () => 1,
-    waitForSlot: () => Promise.resolve(),
-    onJobs: () => undefined,
+    onJobs: () => 0,
+    onCancel: () => undefined,
     ...overrides,
   };
 }
@@ -68,38 +68,74 @@ test('a poll that gets no reply within poll_timeout fails with a clear reason', 
   }
 });
 
-test('no poll while every slot is taken; one poll at a time once a slot frees', async () => {
+test('polls go on while every slot is taken, asking for 0 jobs: a heartbeat, one at a time, poll_frequency apart', async () => {
   let inFlight = 0;
   let maxInFlight = 0;
-  let polls = 0;
+  const seen: Array<{ capacity: string | undefined; at: number }> = [];
   const control = await server((req, res) => {
-    polls++;
+    seen.push({ capacity: req.headers['x-foreman-capacity'] as string | undefined, at: Date.now() });
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
     assert.equal(req.headers.authorization, 'Bearer t0k');
-    assert.equal(req.headers['x-foreman-capacity'], '1');
     setTimeout(() => {
       inFlight--;
       res.writeHead(200).end('[]');
     }, 5);
   });
   const abort = new AbortController();
-  let release: () => void = () => undefined;
-  const slotFree = new Promise<void>((r) => (release = r));
-  const poller = new Poller(options(control.url, { waitForSlot: () => slotFree }));
+  const poller = new Poller(options(control.url, { freeSlots: () => 0, pollFrequencyMs: 20 }));
   const running = poller.run(abort.signal);
   try {
-    // Proving an absence needs a window: 100 ms is ten poll_frequency periods.
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(polls, 0, 'polled while no slot was free');
-    release();
     const deadline = Date.now() + 5000;
-    while (polls < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    assert.ok(polls >= 5);
+    while (seen.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(seen.length >= 5, `${seen.length} polls`);
+    assert.deepEqual(new Set(seen.map((p) => p.capacity)), new Set(['0']));
     assert.equal(maxInFlight, 1);
+    for (let i = 1; i < seen.length; i++) assert.ok((seen[i]?.at ?? 0) - (seen[i - 1]?.at ?? 0) >= 20, 'poll_frequency apart');
+    assert.equal(poller.problem, undefined);
   } finally {
     abort.abort();
     await running;
+    await control.close();
+  }
+});
+
+test('a reply that brings no new job (the agent knew them all) does not trigger an immediate re-poll', async () => {
+  const seen: number[] = [];
+  const control = await server((_req, res) => {
+    seen.push(Date.now());
+    res.writeHead(200, { 'content-type': 'application/json' }).end('[{"id":"known"}]');
+  });
+  const abort = new AbortController();
+  const poller = new Poller(options(control.url, { pollFrequencyMs: 50, onJobs: () => 0 }));
+  const running = poller.run(abort.signal);
+  try {
+    const deadline = Date.now() + 5000;
+    while (seen.length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 1; i < seen.length; i++) assert.ok((seen[i] ?? 0) - (seen[i - 1] ?? 0) >= 50, `polls ${JSON.stringify(seen)}`);
+  } finally {
+    abort.abort();
+    await running;
+    await control.close();
+  }
+});
+
+test('x-foreman-cancel on any poll reply, a 204 or an error too, is handed over decoded', async () => {
+  const replies: Array<[number, string]> = [
+    [204, ''],
+    [500, ''],
+    [200, '[]'],
+  ];
+  const control = await server((_req, res) => {
+    const [status, body] = replies.shift() ?? [200, '[]'];
+    res.writeHead(status, { 'x-foreman-cancel': `${encodeURIComponent('a,b/ü')},plain` }).end(body);
+  });
+  const cancels: string[][] = [];
+  const poller = new Poller(options(control.url, { onCancel: (ids) => cancels.push(ids) }));
+  try {
+    for (let i = 0; i < 3; i++) await poller.pollOnce(new AbortController().signal).catch(() => undefined);
+    assert.deepEqual(cancels, [['a,b/ü', 'plain'], ['a,b/ü', 'plain'], ['a,b/ü', 'plain']]);
+  } finally {
     await control.close();
   }
 });

@@ -1,6 +1,7 @@
 import { request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
+import { CANCEL_HEADER, parseCancelHeader } from '../shared/cancel-header.ts';
 import type { Clock } from '../shared/clock.ts';
 
 export interface PollerOptions {
@@ -17,12 +18,12 @@ export interface PollerOptions {
   readonly dispatcher?: Dispatcher;
   /** Defaults to MAX_POLL_REPLY_BYTES. */
   readonly maxReplyBytes?: number;
-  /** Free slots right now; sent as x-foreman-capacity. */
+  /** Free slots right now; sent as x-foreman-capacity (0 while full or draining: the poll is a heartbeat). */
   readonly freeSlots: () => number;
-  /** Resolves once a slot is free (or the signal aborts). */
-  readonly waitForSlot: (signal: AbortSignal) => Promise<void>;
-  /** Receives every entry of a reply, unvalidated. */
-  readonly onJobs: (entries: unknown[]) => void;
+  /** Receives every entry of a reply, unvalidated; returns how many were new jobs. */
+  readonly onJobs: (entries: unknown[]) => number;
+  /** Receives the job ids of a reply's `x-foreman-cancel` header, whatever the reply's status. */
+  readonly onCancel: (ids: string[]) => void;
 }
 
 /** A reply larger than this is refused rather than buffered: a job list never needs it. */
@@ -90,31 +91,35 @@ export function parsePollReply(status: number, text: string): unknown[] {
 
 /**
  * Polls the control server. One request at a time; the next one is scheduled only after
- * the last ends: at once while jobs keep coming and slots are free, else after poll_frequency,
- * or after a backoff when the poll failed. No polling while every slot is taken.
+ * the last ends: at once while new jobs keep coming and slots are free, else after poll_frequency,
+ * or after a backoff when the poll failed. Polls go on while every slot is taken (capacity 0):
+ * then a poll is a heartbeat, and its reply may still carry cancels.
  */
 export class Poller {
   private readonly options: PollerOptions;
   private failures = 0;
-  private lastProblem: string | undefined;
+  private lastProblem: string | undefined = 'no poll has been answered yet';
 
   constructor(options: PollerOptions) {
     this.options = options;
   }
 
+  /** Why the last poll failed, or undefined when it succeeded. */
+  get problem(): string | undefined {
+    return this.lastProblem;
+  }
+
   async run(signal: AbortSignal): Promise<void> {
     const { clock, log } = this.options;
     while (!signal.aborted) {
-      await this.options.waitForSlot(signal);
-      if (signal.aborted) return;
       let delay: number;
       try {
         const entries = await this.pollOnce(signal);
-        if (this.lastProblem) log.info({ url: this.options.url }, 'control server reachable again');
+        if (this.failures > 0) log.info({ url: this.options.url }, 'control server reachable again');
         this.failures = 0;
         this.lastProblem = undefined;
-        if (entries.length > 0) this.options.onJobs(entries);
-        delay = entries.length > 0 && this.options.freeSlots() > 0 ? 0 : this.options.pollFrequencyMs;
+        const fresh = entries.length > 0 ? this.options.onJobs(entries) : 0;
+        delay = fresh > 0 && this.options.freeSlots() > 0 ? 0 : this.options.pollFrequencyMs;
       } catch (err) {
         if (signal.aborted) return;
         this.failures++;
@@ -145,6 +150,8 @@ export class Poller {
       if (timeout.aborted && !signal.aborted) throw new PollError(`no reply within poll_timeout (${this.options.pollTimeoutMs} ms)`);
       throw err;
     });
+    const cancels = parseCancelHeader(res.headers[CANCEL_HEADER]);
+    if (cancels.length > 0) this.options.onCancel(cancels);
     const text = await readLimited(res.body, this.options.maxReplyBytes ?? MAX_POLL_REPLY_BYTES).catch((err: unknown) => {
       if (timeout.aborted && !signal.aborted) throw new PollError(`no reply within poll_timeout (${this.options.pollTimeoutMs} ms)`);
       throw err;

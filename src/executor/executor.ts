@@ -44,8 +44,8 @@ export class ExecutorJobError extends Error {
  * and `watch` may be called at any time.
  *
  * Every call is safe to repeat: `prepare` keeps an existing network, `create` returns the
- * existing container of the same name, `start` on a running container, `stop` on a stopped one
- * and `remove` on a missing one all succeed. That is what lets the agent retry after a crash
+ * existing container of the same name, `start` on a running container, `stop` and `kill` on a
+ * stopped one and `remove` on a missing one all succeed. That is what lets the agent retry after a crash
  * without knowing how far the last attempt got.
  *
  * The launch calls take the job's AbortSignal: once it aborts they give up promptly and reject
@@ -69,8 +69,10 @@ export interface Executor {
   /** Creates the container and returns its id. */
   create(spec: ContainerSpec, signal?: AbortSignal): Promise<string>;
   start(containerId: string, signal?: AbortSignal): Promise<void>;
-  /** Stops the container, killing it after `graceMs`. */
+  /** Sends the container its stop signal (the image's, SIGTERM by default), killing it after `graceMs`. */
   stop(containerId: string, graceMs: number): Promise<void>;
+  /** Kills the container at once (SIGKILL); one that is not running, or missing, is fine. */
+  kill(containerId: string): Promise<void>;
   /** Removes the container (by id or name), running or not. */
   remove(containerId: string): Promise<void>;
   /** Undefined when the container does not exist (by id or name). */

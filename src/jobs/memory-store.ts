@@ -62,6 +62,8 @@ export class MemoryStore implements JobStore {
         startedAt: null,
         stoppedAt: null,
         updatedAt: now,
+        cancelRequestedAt: null,
+        lastUpdateAt: null,
       });
       return true;
     });
@@ -91,8 +93,22 @@ export class MemoryStore implements JobStore {
 
   recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch: TransitionPatch = {}): { job: JobRecord; delivery: Delivery } {
     return this.write(() => {
-      const job = to ? this.apply(id, to, patch) : this.mustGet(id);
+      let job = to ? this.apply(id, to, patch) : this.mustGet(id);
+      if (patch.lastUpdateAt !== undefined) {
+        job = { ...job, lastUpdateAt: patch.lastUpdateAt };
+        this.jobs.set(id, job);
+      }
       return { job, delivery: this.insertDelivery(id, delivery) };
+    });
+  }
+
+  requestCancel(id: string): JobRecord | undefined {
+    return this.write(() => {
+      const job = this.jobs.get(id);
+      if (!job || job.cancelRequestedAt !== null || !['pending', 'creating', 'started', 'running'].includes(job.state)) return undefined;
+      const next = { ...job, cancelRequestedAt: this.now(), updatedAt: this.now() };
+      this.jobs.set(id, next);
+      return next;
     });
   }
 
@@ -149,6 +165,7 @@ export class MemoryStore implements JobStore {
       outcome: patch.outcome ?? current.outcome,
       startedAt: patch.startedAt ?? current.startedAt,
       stoppedAt: to === 'stopped' ? now : current.stoppedAt,
+      lastUpdateAt: patch.lastUpdateAt ?? current.lastUpdateAt,
     };
     this.jobs.set(id, next);
     this.transitions.push(`${id} ${current.state}→${to}`);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import pino from 'pino';
 import { SqliteStore } from './sqlite-store.ts';
 import { IllegalTransitionError } from './state.ts';
@@ -122,6 +123,75 @@ test('one data_dir serves one agent; a lock left by a dead process is taken over
     writeFileSync(join(dir, 'agent.lock'), '2147483646');
     const second = open();
     second.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a cancel is stored once, survives reopening, and is refused for unknown or ended jobs', async () => {
+  await withStore((open) => {
+    const first = open();
+    first.admit(spec, 's', 'n');
+    first.transition('job-1', 'creating');
+    first.transition('job-1', 'started', { containerId: 'c', startedAt: 1 });
+    const canceled = first.requestCancel('job-1');
+    assert.equal(typeof canceled?.cancelRequestedAt, 'number');
+    assert.equal(first.requestCancel('job-1'), undefined, 'already under way');
+    assert.equal(first.requestCancel('no-such-job'), undefined);
+    first.close();
+    const second = open();
+    assert.equal(second.get('job-1')?.cancelRequestedAt, canceled?.cancelRequestedAt);
+    second.transition('job-1', 'stopped', { outcome: 'canceled' });
+    second.admit({ ...spec, id: 'ended' }, 's', 'n');
+    second.transition('ended', 'removed');
+    assert.equal(second.requestCancel('ended'), undefined);
+  });
+});
+
+test('the time of the last container update is kept with an update that does not change the state', async () => {
+  await withStore((open) => {
+    const first = open();
+    first.admit(spec, 's', 'n');
+    first.transition('job-1', 'creating');
+    first.transition('job-1', 'started', { containerId: 'c', startedAt: 1 });
+    assert.equal(first.recordUpdate('job-1', delivery(1), 'running', { lastUpdateAt: 100 }).job.lastUpdateAt, 100);
+    assert.equal(first.recordUpdate('job-1', delivery(2), undefined, { lastUpdateAt: 250 }).job.lastUpdateAt, 250);
+    first.close();
+    assert.equal(open().get('job-1')?.lastUpdateAt, 250);
+  });
+});
+
+test('a store written by the first schema is migrated in place: its jobs and deliveries are kept', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'foreman-migrate-'));
+  try {
+    const v1 = new Database(join(dir, 'foreman.db'));
+    v1.exec(`
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE jobs (id TEXT PRIMARY KEY, spec TEXT NOT NULL, secret TEXT NOT NULL, state TEXT NOT NULL,
+        container_name TEXT NOT NULL, container_id TEXT, outcome TEXT, received_at INTEGER NOT NULL,
+        started_at INTEGER, stopped_at INTEGER, updated_at INTEGER NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0);
+      CREATE INDEX jobs_state ON jobs (state, updated_at);
+      CREATE TABLE deliveries (id TEXT PRIMARY KEY, job_id TEXT NOT NULL, seq INTEGER NOT NULL, url TEXT NOT NULL,
+        headers TEXT NOT NULL, body BLOB NOT NULL, created_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT, UNIQUE (job_id, seq));
+      INSERT INTO meta VALUES ('agent_id', 'old-agent');
+      INSERT INTO jobs VALUES ('old-job', '${JSON.stringify(spec)}', 's', 'running', 'n', 'c', NULL, 1, 2, NULL, 3, 1);
+      INSERT INTO deliveries VALUES ('d1', 'old-job', 1, 'http://x/', '{"x-foreman-delivery-seq":"1"}', X'7B7D', 4, 0, NULL);
+      PRAGMA user_version = 1;
+    `);
+    v1.close();
+    const store = SqliteStore.open({ dataDir: dir, log: pino({ level: 'silent' }) });
+    try {
+      assert.equal(store.agentId, 'old-agent');
+      const job = store.get('old-job');
+      assert.equal(job?.state, 'running');
+      assert.equal(job.cancelRequestedAt, null);
+      assert.equal(job.lastUpdateAt, null);
+      assert.equal(store.pendingDeliveries()[0]?.id, 'd1');
+      assert.ok(store.requestCancel('old-job'));
+    } finally {
+      store.close();
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

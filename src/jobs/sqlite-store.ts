@@ -40,6 +40,10 @@ const migrations: readonly string[] = [
     UNIQUE (job_id, seq)
   );
   `,
+  /* 2 */ `
+  ALTER TABLE jobs ADD COLUMN cancel_requested_at INTEGER;
+  ALTER TABLE jobs ADD COLUMN last_update_at INTEGER;
+  `,
 ];
 
 interface JobRow {
@@ -54,6 +58,8 @@ interface JobRow {
   started_at: number | null;
   stopped_at: number | null;
   updated_at: number;
+  cancel_requested_at: number | null;
+  last_update_at: number | null;
 }
 
 interface DeliveryRow {
@@ -162,6 +168,8 @@ export class SqliteStore implements JobStore {
       startedAt: row.started_at,
       stoppedAt: row.stopped_at,
       updatedAt: row.updated_at,
+      cancelRequestedAt: row.cancel_requested_at,
+      lastUpdateAt: row.last_update_at,
     };
   }
 
@@ -233,7 +241,22 @@ export class SqliteStore implements JobStore {
   recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch: TransitionPatch = {}): { job: JobRecord; delivery: Delivery } {
     return this.inTransaction(() => {
       const job = to ? this.applyTransition(id, to, patch) : this.mustGet(id);
-      return { job, delivery: this.insertDelivery(id, delivery, this.now()) };
+      const stored = this.insertDelivery(id, delivery, this.now(), patch.lastUpdateAt);
+      return { job: patch.lastUpdateAt === undefined ? job : { ...job, lastUpdateAt: patch.lastUpdateAt }, delivery: stored };
+    });
+  }
+
+  requestCancel(id: string): JobRecord | undefined {
+    return this.inTransaction(() => {
+      const changed = this.stmt(
+          `UPDATE jobs SET cancel_requested_at = ?, updated_at = ?
+           WHERE id = ? AND cancel_requested_at IS NULL AND state IN ('pending', 'creating', 'started', 'running')`,
+        )
+        .run(this.now(), this.now(), id).changes;
+      if (changed === 0) return undefined;
+      const job = this.mustGet(id);
+      this.log.info({ jobId: id, state: job.state }, 'cancel requested by the control server');
+      return job;
     });
   }
 
@@ -252,18 +275,22 @@ export class SqliteStore implements JobStore {
            container_id = COALESCE(?, container_id),
            outcome = COALESCE(?, outcome),
            started_at = COALESCE(?, started_at),
-           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END
+           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END,
+           last_update_at = COALESCE(?, last_update_at)
          WHERE id = ?`,
       )
-      .run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, id);
+      .run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, patch.lastUpdateAt ?? null, id);
     const next = this.mustGet(id);
     this.log.info({ jobId: id, from: current.state, to, ...(patch.outcome ? { outcome: patch.outcome } : {}) }, 'job state');
     return next;
   }
 
-  private insertDelivery(jobId: string, delivery: NewDelivery, now: number): Delivery {
-    const { last_seq } = this.stmt<{ last_seq: number }>('UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq')
-      .get(jobId) ?? { last_seq: 1 };
+  private insertDelivery(jobId: string, delivery: NewDelivery, now: number, lastUpdateAt?: number): Delivery {
+    // One statement: the seq, and the stall clock when a container's update is recorded.
+    const { last_seq } = this.stmt<{ last_seq: number }>(
+        'UPDATE jobs SET last_seq = last_seq + 1, last_update_at = COALESCE(?, last_update_at) WHERE id = ? RETURNING last_seq',
+      )
+      .get(lastUpdateAt ?? null, jobId) ?? { last_seq: 1 };
     const id = randomUUID();
     this.stmt('INSERT INTO deliveries (id, job_id, seq, url, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(id, jobId, last_seq, delivery.url, JSON.stringify(delivery.headers), delivery.body, now);

@@ -27,7 +27,9 @@ export type Outcome =
   | 'start-failed'
   | 'invalid'
   | 'agent-shutdown'
-  | 'lost';
+  | 'lost'
+  | 'canceled'
+  | 'stalled';
 
 const allowed: Readonly<Record<JobState, readonly JobState[]>> = {
   // pending → removed: the job is dropped before it ever ran (shutdown, or invalid on arrival)
@@ -83,7 +85,9 @@ export type Decision =
   /** Put the job back in the queue: it never ran. */
   | { readonly kind: 'requeue' }
   /** Nothing of the job is left in the engine: move on to `removed` without a report. */
-  | { readonly kind: 'forget' };
+  | { readonly kind: 'forget' }
+  /** Canceled while its container runs: send the stop signal now, kill after the grace period; the exit ends it `canceled`. */
+  | { readonly kind: 'signal-stop' };
 
 const IGNORE: Decision = { kind: 'ignore' };
 
@@ -93,11 +97,23 @@ function end(state: JobState, outcome: Outcome): EndDecision {
   return { kind: 'end', outcome, to: state === 'pending' ? 'removed' : 'stopped' };
 }
 
-/** The container exited (or the engine says it is not running). */
-export function onContainerExited(state: JobState, oomKilled: boolean): Decision {
+/** The container exited (or the engine says it is not running). `canceling`: a cancel was requested. */
+export function onContainerExited(state: JobState, oomKilled: boolean, canceling = false): Decision {
   if (state === 'completed') return { kind: 'move', to: 'stopped' };
-  if (state === 'started' || state === 'running') return end(state, oomKilled ? 'oom-killed' : 'failed');
+  if (state === 'started' || state === 'running') return end(state, oomKilled ? 'oom-killed' : canceling ? 'canceled' : 'failed');
   return IGNORE;
+}
+
+/** The control server canceled the job: a queued or launching one is dropped, a running one stopped. */
+export function onCancel(state: JobState): Decision {
+  if (state === 'pending' || state === 'creating') return end(state, 'canceled');
+  if (state === 'started' || state === 'running') return { kind: 'signal-stop' };
+  return IGNORE;
+}
+
+/** No update accepted from the container within its stall timeout. */
+export function onStall(state: JobState): Decision {
+  return state === 'started' || state === 'running' ? end(state, 'stalled') : IGNORE;
 }
 
 /** The completion timeout fired: for a job still launching, or one whose container runs. */
@@ -111,29 +127,39 @@ export function onLaunchFailed(state: JobState, pull: boolean): Decision {
 }
 
 /** Reconciliation found no container for the job in the engine. */
-export function onContainerMissing(state: JobState): Decision {
+export function onContainerMissing(state: JobState, canceling = false): Decision {
   switch (state) {
     case 'creating':
-      // The container was never made, so the job never ran: it may start again.
-      return { kind: 'requeue' };
+      // The container was never made, so the job never ran: it may start again, unless canceled.
+      return canceling ? end(state, 'canceled') : { kind: 'requeue' };
     case 'started':
     case 'running':
-      return end(state, 'lost');
+      return end(state, canceling ? 'canceled' : 'lost');
     case 'completed':
     case 'stopped':
       // Already reported; only the bookkeeping is left.
       return { kind: 'forget' };
     case 'pending':
-      return { kind: 'requeue' };
+      return canceling ? end(state, 'canceled') : { kind: 'requeue' };
     case 'removed':
       return IGNORE;
   }
 }
 
-/** The agent is shutting down. */
-export function onShutdown(state: JobState): Decision {
+/** The agent is shutting down; a job whose cancel is under way ends `canceled` all the same. */
+export function onShutdown(state: JobState, canceling = false): Decision {
   if (state === 'completed') return { kind: 'finish-stop' };
-  if (state === 'pending' || state === 'creating' || state === 'started' || state === 'running') return end(state, 'agent-shutdown');
+  if (state === 'pending' || state === 'creating' || state === 'started' || state === 'running') return end(state, canceling ? 'canceled' : 'agent-shutdown');
+  return IGNORE;
+}
+
+/**
+ * The agent shuts down with `detach_on_terminate`: a job is left as it is, stored, for the next agent
+ * to re-adopt; only a completed one finishes stopping, and one being canceled is finished off.
+ */
+export function onDetach(state: JobState, canceling = false): Decision {
+  if (state === 'completed') return { kind: 'finish-stop' };
+  if (canceling && (state === 'started' || state === 'running')) return end(state, 'canceled');
   return IGNORE;
 }
 
@@ -157,9 +183,10 @@ export type UpdateDecision =
   | { readonly kind: 'refuse-not-running' }
   | { readonly kind: 'accept'; readonly to?: JobState; readonly outcome?: Outcome };
 
-export function onUpdate(state: JobState, status: 'running' | 'completed'): UpdateDecision {
+/** A `completed` during a cancel's grace period is the job's last update, and its outcome is `canceled`. */
+export function onUpdate(state: JobState, status: 'running' | 'completed', canceling = false): UpdateDecision {
   if (hasEnded(state)) return { kind: 'refuse-ended' };
   if (state !== 'started' && state !== 'running') return { kind: 'refuse-not-running' };
-  if (status === 'completed') return { kind: 'accept', to: 'completed', outcome: 'succeeded' };
+  if (status === 'completed') return { kind: 'accept', to: 'completed', outcome: canceling ? 'canceled' : 'succeeded' };
   return state === 'started' ? { kind: 'accept', to: 'running' } : { kind: 'accept' };
 }

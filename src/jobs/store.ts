@@ -18,6 +18,10 @@ export interface JobRecord {
   readonly startedAt: number | null;
   /** When the job reached `stopped`: the removal delay runs from here. */
   readonly stoppedAt: number | null;
+  /** When the control server's cancel was stored; the grace period runs from here, across restarts. */
+  readonly cancelRequestedAt: number | null;
+  /** When the container's last update was accepted: the stall timeout runs from here (or from startedAt). */
+  readonly lastUpdateAt: number | null;
   readonly updatedAt: number;
 }
 
@@ -25,6 +29,8 @@ export interface TransitionPatch {
   readonly containerId?: string;
   readonly outcome?: Outcome;
   readonly startedAt?: number;
+  /** Set with a container's update (also when the state does not change). */
+  readonly lastUpdateAt?: number;
 }
 
 /**
@@ -46,6 +52,11 @@ export interface JobStore {
   /** Jobs not yet removed, oldest first. */
   listActive(): JobRecord[];
   transition(id: string, to: JobState, patch?: TransitionPatch): JobRecord;
+  /**
+   * Stores a cancel for a job that has not ended. Undefined when there is nothing to cancel (no such
+   * job, it ended, or a cancel is stored already); otherwise the job with `cancelRequestedAt` set.
+   */
+  requestCancel(id: string): JobRecord | undefined;
   /** Atomically moves the job (when `to` is given) and queues a delivery. */
   recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch?: TransitionPatch): { job: JobRecord; delivery: Delivery };
   /**

@@ -9,6 +9,7 @@ test('valid jobs, including the seed fields port and alwaysPull, and unknown fie
     valid,
     { ...valid, body: null },
     { ...valid, port: 8080, alwaysPull: true, command: ['node', 'x'], env: { A: 'b' } },
+    { ...valid, cancelGracePeriod: 0, stallTimeout: 60_000 },
     { ...valid, somethingNew: 1 },
     { ...valid, id: 'x'.repeat(256) },
   ]) {
@@ -26,6 +27,8 @@ test('invalid jobs give a reason and keep a usable id and callback URL', () => {
     [{ ...valid, id: '' }, /id/, undefined],
     [{ ...valid, id: 'x'.repeat(257) }, /id/, undefined],
     [{ ...valid, command: 'ls' }, /command/, 'j1'],
+    [{ ...valid, cancelGracePeriod: -1 }, /cancelGracePeriod/, 'j1'],
+    [{ ...valid, stallTimeout: 1.5 }, /stallTimeout/, 'j1'],
     [{ ...valid, image: 'has spaces!' }, /image is not an image reference/, 'j1'],
     ['a string', /object/, undefined],
     [null, /object/, undefined],

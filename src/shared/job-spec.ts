@@ -14,6 +14,10 @@ export const JobSpecSchema = Type.Object(
     env: Type.Optional(Type.Record(Type.String(), Type.String())),
     alwaysPull: Type.Optional(Type.Boolean()),
     port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+    /** ms between the stop signal and the kill when the job is canceled; overrides core.cancel_grace_period. */
+    cancelGracePeriod: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
+    /** ms without an accepted update before the job is stopped as stalled; 0 is off; overrides core.stall_timeout. */
+    stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
   },
   { additionalProperties: true },
 );

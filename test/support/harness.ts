@@ -61,6 +61,8 @@ export type PollReply = { status: number; body?: string } | unknown[] | Record<s
 /** A control server that hands out queued replies, one per poll, and records every poll. */
 export class FakeControlServer {
   readonly polls: RecordedRequest[] = [];
+  /** Sent on every poll reply while set, e.g. `{ 'x-foreman-cancel': 'job-1' }`. */
+  replyHeaders: Record<string, string> = {};
   private readonly replies: PollReply[] = [];
   private server: Server | undefined;
   url = '';
@@ -70,12 +72,13 @@ export class FakeControlServer {
       void readBody(req).then((body) => {
         this.polls.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: Date.now() });
         const reply = this.replies.shift();
+        const headers = { 'content-type': 'application/json', ...this.replyHeaders };
         if (reply === undefined) {
-          res.writeHead(200, { 'content-type': 'application/json' }).end('[]');
+          res.writeHead(200, headers).end('[]');
         } else if (!Array.isArray(reply) && typeof reply.status === 'number' && Object.keys(reply).every((k) => k === 'status' || k === 'body')) {
-          res.writeHead(reply.status, { 'content-type': 'application/json' }).end(reply.body ?? '');
+          res.writeHead(reply.status, headers).end(reply.body ?? '');
         } else {
-          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply));
+          res.writeHead(200, headers).end(JSON.stringify(reply));
         }
       });
     });
@@ -103,6 +106,8 @@ export class FakeControlServer {
 export class CallbackReceiver {
   readonly requests: RecordedRequest[] = [];
   status = 200;
+  /** Sent on every reply while set, e.g. `{ 'x-foreman-cancel': 'job-1' }`. */
+  replyHeaders: Record<string, string> = {};
   private server: Server | undefined;
   private port = 0;
 
@@ -110,7 +115,7 @@ export class CallbackReceiver {
     this.server = createServer((req, res) => {
       void readBody(req).then((body) => {
         this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: Date.now() });
-        res.writeHead(this.status).end();
+        res.writeHead(this.status, this.replyHeaders).end();
       });
     });
     this.port = await listen(this.server, '127.0.0.1', port || this.port);
@@ -205,13 +210,18 @@ export async function startAgent(t: TestEnv): Promise<InProcessAgent> {
   return { agent, store, loaded, logFile, close: () => agent.close() };
 }
 
-/** Starts `foreman` as a real process with a config file in the test dir. */
-export function spawnAgent(t: TestEnv, extraEnv: Record<string, string> = {}, nodeFlags: string[] = []): { child: ChildProcess; logFile: string; exited: Promise<number | null> } {
+/** Starts `foreman` as a real process with a config file in the test dir (`args` after `--config`). */
+export function spawnAgent(
+  t: TestEnv,
+  extraEnv: Record<string, string> = {},
+  nodeFlags: string[] = [],
+  args: string[] = [],
+): { child: ChildProcess; logFile: string; exited: Promise<number | null> } {
   const logFile = join(t.dir, `agent-process-${Date.now()}.log`);
   const fd = openSync(logFile, 'a');
   const configFile = join(t.dir, 'foreman.toml');
   writeFileSync(configFile, '# settings come from FOREMAN_* variables\n');
-  const child = spawn(process.execPath, [...nodeFlags, join(repoRoot, 'bin/foreman.js'), '--config', configFile], {
+  const child = spawn(process.execPath, [...nodeFlags, join(repoRoot, 'bin/foreman.js'), 'run', '--config', configFile, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: t.dir, ...t.env, ...extraEnv },
     stdio: ['ignore', fd, fd],
   });

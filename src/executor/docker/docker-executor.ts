@@ -179,6 +179,17 @@ export class DockerExecutor implements Executor {
     }
   }
 
+  async kill(containerId: string): Promise<void> {
+    try {
+      await this.docker.getContainer(containerId).kill();
+    } catch (err) {
+      const status = statusOf(err);
+      // 409: not running.
+      if (status === 404 || status === 409) return;
+      throw err;
+    }
+  }
+
   async remove(containerId: string): Promise<void> {
     try {
       await this.docker.getContainer(containerId).remove({ force: true, v: true });

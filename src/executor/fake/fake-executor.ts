@@ -54,6 +54,8 @@ export class FakeExecutor implements Executor {
   readonly badEnv = new Set<string>();
   /** Container names whose `start` fails. */
   readonly failingStarts = new Set<string>();
+  /** Container ids that ignore their stop signal: only `kill` (or `remove`) ends them. */
+  readonly stubbornStops = new Set<string>();
   /** False: every call fails like an engine that does not answer. */
   up = true;
   private readonly now: () => number;
@@ -129,7 +131,14 @@ export class FakeExecutor implements Executor {
   stop(containerId: string, graceMs: number): Promise<void> {
     this.enter(`stop ${containerId} ${graceMs}`);
     const c = this.find(containerId);
-    if (c?.running) this.exit(c.id, 143);
+    if (c?.running && !this.stubbornStops.has(c.id)) this.exit(c.id, 143);
+    return Promise.resolve();
+  }
+
+  kill(containerId: string): Promise<void> {
+    this.enter(`kill ${containerId}`);
+    const c = this.find(containerId);
+    if (c?.running) this.exit(c.id, 137);
     return Promise.resolve();
   }
 

@@ -1,0 +1,55 @@
+import { REPORT_LOG_LINES, trimLogTail } from '../callbacks/messages.ts';
+import { describeHttpError } from '../shared/backoff.ts';
+import type { JobRunContext } from './job-run-context.ts';
+
+/**
+ * The engine calls a runner makes about its job's container once it exists. Each one logs its
+ * failure with the job id and reports it by its result, never by throwing: the runner's next step
+ * (or the next reconcile) tries again.
+ */
+export class JobContainer {
+  private readonly jobId: string;
+  private readonly ctx: Pick<JobRunContext, 'executor' | 'log'>;
+
+  constructor(jobId: string, ctx: Pick<JobRunContext, 'executor' | 'log'>) {
+    this.jobId = jobId;
+    this.ctx = ctx;
+  }
+
+  /** The last lines of its output for a report, or undefined when the engine cannot give them. */
+  async tailLogs(containerId: string): Promise<string[] | undefined> {
+    try {
+      return trimLogTail(await this.ctx.executor.logsTail(containerId, REPORT_LOG_LINES));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Its stop signal, then the kill after `graceMs`. */
+  async stop(containerId: string, graceMs: number): Promise<void> {
+    try {
+      await this.ctx.executor.stop(containerId, graceMs);
+    } catch (err) {
+      this.ctx.log.warn({ jobId: this.jobId, containerId, reason: describeHttpError(err) }, 'could not stop the container; will retry when the engine answers');
+    }
+  }
+
+  async kill(containerId: string): Promise<void> {
+    try {
+      await this.ctx.executor.kill(containerId);
+    } catch (err) {
+      this.ctx.log.warn({ jobId: this.jobId, containerId, reason: describeHttpError(err) }, 'could not kill the container');
+    }
+  }
+
+  /** Removes it by id, or by name when its id was never learnt; true when it is gone. */
+  async remove(target: string): Promise<boolean> {
+    try {
+      if (target) await this.ctx.executor.remove(target);
+      return true;
+    } catch (err) {
+      this.ctx.log.warn({ jobId: this.jobId, containerId: target, reason: describeHttpError(err) }, 'could not remove the container');
+      return false;
+    }
+  }
+}

@@ -1,0 +1,208 @@
+/** The agent's own life, as a real process on the real engine: drain, detach, one-shot runs, health. */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { testJobImage } from './support/image.ts';
+import {
+  CallbackReceiver,
+  FakeControlServer,
+  cleanup,
+  containersOf,
+  job,
+  readLog,
+  spawnAgent,
+  testEnv,
+  waitFor,
+  watchContainerEvents,
+  type RecordedRequest,
+  type TestEnv,
+} from './support/harness.ts';
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+const seqs = (requests: RecordedRequest[]): number[] => requests.map((r) => Number(r.headers['x-foreman-delivery-seq']));
+
+/** A control server, a callback receiver and the env of a spawned agent; `done()` removes what they made. */
+async function setUp(overrides: Record<string, string> = {}) {
+  const control = await new FakeControlServer().start();
+  const callbacks = await new CallbackReceiver().start();
+  const env: TestEnv = testEnv(control.url, overrides);
+  let agentId: string | undefined;
+  return {
+    control,
+    callbacks,
+    env,
+    noteAgent(id: string | undefined) {
+      agentId ??= id;
+    },
+    async done() {
+      await control.close();
+      await callbacks.stop();
+      await cleanup(env, agentId);
+    },
+  };
+}
+
+async function get(url: string): Promise<{ status: number; text: string }> {
+  try {
+    const res = await fetch(url);
+    return { status: res.status, text: await res.text() };
+  } catch (err) {
+    return { status: 0, text: String(err) };
+  }
+}
+
+before(() => testJobImage());
+
+test('drain: after SIGTERM polls go on with capacity 0, /readyz says draining, and the running job completes normally', async (t) => {
+  const metricsPort = await freePort();
+  const s = await setUp({ FOREMAN_CORE_DRAIN_TIMEOUT: '60000', FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}` });
+  const agent = spawnAgent(s.env);
+  try {
+    s.control.reply([job('d-1', s.callbacks.url(), { action: 'progress', steps: 10, delayMs: 300, values: [4] })]);
+    const first = await waitFor('a first update', () => s.callbacks.for('d-1')[0], 30_000);
+    s.noteAgent(String(first.headers['x-foreman-agent-id']));
+    assert.equal((await get(`http://127.0.0.1:${metricsPort}/readyz`)).status, 200);
+    const signalledAt = Date.now();
+    agent.child.kill('SIGTERM');
+    await waitFor('/readyz to say draining', async () => (await get(`http://127.0.0.1:${metricsPort}/readyz`)).status === 503);
+    assert.match((await get(`http://127.0.0.1:${metricsPort}/readyz`)).text, /draining/);
+    assert.equal((await get(`http://127.0.0.1:${metricsPort}/healthz`)).status, 200);
+    s.control.reply([job('d-late', s.callbacks.url(), { values: [1] })]);
+    const done = await s.callbacks.waitForCompletion('d-1', 30_000);
+    assert.equal(done.headers['x-foreman-job-outcome'], 'succeeded');
+    assert.deepEqual(JSON.parse(done.body.toString()), { result: 4 });
+    assert.equal(await agent.exited, 0, readLog(agent.logFile).slice(-2000));
+    t.diagnostic(`exited ${Date.now() - done.at} ms after the drained job's completion`);
+    const during = s.control.polls.filter((p) => p.at > signalledAt && p.at < done.at);
+    assert.ok(during.length >= 3, `${during.length} polls during the drain`);
+    assert.deepEqual(new Set(during.map((p) => p.headers['x-foreman-capacity'])), new Set(['0']));
+    assert.equal(s.callbacks.completion('d-late')?.headers['x-foreman-job-outcome'], 'agent-shutdown', 'a job sent during the drain never started');
+  } finally {
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    await s.done();
+  }
+});
+
+test('detach: the container outlives the agent, and the next agent on the data_dir forwards its completion', async () => {
+  const s = await setUp({ FOREMAN_CORE_DETACH_ON_TERMINATE: 'true', FOREMAN_CORE_PORT: String(await freePort()), FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '120000' });
+  const creates: string[] = [];
+  const events = await watchContainerEvents(['create'], 'foreman.job-id=det-1', (e) => creates.push(e.id));
+  let agent = spawnAgent(s.env);
+  try {
+    s.control.reply([job('det-1', s.callbacks.url(), { action: 'progress', steps: 16, delayMs: 500, values: [5, 6] })]);
+    const first = await waitFor('a first update', () => s.callbacks.for('det-1')[0], 30_000);
+    s.noteAgent(String(first.headers['x-foreman-agent-id']));
+    agent.child.kill('SIGTERM');
+    assert.equal(await agent.exited, 0, readLog(agent.logFile).slice(-2000));
+    assert.match(readLog(agent.logFile), /leaving running jobs to the next agent/);
+    const left = (await containersOf(String(first.headers['x-foreman-agent-id']))).find((c) => c.Labels['foreman.job-id'] === 'det-1');
+    assert.equal(left?.State, 'running', 'the container outlived the agent');
+    assert.equal(s.callbacks.completion('det-1'), undefined, 'nothing reported');
+
+    agent = spawnAgent(s.env);
+    const done = await s.callbacks.waitForCompletion('det-1', 60_000);
+    assert.equal(done.headers['x-foreman-job-outcome'], 'succeeded');
+    assert.deepEqual(JSON.parse(done.body.toString()), { result: 11 });
+    const firsts = [...new Set(seqs(s.callbacks.for('det-1')))];
+    assert.deepEqual(firsts, Array.from({ length: 17 }, (_, i) => i + 1), 'every update, in order, none lost');
+    assert.equal(creates.length, 1, 'the job ran once');
+  } finally {
+    events.stop();
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    await s.done();
+  }
+});
+
+test('--max-jobs 1 takes one job, ignores the rest, and exits 0 once it is reported, leaving nothing behind', async () => {
+  const s = await setUp();
+  const agent = spawnAgent(s.env, {}, [], ['--max-jobs', '1']);
+  try {
+    s.control.reply([job('one-1', s.callbacks.url(), { action: 'progress', steps: 3, delayMs: 200, values: [2] })], [job('one-2', s.callbacks.url(), { values: [3] })]);
+    assert.equal(await agent.exited, 0, readLog(agent.logFile).slice(-2000));
+    const done = s.callbacks.completion('one-1');
+    assert.equal(done?.headers['x-foreman-job-outcome'], 'succeeded');
+    s.noteAgent(String(done.headers['x-foreman-agent-id']));
+    assert.equal(s.callbacks.for('one-2').length, 0, 'the second job was not taken');
+    assert.deepEqual(s.control.polls.slice(1).map((p) => p.headers['x-foreman-capacity']).filter((c) => c !== '0'), [], 'no capacity offered after the one job');
+    assert.equal((await containersOf(String(done.headers['x-foreman-agent-id']))).length, 0);
+    assert.match(readLog(agent.logFile), /took --max-jobs jobs/);
+  } finally {
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    await s.done();
+  }
+});
+
+test('--exit-when-idle exits 0 once nothing ran for that long, after the job it was given', async (t) => {
+  const s = await setUp();
+  const startedAt = Date.now();
+  const agent = spawnAgent(s.env, {}, [], ['--exit-when-idle', '1500']);
+  try {
+    s.control.reply([job('idle-1', s.callbacks.url(), { values: [1] })]);
+    assert.equal(await agent.exited, 0, readLog(agent.logFile).slice(-2000));
+    const done = s.callbacks.completion('idle-1');
+    assert.ok(done, 'the job ran first');
+    s.noteAgent(String(done.headers['x-foreman-agent-id']));
+    const idleFor = Date.now() - done.at;
+    t.diagnostic(`exited ${idleFor} ms after the last report (--exit-when-idle 1500), ${Date.now() - startedAt} ms after start`);
+    assert.ok(idleFor >= 1400, `exited after only ${idleFor} ms idle`);
+    assert.equal((await containersOf(String(done.headers['x-foreman-agent-id']))).length, 0);
+  } finally {
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    await s.done();
+  }
+});
+
+test('/healthz is 503 with the reason while the engine is unreachable; /readyz is 503 until a poll succeeds; histograms are served', async () => {
+  const metricsPort = await freePort();
+  const s = await setUp({ FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`, FOREMAN_DOCKER_URL: 'unix:///nonexistent/docker.sock' });
+  const agent = spawnAgent(s.env);
+  try {
+    const health = await waitFor('/healthz to answer', async () => {
+      const r = await get(`http://127.0.0.1:${metricsPort}/healthz`);
+      return r.status === 0 ? undefined : r;
+    });
+    assert.equal(health.status, 503);
+    assert.match(health.text, /^the Docker engine at unix:\/\/\/nonexistent\/docker\.sock does not answer: .*ENOENT/);
+    assert.doesNotMatch(health.text, /\n\s+at /);
+    const ready = await get(`http://127.0.0.1:${metricsPort}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.match(ready.text, /no poll has been answered yet/);
+  } finally {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+  }
+
+  const port2 = await freePort();
+  const env2 = testEnv(s.control.url, { FOREMAN_METRICS_ADDRESS: `127.0.0.1:${port2}` });
+  const healthy = spawnAgent(env2);
+  let agentId: string | undefined;
+  try {
+    s.control.reply([job('h-1', s.callbacks.url(), { values: [1] })]);
+    const done = await s.callbacks.waitForCompletion('h-1', 30_000);
+    agentId = String(done.headers['x-foreman-agent-id']);
+    assert.equal((await get(`http://127.0.0.1:${port2}/healthz`)).status, 200);
+    assert.equal((await get(`http://127.0.0.1:${port2}/readyz`)).status, 200);
+    const metrics = await waitFor('the histograms to count the job', async () => {
+      const text = (await get(`http://127.0.0.1:${port2}/metrics`)).text;
+      return /^foreman_job_run_seconds_count\{outcome="succeeded"\} 1$/m.test(text) ? text : undefined;
+    });
+    assert.match(metrics, /^foreman_job_start_seconds_count 1$/m);
+    assert.match(metrics, /^foreman_callback_delivery_seconds_count\{result="delivered"\} 1$/m);
+  } finally {
+    healthy.child.kill('SIGTERM');
+    await healthy.exited;
+    await cleanup(env2, agentId);
+    await s.done();
+  }
+});
