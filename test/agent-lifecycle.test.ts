@@ -1,13 +1,13 @@
 /** The agent's own life, as a real process on the real engine: drain, detach, one-shot runs, health. */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { testJobImage } from './support/image.ts';
 import {
   CallbackReceiver,
   FakeControlServer,
   cleanup,
   containersOf,
+  freePort,
   job,
   readLog,
   spawnAgent,
@@ -18,13 +18,6 @@ import {
   type TestEnv,
 } from './support/harness.ts';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 const seqs = (requests: RecordedRequest[]): number[] => requests.map((r) => Number(r.headers['x-foreman-delivery-seq']));
 

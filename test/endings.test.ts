@@ -12,15 +12,10 @@ import {
   watchContainerEvents,
   type InProcessAgent,
   type Stack,
+  reportOf,
+  type EndingReport,
 } from './support/harness.ts';
 
-interface Report {
-  outcome: string;
-  reason: string;
-  message: string;
-  exitCode?: number;
-  logs?: string[];
-}
 
 describe('endings', () => {
   let stack: Stack;
@@ -36,16 +31,16 @@ describe('endings', () => {
 
   after(() => stack?.close());
 
-  async function reportOf(id: string): Promise<{ report: Report; headers: Record<string, unknown> }> {
+  async function endingOf(id: string): Promise<{ report: EndingReport; headers: Record<string, unknown> }> {
     const done = await callbacks.waitForCompletion(id);
-    return { report: JSON.parse(done.body.toString()) as Report, headers: done.headers };
+    return { report: reportOf(done), headers: done.headers };
   }
 
   test('a container that crashes is reported with its exit code and last log lines, within 2 s of exiting', async () => {
     const dies: number[] = [];
     const events = await watchContainerEvents(['die'], 'foreman.job-id=crash-1', (event) => dies.push(event.timeNano / 1e6));
     control.reply([job('crash-1', callbacks.url(), { action: 'exit', code: 3, message: 'boom: disk on fire' })]);
-    const { report, headers } = await reportOf('crash-1');
+    const { report, headers } = await endingOf('crash-1');
     assert.equal(headers['x-foreman-job-status'], 'completed');
     assert.equal(headers['x-foreman-job-outcome'], 'failed');
     assert.equal(headers['content-type'], 'application/json');
@@ -65,7 +60,7 @@ describe('endings', () => {
 
   test('a container killed for using more than docker.memory_limit is reported as oom-killed', async () => {
     control.reply([job('oom-1', callbacks.url(), { action: 'oom' })]);
-    const { report, headers } = await reportOf('oom-1');
+    const { report, headers } = await endingOf('oom-1');
     assert.equal(headers['x-foreman-job-outcome'], 'oom-killed');
     assert.equal(report.reason, 'oom');
     assert.equal(report.exitCode, 137);
@@ -73,7 +68,7 @@ describe('endings', () => {
 
   test('a job that does not complete in time is stopped, reported and removed', async () => {
     control.reply([job('slow-1', callbacks.url(), { action: 'sleep' })]);
-    const { report, headers } = await reportOf('slow-1');
+    const { report, headers } = await endingOf('slow-1');
     assert.equal(headers['x-foreman-job-outcome'], 'timed-out');
     assert.equal(report.outcome, 'timed-out');
     assert.match(report.message, /job_completion_timeout \(2000 ms\)/);
@@ -88,7 +83,7 @@ describe('endings', () => {
 
   test('an image that cannot be pulled fails that job only, and is reported', async () => {
     control.reply([job('nopull-1', callbacks.url(), { values: [1] }, { image: '127.0.0.1:1/foreman/no-such-image:latest' })]);
-    const { report, headers } = await reportOf('nopull-1');
+    const { report, headers } = await endingOf('nopull-1');
     assert.equal(headers['x-foreman-job-outcome'], 'pull-failed');
     assert.match(report.message, /pulling image 127\.0\.0\.1:1\/foreman\/no-such-image:latest failed/);
     control.reply([job('after-pull-1', callbacks.url(), { values: [4] })]);
@@ -98,7 +93,7 @@ describe('endings', () => {
 
   test('an image reference the engine rejects is reported as pull-failed with the engine\'s reason', async () => {
     control.reply([job('badref-1', callbacks.url(), { values: [1] }, { image: 'UPPER/Image:1' })]);
-    const { report, headers } = await reportOf('badref-1');
+    const { report, headers } = await endingOf('badref-1');
     assert.equal(headers['x-foreman-job-outcome'], 'pull-failed');
     assert.match(report.message, /image UPPER\/Image:1 is not usable: .*repository name must be lowercase/);
   });
@@ -106,7 +101,7 @@ describe('endings', () => {
   test('alwaysPull pulls even an image that exists locally', async () => {
     // There is no registry here, so a forced pull of the local test image must fail.
     control.reply([job('always-1', callbacks.url(), { values: [1] }, { alwaysPull: true })]);
-    const { report, headers } = await reportOf('always-1');
+    const { report, headers } = await endingOf('always-1');
     assert.equal(headers['x-foreman-job-outcome'], 'pull-failed');
     assert.match(report.message, /pulling image foreman-test-job:latest failed/);
   });
@@ -116,10 +111,10 @@ describe('endings', () => {
       job('nocreate-1', callbacks.url(), { values: [1] }, { env: { '': 'empty name' } }),
       job('nostart-1', callbacks.url(), { values: [1] }, { env: { BAD: 'nul\u0000byte' } }),
     ]);
-    const created = await reportOf('nocreate-1');
+    const created = await endingOf('nocreate-1');
     assert.equal(created.headers['x-foreman-job-outcome'], 'start-failed');
     assert.match(created.report.message, /creating the container failed: .*invalid environment variable/);
-    const started = await reportOf('nostart-1');
+    const started = await endingOf('nostart-1');
     assert.equal(started.headers['x-foreman-job-outcome'], 'start-failed');
     assert.match(started.report.message, /starting the container failed/);
     await waitFor('nostart-1 removed', () => running.store.get('nostart-1')?.state === 'removed');
@@ -129,7 +124,7 @@ describe('endings', () => {
 
   test('a command that does not exist makes the container exit 127, reported as failed', async () => {
     control.reply([job('badcmd-1', callbacks.url(), { values: [1] }, { command: ['/no/such/binary'] })]);
-    const { report, headers } = await reportOf('badcmd-1');
+    const { report, headers } = await endingOf('badcmd-1');
     assert.equal(headers['x-foreman-job-outcome'], 'failed');
     assert.equal(report.exitCode, 127);
   });
@@ -146,7 +141,7 @@ describe('endings', () => {
     );
     const next = await callbacks.waitForCompletion('after-garbage-1');
     assert.deepEqual(JSON.parse(next.body.toString()), { result: 7 });
-    const { report, headers } = await reportOf('invalid-1');
+    const { report, headers } = await endingOf('invalid-1');
     assert.equal(headers['x-foreman-job-outcome'], 'invalid');
     assert.match(report.message, /missing required field "body"/);
     assert.equal(control.queued, 0);

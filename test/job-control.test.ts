@@ -1,15 +1,16 @@
 /** Control of a running job, on the real engine: cancel (from poll replies and callback replies, across a kill -9) and the stall timeout. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { testJobImage } from './support/image.ts';
 import {
   CallbackReceiver,
   FakeControlServer,
   cleanup,
   containersOf,
+  freePort,
   job,
   readLog,
+  reportOf,
   spawnAgent,
   startStack,
   testEnv,
@@ -20,15 +21,6 @@ import {
   type Stack,
 } from './support/harness.ts';
 
-interface Report {
-  outcome: string;
-  reason: string;
-  message: string;
-  exitCode?: number;
-  logs?: string[];
-}
-
-const reportOf = (r: RecordedRequest): Report => JSON.parse(r.body.toString()) as Report;
 const seqOf = (r: RecordedRequest): number => Number(r.headers['x-foreman-delivery-seq']);
 
 /** Stop signals (SIGTERM = 15, SIGKILL = 9) the engine sent to a job's container, with their times. */
@@ -40,13 +32,6 @@ async function watchKills(jobId: string): Promise<{ kills: Array<{ signal: strin
   return { kills, stop: () => events.stop() };
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 describe('job control', () => {
   let stack: Stack;

@@ -1,7 +1,6 @@
 /** Fault tests with real processes and the real engine: kill -9, vanished containers, SIGTERM, callback outages, store failures. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { testJobImage } from './support/image.ts';
@@ -10,6 +9,7 @@ import {
   FakeControlServer,
   cleanup,
   containersOf,
+  freePort,
   docker,
   job,
   readLog,
@@ -22,13 +22,6 @@ import {
   type TestEnv,
 } from './support/harness.ts';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 function seqs(requests: RecordedRequest[]): number[] {
   return requests.map((r) => Number(r.headers['x-foreman-delivery-seq']));

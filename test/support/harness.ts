@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync, openSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type Docker from 'dockerode';
@@ -314,4 +314,26 @@ export async function startStack(overrides: Record<string, string> = {}): Promis
       await cleanup(env, running.agent.agentId);
     },
   };
+}
+
+/** A TCP port free on every interface right now (for a job API port that must stay fixed across restarts). */
+export async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+/** The body of a report the agent sent when it ended a job itself. */
+export interface EndingReport {
+  outcome: string;
+  reason: string;
+  message: string;
+  exitCode?: number;
+  logs?: string[];
+}
+
+export function reportOf(request: RecordedRequest): EndingReport {
+  return JSON.parse(request.body.toString()) as EndingReport;
 }
