@@ -84,6 +84,31 @@ test('drain: after SIGTERM polls go on with capacity 0, /readyz says draining, a
   }
 });
 
+test('a second signal ends the drain at once: the running job is stopped and reported agent-shutdown', async (t) => {
+  const s = await setUp({ FOREMAN_CORE_DRAIN_TIMEOUT: '120000' });
+  const agent = spawnAgent(s.env);
+  try {
+    s.control.reply([job('d-cut', s.callbacks.url(), { action: 'sleep' })]);
+    await waitFor('the job container running', async () => {
+      const c = (await containersOf()).find((x) => x.Labels['foreman.job-id'] === 'd-cut' && x.State === 'running');
+      s.noteAgent(c?.Labels['foreman.agent']);
+      return c;
+    }, 30_000);
+    agent.child.kill('SIGTERM');
+    await waitFor('the drain to begin', () => readLog(agent.logFile).includes('draining: no new jobs'));
+    const cutAt = Date.now();
+    agent.child.kill('SIGTERM');
+    assert.equal(await agent.exited, 0, readLog(agent.logFile).slice(-2000));
+    t.diagnostic(`exited ${Date.now() - cutAt} ms after the second signal`);
+    assert.match(readLog(agent.logFile), /second signal: ending the drain now/);
+    assert.equal(s.callbacks.completion('d-cut')?.headers['x-foreman-job-outcome'], 'agent-shutdown');
+  } finally {
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    await s.done();
+  }
+});
+
 test('detach: the container outlives the agent, and the next agent on the data_dir forwards its completion', async () => {
   const s = await setUp({ FOREMAN_CORE_DETACH_ON_TERMINATE: 'true', FOREMAN_CORE_PORT: String(await freePort()), FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '120000' });
   const creates: string[] = [];

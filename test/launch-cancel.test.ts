@@ -91,6 +91,28 @@ describe('a pull that never ends', () => {
     }
   });
 
+  test('a cancel during the pull abandons it at once: reported canceled, no container', async (t) => {
+    const stack = await startStack({ FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '120000' });
+    const { control, callbacks, running } = stack;
+    try {
+      const seen = registry.connections;
+      control.reply([job('hang-cancel-1', callbacks.url(), { values: [1] }, { image: registry.image('hang-cancel') })]);
+      await waitFor('the engine to reach the registry', () => registry.connections > seen, 30_000);
+      const sentAt = Date.now();
+      control.replyHeaders = { 'x-foreman-cancel': 'hang-cancel-1' };
+      const report = await callbacks.waitForCompletion('hang-cancel-1', 10_000);
+      control.replyHeaders = {};
+      t.diagnostic(`reported canceled ${report.at - sentAt} ms after the cancel was offered`);
+      assert.ok(report.at - sentAt < 2000, `reported ${report.at - sentAt} ms after the cancel`);
+      assert.equal(report.headers['x-foreman-job-outcome'], 'canceled');
+      assert.match((JSON.parse(report.body.toString()) as { message: string }).message, /before its container started/);
+      await waitFor('hang-cancel-1 removed', () => running.store.get('hang-cancel-1')?.state === 'removed');
+      assert.equal((await containersOf(running.agent.agentId)).length, 0);
+    } finally {
+      await stack.close();
+    }
+  });
+
   test('a short job_completion_timeout ends the pull: reported timed-out within 2 s of the timeout, and the slot is freed', async (t) => {
     const timeoutMs = 2000;
     const stack = await startStack({ FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: String(timeoutMs), FOREMAN_CORE_MAX_CONCURRENT_JOBS: '1' });
