@@ -219,9 +219,9 @@ export class Scheduler {
       running++;
       void run.launch();
     }
-    const nowRunning = this.running;
-    this.ctx.metrics?.setJobs(nowRunning, this.queue.length);
-    if (nowRunning === 0) this.noneRunning.wakeAll();
+    // Each launch took its slot at once, so `running` is the count now.
+    this.ctx.metrics?.setJobs(running, this.queue.length);
+    if (running === 0) this.noneRunning.wakeAll();
   }
 
   /**

@@ -165,7 +165,6 @@ export class MemoryStore implements JobStore {
       outcome: patch.outcome ?? current.outcome,
       startedAt: patch.startedAt ?? current.startedAt,
       stoppedAt: to === 'stopped' ? now : current.stoppedAt,
-      lastUpdateAt: patch.lastUpdateAt ?? current.lastUpdateAt,
     };
     this.jobs.set(id, next);
     this.transitions.push(`${id} ${current.state}→${to}`);

@@ -275,11 +275,10 @@ export class SqliteStore implements JobStore {
            container_id = COALESCE(?, container_id),
            outcome = COALESCE(?, outcome),
            started_at = COALESCE(?, started_at),
-           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END,
-           last_update_at = COALESCE(?, last_update_at)
+           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END
          WHERE id = ?`,
       )
-      .run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, patch.lastUpdateAt ?? null, id);
+      .run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, id);
     const next = this.mustGet(id);
     this.log.info({ jobId: id, from: current.state, to, ...(patch.outcome ? { outcome: patch.outcome } : {}) }, 'job state');
     return next;

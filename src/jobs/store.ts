@@ -29,7 +29,7 @@ export interface TransitionPatch {
   readonly containerId?: string;
   readonly outcome?: Outcome;
   readonly startedAt?: number;
-  /** Set with a container's update (also when the state does not change). */
+  /** When the container's update was accepted; `recordUpdate` stores it with the delivery, also when the state does not change. */
   readonly lastUpdateAt?: number;
 }
 
