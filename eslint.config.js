@@ -42,7 +42,7 @@ export default tseslint.config(
   },
   // One folder per concern: only src/agent/ imports its siblings; the others import src/shared/ at most.
   {
-    files: ['src/{config,control,jobs,executor,job-api,callbacks}/*.ts'],
+    files: ['src/{config,control,jobs,executor,job-api,callbacks,logs}/*.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./(?!shared/)', message: 'Only src/agent/ imports sibling folders; take what this module needs as a parameter.' }] }] },
   },
   {

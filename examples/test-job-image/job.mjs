@@ -12,6 +12,12 @@
 //   "probe"      GET each of body.urls, then PUT completed {"probe": [{url, status}]} (status 0 + error if the GET failed).
 //   "put-twice"  PUT completed twice; print both statuses; exit 0.
 //   "oom"        allocate and touch memory until killed; exits 1 if still alive after body.maxMb (default 4096) MB.
+//   "log"        print body.lines (default 1000) numbered lines, `log <n> <stream> <padding>`: every third line (n % 3 == 2)
+//                to stderr, the rest to stdout; with body.longEvery = k every k-th line (n % k == k - 1) is padded with
+//                "x" to body.longBytes (default 40000) bytes. body.perTick lines (default all) are printed, then a pause
+//                of body.tickMs (default 0). body.print (strings) and then
+//                `NAME=value` for each name in body.printEnv are printed to stdout first. Then completes
+//                with {"lines": n}, or with body.then = "sleep" sleeps forever.
 // body.onTerm changes what SIGTERM (the container's stop signal) does, for any action:
 //   "ignore"     nothing: the job runs on until it is killed.
 //   "report"     PUT running with progress 0.99 and {"cleanup": true}, then exit with body.termExitCode (default 0).
@@ -150,6 +156,29 @@ function allocateUntilKilled(maxMb) {
   fail(`still alive after allocating ${maxMb} MB (${chunks.length} chunks)`);
 }
 
+function positiveInt(value, fallback) {
+  return Number.isInteger(value) && value >= 0 ? value : fallback;
+}
+
+async function printLines(opts) {
+  for (const text of Array.isArray(opts.print) ? opts.print : []) process.stdout.write(`${String(text)}\n`);
+  for (const name of Array.isArray(opts.printEnv) ? opts.printEnv : []) process.stdout.write(`${String(name)}=${process.env[name] ?? ''}\n`);
+  const lines = positiveInt(opts.lines, 1000);
+  const perTick = positiveInt(opts.perTick, lines) || lines;
+  const tickMs = positiveInt(opts.tickMs, 0);
+  const longEvery = positiveInt(opts.longEvery, 0);
+  const longBytes = positiveInt(opts.longBytes, 40_000);
+  for (let n = 0; n < lines; n++) {
+    const stream = n % 3 === 2 ? 'stderr' : 'stdout';
+    let text = `log ${n} ${stream} `;
+    if (longEvery > 0 && n % longEvery === longEvery - 1) text = text.padEnd(longBytes, 'x');
+    (stream === 'stderr' ? process.stderr : process.stdout).write(`${text}\n`);
+    if ((n + 1) % perTick === 0 && n + 1 < lines && tickMs > 0) await sleep(tickMs);
+  }
+  // Node writes to pipes asynchronously: wait until both streams have handed everything to the engine.
+  await Promise.all([process.stdout, process.stderr].map((stream) => new Promise((resolve) => stream.write('', resolve))));
+}
+
 const job = await getJob();
 const body = job && typeof job === 'object' ? job.body : undefined;
 const opts = body && typeof body === 'object' && !Array.isArray(body) ? body : {};
@@ -173,6 +202,7 @@ switch (opts.action) {
     const steps = Number.isInteger(opts.steps) && opts.steps > 0 ? opts.steps : 5;
     const delayMs = typeof opts.delayMs === 'number' && opts.delayMs >= 0 ? opts.delayMs : 200;
     for (let step = 1; step <= steps; step++) {
+      process.stdout.write(`step ${step}/${steps}: working\n`);
       await put('running', step / steps, { step, steps }, `running ${step}/${steps}`);
       await sleep(delayMs);
     }
@@ -220,6 +250,12 @@ switch (opts.action) {
     process.stdout.write(`put-twice statuses ${first} ${second}\n`);
     break;
   }
+
+  case 'log':
+    await printLines(opts);
+    if (opts.then === 'sleep') await sleepForever();
+    await complete({ lines: positiveInt(opts.lines, 1000) });
+    break;
 
   case 'oom':
     allocateUntilKilled(typeof opts.maxMb === 'number' && opts.maxMb > 0 ? opts.maxMb : 4096);

@@ -6,6 +6,7 @@ import type { JobApiServer } from '../job-api/server.ts';
 import type { JobStore } from '../jobs/store.ts';
 import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
 import type { Clock, Timer } from '../shared/clock.ts';
+import type { LiveLogs } from './live-logs.ts';
 import { resolveListenAddress, type ListenSettings } from './listen.ts';
 import type { JobEndpoints } from './naming.ts';
 import type { OneShot } from './one-shot.ts';
@@ -37,6 +38,7 @@ export interface AgentParts {
   readonly log: Logger;
   readonly clock: Clock;
   readonly outbox: CallbackOutbox;
+  readonly logs: LiveLogs;
   readonly jobApi: JobApiServer;
   readonly endpoints: JobEndpoints;
   readonly poller: Poller;
@@ -135,6 +137,7 @@ export class Agent {
 
     // Subscribe to exits before reconciling so none slips between the two.
     await this.startWatching();
+    this.parts.logs.resume();
     outbox.resume();
     this.purgeExpired();
     this.pollLoop = poller.run(signal);
@@ -204,7 +207,8 @@ export class Agent {
   private purgeExpired(): void {
     const { store, clock, log } = this.parts;
     try {
-      const purged = store.purgeRemoved(clock.now() - this.options.jobRetentionMs);
+      const before = clock.now() - this.options.jobRetentionMs;
+      const purged = store.purgeRemoved(before) + this.parts.logs.purge(before);
       if (purged > 0) log.info({ purged }, 'forgot finished jobs past job_retention');
     } catch (err) {
       log.warn({ reason: describeHttpError(err) }, 'could not purge finished jobs');
@@ -248,6 +252,7 @@ export class Agent {
 
     deadlineTimer.cancel();
     await outbox.close();
+    await this.parts.logs.close();
     await jobApi.close();
     await this.watchLoop;
     store.close();

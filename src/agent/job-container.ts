@@ -1,6 +1,20 @@
 import { REPORT_LOG_LINES, trimLogTail } from '../callbacks/messages.ts';
 import { describeHttpError } from '../shared/backoff.ts';
+import { LABEL_JOB, type ContainerSpec } from '../executor/executor.ts';
+import type { JobRecord } from '../jobs/store.ts';
 import type { JobRunContext } from './job-run-context.ts';
+
+/** A job's container: its environment is the job's own, `[core.env]` over it, then the job API endpoints. */
+export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Record<string, string>>): ContainerSpec {
+  const { spec } = job;
+  return {
+    name: job.containerName,
+    image: spec.image,
+    command: spec.command,
+    env: { ...spec.env, ...env, FOREMAN_GET_JOB_ENDPOINT: endpoint, FOREMAN_PUT_JOB_ENDPOINT: endpoint },
+    labels: { [LABEL_JOB]: job.id },
+  };
+}
 
 /**
  * The engine calls a runner makes about its job's container once it exists. Each one logs its

@@ -5,6 +5,7 @@ import type { Delivery, JobStore } from '../jobs/store.ts';
 import type { BackoffPolicy } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { JobRun } from './job-run.ts';
+import type { LiveLogs } from './live-logs.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { JobEndpoints } from './naming.ts';
 
@@ -33,6 +34,8 @@ export interface JobRunContext {
   readonly endpoints: JobEndpoints;
   readonly deliver: (delivery: Delivery) => void;
   readonly metrics: AgentMetrics | undefined;
+  /** Live job logs; unset in tests that do not need them. */
+  readonly logs?: LiveLogs | undefined;
   readonly options: JobRunOptions;
 }
 

@@ -1,5 +1,5 @@
 import { endingReport } from '../callbacks/messages.ts';
-import { LABEL_JOB, type ContainerStatus } from '../executor/executor.ts';
+import type { ContainerStatus } from '../executor/executor.ts';
 import {
   hasEnded,
   onCancel,
@@ -26,8 +26,9 @@ import {
   timeoutDetails,
   type DetailsFor,
 } from './endings.ts';
-import { JobContainer } from './job-container.ts';
+import { containerSpec, JobContainer } from './job-container.ts';
 import type { JobRunContext, JobRunHooks } from './job-run-context.ts';
+import type { JobLog } from './live-logs.ts';
 
 /**
  * Owns one job from the moment it is queued until its container is removed: its cancel signal,
@@ -44,6 +45,8 @@ export class JobRun {
   private readonly abort = new AbortController();
   private readonly timers: TimerSet<'launch' | 'completion' | 'stall' | 'kill' | 'removal'>;
   private readonly container: JobContainer;
+  /** Its live log, read from the container while it runs (jobs with a `logsUrl`). */
+  private readonly logs: JobLog | undefined;
   private chain: Promise<void> = Promise.resolve();
   private holding = false;
   private stopping = false;
@@ -57,6 +60,7 @@ export class JobRun {
     this.hooks = hooks;
     this.timers = new TimerSet(ctx.clock);
     this.container = new JobContainer(id, ctx);
+    this.logs = ctx.logs?.forJob(id);
   }
 
   /** True from the launch (or re-adoption) until the container is stopped. */
@@ -161,16 +165,13 @@ export class JobRun {
       this.abort.abort(new Error('job_completion_timeout passed before the container started'));
       void this.step(() => this.act(onTimeout, timeoutDetails('the image pull and container start did not finish', timeoutMs), 'job did not start in time; abandoning it'));
     });
-    const { spec } = job;
     const signal = this.abort.signal;
     try {
-      await executor.ensureImage(spec.image, spec.alwaysPull === true, signal);
-      const containerId = await executor.create(
-        { name: job.containerName, image: spec.image, command: spec.command, env: this.containerEnv(job), labels: { [LABEL_JOB]: this.id } },
-        signal,
-      );
+      await executor.ensureImage(job.spec.image, job.spec.alwaysPull === true, signal);
+      const containerId = await executor.create(containerSpec(job, this.ctx.endpoints.urlFor(job.id, job.secret), this.ctx.options.env), signal);
       // Started before the engine call returns, so a fast container's first request finds it ready.
-      store.transition(this.id, 'started', { containerId, startedAt: clock.now() });
+      const started = store.transition(this.id, 'started', { containerId, startedAt: clock.now() });
+      this.logs?.open(started);
       await this.startContainer(containerId);
     } catch (err) {
       // Whoever aborted (a timeout, a cancel, the shutdown) has queued the step that ends the job.
@@ -187,6 +188,7 @@ export class JobRun {
       return;
     }
     const job = this.ctx.store.get(this.id);
+    if (job) this.logs?.follow(job);
     if (job && !hasEnded(job.state)) {
       this.ctx.log.info({ jobId: this.id, containerId, image: job.spec.image }, 'job container started');
       if (job.startedAt !== null) this.ctx.metrics?.startLatency.observe(Math.max(0, job.startedAt - job.receivedAt) / 1000);
@@ -197,11 +199,6 @@ export class JobRun {
   private async failLaunch(err: unknown): Promise<void> {
     const { pull, details } = launchFailedDetails(err);
     await this.act((state) => onLaunchFailed(state, pull), details, 'job could not start');
-  }
-
-  private containerEnv(job: JobRecord): Record<string, string> {
-    const endpoint = this.ctx.endpoints.urlFor(job.id, job.secret);
-    return { ...job.spec.env, ...this.ctx.options.env, FOREMAN_GET_JOB_ENDPOINT: endpoint, FOREMAN_PUT_JOB_ENDPOINT: endpoint };
   }
 
   private async handleExit(containerId: string, exitCode: number | null, oomKilled: boolean): Promise<void> {
@@ -231,17 +228,21 @@ export class JobRun {
     if (job.state === 'pending') return this.hooks.requeue(this, 'back');
     // The listing may predate a launch that finished while this step waited its turn.
     const container = listed ?? (job.containerName ? await executor.inspect(job.containerName) : undefined);
-    if (!container) return this.act((s) => onContainerMissing(s, canceling), missingDetails());
+    if (!container) {
+      this.logs?.lost();
+      return this.act((s) => onContainerMissing(s, canceling), missingDetails());
+    }
     if (job.state === 'stopped') {
       this.release();
-      this.scheduleRemoval(job);
-      return;
+      this.logs?.follow(job);
+      return this.scheduleRemoval(job);
     }
     this.holding = true;
     if (job.state === 'creating') {
       store.transition(this.id, 'started', { containerId: container.id, startedAt: container.startedAt ?? this.ctx.clock.now() });
       if (!container.running && container.startedAt === null) return this.startContainer(container.id);
     }
+    this.logs?.follow(store.get(this.id) ?? job);
     if (!container.running) return this.handleExit(container.id, container.exitCode, container.oomKilled);
     if (job.state === 'completed') return this.stopAfterCompletion();
     const current = store.get(this.id);
@@ -295,13 +296,14 @@ export class JobRun {
     const { store, metrics } = this.ctx;
     this.timers.cancel('launch', 'completion', 'stall');
     const before = store.get(this.id);
-    const logs = details.includeLogs && before?.containerId ? await this.container.tailLogs(before.containerId) : undefined;
+    const tail = details.includeLogs && before?.containerId ? await this.container.tailLogs(before.containerId) : undefined;
     const job = store.get(this.id);
     if (!job) return;
     const decision = decide(job.state);
     // The container reported completed while we gathered its logs.
     if (decision.kind !== 'end') return;
     const { includeLogs: _, ...ending } = details;
+    const logs = tail && this.logs ? this.logs.hide(tail, job.secret) : tail;
     const report = endingReport({ jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl }, { ...ending, outcome: decision.outcome, logs });
     const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
     this.ctx.deliver(recorded.delivery);
@@ -390,6 +392,7 @@ export class JobRun {
   private async removeContainer(): Promise<boolean> {
     const job = this.ctx.store.get(this.id);
     if (!job || job.state !== 'stopped') return true;
+    await this.logs?.followed();
     if (!(await this.container.remove(job.containerId ?? job.containerName))) return false;
     this.ctx.store.transition(this.id, 'removed');
     this.hooks.finished(this);

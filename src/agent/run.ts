@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { CallbackOutbox } from '../callbacks/outbox.ts';
 import type { Config, LoadedConfig } from '../config/types.ts';
@@ -9,11 +10,14 @@ import { createJobApi } from '../job-api/server.ts';
 import { DataDirInUseError } from '../jobs/data-dir-lock.ts';
 import { SqliteStore } from '../jobs/sqlite-store.ts';
 import type { JobStore } from '../jobs/store.ts';
+import { LogStore } from '../logs/log-store.ts';
+import { LogShipper } from '../logs/shipper.ts';
 import { systemClock, type Clock } from '../shared/clock.ts';
 import { describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
 import { Agent } from './agent.ts';
 import { createJobApiBackend } from './job-api-backend.ts';
 import type { AgentMetrics } from './metrics.ts';
+import { LiveLogs } from './live-logs.ts';
 import { JobEndpoints } from './naming.ts';
 import { OneShot, type OneShotOptions } from './one-shot.ts';
 import { Reconciler } from './reconciler.ts';
@@ -27,6 +31,10 @@ export { loadConfig } from '../config/load.ts';
 export const BACKOFF = {
   /** Callback deliveries. */
   callbacks: { baseMs: 500, maxMs: 30_000 },
+  /** Sending job logs. */
+  logs: { baseMs: 500, maxMs: 10_000 },
+  /** Reading a container's output while the engine does not answer. */
+  logReads: { baseMs: 500, maxMs: 10_000 },
   /** Reconnecting to the engine. */
   engine: { baseMs: 500, maxMs: 10_000 },
   /** Removing a container the engine refused to remove. */
@@ -37,6 +45,8 @@ export const BACKOFF = {
 
 /** How long a container gets between SIGTERM and SIGKILL when the agent stops it. */
 const STOP_GRACE_MS = 10_000;
+/** How long removing a stopped container waits for its output to be read to the end. */
+const FOLLOW_WAIT_MS = 10_000;
 /** Wait before starting jobs again after the store refused to record a start. */
 const LAUNCH_RETRY_MS = 1000;
 
@@ -49,6 +59,8 @@ export interface AgentDeps {
   readonly metrics?: AgentMetrics | undefined;
   /** One-shot runs, from the command line. */
   readonly oneShot?: OneShotOptions | undefined;
+  /** Where live job logs are kept; in memory when not given (tests). */
+  readonly logStore?: LogStore | undefined;
 }
 
 /**
@@ -59,19 +71,36 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
   const { store, executor, log, clock, metrics } = deps;
   const core = config.core;
   const userAgent = userAgentFor(deps.version);
+  const logStore = deps.logStore ?? new LogStore(':memory:', () => clock.now());
+  const requestTimeoutMs = Math.max(core.poll_timeout, 1000);
+  const shipper = new LogShipper({
+    store: logStore,
+    log,
+    clock,
+    userAgent,
+    agentId: store.agentId,
+    requestTimeoutMs,
+    backoff: BACKOFF.logs,
+    maxAgeMs: core.callback_max_age,
+  });
+  const logs = new LiveLogs(
+    { store: logStore, shipper, executor, log, clock },
+    { maxBytes: core.max_log_bytes, secrets: Object.values(core.env), backoff: BACKOFF.logReads, followWaitMs: FOLLOW_WAIT_MS },
+  );
   const outbox = new CallbackOutbox({
     store,
     log,
     clock,
     userAgent,
     maxAgeMs: core.callback_max_age,
-    requestTimeoutMs: Math.max(core.poll_timeout, 1000),
+    requestTimeoutMs,
     backoff: BACKOFF.callbacks,
     onSettled: (delivery, result) => {
       metrics?.deliveries.inc({ result });
       metrics?.deliveryLatency.observe({ result }, Math.max(0, clock.now() - delivery.createdAt) / 1000);
     },
     onCancel: (ids) => scheduler.cancel(ids),
+    beforeFinal: (jobId, signal) => logs.settled(jobId, signal),
   });
   const deliver = outbox.enqueue.bind(outbox);
   const endpoints = new JobEndpoints();
@@ -85,6 +114,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
       endpoints,
       deliver,
       metrics,
+      logs,
       options: {
         completionTimeoutMs: core.job_completion_timeout,
         removalTimeoutMs: core.job_removal_timeout,
@@ -130,7 +160,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
     deps.oneShot ?? {},
   );
   return new Agent(
-    { store, executor, log, clock, outbox, jobApi, endpoints, poller, scheduler, reconciler, oneShot },
+    { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot },
     {
       engineUrl: config.docker.url,
       listen: { hostname: core.hostname, listen_address: core.listen_address, extra_hosts: core.extra_hosts, network_name: core.network_name },
@@ -185,7 +215,15 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
     extraHosts: config.core.extra_hosts,
     memoryLimit: config.docker.memory_limit,
   });
-  const agent = composeAgent(config, { store, executor, log, clock: systemClock, version: options.version, metrics, oneShot: options.oneShot });
+  let logStore: LogStore;
+  try {
+    logStore = new LogStore(join(config.core.data_dir, 'logs.db'));
+  } catch (err) {
+    store.close();
+    options.complain(`cannot open the log store in ${config.core.data_dir}: ${describeHttpError(err)}`);
+    return 1;
+  }
+  const agent = composeAgent(config, { store, executor, log, clock: systemClock, version: options.version, metrics, oneShot: options.oneShot, logStore });
 
   const signals = options.signals ?? process;
   let stopRequested: () => void = () => undefined;

@@ -30,6 +30,8 @@ export interface OutboxOptions {
   readonly onSettled?: (delivery: Delivery, result: DeliveryResult) => void;
   /** Receives the job ids of a callback reply's `x-foreman-cancel` header, whatever its status. */
   readonly onCancel?: (ids: string[]) => void;
+  /** Holds a job's final update (`completed`) until it resolves: the job's live log goes out in full first. */
+  readonly beforeFinal?: (jobId: string, signal: AbortSignal) => Promise<void>;
 }
 
 interface Lane {
@@ -109,6 +111,10 @@ export class CallbackOutbox {
     while (!signal.aborted) {
       const delivery = lane.queue[0];
       if (!delivery) return;
+      if (this.options.beforeFinal && delivery.headers['x-foreman-job-status'] === 'completed') {
+        await this.options.beforeFinal(jobId, signal);
+        if (signal.aborted) return;
+      }
       const result = await this.deliver(delivery, signal);
       if (result === undefined) return; // closed mid-delivery; the store keeps it
       this.options.store.completeDelivery(delivery.id).catch((err: unknown) => {

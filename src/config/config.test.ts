@@ -89,6 +89,7 @@ describe('defaults', () => {
         poll_timeout: 30000,
         max_concurrent_jobs: 12,
         max_body_size: 10485760,
+        max_log_bytes: 67108864,
         data_dir: join(dirs.home, '.foreman', 'data'),
         callback_max_age: 86400000,
         job_retention: 604800000,

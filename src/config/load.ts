@@ -268,6 +268,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       poll_timeout: valid.core.poll_timeout,
       max_concurrent_jobs: valid.core.max_concurrent_jobs,
       max_body_size: valid.core.max_body_size,
+      max_log_bytes: valid.core.max_log_bytes,
       data_dir: resolveDataDir(valid.core.data_dir, dataDirOrigin, options),
       callback_max_age: valid.core.callback_max_age,
       job_retention: valid.core.job_retention,

@@ -50,6 +50,7 @@ export const ConfigSchema = Type.Object({
     stall_timeout: timerMs(0),
     drain_timeout: timerMs(0),
     detach_on_terminate: Type.Boolean({ default: false, expected: 'true or false' }),
+    max_log_bytes: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, default: 67_108_864, expected: 'a positive integer number of bytes' }),
     env: Type.Record(Type.String(), Type.String({ expected: 'a string' }), { default: {}, expected: 'a table of strings' }),
     labels: Type.Record(Type.String(), Type.String({ expected: 'a string, number or boolean' }), { default: {}, expected: 'a table of strings' }),
   }),

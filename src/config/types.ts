@@ -24,6 +24,8 @@ export interface Config {
     readonly max_concurrent_jobs: number;
     /** Largest request body the job API accepts. */
     readonly max_body_size: number;
+    /** What one job's live log streams at most, in bytes. */
+    readonly max_log_bytes: number;
     /** Directory holding the agent's SQLite store and its agent id. */
     readonly data_dir: string;
     /** How long the outbox keeps retrying one callback before giving up. */

@@ -1,3 +1,5 @@
+import type { LogMessage } from '../shared/log-line.ts';
+
 /** Labels on every container the agent creates, so it can find its own after a restart. */
 export const LABEL_MANAGED = 'foreman.managed';
 export const LABEL_AGENT = 'foreman.agent';
@@ -40,8 +42,8 @@ export class ExecutorJobError extends Error {
  * Runs job containers on one engine.
  *
  * Call order: `prepare` once at start (and again after the engine was lost); per job
- * `ensureImage` → `create` → `start`, then `stop` and `remove`. `list`, `inspect`, `logsTail`
- * and `watch` may be called at any time.
+ * `ensureImage` → `create` → `start`, then `stop` and `remove`. `list`, `inspect`, `logsTail`,
+ * `readLogs` and `watch` may be called at any time.
  *
  * Every call is safe to repeat: `prepare` keeps an existing network, `create` returns the
  * existing container of the same name, `start` on a running container, `stop` and `kill` on a
@@ -81,6 +83,14 @@ export interface Executor {
   list(): Promise<ContainerStatus[]>;
   /** The last `lines` lines of the container's stdout and stderr. */
   logsTail(containerId: string, lines: number): Promise<string[]>;
+  /**
+   * The container's stdout and stderr in the engine's order, with its timestamps, in batches as
+   * they arrive: from `since` (a timestamp the engine gave; inclusive, or a little earlier, so the
+   * caller skips what it has by timestamp) or from the start. With `follow` it goes on until the container's output ends (it
+   * stopped); without, it ends with what is stored now. A missing container ends it at once;
+   * the signal aborting or the engine connection dropping rejects.
+   */
+  readLogs(containerId: string, options: { since: string | undefined; follow: boolean }, signal: AbortSignal): AsyncIterable<LogMessage[]>;
   /**
    * Streams exits and OOM kills of this agent's containers until the signal aborts
    * (resolves) or the engine connection drops (rejects). `onReady` is called once subscribed.

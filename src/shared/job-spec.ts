@@ -10,6 +10,8 @@ export const JobSpecSchema = Type.Object(
     image: Type.String({ minLength: 1, maxLength: 512, pattern: '^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$' }),
     body: Type.Unknown(),
     callbackUrl: Type.String({ format: 'uri', pattern: '^[hH][tT][tT][pP][sS]?://' }),
+    /** Where the container's output is streamed as it runs (see the README's "Live job logs"). */
+    logsUrl: Type.Optional(Type.String({ format: 'uri', pattern: '^[hH][tT][tT][pP][sS]?://' })),
     command: Type.Optional(Type.Array(Type.String())),
     env: Type.Optional(Type.Record(Type.String(), Type.String())),
     alwaysPull: Type.Optional(Type.Boolean()),
@@ -48,7 +50,7 @@ function validator(): ReturnType<Ajv['compile']> {
 function describe(error: ErrorObject): string {
   const where = error.instancePath ? error.instancePath.slice(1).replaceAll('/', '.') : 'job';
   if (error.keyword === 'required') return `missing required field "${String(error.params.missingProperty)}"`;
-  if (error.keyword === 'pattern' && where === 'callbackUrl') return 'callbackUrl must be an http(s) URL';
+  if (error.keyword === 'pattern' && (where === 'callbackUrl' || where === 'logsUrl')) return `${where} must be an http(s) URL`;
   if (error.keyword === 'pattern' && where === 'image') return 'image is not an image reference (letters, digits and . _ / : @ + - only)';
   return `${where} ${error.message ?? 'is invalid'}`;
 }

@@ -15,6 +15,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import type { LoadedConfig } from '../../src/config/types.ts';
 import { DockerExecutor } from '../../src/executor/docker/docker-executor.ts';
 import { SqliteStore } from '../../src/jobs/sqlite-store.ts';
+import { LogStore } from '../../src/logs/log-store.ts';
 import { systemClock } from '../../src/shared/clock.ts';
 
 export const repoRoot = resolve(import.meta.dirname, '../..');
@@ -205,7 +206,8 @@ export async function startAgent(t: TestEnv): Promise<InProcessAgent> {
     extraHosts: loaded.config.core.extra_hosts,
     memoryLimit: loaded.config.docker.memory_limit,
   });
-  const agent = composeAgent(loaded.config, { store, executor, log, clock: systemClock, version: 'test' });
+  const logStore = new LogStore(join(loaded.config.core.data_dir, 'logs.db'));
+  const agent = composeAgent(loaded.config, { store, executor, log, clock: systemClock, version: 'test', logStore });
   await agent.start();
   return { agent, store, loaded, logFile, close: () => agent.close() };
 }

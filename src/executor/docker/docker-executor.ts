@@ -1,5 +1,6 @@
 import type Docker from 'dockerode';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import type { LogMessage } from '../../shared/log-line.ts';
 import {
   ExecutorJobError,
   LABEL_AGENT,
@@ -10,6 +11,7 @@ import {
   type Executor,
   type ExecutorEvent,
 } from '../executor.ts';
+import { LogFrameParser, sinceParam } from './log-frames.ts';
 
 export interface DockerExecutorOptions {
   readonly docker: Docker;
@@ -235,17 +237,31 @@ export class DockerExecutor implements Executor {
       if (statusOf(err) === 404) return [];
       throw err;
     }
-    const out = new PassThrough();
-    const chunks: Buffer[] = [];
-    out.on('data', (c: Buffer) => chunks.push(c));
-    await new Promise<void>((resolve, reject) => {
-      const source = Readable.from([raw]);
-      source.on('end', resolve);
-      source.on('error', reject);
-      this.docker.modem.demuxStream(source, out, out);
-    });
-    const text = Buffer.concat(chunks).toString('utf8');
+    const text = Buffer.concat(new LogFrameParser().push(raw).map((m) => m.text)).toString('utf8');
     return text.split('\n').filter((l) => l.length > 0).slice(-lines);
+  }
+
+  async *readLogs(containerId: string, options: { since: string | undefined; follow: boolean }, signal: AbortSignal): AsyncIterable<LogMessage[]> {
+    const query = { stdout: true, stderr: true, timestamps: true, since: options.since === undefined ? '0' : sinceParam(options.since), abortSignal: signal };
+    let stream: Readable;
+    try {
+      // dockerode answers a stream when following and a buffer otherwise.
+      stream = options.follow
+        ? ((await this.docker.getContainer(containerId).logs({ ...query, follow: true })) as unknown as Readable)
+        : Readable.from([await this.docker.getContainer(containerId).logs({ ...query, follow: false })]);
+    } catch (err) {
+      if (statusOf(err) === 404) return;
+      throw err;
+    }
+    const parser = new LogFrameParser();
+    try {
+      for await (const chunk of stream) {
+        const messages = parser.push(chunk as Buffer);
+        if (messages.length > 0) yield messages;
+      }
+    } finally {
+      stream.destroy();
+    }
   }
 
   async watch(onEvent: (event: ExecutorEvent) => void, signal: AbortSignal, onReady?: () => void): Promise<void> {

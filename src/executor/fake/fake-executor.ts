@@ -13,6 +13,8 @@ import {
   type Executor,
   type ExecutorEvent,
 } from '../executor.ts';
+import type { LogMessage, LogStreamName } from '../../shared/log-line.ts';
+import { Waiters } from '../../shared/waiters.ts';
 
 export interface FakeContainer {
   readonly id: string;
@@ -25,6 +27,8 @@ export interface FakeContainer {
   startedAt: number | null;
   /** Lines `logsTail` returns. */
   logs: string[];
+  /** What `readLogs` gives, in order (see `print`). */
+  output: LogMessage[];
 }
 
 export interface FakeExecutorOptions {
@@ -58,6 +62,8 @@ export class FakeExecutor implements Executor {
   readonly stubbornStops = new Set<string>();
   /** False: every call fails like an engine that does not answer. */
   up = true;
+  private readonly outputChanged = new Waiters();
+  private printed = 0;
   private readonly now: () => number;
   private counter = 0;
   private readonly watchers = new Set<{ onEvent: (event: ExecutorEvent) => void; lose: (err: Error) => void }>();
@@ -111,7 +117,7 @@ export class FakeExecutor implements Executor {
     if (!this.images.has(spec.image)) return Promise.reject(new ExecutorJobError('create', `creating the container failed: no such image ${spec.image}`));
     const id = `fake-${++this.counter}`;
     const labels = { ...spec.labels, [LABEL_MANAGED]: 'true', [LABEL_AGENT]: this.agentId };
-    this.containers.set(id, { id, name: spec.name, spec, labels, running: false, exitCode: null, oomKilled: false, startedAt: null, logs: [] });
+    this.containers.set(id, { id, name: spec.name, spec, labels, running: false, exitCode: null, oomKilled: false, startedAt: null, logs: [], output: [] });
     return Promise.resolve(id);
   }
 
@@ -148,6 +154,7 @@ export class FakeExecutor implements Executor {
     if (!c) return Promise.resolve();
     if (c.running) this.exit(c.id, 137);
     this.containers.delete(c.id);
+    this.outputChanged.wakeAll();
     return Promise.resolve();
   }
 
@@ -165,6 +172,27 @@ export class FakeExecutor implements Executor {
   logsTail(containerId: string, lines: number): Promise<string[]> {
     this.enter(`logsTail ${containerId}`);
     return Promise.resolve(this.find(containerId)?.logs.slice(-lines) ?? []);
+  }
+
+  async *readLogs(containerId: string, options: { since: string | undefined; follow: boolean }, signal: AbortSignal): AsyncIterable<LogMessage[]> {
+    this.enter(`readLogs ${containerId}`);
+    const c = this.find(containerId);
+    if (!c) return;
+    const since = options.since;
+    let at = since === undefined ? 0 : c.output.findIndex((m) => m.ts >= since);
+    if (at < 0) at = c.output.length;
+    for (;;) {
+      if (signal.aborted) throw signal.reason as Error;
+      if (!this.up) throw engineDown();
+      if (at < c.output.length) {
+        const batch = c.output.slice(at);
+        at = c.output.length;
+        yield batch;
+        continue;
+      }
+      if (!options.follow || !c.running || !this.containers.has(c.id)) return;
+      await this.outputChanged.wait(signal);
+    }
   }
 
   async watch(onEvent: (event: ExecutorEvent) => void, signal: AbortSignal, onReady?: () => void): Promise<void> {
@@ -198,12 +226,23 @@ export class FakeExecutor implements Executor {
     return [...this.containers.values()].find((c) => c.labels[LABEL_JOB] === jobId);
   }
 
+  /** The container prints `text` (a newline is added unless `partial`) on `stream`. */
+  print(containerId: string, stream: LogStreamName, text: string, options: { partial?: boolean } = {}): void {
+    const c = this.find(containerId);
+    if (!c) return;
+    const ts = `2026-01-01T00:00:00.${String(++this.printed).padStart(9, '0')}Z`;
+    c.output.push({ stream, ts, text: Buffer.from(options.partial ? text : `${text}\n`) });
+    c.logs.push(text);
+    this.outputChanged.wakeAll();
+  }
+
   /** The container's process ends with `code` (and the OOM killer's event first, when `oom`). */
   exit(containerId: string, code: number, options: { oom?: boolean } = {}): void {
     const c = this.find(containerId);
     if (!c?.running) return;
     c.running = false;
     c.exitCode = code;
+    this.outputChanged.wakeAll();
     c.oomKilled = options.oom === true;
     const jobId = c.labels[LABEL_JOB];
     if (jobId === undefined) return;
@@ -220,6 +259,7 @@ export class FakeExecutor implements Executor {
   loseEngine(): void {
     this.up = false;
     for (const w of [...this.watchers]) w.lose(engineDown());
+    this.outputChanged.wakeAll();
   }
 
   get watching(): number {
