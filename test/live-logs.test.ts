@@ -2,7 +2,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { testJobImage } from './support/image.ts';
-import { CallbackReceiver, containersOf, job, startStack, waitFor, type Stack } from './support/harness.ts';
+import { CallbackReceiver, containersOf, job, reportOf, startStack, waitFor, type Stack } from './support/harness.ts';
 import { assertWhole, engineMessages, joinedLines, printedLines, receivedLog } from './support/logs.ts';
 
 const SECRET = 'core-env-secret-6f1d2a';
@@ -70,6 +70,18 @@ describe('live job logs', () => {
       log.lines.map((l) => `${l.stream} ${l.text}`),
       engine.map((m) => `${m.stream} ${hide(m.text)}`),
     );
+  });
+
+  test('a job that fails: its log ends before the failure report, and neither shows a [core.env] value', async () => {
+    const { control, callbacks } = stack;
+    control.reply([job('log-fail', callbacks.url(), { action: 'exit', code: 4, message: `could not log in with ${SECRET}` }, { logsUrl: logs.url('logs/log-fail') })]);
+    const report = await callbacks.waitForCompletion('log-fail');
+    assert.equal(report.headers['x-foreman-job-outcome'], 'failed');
+    const log = receivedLog(logs.requests, 'log-fail');
+    assertWhole(log);
+    assert.ok(log.end && log.end.at <= report.at, 'the log end arrived before the report');
+    assert.deepEqual(log.lines.at(-1), { ...log.lines.at(-1), stream: 'stderr', text: 'could not log in with [redacted]' });
+    assert.deepEqual(reportOf(report).logs?.at(-1), 'could not log in with [redacted]');
   });
 
   test('past max_log_bytes one line says so and the rest is dropped, while the job runs on to its end', async () => {

@@ -27,14 +27,20 @@
 
 /* global process, Buffer, URL, fetch, setTimeout -- Node globals; eslint has no Node environment for .mjs */
 
+import { writeSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 
 const getEndpoint = process.env.FOREMAN_GET_JOB_ENDPOINT;
 const putEndpoint = process.env.FOREMAN_PUT_JOB_ENDPOINT;
 
+// Written synchronously: process.exit would drop a write still queued for a pipe.
 function fail(message, code = 1) {
-  process.stderr.write(`${message}\n`);
+  try {
+    writeSync(2, `${message}\n`);
+  } catch {
+    process.stderr.write(`${message}\n`);
+  }
   process.exit(code);
 }
 

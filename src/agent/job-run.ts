@@ -331,10 +331,11 @@ export class JobRun {
     void this.container.stop(containerId, remaining);
   }
 
-  /** The container is stopped: free the slot and schedule removal. */
+  /** The container is stopped: free the slot, read its output to the end (also if it never ran), schedule removal. */
   private markStopped(job: JobRecord): void {
     this.timers.cancel('launch', 'completion', 'stall', 'kill');
     this.release();
+    this.logs?.follow(job);
     if (job.startedAt !== null && job.stoppedAt !== null) {
       this.ctx.metrics?.runTime.observe({ outcome: job.outcome ?? 'unknown' }, Math.max(0, job.stoppedAt - job.startedAt) / 1000);
     }
