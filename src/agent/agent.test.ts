@@ -205,3 +205,25 @@ test('/healthz reasons: the engine not answering is named', async () => {
     await cs.close();
   }
 });
+
+test('a restart sends stored updates before its job API takes a new one (each job keeps its order), even while the engine is away', async () => {
+  const cs = await control();
+  const { clock, store, executor, agent, job } = setUp(cs);
+  try {
+    // Left by a previous run: a running job with one update not yet delivered.
+    store.admit(job('ordered'), 'secret', 'c-ordered');
+    for (const to of ['creating', 'started', 'running'] as const) store.transition('ordered', to, to === 'started' ? { containerId: 'gone', startedAt: clock.now() } : {});
+    store.recordUpdate('ordered', { url: `${cs.url}/cb`, headers: { 'x-foreman-job-status': 'running', 'x-foreman-job-id': 'ordered' }, body: Buffer.from('{"step":1}') });
+    executor.up = false;
+    const starting = agent.start();
+    await until('the stored update to be delivered', () => cs.callbacks.length === 1);
+    assert.equal(cs.callbacks[0]?.headers['x-foreman-delivery-seq'], '1');
+    assert.equal(agent.jobApiUrl, '', 'the job API is not serving yet: the engine has not answered');
+    executor.up = true;
+    await clock.advance(10_000);
+    await starting;
+  } finally {
+    await agent.close();
+    await cs.close();
+  }
+});

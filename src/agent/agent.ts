@@ -124,10 +124,14 @@ export class Agent {
     return problem === undefined ? undefined : `the last poll failed: ${problem}`;
   }
 
-  /** Connects to the engine, serves the job API, recovers what a previous run left, then polls. */
+  /** Resumes stored deliveries, connects to the engine, serves the job API, recovers what a previous run left, then polls. */
   async start(): Promise<void> {
     const { executor, jobApi, endpoints, outbox, poller, log } = this.parts;
     const signal = this.stopping.signal;
+    // Stored deliveries are queued before the job API takes a new update, so each job's order holds across
+    // a restart; and they go out while the engine is still awaited.
+    this.parts.logs.resume();
+    outbox.resume();
     await this.connectEngine(signal);
     if (signal.aborted) return;
     const { advertise, bind } = await resolveListenAddress(this.options.listen, executor);
@@ -137,8 +141,6 @@ export class Agent {
 
     // Subscribe to exits before reconciling so none slips between the two.
     await this.startWatching();
-    this.parts.logs.resume();
-    outbox.resume();
     this.purgeExpired();
     this.pollLoop = poller.run(signal);
     this.parts.oneShot.start();

@@ -37,6 +37,8 @@ export class Scheduler {
   /** Jobs taken in this run (stored, whether run or rejected), for `--max-jobs`. */
   private taken = 0;
   private retryTimer: Timer | undefined;
+  /** Repeated offers already logged (see `firstTime`). */
+  private readonly repeats = new Set<string>();
 
   constructor(ctx: JobRunContext, options: SchedulerOptions) {
     this.ctx = ctx;
@@ -130,6 +132,17 @@ export class Scheduler {
     return queued;
   }
 
+  /**
+   * False when `key` was seen before: a control server may offer the same job on every poll (hand-out
+   * is at-least-once), and that must cost one log line, not one per poll. Bounded: it forgets at 10,000.
+   */
+  private firstTime(key: string): boolean {
+    if (this.repeats.has(key)) return false;
+    if (this.repeats.size >= 10_000) this.repeats.clear();
+    this.repeats.add(key);
+    return true;
+  }
+
   /** True when the entry became a queued job. */
   private receiveOne(entry: unknown): boolean {
     if (this.allTaken) {
@@ -138,7 +151,7 @@ export class Scheduler {
     }
     const result = validateJob(entry);
     if (!result.ok) {
-      this.log.warn({ jobId: result.id, reason: result.reason }, 'rejected an invalid job from the control server');
+      if (this.firstTime(`invalid ${result.id ?? ''} ${result.reason}`)) this.log.warn({ jobId: result.id, reason: result.reason }, 'rejected an invalid job from the control server');
       this.ctx.metrics?.jobsEnded.inc({ outcome: 'invalid' });
       if (result.id === undefined) return false;
       const report = result.callbackUrl
@@ -154,7 +167,7 @@ export class Scheduler {
     }
     const { job } = result;
     if (!this.store.admit(job, newJobSecret(), containerNameFor(this.ctx.agentId, job.id))) {
-      this.log.info({ jobId: job.id }, 'job id already known to this agent; not running it again');
+      if (this.firstTime(`known ${job.id}`)) this.log.info({ jobId: job.id }, 'job id already known to this agent; not running it again (logged once)');
       return false;
     }
     this.taken++;
