@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import pino from 'pino';
 import { createJobApi, type JobUpdate } from './server.ts';
 
@@ -92,4 +94,40 @@ test('a backend failure is a 503 the container can retry', async () => {
   const res = await api.app.inject({ method: 'GET', url: '/job/x?token=t' });
   assert.equal(res.statusCode, 503);
   assert.doesNotMatch(res.body, /SQLITE/);
+});
+
+test('a valid PUT followed by bytes that are not HTTP on the same connection still gets its own answer, then a 400', async () => {
+  let release: () => void = () => undefined;
+  const stored = new Promise<void>((resolve) => (release = resolve));
+  const updates: string[] = [];
+  const api = createJobApi({
+    log: pino({ level: 'silent' }),
+    maxBodySize: 1024,
+    backend: {
+      authorize: () => true,
+      fetchJob: () => Promise.resolve({ status: 200, body: {} }),
+      // Answered only once the update is "stored", after the bad bytes have been parsed.
+      updateJob: async (_id, update) => {
+        updates.push(update.body.toString());
+        await stored;
+        return { status: 200, body: { status: 'accepted' } };
+      },
+    },
+  });
+  const { port } = await api.listen('127.0.0.1', 0);
+  try {
+    const socket = connect(port, '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    const closed = once(socket, 'close');
+    socket.write(`PUT /job/j?token=t HTTP/1.1\r\nhost: x\r\nx-foreman-job-status: running\r\ncontent-length: 2\r\n\r\nok\x00\x01 not http\r\n\r\n`);
+    while (updates.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    release();
+    await closed;
+    const text = Buffer.concat(received).toString();
+    assert.deepEqual(updates, ['ok']);
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\{"status":"accepted"\}HTTP\/1\.1 400 Bad Request\r\n[\s\S]*\{"error":"malformed HTTP request"\}$/);
+  } finally {
+    await api.close();
+  }
 });

@@ -1,6 +1,9 @@
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 
 export type JobStatus = 'running' | 'completed';
@@ -58,16 +61,57 @@ function validationMessage(error: FastifyError): string {
   return error.message;
 }
 
+/**
+ * Answers to requests on a connection that also carried bytes that are not HTTP. Node's default
+ * (and fastify's) writes a 400 and closes the connection at once, cutting off the answer to a valid
+ * request before the bad bytes, one the agent may already have recorded and forwarded. So the 400
+ * waits until every request of that connection has been answered.
+ */
+class ConnectionTracker {
+  private readonly open = new WeakMap<Socket, { count: number; then?: () => void }>();
+
+  track(socket: Socket, response: ServerResponse): void {
+    const entry = this.open.get(socket) ?? { count: 0 };
+    this.open.set(socket, entry);
+    entry.count++;
+    response.once('close', () => {
+      entry.count--;
+      if (entry.count === 0) entry.then?.();
+    });
+  }
+
+  clientError(err: Error & { code?: string }, socket: Duplex): void {
+    const close = (): void => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const [status, text] = err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large'] : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout'] : [400, 'Bad Request'];
+      const body = JSON.stringify({ error: status === 400 ? 'malformed HTTP request' : text.toLowerCase() });
+      const answer = `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+      if (socket.writable) socket.end(answer, () => socket.destroy());
+      else socket.destroy();
+    };
+    const entry = this.open.get(socket as Socket);
+    if (entry && entry.count > 0) entry.then = close;
+    else close();
+  }
+}
+
 /** The HTTP server job containers talk to: `GET /job/<id>` and `PUT /job/<id>`, each with `?token=<secret>`. */
 export function createJobApi(options: JobApiOptions): JobApiServer {
   const { backend, log } = options;
+  const connections = new ConnectionTracker();
   const app = Fastify({
     logger: false,
     bodyLimit: options.maxBodySize,
     // Job ids may be up to 256 characters once percent-encoded three times over.
     routerOptions: { maxParamLength: 1024 },
     return503OnClosing: true,
+    clientErrorHandler: (err, socket) => connections.clientError(err, socket),
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // First of the hooks, so that every request is counted, those answered 404 by the next one too.
+  app.addHook('onRequest', (request, reply, done) => {
+    connections.track(request.raw.socket, reply.raw);
+    done();
+  });
 
   // Bodies are forwarded byte for byte, so never parse them.
   app.removeAllContentTypeParsers();
