@@ -1,6 +1,7 @@
 /** The seed's sequence, end to end, against the real engine: poll → container → job API → callback → stop → remove. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { testJobImage } from './support/image.ts';
 import {
   CallbackReceiver,
@@ -211,7 +212,7 @@ describe('job flow', () => {
 });
 
 describe('the seed\'s development setup: hostname host.docker.internal with host-gateway', () => {
-  test('containers reach the agent through host.docker.internal', async () => {
+  test('containers reach the agent through host.docker.internal, which listens on the default bridge gateway only', async () => {
     await testJobImage();
     const stack = await startStack({
       FOREMAN_CORE_HOSTNAME: 'host.docker.internal',
@@ -220,6 +221,12 @@ describe('the seed\'s development setup: hostname host.docker.internal with host
     const { control, callbacks, running } = stack;
     try {
       assert.match(running.agent.jobApiUrl, /^http:\/\/host\.docker\.internal:\d+$/);
+      // From the engine, not the interface list: docker0 is missing there while it has no carrier.
+      const bridge = (await docker.getNetwork('bridge').inspect()) as { IPAM?: { Config?: Array<{ Gateway?: string }> } };
+      const gateway = bridge.IPAM?.Config?.find((c) => c.Gateway)?.Gateway;
+      assert.ok(gateway);
+      const listening = readFileSync(running.logFile, 'utf8').split('\n').find((l) => l.includes('job API listening'));
+      assert.match(listening ?? '', new RegExp(`"listen":"${gateway.replaceAll('.', '\\.')}:\\d+"`));
       control.reply([job('seed-dev-1', callbacks.url(), { values: [20, 22] })]);
       const done = await callbacks.waitForCompletion('seed-dev-1');
       assert.deepEqual(JSON.parse(done.body.toString()), { result: 42 });

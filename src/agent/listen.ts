@@ -26,30 +26,36 @@ function localAddresses(): Map<string, string> {
   return byAddress;
 }
 
-function docker0Address(): string | undefined {
-  return networkInterfaces().docker0?.find((a) => a.family === 'IPv4')?.address;
-}
-
 /**
- * Listens only where containers reach the agent:
- * - `listen_address` when set;
+ * Listens only where containers reach the agent, and never on every interface unless told to:
+ * - `listen_address` when set (`0.0.0.0` included);
  * - no `hostname`: the job network's gateway, advertised as is;
- * - `hostname` mapped to `host-gateway` in extra_hosts: docker0's address, which host-gateway means;
+ * - `hostname` mapped to `host-gateway` in extra_hosts: the default bridge's gateway, which
+ *   host-gateway means. It comes from the engine, not from the interface list, which leaves out
+ *   docker0 while no container uses the default bridge (no carrier);
  * - `hostname` that is, or resolves to, a local address: that address;
- * - otherwise every interface, since we cannot tell where the name leads.
+ * - otherwise it refuses: it cannot tell where the name leads.
  */
 export async function resolveListenAddress(core: ListenSettings, executor: Executor): Promise<ListenAddress> {
   if (!core.hostname) {
     const gateway = await executor.gatewayAddress();
-    if (!gateway) throw new Error(`network ${core.network_name} has no gateway address; set core.hostname`);
+    if (!gateway) throw new Error(`network ${core.network_name} has no gateway address; set core.hostname and core.listen_address`);
     return { advertise: gateway, bind: core.listen_address ?? gateway };
   }
   const advertise = core.hostname;
   if (core.listen_address) return { advertise, bind: core.listen_address };
   const hostGateway = core.extra_hosts.some((h) => h.toLowerCase() === `${advertise.toLowerCase()}:host-gateway`);
-  if (hostGateway) return { advertise, bind: docker0Address() ?? '0.0.0.0' };
+  if (hostGateway) {
+    const bridge = await executor.gatewayAddress('bridge').catch(() => undefined);
+    if (bridge) return { advertise, bind: bridge };
+    throw new Error(`core.hostname ${advertise} means host-gateway, but the engine's default bridge has no gateway address; set core.listen_address`);
+  }
   const local = localAddresses();
   const candidates = isIP(advertise) ? [advertise] : await lookup(advertise, { all: true }).then((r) => r.map((a) => a.address), () => []);
   const match = candidates.find((a) => local.has(a));
-  return { advertise, bind: match ?? '0.0.0.0' };
+  if (match) return { advertise, bind: match };
+  const seen = candidates.length > 0 ? ` (it resolves to ${candidates.join(', ')})` : ' (it does not resolve here)';
+  throw new Error(
+    `core.hostname ${advertise} is not an address of this host${seen}, so foreman cannot tell where to listen; set core.listen_address (0.0.0.0 listens on every interface)`,
+  );
 }

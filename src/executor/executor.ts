@@ -62,8 +62,11 @@ export class ExecutorJobError extends Error {
 export interface Executor {
   /** Checks the engine answers and creates the job network when missing. */
   prepare(signal?: AbortSignal): Promise<void>;
-  /** Address on this host that containers on the job network reach it by (the network gateway). */
-  gatewayAddress(): Promise<string | undefined>;
+  /**
+   * Address on this host that containers on the job network reach it by (the network gateway), or on
+   * `network` when given (`bridge`: the default bridge, whose gateway `host-gateway` means).
+   */
+  gatewayAddress(network?: string): Promise<string | undefined>;
   /** Engine version string, for logs and `foreman check`. */
   version(): Promise<string>;
   /** Pulls the image when it is missing locally, or always when `alwaysPull`. */

@@ -71,8 +71,8 @@ export class DockerExecutor implements Executor {
     }
   }
 
-  async gatewayAddress(): Promise<string | undefined> {
-    const info = (await this.docker.getNetwork(this.options.networkName).inspect()) as {
+  async gatewayAddress(network?: string): Promise<string | undefined> {
+    const info = (await this.docker.getNetwork(network ?? this.options.networkName).inspect()) as {
       IPAM?: { Config?: Array<{ Gateway?: string }> };
     };
     return info.IPAM?.Config?.find((c) => c.Gateway)?.Gateway;

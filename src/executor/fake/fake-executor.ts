@@ -60,6 +60,8 @@ export class FakeExecutor implements Executor {
   readonly failingStarts = new Set<string>();
   /** Container ids that ignore their stop signal: only `kill` (or `remove`) ends them. */
   readonly stubbornStops = new Set<string>();
+  /** The default bridge's gateway (`gatewayAddress('bridge')`); undefined: the engine has none. */
+  bridgeGateway: string | undefined = '127.0.0.1';
   /** False: every call fails like an engine that does not answer. */
   up = true;
   private readonly outputChanged = new Waiters();
@@ -84,8 +86,8 @@ export class FakeExecutor implements Executor {
     return Promise.resolve();
   }
 
-  gatewayAddress(): Promise<string | undefined> {
-    return Promise.resolve('127.0.0.1');
+  gatewayAddress(network?: string): Promise<string | undefined> {
+    return Promise.resolve(network === undefined ? '127.0.0.1' : this.bridgeGateway);
   }
 
   version(): Promise<string> {
