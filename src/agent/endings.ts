@@ -6,6 +6,7 @@ import type { Ending } from '../callbacks/messages.ts';
 import { ExecutorJobError } from '../executor/executor.ts';
 import type { JobState, Outcome } from '../jobs/state.ts';
 import { describeHttpError } from '../shared/backoff.ts';
+import { redactValues } from '../shared/redact.ts';
 
 export type EndDetails = Omit<Ending, 'outcome' | 'logs'> & { readonly includeLogs?: boolean };
 
@@ -36,10 +37,13 @@ export function cancelDetails(): DetailsFor {
   return (_outcome, from) => canceled(from, null);
 }
 
-/** A failed pull, create or start: `pull` tells the decision which outcome it is. */
-export function launchFailedDetails(err: unknown): { pull: boolean; details: DetailsFor } {
+/**
+ * A failed pull, create or start: `pull` tells the decision which outcome it is. The engine's message
+ * may echo an env entry (an empty name, a NUL in a value), so `secrets` are hidden in it.
+ */
+export function launchFailedDetails(err: unknown, secrets: Iterable<string> = []): { pull: boolean; details: DetailsFor } {
   const pull = err instanceof ExecutorJobError && err.kind === 'pull';
-  const message = err instanceof ExecutorJobError ? err.message : `the Docker engine did not answer: ${describeHttpError(err)}`;
+  const message = redactValues(err instanceof ExecutorJobError ? err.message : `the Docker engine did not answer: ${describeHttpError(err)}`, secrets);
   return { pull, details: () => ({ reason: pull ? 'pull' : 'start', message, includeLogs: true }) };
 }
 

@@ -16,6 +16,11 @@ export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Re
   };
 }
 
+/** What must never be logged or reported about a job: its env values, `[core.env]`'s, and its secret. */
+export function secretsOf(job: JobRecord | undefined, env: Readonly<Record<string, string>>): string[] {
+  return [...Object.values(job?.spec.env ?? {}), ...Object.values(env), ...(job ? [job.secret] : [])];
+}
+
 /**
  * The engine calls a runner makes about its job's container once it exists. Each one logs its
  * failure with the job id and reports it by its result, never by throwing: the runner's next step

@@ -26,7 +26,7 @@ import {
   timeoutDetails,
   type DetailsFor,
 } from './endings.ts';
-import { containerSpec, JobContainer } from './job-container.ts';
+import { containerSpec, JobContainer, secretsOf } from './job-container.ts';
 import type { JobRunContext, JobRunHooks } from './job-run-context.ts';
 import type { JobLog } from './live-logs.ts';
 
@@ -197,7 +197,7 @@ export class JobRun {
   }
 
   private async failLaunch(err: unknown): Promise<void> {
-    const { pull, details } = launchFailedDetails(err);
+    const { pull, details } = launchFailedDetails(err, secretsOf(this.ctx.store.get(this.id), this.ctx.options.env));
     await this.act((state) => onLaunchFailed(state, pull), details, 'job could not start');
   }
 

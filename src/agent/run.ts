@@ -14,6 +14,7 @@ import { LogStore } from '../logs/log-store.ts';
 import { LogShipper } from '../logs/shipper.ts';
 import { systemClock, type Clock } from '../shared/clock.ts';
 import { describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
+import { redactUrl } from '../shared/redact.ts';
 import { Agent } from './agent.ts';
 import { createJobApiBackend } from './job-api-backend.ts';
 import type { AgentMetrics } from './metrics.ts';
@@ -162,10 +163,11 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
   return new Agent(
     { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot },
     {
-      engineUrl: config.docker.url,
+      // For log lines only: without credentials.
+      engineUrl: redactUrl(config.docker.url),
       listen: { hostname: core.hostname, listen_address: core.listen_address, extra_hosts: core.extra_hosts, network_name: core.network_name },
       port: core.port,
-      pollUrl: core.url,
+      pollUrl: redactUrl(core.url),
       maxConcurrentJobs: core.max_concurrent_jobs,
       shutdownTimeoutMs: core.shutdown_timeout,
       drainTimeoutMs: core.drain_timeout,

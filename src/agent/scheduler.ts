@@ -151,7 +151,8 @@ export class Scheduler {
     }
     const result = validateJob(entry);
     if (!result.ok) {
-      if (this.firstTime(`invalid ${result.id ?? ''} ${result.reason}`)) this.log.warn({ jobId: result.id, reason: result.reason }, 'rejected an invalid job from the control server');
+      // shownId: an id with a lone surrogate cannot be stored or echoed, but is logged escaped.
+      if (this.firstTime(`invalid ${result.shownId ?? ''} ${result.reason}`)) this.log.warn({ jobId: result.shownId, reason: result.reason }, 'rejected an invalid job from the control server');
       this.ctx.metrics?.jobsEnded.inc({ outcome: 'invalid' });
       if (result.id === undefined) return false;
       const report = result.callbackUrl

@@ -4,6 +4,7 @@ import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy 
 import { CANCEL_HEADER, parseCancelHeader } from '../shared/cancel-header.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { Delivery } from '../shared/delivery.ts';
+import { redactUrl } from '../shared/redact.ts';
 import { Waiters } from '../shared/waiters.ts';
 import { wireHeaders } from './messages.ts';
 
@@ -155,7 +156,7 @@ export class CallbackOutbox {
         }
         reason = `callback answered ${res.statusCode}`;
         if (!isRetryableStatus(res.statusCode)) {
-          log.warn({ ...context, url: delivery.url, reason }, 'callback rejected the update; not retrying');
+          log.warn({ ...context, url: redactUrl(delivery.url), reason }, 'callback rejected the update; not retrying');
           return 'rejected';
         }
       } catch (err) {
@@ -164,12 +165,12 @@ export class CallbackOutbox {
       }
       if (clock.now() - delivery.createdAt >= this.options.maxAgeMs) {
         log.error(
-          { ...context, url: delivery.url, attempts, reason, status: delivery.headers['x-foreman-job-status'] },
+          { ...context, url: redactUrl(delivery.url), attempts, reason, status: delivery.headers['x-foreman-job-status'] },
           'GIVING UP on a callback delivery: it could not be delivered within callback_max_age',
         );
         return 'expired';
       }
-      if (reason !== lastReason) log.warn({ ...context, url: delivery.url, reason }, 'callback delivery failed; retrying');
+      if (reason !== lastReason) log.warn({ ...context, url: redactUrl(delivery.url), reason }, 'callback delivery failed; retrying');
       lastReason = reason;
       try {
         this.options.store.recordAttempt(delivery.id, attempts, reason);

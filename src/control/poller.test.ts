@@ -28,6 +28,24 @@ test('replies: an array, one object, [] , empty and 204 are jobs; anything else 
   for (const [status, text, message] of bad) assert.throws(() => parsePollReply(status, text), (e: unknown) => e instanceof PollError && message.test(e.message));
 });
 
+test('an invalid reply is described by where it breaks, never by its text (it may hold env values)', () => {
+  const replies = [
+    '[{"id":"a","env":{"TOKEN":"s3cr3t-value"}} x',
+    '{"env":{"TOKEN":"s3cr3t-value"',
+    's3cr3t-value',
+    '[{"env":{"TOKEN":"s3cr3t-value"}},]',
+    '{"env":{"TOKEN":"s3cr3t-value"}}}',
+  ];
+  for (const text of replies) {
+    assert.throws(
+      () => parsePollReply(200, text),
+      (e: unknown) => e instanceof PollError && /^the control server sent invalid JSON \(.+; \d+ bytes\)$/.test(e.message) && !e.message.includes('s3cr3t'),
+      text,
+    );
+  }
+  assert.throws(() => parsePollReply(200, '{"a":1 x'), /invalid JSON \(Expected ',' or '}' after property value at position 7; 8 bytes\)/);
+});
+
 test('labels are URL-encoded key=value pairs joined by commas', () => {
   assert.equal(encodeLabels({ queue: 'high', 'a,b': 'c=d' }), 'queue=high,a%2Cb=c%3Dd');
 });

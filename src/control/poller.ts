@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
 import { CANCEL_HEADER, parseCancelHeader } from '../shared/cancel-header.ts';
 import type { Clock } from '../shared/clock.ts';
+import { redactUrl } from '../shared/redact.ts';
 
 export interface PollerOptions {
   readonly url: string;
@@ -71,6 +72,19 @@ export class PollError extends Error {
   }
 }
 
+/**
+ * Where and why JSON.parse failed, never the text itself: a reply holds jobs' env values, and V8 quotes
+ * an excerpt in some messages (`Unexpected token 'x', "…" is not valid JSON`), so only what is known to
+ * hold none is kept.
+ */
+function jsonProblem(err: unknown): string {
+  const message = err instanceof Error ? err.message : '';
+  const at = /^([^"]*) in JSON at position (\d+)/.exec(message);
+  if (at) return `${at[1]} at position ${at[2]}`;
+  if (message.startsWith('Unexpected token')) return 'unexpected token';
+  return message === 'Unexpected end of JSON input' ? message : 'not valid JSON';
+}
+
 /** Turns a reply into job entries: an array, one object, `[]` and 204 are all valid. */
 export function parsePollReply(status: number, text: string): unknown[] {
   if (status === 204) return [];
@@ -80,8 +94,8 @@ export function parsePollReply(status: number, text: string): unknown[] {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch {
-    throw new PollError(`the control server sent invalid JSON: ${JSON.stringify(text.slice(0, 80))}`, status);
+  } catch (err) {
+    throw new PollError(`the control server sent invalid JSON (${jsonProblem(err)}; ${Buffer.byteLength(text)} bytes)`, status);
   }
   if (Array.isArray(parsed)) return parsed;
   if (parsed === null) return [];
@@ -115,7 +129,7 @@ export class Poller {
       let delay: number;
       try {
         const entries = await this.pollOnce(signal);
-        if (this.failures > 0) log.info({ url: this.options.url }, 'control server reachable again');
+        if (this.failures > 0) log.info({ url: redactUrl(this.options.url) }, 'control server reachable again');
         this.failures = 0;
         this.lastProblem = undefined;
         const fresh = entries.length > 0 ? this.options.onJobs(entries) : 0;
@@ -124,7 +138,7 @@ export class Poller {
         if (signal.aborted) return;
         this.failures++;
         const problem = describeHttpError(err);
-        if (problem !== this.lastProblem) log.warn({ url: this.options.url, reason: problem }, 'polling the control server failed; retrying with backoff');
+        if (problem !== this.lastProblem) log.warn({ url: redactUrl(this.options.url), reason: problem }, 'polling the control server failed; retrying with backoff');
         this.lastProblem = problem;
         delay = backoffDelay(this.options.backoff, this.failures);
       }

@@ -2,6 +2,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
+import { redactUrl } from '../shared/redact.ts';
 import { Waiters } from '../shared/waiters.ts';
 import type { LogSettlement, LogStore, LogStream, StoredLine } from './log-store.ts';
 
@@ -148,7 +149,7 @@ export class LogShipper {
   private async post(stream: LogStream, extra: Record<string, string>, body: Buffer): Promise<Sent | undefined> {
     const { log, clock } = this.options;
     const signal = this.abort.signal;
-    const context = { jobId: stream.jobId, url: stream.url, offset: extra['x-foreman-log-offset'] };
+    const context = { jobId: stream.jobId, url: redactUrl(stream.url), offset: extra['x-foreman-log-offset'] };
     const headers = {
       'content-type': 'application/x-ndjson',
       'user-agent': this.options.userAgent,

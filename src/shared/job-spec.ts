@@ -1,17 +1,19 @@
 import { Type, type Static } from 'typebox';
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
+import { HTTP_URL_PREFIX, IMAGE_REFERENCE, httpUrlProblem, illFormedFields, isWellFormedText, showText } from './job-input.ts';
 
 /** A job as served by the control server. Unknown fields are accepted and ignored. */
 export const JobSpecSchema = Type.Object(
   {
     id: Type.String({ minLength: 1, maxLength: 256 }),
-    // Only the characters an image reference can hold; the engine judges the rest.
-    image: Type.String({ minLength: 1, maxLength: 512, pattern: '^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$' }),
+    // Docker's reference grammar; the engine judges the rest (letter case, whether the image exists).
+    image: Type.String({ minLength: 1, maxLength: 512, pattern: IMAGE_REFERENCE }),
     body: Type.Unknown(),
-    callbackUrl: Type.String({ format: 'uri', pattern: '^[hH][tT][tT][pP][sS]?://' }),
+    // Host and port are checked beyond the schema (see `httpUrlProblem`).
+    callbackUrl: Type.String({ format: 'uri', pattern: HTTP_URL_PREFIX }),
     /** Where the container's output is streamed as it runs (see the README's "Live job logs"). */
-    logsUrl: Type.Optional(Type.String({ format: 'uri', pattern: '^[hH][tT][tT][pP][sS]?://' })),
+    logsUrl: Type.Optional(Type.String({ format: 'uri', pattern: HTTP_URL_PREFIX })),
     command: Type.Optional(Type.Array(Type.String())),
     env: Type.Optional(Type.Record(Type.String(), Type.String())),
     alwaysPull: Type.Optional(Type.Boolean()),
@@ -34,6 +36,8 @@ export type JobValidation =
       /** The id and callback URL when they are usable, so the rejection can be reported. */
       id: string | undefined;
       callbackUrl: string | undefined;
+      /** The id as a log line may show it (lone surrogates escaped), whether usable or not. */
+      shownId: string | undefined;
     };
 
 let compiled: ReturnType<Ajv['compile']> | undefined;
@@ -51,23 +55,38 @@ function describe(error: ErrorObject): string {
   const where = error.instancePath ? error.instancePath.slice(1).replaceAll('/', '.') : 'job';
   if (error.keyword === 'required') return `missing required field "${String(error.params.missingProperty)}"`;
   if (error.keyword === 'pattern' && (where === 'callbackUrl' || where === 'logsUrl')) return `${where} must be an http(s) URL`;
-  if (error.keyword === 'pattern' && where === 'image') return 'image is not an image reference (letters, digits and . _ / : @ + - only)';
+  if (error.keyword === 'pattern' && where === 'image') {
+    return 'image is not an image reference ([host[:port]/]name[/name…][:tag][@digest], names of letters and digits joined by . _ or -, separated by single /)';
+  }
   return `${where} ${error.message ?? 'is invalid'}`;
 }
 
-/** Checks one entry of a control-server reply against the job schema. */
+/**
+ * Checks one entry of a control-server reply against the job schema, and what the schema cannot say:
+ * URLs the agent can deliver to, and strings that round-trip exactly (no lone surrogates).
+ */
 export function validateJob(raw: unknown): JobValidation {
   const validate = validator();
-  if (validate(raw)) {
-    const job = raw as JobSpec;
-    if (!Object.hasOwn(job, 'body')) return { ok: false, reason: 'missing required field "body"', id: job.id, callbackUrl: job.callbackUrl };
-    return { ok: true, job };
-  }
-  const reason = [...new Set((validate.errors ?? []).map(describe))].join('; ');
   const record = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
-  const id = typeof record.id === 'string' && record.id.length > 0 && record.id.length <= 256 ? record.id : undefined;
-  const url = typeof record.callbackUrl === 'string' ? record.callbackUrl : undefined;
-  return { ok: false, reason: reason || 'not a job object', id, callbackUrl: url && isHttpUrl(url) ? url : undefined };
+  const problems = validate(raw) ? [] : (validate.errors ?? []).map(describe);
+  if (problems.length === 0 && !Object.hasOwn(record, 'body')) problems.push('missing required field "body"');
+  problems.push(...illFormedFields(record));
+  for (const field of ['callbackUrl', 'logsUrl']) {
+    const value = record[field];
+    const problem = typeof value === 'string' ? httpUrlProblem(value) : undefined;
+    // One reason per field: the schema's, when it has one.
+    if (problem && !problems.some((p) => p.startsWith(`${field} `))) problems.push(`${field} ${problem}`);
+  }
+  if (problems.length === 0) return { ok: true, job: raw as JobSpec };
+  const { id, callbackUrl: url } = record;
+  const usableId = typeof id === 'string' && id.length > 0 && id.length <= 256 && isWellFormedText(id);
+  return {
+    ok: false,
+    reason: [...new Set(problems)].join('; ') || 'not a job object',
+    id: usableId ? id : undefined,
+    callbackUrl: typeof url === 'string' && httpUrlProblem(url) === undefined ? url : undefined,
+    shownId: typeof id === 'string' && id.length > 0 ? showText(id) : undefined,
+  };
 }
 
 export function isHttpUrl(value: string): boolean {

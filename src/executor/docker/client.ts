@@ -1,4 +1,19 @@
 import Docker from 'dockerode';
+import modemHttp from 'docker-modem/lib/http.js';
+
+/**
+ * dockerode's transport follows an engine's redirect with a second request that nothing listens to for
+ * errors, and over a unix socket it resolves the new location against no host. The engine redirects
+ * any path it would clean (`/images/a//b/json` → 301), so an image reference like `a//b` made the agent
+ * dial a host named "images" and die of an unhandled `error` event. The Docker API never needs a
+ * redirect: none is followed, and the request fails with the error `isRedirectRefusal` recognises.
+ */
+modemHttp.maxRedirects = 0;
+
+/** The error a redirect from the engine ends in: the engine answered (3xx), so it is no connection failure. */
+export function isRedirectRefusal(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith('Max redirects exceeded');
+}
 
 /** Builds a dockerode client from a `unix://` or `tcp://` (or http/https) engine URL. */
 export function createDockerClient(engineUrl: string): Docker {

@@ -11,6 +11,7 @@ import {
   type Executor,
   type ExecutorEvent,
 } from '../executor.ts';
+import { isRedirectRefusal } from './client.ts';
 import { LogFrameParser, sinceParam } from './log-frames.ts';
 
 export interface DockerExecutorOptions {
@@ -22,13 +23,18 @@ export interface DockerExecutorOptions {
   readonly memoryLimit: number;
 }
 
+/** A refused redirect stands for the engine's 3xx answer, whose exact code is not kept. */
+const REDIRECTED = 301;
+
 /** Engine replies carry a statusCode; connection failures do not. */
 function statusOf(err: unknown): number | undefined {
+  if (isRedirectRefusal(err)) return REDIRECTED;
   const code = (err as { statusCode?: unknown } | null)?.statusCode;
   return typeof code === 'number' ? code : undefined;
 }
 
 function engineMessage(err: unknown): string {
+  if (isRedirectRefusal(err)) return 'the engine answered with a redirect: the reference names nothing it can look up';
   const json = (err as { json?: { message?: unknown } } | null)?.json;
   if (json && typeof json.message === 'string') return json.message;
   return err instanceof Error ? err.message : String(err);
