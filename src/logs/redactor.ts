@@ -1,5 +1,6 @@
-/** What replaces a secret in a job's log. */
-export const REDACTED = '[redacted]';
+import { escapeRegExp, REDACTED } from '../shared/redact.ts';
+
+export { REDACTED };
 
 /** The shortest piece of a secret cut by a line split that is still hidden. */
 const MIN_FRAGMENT = 4;
@@ -17,7 +18,7 @@ export class Redactor {
   constructor(values: Iterable<string>) {
     // Longest first, so a value that contains another is hidden whole.
     this.values = [...new Set([...values].filter((v) => v.length > 0))].sort((a, b) => b.length - a.length);
-    this.pattern = this.values.length > 0 ? new RegExp(this.values.map(escape).join('|'), 'g') : undefined;
+    this.pattern = this.values.length > 0 ? new RegExp(this.values.map(escapeRegExp).join('|'), 'g') : undefined;
   }
 
   get empty(): boolean {
@@ -50,8 +51,4 @@ export class Redactor {
     }
     return text;
   }
-}
-
-function escape(value: string): string {
-  return value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

@@ -9,7 +9,12 @@ test('redactUrl hides a password, and a user name given without one', () => {
 });
 
 test('redactUrl leaves a URL without credentials exactly as it was', () => {
-  for (const url of ['http://127.0.0.1:9/cb', 'https://h/a?token=x#f', 'HTTP://H/x', 'not a url']) assert.equal(redactUrl(url), url);
+  for (const url of ['http://127.0.0.1:9/cb', 'https://h/a?step=x#f', 'HTTP://H/x', 'not a url']) assert.equal(redactUrl(url), url);
+});
+
+test('redactUrl hides query values whose names say they are secrets', () => {
+  assert.equal(redactUrl('https://h/a?token=abc&step=2#f'), 'https://h/a?token=***&step=2#f');
+  assert.equal(redactUrl('http://h/cb?X-Amz-Signature=0f&api_key=k&user=me'), 'http://h/cb?X-Amz-Signature=***&api_key=***&user=me');
 });
 
 test('redactUrl hides the userinfo of a URL that does not parse', () => {

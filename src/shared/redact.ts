@@ -6,9 +6,10 @@ export const REDACTED = '[redacted]';
 const USERINFO = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/;
 
 /**
- * The URL as it may appear in a log line: a password shown as `***` (`http://user:***@host/…`), and a
- * user name without a password too, since that is often a token (`https://***@host/…`). In a URL that
- * does not parse, everything between `://` and an `@` is hidden.
+ * The URL as it may appear in a log line: a password shown as `***` (`http://user:***@host/…`), a
+ * user name without a password too, since that is often a token (`https://***@host/…`), and the value
+ * of a query parameter whose name says it is a secret (`?token=***`). In a URL that does not parse,
+ * everything between `://` and an `@` is hidden.
  */
 export function redactUrl(value: string): string {
   let url: URL;
@@ -17,11 +18,20 @@ export function redactUrl(value: string): string {
   } catch {
     return value.replace(USERINFO, '$1***@');
   }
+  let changed = false;
   if (url.password) url.password = '***';
   else if (url.username) url.username = '***';
-  else return value;
-  return url.href;
+  if (url.password || url.username) changed = true;
+  // Signed and token-bearing URLs carry their secret in the query (`?token=`, `?sig=`, `?api_key=`).
+  for (const name of new Set(url.searchParams.keys())) {
+    if (!SECRET_PARAM.test(name)) continue;
+    url.searchParams.set(name, '***');
+    changed = true;
+  }
+  return changed ? url.href : value;
 }
+
+const SECRET_PARAM = /token|secret|passw|pwd|key|sig|auth|cred/i;
 
 /**
  * `text` with every non-empty value of `values` replaced by `[redacted]`, also where the text quotes it:
@@ -63,6 +73,6 @@ function hex(code: number, width: number): string {
   return code.toString(16).padStart(width, '0');
 }
 
-function escapeRegExp(value: string): string {
+export function escapeRegExp(value: string): string {
   return value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
