@@ -1,0 +1,116 @@
+/**
+ * Three real agents (different labels, one shared) and the reference control server on the real
+ * engine: 60 jobs, each routed to an agent whose labels match, none run twice, all reported; then one
+ * agent is killed with -9, and the server requeues its unfinished jobs, which finish on the others,
+ * each reported once, by the agent that finished it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createControlServer } from '../examples/control-server/server.ts';
+import { testJobImage } from './support/image.ts';
+import { cleanup, spawnAgent, testEnv, waitFor, watchContainerEvents, type TestEnv } from './support/harness.ts';
+
+interface JobView {
+  id: string;
+  status: string;
+  outcome: string | null;
+  agentId: string | null;
+  requeues: number;
+  labels: Record<string, string>;
+}
+
+test('three agents share 60 jobs by label, and the jobs of one killed with -9 finish on the others', async (t) => {
+  await testJobImage();
+  const dir = await mkdtemp(join(tmpdir(), 'foreman-many-'));
+  // Agents poll every 100 ms, so one silent for 1.5 s is gone.
+  const server = await createControlServer({ dbPath: join(dir, 'cs.db'), tokens: ['many-token'], agentTimeoutMs: 1500 });
+  // Every final update the server receives, by job, with the agent that sent it.
+  const finals = new Map<string, string[]>();
+  server.app.addHook('onRequest', (request, _reply, done) => {
+    const match = /^\/job\/([^/?]+)$/.exec(request.url);
+    if (request.method === 'PUT' && match && request.headers['x-foreman-job-status'] === 'completed') {
+      const id = decodeURIComponent(match[1] ?? '');
+      finals.set(id, [...(finals.get(id) ?? []), String(request.headers['x-foreman-agent-id'])]);
+    }
+    done();
+  });
+  await server.app.listen({ host: '127.0.0.1', port: 0 });
+  const base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
+  const labels = { a: 'FOREMAN_CORE_LABELS_GPU', b: 'FOREMAN_CORE_LABELS_REGION', c: 'FOREMAN_CORE_LABELS_POOL' } as const;
+  const envs: Record<keyof typeof labels, TestEnv> = {
+    a: testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'many-token', FOREMAN_CORE_LABELS_QUEUE: 'many', [labels.a]: 'true', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4' }),
+    b: testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'many-token', FOREMAN_CORE_LABELS_QUEUE: 'many', [labels.b]: 'eu', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4' }),
+    c: testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'many-token', FOREMAN_CORE_LABELS_QUEUE: 'many', [labels.c]: 'spare', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4' }),
+  };
+  const agents = { a: spawnAgent(envs.a), b: spawnAgent(envs.b), c: spawnAgent(envs.c) };
+  const creates: string[] = [];
+  const events = await watchContainerEvents(['create'], 'foreman.managed=true', (e) => creates.push(e.Actor.Attributes['foreman.job-id'] ?? ''));
+  const ids = { a: '', b: '', c: '' };
+  try {
+    const submit = async (body: unknown, jobLabels: Record<string, string>): Promise<string> => {
+      const res = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: 'foreman-test-job:latest', labels: { queue: 'many', ...jobLabels }, body }) });
+      assert.equal(res.status, 201);
+      return ((await res.json()) as { id: string }).id;
+    };
+    const jobs: Array<{ id: string; needs: string }> = [];
+    for (let n = 0; n < 20; n++) {
+      jobs.push({ id: await submit({ action: 'progress', steps: 3, delayMs: 300 }, { gpu: 'true' }), needs: 'gpu' });
+      jobs.push({ id: await submit({ action: 'progress', steps: 3, delayMs: 300 }, { region: 'eu' }), needs: 'region' });
+      // Long enough that some are still running on the agent killed below.
+      jobs.push({ id: await submit({ action: 'progress', steps: 8, delayMs: 250 }, {}), needs: 'shared' });
+    }
+    const view = async (id: string): Promise<JobView> => (await (await fetch(`${base}/jobs/${id}`)).json()) as JobView;
+    const agentsSeen = async (): Promise<Array<{ id: string; labels: Record<string, string> }>> => (await (await fetch(`${base}/agents`)).json()) as Array<{ id: string; labels: Record<string, string> }>;
+    await waitFor('three agents polling', async () => (await agentsSeen()).length === 3, 30_000);
+    for (const agent of await agentsSeen()) {
+      if (agent.labels.gpu === 'true') ids.a = agent.id;
+      else if (agent.labels.region === 'eu') ids.b = agent.id;
+      else ids.c = agent.id;
+    }
+
+    // Kill the agent of shared jobs only while it runs some.
+    const victimJobs = await waitFor('the third agent to have finished shared jobs and to run more', async () => {
+      const mine = (await Promise.all(jobs.map((j) => view(j.id)))).filter((v) => v.agentId === ids.c);
+      const unfinished = mine.filter((v) => v.status !== 'completed');
+      return mine.length - unfinished.length >= 2 && unfinished.length >= 2 ? unfinished : undefined;
+    }, 60_000, 100);
+    agents.c.child.kill('SIGKILL');
+    await agents.c.exited;
+    t.diagnostic(`killed agent c with ${victimJobs.length} unfinished jobs`);
+
+    const done = await waitFor('all 60 jobs to complete', async () => {
+      const views = await Promise.all(jobs.map((j) => view(j.id)));
+      return views.every((v) => v.status === 'completed') ? views : undefined;
+    }, 180_000, 500);
+
+    for (const [k, v] of done.entries()) {
+      const needs = jobs[k]?.needs;
+      assert.equal(v.outcome, 'succeeded', `${v.id}: ${String(v.outcome)}`);
+      if (needs === 'gpu') assert.equal(v.agentId, ids.a, `gpu job ${v.id} ran on the gpu agent`);
+      if (needs === 'region') assert.equal(v.agentId, ids.b, `eu job ${v.id} ran on the eu agent`);
+      // Reported once, by the agent that finished it.
+      assert.deepEqual(finals.get(v.id), [v.agentId], `${v.id}: final updates from ${JSON.stringify(finals.get(v.id))}`);
+    }
+    const requeued = done.filter((v) => v.requeues > 0);
+    assert.deepEqual(requeued.map((v) => v.id).sort(), victimJobs.map((v) => v.id).sort(), 'exactly the killed agent’s unfinished jobs were requeued');
+    for (const v of requeued) assert.notEqual(v.agentId, ids.c, `${v.id} finished elsewhere`);
+    // One container per job, and a second one only for a job the killed agent had.
+    const counts = new Map<string, number>();
+    for (const id of creates) counts.set(id, (counts.get(id) ?? 0) + 1);
+    for (const j of jobs) assert.equal(counts.get(j.id), requeued.some((v) => v.id === j.id) ? 2 : 1, `containers created for ${j.id}`);
+    t.diagnostic(`60 jobs: ${done.filter((v) => v.agentId === ids.a).length} on a, ${done.filter((v) => v.agentId === ids.b).length} on b, ${done.filter((v) => v.agentId === ids.c).length} on c; ${requeued.length} requeued`);
+  } finally {
+    events.stop();
+    for (const agent of [agents.a, agents.b]) agent.child.kill('SIGTERM');
+    await Promise.all([agents.a.exited, agents.b.exited]);
+    await cleanup(envs.a, ids.a || undefined);
+    await cleanup(envs.b, ids.b || undefined);
+    // The killed agent's containers are left running; they go with its cleanup.
+    await cleanup(envs.c, ids.c || undefined);
+    await server.close();
+  }
+});
