@@ -17,7 +17,9 @@ test('a hostname meaning host-gateway binds the default bridge gateway the engin
   const seed = { ...base, hostname: 'host.docker.internal', extra_hosts: ['HOST.docker.internal:host-gateway'] };
   assert.deepEqual(await resolveListenAddress(seed, executor), { advertise: 'host.docker.internal', bind: '10.99.0.1' });
   executor.bridgeGateway = undefined;
-  await assert.rejects(resolveListenAddress(seed, executor), /default bridge has no gateway address; set core\.listen_address/);
+  // An engine that reports none: the kernel's docker0 address, else a refusal.
+  assert.deepEqual(await resolveListenAddress(seed, executor, () => Promise.resolve('172.31.0.1')), { advertise: 'host.docker.internal', bind: '172.31.0.1' });
+  await assert.rejects(resolveListenAddress(seed, executor, () => Promise.resolve(undefined)), /default bridge has no gateway address; set core\.listen_address/);
   assert.deepEqual(await resolveListenAddress({ ...seed, listen_address: '0.0.0.0' }, executor), { advertise: 'host.docker.internal', bind: '0.0.0.0' });
 });
 
