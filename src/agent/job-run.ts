@@ -238,10 +238,9 @@ export class JobRun {
       return this.scheduleRemoval(job);
     }
     this.holding = true;
-    if (job.state === 'creating') {
-      store.transition(this.id, 'started', { containerId: container.id, startedAt: container.startedAt ?? this.ctx.clock.now() });
-      if (!container.running && container.startedAt === null) return this.startContainer(container.id);
-    }
+    if (job.state === 'creating') store.transition(this.id, 'started', { containerId: container.id, startedAt: container.startedAt ?? this.ctx.clock.now() });
+    // Created and never started (the agent stopped between the two, `started` recorded or not): start it now.
+    if (!container.running && container.startedAt === null && (job.state === 'creating' || job.state === 'started')) return this.startContainer(container.id);
     this.logs?.follow(store.get(this.id) ?? job);
     if (!container.running) return this.handleExit(container.id, container.exitCode, container.oomKilled);
     if (job.state === 'completed') return this.stopAfterCompletion();

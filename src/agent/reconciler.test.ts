@@ -109,3 +109,12 @@ test('reconciling twice (after an engine outage) changes nothing more', async ()
   assert.equal(kit.scheduler.running, 1);
   assert.equal(kit.clock.timers, 1, 'one timeout, not two');
 });
+
+test('a job recorded started whose container was created but never started is started, not reported failed', async () => {
+  const kit = makeKit();
+  const made = await leftOver(kit, 'half', 'started', 'created');
+  await reconcile(kit);
+  assert.equal(kit.executor.containers.get(made ?? '')?.running, true);
+  assert.deepEqual(kit.reports('half'), []);
+  assert.equal(kit.scheduler.running, 1);
+});
