@@ -40,6 +40,7 @@ interface HandedJob {
   image: string;
   body: unknown;
   callbackUrl: string;
+  logsUrl: string;
   command?: string[];
   env?: Record<string, string>;
   alwaysPull?: boolean;
@@ -117,13 +118,13 @@ describe('reference control server', () => {
     assert.deepEqual((matching.body as HandedJob[]).map((job) => job.id), [gpu]);
   });
 
-  it('returns the job fields, with a callbackUrl pointing back at this server', async () => {
+  it('returns the job fields, with a callbackUrl and a logsUrl pointing back at this server', async () => {
     const id = await submit({ image: 'img:1', command: ['node', 'x.js'], env: { A: '1' }, body: { n: [1, 2] }, labels: { queue: 'fields' }, alwaysPull: false });
     const minimal = await submit({ image: 'img:2', labels: { queue: 'fields' } });
     const jobs = await pollJobs('fields', 2);
     assert.deepEqual(jobs, [
-      { id, image: 'img:1', command: ['node', 'x.js'], env: { A: '1' }, body: { n: [1, 2] }, alwaysPull: false, callbackUrl: `${base}/job/${id}` },
-      { id: minimal, image: 'img:2', body: null, callbackUrl: `${base}/job/${minimal}` },
+      { id, image: 'img:1', command: ['node', 'x.js'], env: { A: '1' }, body: { n: [1, 2] }, alwaysPull: false, callbackUrl: `${base}/job/${id}`, logsUrl: `${base}/job/${id}/logs` },
+      { id: minimal, image: 'img:2', body: null, callbackUrl: `${base}/job/${minimal}`, logsUrl: `${base}/job/${minimal}/logs` },
     ]);
     assert.equal((await getJob(id)).status, 'assigned');
     assert.equal((await getJob(id)).agentId, 'agent-fields');
@@ -296,7 +297,7 @@ describe('reference control server', () => {
     const second = await submit({ image: 'img', labels: { queue: 'list' } });
     const jobs = (await json(await fetch(`${base}/jobs`))) as Array<JobView & { image: string; createdAt: string; updatedAt: string }>;
     assert.deepEqual(jobs.slice(0, 2).map((job) => job.id), [second, first]);
-    const fields = 'agentId cancelRequested cancelRequestedAt createdAt id image labels outcome progress requeues result status updatedAt';
+    const fields = 'agentId cancelRequested cancelRequestedAt createdAt id image labels logComplete logLines outcome progress requeues result status updatedAt';
     assert.deepEqual(Object.keys(jobs[0]!).sort(), fields.split(' '));
   });
 
@@ -380,7 +381,7 @@ describe('reference control server persistence', () => {
     }
   });
 
-  it('uses publicUrl for callback URLs when given', async () => {
+  it('uses publicUrl for callback and logs URLs when given', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-public-'));
     const running = await start(join(dir, 'cs.db'), { publicUrl: 'https://control.example.test/base/' });
     try {
@@ -388,6 +389,7 @@ describe('reference control server persistence', () => {
       const { id } = (await json(created)) as { id: string };
       const handed = (await json(await fetch(`${running.base}/job`, { headers: { authorization: `Bearer ${TOKEN}` } }))) as HandedJob[];
       assert.equal(handed[0]?.callbackUrl, `https://control.example.test/base/job/${id}`);
+      assert.equal(handed[0]?.logsUrl, `https://control.example.test/base/job/${id}/logs`);
     } finally {
       await running.server.close();
       await rm(dir, { recursive: true, force: true });

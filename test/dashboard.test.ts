@@ -11,6 +11,7 @@ import { createControlServer } from '../examples/control-server/server.ts';
 import type { ControlServer } from '../examples/control-server/server.ts';
 import { testJobImage } from './support/image.ts';
 import { cleanup, startAgent, testEnv } from './support/harness.ts';
+import { printedLines } from './support/logs.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'dashboard-token';
@@ -203,5 +204,110 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
       await agent.close();
       await cleanup(env, agent.agent.agentId);
     }
+  });
+
+  /** The lines the log panel shows, in page order. */
+  async function panelLines(): Promise<Array<{ i: number; stream: string; text: string }>> {
+    return page.evaluate(`[...document.querySelectorAll('#log .line')].map((node) => ({
+      i: Number(node.dataset.i), stream: node.classList.contains('stderr') ? 'stderr' : 'stdout', text: node.textContent }))`);
+  }
+
+  async function scrolledToBottom(): Promise<boolean> {
+    return page.evaluate(`(() => { const box = document.getElementById('log'); return box.scrollHeight - box.scrollTop - box.clientHeight < 8; })()`);
+  }
+
+  it('shows a running job log live in its panel, from a real agent and container, until the log is complete', async (t) => {
+    await testJobImage();
+    const env = testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: TOKEN, FOREMAN_CORE_LABELS_QUEUE: 'log-panel' });
+    const agent = await startAgent(env);
+    try {
+      await page.goto(`${base}/`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      const shape = { lines: 200, perTick: 20, tickMs: 300 };
+      const id = await submit(base, { image: 'foreman-test-job:latest', labels: { queue: 'log-panel' }, body: { action: 'log', ...shape } });
+      // Record how many lines the panel holds at each change, with the job's status at that moment.
+      await page.evaluate(`(() => {
+        const seen = (window.logSeen = []);
+        const record = () => {
+          const row = document.querySelector('#jobs tr[data-job-id=' + JSON.stringify(${JSON.stringify(id)}) + ']');
+          const entry = document.querySelectorAll('#log .line').length + '|' + (row ? row.dataset.status : '');
+          if (seen.at(-1) !== entry) seen.push(entry);
+        };
+        new MutationObserver(record).observe(document.body, { subtree: true, childList: true, attributes: true });
+      })()`);
+      await page.locator(`#jobs tr[data-job-id="${id}"] button.log`).click();
+      await page.locator(`#log-panel[data-job-id="${id}"]`).waitFor();
+      await page.locator('#log-state[data-state="complete"]', { hasText: 'log complete (202 lines)' }).waitFor({ timeout: 30_000 });
+      await page.locator(`#jobs tr[data-job-id="${id}"][data-status="completed"] td.outcome`, { hasText: 'succeeded' }).waitFor();
+
+      const seen = (await page.evaluate<string[]>('window.logSeen')).map((entry) => entry.split('|') as [string, string]);
+      // Lines arrived in more than one go while the job was still running: the panel was live, not filled at the end.
+      t.diagnostic(`panel line count|job status at each change: ${seen.map((entry) => entry.join('|')).join(' ')}`);
+      const partial = seen.filter(([count, status]) => Number(count) > 0 && Number(count) < 202 && status !== 'completed');
+      assert.ok(new Set(partial.map(([count]) => count)).size >= 2, `the panel did not grow in steps while the job ran: ${JSON.stringify(seen)}`);
+      const counts = seen.map(([count]) => Number(count));
+      assert.deepEqual(counts, [...counts].sort((a, b) => a - b), 'lines are only added');
+
+      // Every line once, in line-number order; each stream in the order the job printed it.
+      const shown = await panelLines();
+      assert.deepEqual(shown.map((l) => l.i), Array.from({ length: 202 }, (_, i) => i));
+      const printed = printedLines(shape);
+      const of = (stream: string) => shown.filter((l) => l.stream === stream).map((l) => l.text);
+      assert.deepEqual(of('stdout'), [`job ${id} action log`, ...printed.stdout, 'PUT completed -> 200']);
+      assert.deepEqual(of('stderr'), printed.stderr);
+      assert.ok(await scrolledToBottom(), 'the panel follows the tail');
+      assert.equal(await page.locator(`#jobs tr[data-job-id="${id}"] button.log`).textContent(), 'Log (202)');
+    } finally {
+      await agent.close();
+      await cleanup(env, agent.agent.agentId);
+    }
+  });
+
+  it('log panel: text stays text, stderr stands apart, and the tail is followed only while scrolled to the bottom', async () => {
+    const id = await submit(base, { image: 'img', labels: { queue: 'log-panel-fake' } });
+    const [handed] = (await (await pollAs(base, 'log-panel-agent', 'log-panel-fake', 1)).json()) as Array<{ id: string; logsUrl: string }>;
+    assert.equal(handed?.id, id);
+    const hostile = '<img src=x onerror="window.pwned = 1"> <b>not bold</b> &amp;';
+    const send = async (from: number, to: number, extra: Record<string, string> = {}) => {
+      const body = Array.from({ length: to - from }, (_, k) => {
+        const i = from + k;
+        return `${JSON.stringify({ i, ts: '2026-11-28T07:42:30.437418862Z', stream: i % 3 === 2 ? 'stderr' : 'stdout', text: i === 1 ? hostile : `line ${i}` })}\n`;
+      }).join('');
+      const response = await fetch(handed.logsUrl, { method: 'POST', headers: { 'content-type': 'application/x-ndjson', 'x-foreman-log-offset': String(from), ...extra }, body });
+      assert.equal(response.status, 200, await response.text());
+    };
+    await page.goto(`${base}/`);
+    await page.locator('#connection[data-state="live"]').waitFor();
+    await page.locator(`#jobs tr[data-job-id="${id}"] button.log`).click();
+    await page.locator('#log-state', { hasText: 'no lines yet' }).waitFor();
+
+    await send(0, 100);
+    await page.locator('#log .line[data-i="99"]').waitFor();
+    assert.ok(await scrolledToBottom(), 'follows the tail from the start');
+    const shown = await panelLines();
+    assert.equal(shown[1]?.text, hostile);
+    assert.equal(await page.locator('#log img, #log b').count(), 0, 'a log line was inserted as HTML');
+    assert.equal(await page.evaluate('window.pwned'), undefined);
+    assert.deepEqual(
+      shown.filter((l) => l.stream === 'stderr').map((l) => l.i),
+      shown.filter((l) => l.i % 3 === 2).map((l) => l.i),
+    );
+    const colors = await page.evaluate<string[]>(`['0', '2'].map((i) => getComputedStyle(document.querySelector('#log .line[data-i="' + i + '"]')).color)`);
+    assert.notEqual(colors[0], colors[1], 'stderr lines look different');
+
+    // Scrolled up to read: new lines are added below without moving the view.
+    await page.evaluate(`document.getElementById('log').scrollTop = 0`);
+    await send(100, 200);
+    await page.locator('#log .line[data-i="199"]').waitFor();
+    assert.equal(await page.evaluate(`document.getElementById('log').scrollTop`), 0);
+    // Back at the bottom: following again.
+    await page.evaluate(`(() => { const box = document.getElementById('log'); box.scrollTop = box.scrollHeight; })()`);
+    await send(200, 300, { 'x-foreman-log-end': '300' });
+    await page.locator('#log-state', { hasText: 'log complete (300 lines)' }).waitFor();
+    assert.ok(await scrolledToBottom());
+    assert.equal(await page.locator('#log .line').count(), 300);
+
+    await page.locator('#log-close').click();
+    await page.locator('#log-panel').waitFor({ state: 'hidden' });
   });
 });

@@ -1,7 +1,11 @@
 // Request parsing shared by the control server's routes: headers, callback deliveries, validation errors.
+import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 
 export const MAX_ID_LENGTH = 256;
+
+/** `:id` in a route: a job id. */
+export const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: MAX_ID_LENGTH }) });
 
 export class HttpError extends Error {
   constructor(

@@ -20,11 +20,15 @@ export interface JobView {
   cancelRequestedAt: string | null;
   /** How often the job went back to the queue because its agent was lost. */
   requeues: number;
+  /** Log lines stored (POST /job/<id>/logs). */
+  logLines: number;
+  /** The agent sent the log's end and every line up to it is stored. */
+  logComplete: boolean;
   createdAt: string;
   updatedAt: string;
 }
 
-/** What an agent receives from GET /job (callbackUrl is added by the server). */
+/** What an agent receives from GET /job (callbackUrl and logsUrl are added by the server). */
 export interface AssignedJob {
   id: string;
   image: string;
@@ -63,6 +67,9 @@ export interface JobRow {
   last_seq: number;
   cancel_requested_at: number | null;
   requeues: number;
+  log_lines: number;
+  log_total: number | null;
+  log_agent_id: string | null;
   created_at: number;
   updated_at: number;
 }
@@ -117,6 +124,15 @@ CREATE TABLE IF NOT EXISTS ended_copies (
   agent_id TEXT NOT NULL,
   PRIMARY KEY (job_id, agent_id)
 );
+-- Live job logs, one row per line. Keyed by jobs.seq rather than the id: a log can have a million rows.
+CREATE TABLE IF NOT EXISTS job_logs (
+  job_seq INTEGER NOT NULL,
+  i INTEGER NOT NULL,
+  ts TEXT NOT NULL,
+  stream TEXT NOT NULL,
+  text TEXT NOT NULL,
+  PRIMARY KEY (job_seq, i)
+) WITHOUT ROWID;
 `;
 
 /** Columns added after the first release; a database file from then gains them on open. */
@@ -124,6 +140,10 @@ const ADDED_COLUMNS: Array<[table: string, column: string, definition: string]> 
   ['jobs', 'cancel_requested_at', 'INTEGER'],
   ['jobs', 'requeues', 'INTEGER NOT NULL DEFAULT 0'],
   ['agents', 'lost_at', 'INTEGER'],
+  // Lines stored, the total the log's end announced, and the agent whose copy of the job they come from.
+  ['jobs', 'log_lines', 'INTEGER NOT NULL DEFAULT 0'],
+  ['jobs', 'log_total', 'INTEGER'],
+  ['jobs', 'log_agent_id', 'TEXT'],
 ];
 
 export function migrate(db: Database.Database): void {
@@ -157,6 +177,9 @@ export function toJobView(row: JobRow): JobView {
     cancelRequested: row.cancel_requested_at !== null,
     cancelRequestedAt: iso(row.cancel_requested_at),
     requeues: row.requeues,
+    logLines: row.log_lines,
+    // Lines beyond the end are refused, so the count is enough.
+    logComplete: row.log_total !== null && row.log_lines === row.log_total,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
   };

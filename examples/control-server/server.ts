@@ -7,9 +7,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOption
 import { Type, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { CANCEL_HEADER, formatCancelHeader } from './cancel-header.ts';
-import { HttpError, MAX_ID_LENGTH, callbackResult, describeValidation, header, parseAgentId, parseCallbackHeaders, parseCapacity } from './http.ts';
+import { HttpError, IdParams, MAX_ID_LENGTH, callbackResult, describeValidation, header, parseAgentId, parseCallbackHeaders, parseCapacity } from './http.ts';
 import type { ValidationIssue } from './http.ts';
 import { parseLabelsHeader } from './labels.ts';
+import { registerLogRoutes } from './log-routes.ts';
 import { Store } from './store.ts';
 import type { AgentView, JobView } from './store.ts';
 
@@ -20,7 +21,7 @@ export interface ControlServerOptions {
   tokens: string[];
   /** Passed to fastify (pino); default off. */
   logger?: FastifyServerOptions['logger'];
-  /** Base URL agents use to reach this server, for callbackUrl; default derived from each request's Host. */
+  /** Base URL agents use to reach this server, for callbackUrl and logsUrl; default derived from each request's Host. */
   publicUrl?: string;
   /**
    * An agent with no poll for this long is lost and its unfinished jobs are requeued; 0 never.
@@ -53,8 +54,6 @@ const NewJobSchema = Type.Object(
   { additionalProperties: false },
 );
 
-const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: MAX_ID_LENGTH }) });
-
 function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
 }
@@ -86,6 +85,7 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
     // A comment line keeps proxies from timing out idle streams.
     heartbeat = setTimeout(() => {
       streams.forEach((stream) => stream.write(': ping\n\n'));
+      logRoutes.ping();
       scheduleHeartbeat();
     }, HEARTBEAT_MS);
     heartbeat.unref();
@@ -131,6 +131,9 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
   });
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route for ${request.method} ${request.url.split('?')[0]}` }));
 
+  // POST /job/<id>/logs (each job's logsUrl), GET /jobs/<id>/logs and its live stream.
+  const logRoutes = await registerLogRoutes(app, store.logs, broadcastJob);
+
   const authenticate = (request: FastifyRequest): string => {
     const match = /^Bearer\s+(.+)$/i.exec(header(request, 'authorization') ?? '');
     const presented = match?.[1]?.trim();
@@ -160,9 +163,13 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
     const polled = store.poll({ id: agentId, labels: parsedLabels.labels, capacity, userAgent });
     broadcastAgent(polled.agent);
     polled.changed.forEach(broadcastJob);
+    polled.logsReset.forEach((id) => logRoutes.reset(id));
     setCancelHeader(reply, polled.cancel);
     const base = baseUrl(request);
-    return polled.assigned.map((job) => ({ ...job, callbackUrl: `${base}/job/${encodeURIComponent(job.id)}` }));
+    return polled.assigned.map((job) => {
+      const url = `${base}/job/${encodeURIComponent(job.id)}`;
+      return { ...job, callbackUrl: url, logsUrl: `${url}/logs` };
+    });
   });
 
   // The callback accepts any content type: bodies are forwarded from job containers as-is.
@@ -268,6 +275,7 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
     // Event streams never end by themselves.
     streams.forEach((stream) => stream.destroy());
     streams.clear();
+    logRoutes.closeAll();
     unusedSockets.forEach((socket) => socket.destroy());
     done();
   });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
+import { JobLogs } from './logs.ts';
 import { FINAL_STATUSES, migrate, parseJson, toAgentView, toAssignedJob, toJobView } from './rows.ts';
 import type { AgentRow, AgentView, AssignedJob, JobRow, JobView } from './rows.ts';
 
@@ -56,6 +57,8 @@ export interface PollResult {
   cancel: string[];
   /** The jobs' new views, for the dashboard. */
   changed: JobView[];
+  /** Jobs whose log, from another agent's copy, was cleared when this agent was handed them. */
+  logsReset: string[];
 }
 
 export interface SweepResult {
@@ -91,6 +94,8 @@ export class Store {
   readonly #callbackTx: Database.Transaction<(update: CallbackUpdate, now: number) => CallbackResult>;
   readonly #cancelTx: Database.Transaction<(id: string, now: number) => CancelResult>;
   readonly #sweepTx: Database.Transaction<(cutoff: number, floor: number, now: number) => SweepResult>;
+  /** Live job logs, in the same database. */
+  readonly logs: JobLogs;
 
   constructor(path: string) {
     this.#db = new Database(path);
@@ -99,6 +104,7 @@ export class Store {
     // Another process (e.g. a second server on the same file) may hold the write lock briefly.
     this.#db.pragma('busy_timeout = 5000');
     migrate(this.#db);
+    this.logs = new JobLogs(this.#db);
     this.#pollTx = this.#db.transaction((agent: PollInput, now: number) => this.#poll(agent, now));
     this.#callbackTx = this.#db.transaction((update: CallbackUpdate, now: number) => this.#applyCallback(update, now));
     this.#cancelTx = this.#db.transaction((id: string, now: number) => this.#cancel(id, now));
@@ -200,7 +206,14 @@ export class Store {
     const assign = this.#db.prepare<[string, number, string], unknown>(
       "UPDATE jobs SET status = 'assigned', agent_id = ?, updated_at = ? WHERE id = ? AND status = 'queued'",
     );
-    for (const row of picked) assign.run(agent.id, now, row.id);
+    const logsReset: string[] = [];
+    for (const row of picked) {
+      assign.run(agent.id, now, row.id);
+      if (row.log_agent_id !== null && row.log_agent_id !== agent.id) {
+        this.logs.clear(row.seq);
+        logsReset.push(row.id);
+      }
+    }
     const cancel = this.#db
       .prepare<[string], { id: string }>(
         `SELECT id FROM jobs WHERE agent_id = ? AND status IN ${HELD} AND cancel_requested_at IS NOT NULL
@@ -214,6 +227,7 @@ export class Store {
       assigned: picked.map(toAssignedJob),
       cancel,
       changed: picked.map((row) => this.getJob(row.id)!),
+      logsReset,
     };
   }
 

@@ -79,6 +79,8 @@ function describeJob(job: JobView, label: string): string {
   const parts = [`job ${label} ${job.id.slice(0, 8)}`, job.status.padEnd(9), progressBar(job.progress)];
   if (job.outcome !== null) parts.push(job.outcome);
   if (job.status === 'completed' && job.result !== null) parts.push(`result ${JSON.stringify(job.result).slice(0, 120)}`);
+  // The agent sends a job's whole log before its final report, so the count is final here.
+  if (job.status === 'completed') parts.push(`log: ${job.logLines} lines${job.logComplete ? '' : ' (incomplete)'}`);
   return parts.join('  ');
 }
 

@@ -1,0 +1,201 @@
+// Live job logs over HTTP: agents POST NDJSON batches to a job's logsUrl; the dashboard pages through
+// a log or follows it as server-sent events.
+import type { ServerResponse } from 'node:http';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Type } from '@fastify/type-provider-typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { HttpError, IdParams, header, parseAgentId } from './http.ts';
+import { parseLogLines } from './logs.ts';
+import type { JobLogs } from './logs.ts';
+import type { JobView } from './rows.ts';
+
+/** A batch is about 256 KiB, but one 16 KiB line can grow several times when JSON-escaped. */
+const MAX_LOG_BODY = 8 * 1024 * 1024;
+const DEFAULT_PAGE = 1000;
+const MAX_PAGE = 10_000;
+/** Lines per `lines` event on a log stream. */
+const EVENT_LINES = 1000;
+
+const From = Type.Optional(Type.Integer({ minimum: 0 }));
+const PageQuery = Type.Object({ from: From, limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE })) });
+const StreamQuery = Type.Object({ from: From });
+
+export interface LogRoutes {
+  /** The job's log was cleared (another agent has the job): its followers start again from line 0. */
+  reset(jobId: string): void;
+  /** A comment line on every log stream, so proxies keep idle ones open. */
+  ping(): void;
+  /** Ends every log stream (the server is closing). */
+  closeAll(): void;
+}
+
+/** One client following one job's log: sent everything below `next`. */
+interface Follower {
+  readonly jobId: string;
+  readonly seq: number;
+  readonly stream: ServerResponse;
+  next: number;
+  /** A pump is running; it reads again before it stops, so nothing stored meanwhile is missed. */
+  busy: boolean;
+  done: boolean;
+}
+
+function countHeader(request: FastifyRequest, name: string): number | undefined {
+  const raw = header(request, name);
+  if (raw === undefined) return undefined;
+  if (!/^\s*\d{1,15}\s*$/.test(raw)) throw new HttpError(400, `${name} must be a non-negative integer`);
+  return Number(raw);
+}
+
+function isNdjson(contentType: string | undefined): boolean {
+  return contentType !== undefined && /^application\/(x-)?ndjson\s*(;|$)/i.test(contentType.trim());
+}
+
+function drained(stream: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
+}
+
+export async function registerLogRoutes(app: FastifyInstance, logs: JobLogs, jobChanged: (job: JobView) => void): Promise<LogRoutes> {
+  const followers = new Map<string, Set<Follower>>();
+
+  const finish = (follower: Follower) => {
+    follower.done = true;
+    const set = followers.get(follower.jobId);
+    set?.delete(follower);
+    if (set?.size === 0) followers.delete(follower.jobId);
+    follower.stream.end();
+  };
+
+  // Sends what is stored from follower.next, a chunk at a time, waiting for the client to take each
+  // one; ends the stream once the log's end arrived and everything up to it was sent.
+  const pump = async (follower: Follower): Promise<void> => {
+    if (follower.busy || follower.done) return;
+    follower.busy = true;
+    try {
+      for (;;) {
+        const page = logs.page(follower.seq, follower.next, EVENT_LINES);
+        if (page.lines.length === 0) {
+          if (page.total !== null && follower.next >= page.total) {
+            follower.stream.write(`event: end\ndata: ${JSON.stringify({ total: page.total, complete: page.complete })}\n\n`);
+            finish(follower);
+          }
+          return;
+        }
+        follower.next = page.next;
+        // The id is where a reconnecting EventSource resumes (Last-Event-ID).
+        const written = follower.stream.write(`id: ${page.next}\nevent: lines\ndata: ${JSON.stringify(page.lines)}\n\n`);
+        if (!written) await drained(follower.stream);
+        if (follower.done || follower.stream.destroyed) return;
+      }
+    } finally {
+      follower.busy = false;
+    }
+  };
+
+  const run = (follower: Follower) => {
+    pump(follower).catch((error: unknown) => {
+      app.log.error({ err: error, job: follower.jobId }, 'sending a job log stream failed');
+      finish(follower);
+    });
+  };
+  const wake = (jobId: string) => followers.get(jobId)?.forEach(run);
+
+  await app.register((scope, _opts, done) => {
+    // Any content type reaches the handler, so a wrong one gets an answer that names the right one.
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_LOG_BODY }, (_request, body, parsed) => parsed(null, body));
+    scope.withTypeProvider<TypeBoxTypeProvider>().post('/job/:id/logs', { schema: { params: IdParams } }, (request) => {
+      const body = request.body as Buffer | undefined;
+      const contentType = header(request, 'content-type');
+      if (body !== undefined && body.length > 0 && !isNdjson(contentType)) {
+        throw new HttpError(415, `unsupported content-type ${contentType ?? '(none)'}: send application/x-ndjson`);
+      }
+      const offset = countHeader(request, 'x-foreman-log-offset');
+      const end = countHeader(request, 'x-foreman-log-end');
+      // Everything is checked before anything is stored: a bad batch stores nothing.
+      const lines = parseLogLines(body, offset);
+      const result = logs.append({ jobId: request.params.id, agentId: parseAgentId(request), lines, end });
+      switch (result.kind) {
+        case 'unknown-job':
+          throw new HttpError(404, `unknown job ${request.params.id}`);
+        case 'conflict':
+          throw new HttpError(409, result.message);
+        case 'other-agent':
+          // Acknowledged so that copy's agent stops resending it.
+          return { ok: true, stored: 0, ignored: 'other-agent' };
+        default:
+          if (result.changed) {
+            jobChanged(result.job);
+            wake(request.params.id);
+          }
+          return { ok: true, stored: result.inserted };
+      }
+    });
+    done();
+  });
+
+  const api = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  api.get('/jobs/:id/logs', { schema: { params: IdParams, querystring: PageQuery } }, (request) => {
+    const page = logs.read(request.params.id, request.query.from ?? 0, request.query.limit ?? DEFAULT_PAGE);
+    if (page === undefined) throw new HttpError(404, `unknown job ${request.params.id}`);
+    return page;
+  });
+
+  api.get('/jobs/:id/logs/events', { schema: { params: IdParams, querystring: StreamQuery } }, (request, reply) => {
+    const state = logs.state(request.params.id);
+    if (state === undefined) throw new HttpError(404, `unknown job ${request.params.id}`);
+    const lastEventId = header(request, 'last-event-id')?.trim();
+    const from = lastEventId !== undefined && /^\d{1,15}$/.test(lastEventId) ? Number(lastEventId) : (request.query.from ?? 0);
+    reply.hijack();
+    const stream = reply.raw;
+    stream.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+    });
+    stream.write('retry: 2000\n\n');
+    const follower: Follower = { jobId: request.params.id, seq: state.seq, stream, next: from, busy: false, done: false };
+    const set = followers.get(follower.jobId) ?? new Set();
+    followers.set(follower.jobId, set.add(follower));
+    const forget = () => {
+      follower.done = true;
+      set.delete(follower);
+      if (set.size === 0 && followers.get(follower.jobId) === set) followers.delete(follower.jobId);
+    };
+    request.raw.on('close', forget);
+    // A write racing a client disconnect must not become an unhandled 'error' event.
+    stream.on('error', forget);
+    run(follower);
+  });
+
+  return {
+    reset(jobId) {
+      for (const follower of followers.get(jobId) ?? []) {
+        follower.next = 0;
+        follower.stream.write('id: 0\nevent: reset\ndata: {}\n\n');
+      }
+      wake(jobId);
+    },
+    ping() {
+      for (const set of followers.values()) for (const follower of set) follower.stream.write(': ping\n\n');
+    },
+    closeAll() {
+      for (const set of followers.values()) {
+        for (const follower of set) {
+          follower.done = true;
+          follower.stream.destroy();
+        }
+      }
+      followers.clear();
+    },
+  };
+}
