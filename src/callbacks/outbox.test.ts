@@ -4,9 +4,10 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
+import { Agent, type Dispatcher } from 'undici';
 import type { Clock } from '../shared/clock.ts';
 import type { Delivery } from '../shared/delivery.ts';
-import { CallbackOutbox, type DeliveryResult, type OutboxStore } from './outbox.ts';
+import { CallbackOutbox, type DeliveryResult, type OutboxOptions, type OutboxStore } from './outbox.ts';
 
 /** A callback receiver answering from a script of statuses per path, recording arrivals. */
 async function receiver(script: Record<string, number[]>) {
@@ -37,11 +38,12 @@ function fakeClock(): Clock & { slept: number[] } {
   };
 }
 
-function delivery(jobId: string, seq: number, url: string, createdAt: number): Delivery {
-  return { id: `${jobId}-${seq}`, jobId, seq, url, headers: {}, body: Buffer.from('{}'), createdAt, attempts: 0 };
+function delivery(jobId: string, seq: number, url: string, createdAt: number, status?: 'running' | 'completed'): Delivery {
+  const headers: Record<string, string> = status === undefined ? {} : { 'x-foreman-job-status': status };
+  return { id: `${jobId}-${seq}`, jobId, seq, url, headers, body: Buffer.from('{}'), createdAt, attempts: 0 };
 }
 
-function run(deliveries: Delivery[], clock: Clock, maxAgeMs = 60_000) {
+function run(deliveries: Delivery[], clock: Clock, maxAgeMs = 60_000, extra: Partial<OutboxOptions> = {}) {
   const completed: string[] = [];
   const attempts: Array<[string, number]> = [];
   const settled: Array<[string, DeliveryResult]> = [];
@@ -59,6 +61,7 @@ function run(deliveries: Delivery[], clock: Clock, maxAgeMs = 60_000) {
     requestTimeoutMs: 2000,
     backoff: { baseMs: 100, maxMs: 1000 },
     onSettled: (d, result) => settled.push([d.id, result]),
+    ...extra,
   });
   outbox.resume();
   return { outbox, completed, attempts, settled };
@@ -97,4 +100,84 @@ test('a delivery older than callback_max_age is given up on', async () => {
   await server.close();
   assert.deepEqual(settled, [['j-1', 'expired']]);
   assert.ok(clock.slept.reduce((a, b) => a + b, 0) >= 5000);
+});
+
+/** Polls `cond` until it holds, failing after `ms` of real time. */
+async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+/** An HTTP client that notes each request as the outbox issues it, with what `note()` says then. */
+class SpyAgent extends Agent {
+  readonly issued: Array<[string, boolean]> = [];
+  note: () => boolean = () => false;
+
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    this.issued.push([String(options.path), this.note()]);
+    return super.dispatch(options, handler);
+  }
+}
+
+test('beforeFinal holds a completed update until it resolves; running updates and other jobs go out meanwhile', async () => {
+  const server = await receiver({});
+  const clock = fakeClock();
+  const spy = new SpyAgent();
+  let released = false;
+  spy.note = () => released;
+  let release = (): void => undefined;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const asked: string[] = [];
+  const beforeFinal = (jobId: string): Promise<void> => (asked.push(jobId), jobId === 'a' ? gate : Promise.resolve());
+  const now = clock.now();
+  const { outbox, settled } = run(
+    [
+      delivery('a', 1, `${server.base}/a`, now, 'running'),
+      delivery('a', 2, `${server.base}/a`, now, 'running'),
+      delivery('a', 3, `${server.base}/a`, now, 'completed'),
+      delivery('b', 1, `${server.base}/b`, now, 'completed'),
+      delivery('c', 1, `${server.base}/c`, now),
+    ],
+    clock,
+    60_000,
+    { beforeFinal, dispatcher: spy },
+  );
+  await until('job a held, the others delivered', () => asked.includes('a') && settled.length >= 4);
+  assert.deepEqual(new Set(settled.map(([id]) => id)), new Set(['a-1', 'a-2', 'b-1', 'c-1']));
+  assert.deepEqual(asked.sort(), ['a', 'b'], 'asked only before a completed update');
+  released = true;
+  release();
+  await outbox.drain(AbortSignal.timeout(10_000));
+  await outbox.close();
+  await spy.close();
+  await server.close();
+  assert.deepEqual(settled.at(-1), ['a-3', 'delivered']);
+  assert.deepEqual(
+    spy.issued.filter(([path]) => path === '/a'),
+    [['/a', false], ['/a', false], ['/a', true]],
+    'the completed update is sent only once beforeFinal resolved',
+  );
+  assert.deepEqual(spy.issued.find(([path]) => path === '/b'), ['/b', false], 'another job\'s completed update is not held');
+});
+
+test('closing the outbox while a completed update is held leaves it stored', async () => {
+  const server = await receiver({});
+  const clock = fakeClock();
+  const signals: AbortSignal[] = [];
+  // Like the log shipper's `settled`: resolves when the signal aborts.
+  const beforeFinal = (_jobId: string, signal: AbortSignal): Promise<void> =>
+    new Promise<void>((resolve) => (signals.push(signal), signal.addEventListener('abort', () => resolve(), { once: true })));
+  const { outbox, settled, completed } = run([delivery('a', 1, `${server.base}/a`, clock.now(), 'completed')], clock, 60_000, { beforeFinal });
+  await until('the update to be held', () => signals.length === 1);
+  await outbox.close();
+  await outbox.close();
+  await server.close();
+  assert.equal(signals[0]?.aborted, true, 'beforeFinal is told the outbox closed');
+  assert.deepEqual(server.seen, []);
+  assert.deepEqual(settled, []);
+  assert.deepEqual(completed, [], 'the delivery stays in the store for the next start');
+  assert.equal(outbox.backlog, 1);
 });

@@ -27,7 +27,10 @@ export class LineCutter {
     this.open[stream] = !ends;
     let bytes = raw;
     if (!this.redactor.empty) {
-      const hidden = this.redactor.redact(raw.toString('utf8'), { continues: !ends, continued });
+      const text = raw.toString('utf8');
+      const hidden = this.redactor.redact(text, { continues: !ends, continued });
+      // Nothing hidden and no split needed (a byte decodes to at most 3 bytes of UTF-8): the text as decoded.
+      if (hidden === text && (raw.length * 3 <= MAX_LINE_BYTES || Buffer.byteLength(text) <= MAX_LINE_BYTES)) return [{ stream, ts, text }];
       bytes = Buffer.from(hidden, 'utf8');
     }
     if (bytes.length <= MAX_LINE_BYTES) return [{ stream, ts, text: bytes.toString('utf8') }];

@@ -126,9 +126,21 @@ export class LogStore {
 
   /** Lines from number `from`, in order, up to `limit`. */
   read(jobId: string, from: number, limit: number): StoredLine[] {
-    return this.stmt<{ i: number; ts: string; stream: number; text: string }>('SELECT i, ts, stream, text FROM log_lines WHERE job_id = ? AND i >= ? ORDER BY i LIMIT ?')
-      .all(jobId, from, limit)
-      .map((r) => ({ i: r.i, ts: r.ts, stream: (r.stream === 2 ? 'stderr' : 'stdout'), text: r.text }));
+    return [...this.lines(jobId, from, limit)];
+  }
+
+  /**
+   * `read`, one line at a time: rows are fetched only as far as the caller goes, so a batch that
+   * fills up after a few long lines does not read (and drop) thousands more. Use it up, or stop,
+   * before any other call on this store.
+   */
+  *lines(jobId: string, from: number, limit: number): Generator<StoredLine, void, undefined> {
+    const rows = this.stmt<{ i: number; ts: string; stream: number; text: string }>('SELECT i, ts, stream, text FROM log_lines WHERE job_id = ? AND i >= ? ORDER BY i LIMIT ?').iterate(
+      jobId,
+      from,
+      limit,
+    );
+    for (const r of rows) yield { i: r.i, ts: r.ts, stream: r.stream === 2 ? 'stderr' : 'stdout', text: r.text };
   }
 
   /** Approximate bytes of the lines waiting to be sent. */

@@ -33,6 +33,8 @@ interface Lane {
   readonly wake: Waiters;
   /** Approximate bytes stored and not yet sent. */
   waiting: number;
+  /** Holding a small batch until the interval passes: only a batch's worth more, or the end, cuts that short. */
+  holding: boolean;
 }
 
 /**
@@ -66,12 +68,13 @@ export class LogShipper {
     const lane = this.lanes.get(jobId);
     if (lane) {
       lane.waiting += bytes;
-      lane.wake.wakeAll();
+      // A chatty job notifies for every few lines: while a small batch is held, only what changes the decision wakes the lane.
+      if (!lane.holding || bytes === 0 || lane.waiting >= (this.options.batchBytes ?? BATCH_BYTES)) lane.wake.wakeAll();
       return;
     }
     const stream = this.options.store.get(jobId);
     if (!stream || stream.settled) return;
-    const created: Lane = { wake: new Waiters(), waiting: this.options.store.waitingBytes(jobId, stream.acked) };
+    const created: Lane = { wake: new Waiters(), waiting: this.options.store.waitingBytes(jobId, stream.acked), holding: false };
     this.lanes.set(jobId, created);
     const run = this.runLane(jobId, created)
       .catch((err: unknown) => this.options.log.error({ jobId, reason: describeHttpError(err) }, 'sending the job log failed; it is sent again at the next start'))
@@ -109,22 +112,26 @@ export class LogShipper {
     const interval = this.options.intervalMs ?? BATCH_INTERVAL_MS;
     const batchBytes = this.options.batchBytes ?? BATCH_BYTES;
     let lastSentAt = Number.NEGATIVE_INFINITY;
+    // The last batch was cut at its size or line limit: more is stored, and it waits for no timer.
+    // (`lane.waiting` is an estimate that drifts over a long backlog; this does not.)
+    let backlog = false;
     while (!signal.aborted) {
       const stream = store.get(jobId);
       if (!stream || stream.settled) return;
       if (stream.acked < stream.nextLine) {
-        const wait = stream.followed || lane.waiting >= batchBytes ? 0 : lastSentAt + interval - clock.now();
+        const wait = stream.followed || backlog || lane.waiting >= batchBytes ? 0 : lastSentAt + interval - clock.now();
         if (wait > 0) {
           await this.pause(lane, wait);
           continue;
         }
         lastSentAt = clock.now();
-        const { body, count, bytes } = encodeBatch(store.read(jobId, stream.acked, BATCH_LINES), batchBytes);
+        const { body, count, bytes, full } = encodeBatch(store.lines(jobId, stream.acked, BATCH_LINES), batchBytes);
         const sent = await this.post(stream, { 'x-foreman-log-offset': String(stream.acked) }, body);
         if (sent === undefined) return;
         if (sent !== 'accepted') return store.settle(jobId, sent);
         store.ack(jobId, stream.acked + count);
         lane.waiting = Math.max(0, lane.waiting - bytes);
+        backlog = full || count >= BATCH_LINES;
       } else if (stream.followed) {
         const sent = await this.post(stream, { 'x-foreman-log-offset': String(stream.nextLine), 'x-foreman-log-end': String(stream.nextLine) }, Buffer.alloc(0));
         if (sent === undefined) return;
@@ -141,7 +148,9 @@ export class LogShipper {
   private async pause(lane: Lane, ms: number): Promise<void> {
     const elapsed = new AbortController();
     const timer = this.options.clock.after(ms, () => elapsed.abort());
+    lane.holding = true;
     await lane.wake.wait(AbortSignal.any([this.abort.signal, elapsed.signal]));
+    lane.holding = false;
     timer.cancel();
   }
 
@@ -202,16 +211,23 @@ export class LogShipper {
   }
 }
 
-/** NDJSON lines up to `maxBytes` (at least one line). */
-export function encodeBatch(lines: readonly StoredLine[], maxBytes: number): { body: Buffer; count: number; bytes: number } {
+/**
+ * NDJSON lines up to `maxBytes` (at least one line); stops taking from `lines` at the first that
+ * does not fit. `full`: a line was left out for want of room.
+ */
+export function encodeBatch(lines: Iterable<StoredLine>, maxBytes: number): { body: Buffer; count: number; bytes: number; full: boolean } {
   const parts: string[] = [];
   let bytes = 0;
+  let full = false;
   for (const line of lines) {
     const json = `${JSON.stringify({ i: line.i, ts: line.ts, stream: line.stream, text: line.text })}\n`;
     const size = Buffer.byteLength(json);
-    if (parts.length > 0 && bytes + size > maxBytes) break;
+    if (parts.length > 0 && bytes + size > maxBytes) {
+      full = true;
+      break;
+    }
     parts.push(json);
     bytes += size;
   }
-  return { body: Buffer.from(parts.join('')), count: parts.length, bytes };
+  return { body: Buffer.from(parts.join('')), count: parts.length, bytes, full };
 }
