@@ -161,7 +161,9 @@ export class FakeExecutor implements Executor {
   }
 
   inspect(containerId: string): Promise<ContainerStatus | undefined> {
-    this.enter(`inspect ${containerId}`);
+    this.calls.push(`inspect ${containerId}`);
+    // Rejects, as a real client does, rather than throwing: callers chain `.catch` on it.
+    if (!this.up) return Promise.reject(engineDown());
     const c = this.find(containerId);
     return Promise.resolve(c ? this.status(c) : undefined);
   }
