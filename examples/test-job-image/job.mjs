@@ -9,7 +9,14 @@
 //   "raw"        PUT exactly body.headers (must include x-foreman-job-status) with body.payload (a string, sent
 //                verbatim; body.payloadBase64 for arbitrary bytes) using node:http, so no headers are added
 //                beyond host/content-length/connection; log the status and exit 0.
-//   "probe"      GET each of body.urls, then PUT completed {"probe": [{url, status}]} (status 0 + error if the GET failed).
+//   "probe"      GET each of body.urls, then PUT completed {"probe": [{url, status}]} (status 0 + error if the GET failed;
+//                each GET gives up after body.timeoutMs, default 10000).
+//   "self"       PUT completed with what the container may do: {"status": {NoNewPrivs, CapEff, CapPrm, CapBnd, Uid, Gid}
+//                from /proc/self/status, "pidsMax" (the cgroup's pids.max, v2 or v1), "rootWritable"/"tmpWritable"
+//                (writing a file in / and /tmp worked; else "rootError"/"tmpError" hold the error code), "reach"
+//                (a probe of body.urls, as above)}.
+//   "serve"      listen on body.port (default 8080) on every interface, answering "serving" to any request; PUT running
+//                once listening, then sleep forever.
 //   "put-twice"  PUT completed twice; print both statuses; exit 0.
 //   "oom"        allocate and touch memory until killed; exits 1 if still alive after body.maxMb (default 4096) MB.
 //   "log"        print body.lines (default 1000) numbered lines, `log <n> <stream> <padding>`: every third line (n % 3 == 2)
@@ -25,10 +32,10 @@
 // PUT, prints the reason to stderr and exits 1. An unknown action exits 2. GET and PUT retry connection errors and
 // 503s for up to two minutes, so a job rides out an agent restart.
 
-/* global process, Buffer, URL, fetch, setTimeout -- Node globals; eslint has no Node environment for .mjs */
+/* global process, Buffer, URL, fetch, setTimeout, AbortSignal -- Node globals; eslint has no Node environment for .mjs */
 
-import { writeSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 
 const getEndpoint = process.env.FOREMAN_GET_JOB_ENDPOINT;
@@ -137,11 +144,11 @@ function rawPut(headers, payload) {
   });
 }
 
-async function probe(urls) {
+async function probe(urls, timeoutMs = 10_000) {
   const results = [];
   for (const url of urls) {
     try {
-      const response = await fetch(url);
+      const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
       await response.arrayBuffer();
       results.push({ url, status: response.status });
     } catch (err) {
@@ -149,6 +156,38 @@ async function probe(urls) {
     }
   }
   return results;
+}
+
+// What the container's process may do, read from inside: privileges, ids, the pids limit, writable paths.
+async function selfReport(urls, timeoutMs) {
+  const status = {};
+  for (const line of readFileSync('/proc/self/status', 'utf8').split('\n')) {
+    const match = /^(NoNewPrivs|CapEff|CapPrm|CapBnd|Uid|Gid):\s*(.*)$/.exec(line);
+    if (match) status[match[1]] = match[2].trim().split(/\s+/).join(' ');
+  }
+  let pidsMax = null;
+  for (const path of ['/sys/fs/cgroup/pids.max', '/sys/fs/cgroup/pids/pids.max']) {
+    try {
+      pidsMax = readFileSync(path, 'utf8').trim();
+      break;
+    } catch {
+      // The other cgroup version's path.
+    }
+  }
+  const report = { status, pidsMax };
+  for (const [name, dir] of [['root', '/'], ['tmp', '/tmp/']]) {
+    const file = `${dir}foreman-write-test-${process.pid}`;
+    try {
+      writeFileSync(file, 'x');
+      unlinkSync(file);
+      report[`${name}Writable`] = true;
+    } catch (err) {
+      report[`${name}Writable`] = false;
+      report[`${name}Error`] = err && err.code ? err.code : errorMessage(err);
+    }
+  }
+  report.reach = await probe(urls, timeoutMs);
+  return report;
 }
 
 function allocateUntilKilled(maxMb) {
@@ -160,6 +199,10 @@ function allocateUntilKilled(maxMb) {
     if (allocated % 256 === 0) process.stdout.write(`allocated ${allocated + chunkMb} MB\n`);
   }
   fail(`still alive after allocating ${maxMb} MB (${chunks.length} chunks)`);
+}
+
+function stringList(value) {
+  return Array.isArray(value) ? value.filter((item) => typeof item === 'string') : [];
 }
 
 function positiveInt(value, fallback) {
@@ -244,8 +287,24 @@ switch (opts.action) {
   }
 
   case 'probe': {
-    const urls = Array.isArray(opts.urls) ? opts.urls.filter((url) => typeof url === 'string') : [];
-    await complete({ probe: await probe(urls) });
+    await complete({ probe: await probe(stringList(opts.urls), positiveInt(opts.timeoutMs, 10_000)) });
+    break;
+  }
+
+  case 'self':
+    await complete(await selfReport(stringList(opts.urls), positiveInt(opts.timeoutMs, 10_000)));
+    break;
+
+  case 'serve': {
+    const port = positiveInt(opts.port, 8080);
+    const server = createServer((_req, res) => res.end('serving'));
+    await new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '0.0.0.0', resolve);
+    });
+    process.stdout.write(`serving on port ${port}\n`);
+    await put('running', 0.5, { serving: port }, 'running (serving)');
+    await sleepForever();
     break;
   }
 

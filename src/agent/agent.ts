@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { CallbackOutbox } from '../callbacks/outbox.ts';
 import type { Poller } from '../control/poller.ts';
-import type { Executor } from '../executor/executor.ts';
+import { ExecutorSetupError, type Executor } from '../executor/executor.ts';
 import type { JobApiServer } from '../job-api/server.ts';
 import type { JobStore } from '../jobs/store.ts';
 import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
@@ -160,6 +160,8 @@ export class Agent {
         return;
       } catch (err) {
         if (signal.aborted) return;
+        // A setting the engine cannot honour (docker.runtime) will not fix itself: the agent does not start.
+        if (err instanceof ExecutorSetupError) throw err;
         attempt++;
         if (attempt === 1) log.error({ engine, reason: describeHttpError(err) }, `no Docker engine at ${engine}; retrying until it answers`);
         try {

@@ -9,11 +9,14 @@ import { pollHeaders, userAgentFor } from '../control/poller.ts';
 import { describeHttpError } from '../shared/backoff.ts';
 import { systemClock, type Timer } from '../shared/clock.ts';
 import { createDockerClient, describeEngineError } from '../executor/docker/client.ts';
+import { allowsInterContainerTraffic, iccWarning, settingProblems, type EngineInfo } from '../executor/docker/hardening.ts';
+import { executorSettings } from './run.ts';
 
 /** How long `check` waits for the Docker engine before calling it unreachable. */
 const ENGINE_TIMEOUT_MS = 10_000;
 
-type Status = 'ok' | 'note' | 'FAIL';
+/** `warn` is worth fixing but does not fail the check. */
+type Status = 'ok' | 'note' | 'warn' | 'FAIL';
 
 interface CheckLine {
   status: Status;
@@ -36,7 +39,7 @@ export async function runCheck(loaded: LoadedConfig, write: (line: string) => vo
   write('Checks:');
 
   const lines: CheckLine[] = [await checkDataDir(config.core.data_dir)];
-  lines.push(...(await checkDocker(config.docker.url, config.core.network_name)));
+  lines.push(...(await checkDocker(config)));
   lines.push(await checkControlServer(config.core, version));
   for (const { status, text } of lines) write(`  ${status.padEnd(4)}  ${text}`);
 
@@ -70,6 +73,8 @@ function describeConfig({ config, sources }: LoadedConfig): string[] {
 function displayValue(key: string, value: unknown): string {
   if (value === undefined) {
     if (key === 'core.hostname') return '(not set: containers use the network gateway)';
+    if (key === 'docker.user') return "(not set: the image's user)";
+    if (key === 'docker.runtime') return "(not set: the engine's default)";
     return '(not set)';
   }
   if (key === 'metrics.address' && value === '') return '"" (metrics off)';
@@ -103,7 +108,9 @@ async function checkDataDir(dir: string): Promise<CheckLine> {
   }
 }
 
-async function checkDocker(url: string, name: string): Promise<CheckLine[]> {
+async function checkDocker(config: Config): Promise<CheckLine[]> {
+  const { url } = config.docker;
+  const name = config.core.network_name;
   const engineUrl = withoutPassword(url);
   let docker: ReturnType<typeof createDockerClient>;
   let engine: Awaited<ReturnType<ReturnType<typeof createDockerClient>['version']>>;
@@ -116,11 +123,23 @@ async function checkDocker(url: string, name: string): Promise<CheckLine[]> {
   const lines: CheckLine[] = [{ status: 'ok', text: `Docker engine ${engine.Version} (API ${engine.ApiVersion}) at ${engineUrl}` }];
 
   try {
-    await withDeadline(docker.getNetwork(name).inspect(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`);
-    lines.push({ status: 'ok', text: `network "${name}" exists` });
+    const info = (await withDeadline(docker.info(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`)) as EngineInfo;
+    const problems = settingProblems(executorSettings(config), info);
+    for (const text of problems) lines.push({ status: 'FAIL', text });
+    if (problems.length === 0 && config.docker.runtime) lines.push({ status: 'ok', text: `docker.runtime "${config.docker.runtime}" is offered by the engine` });
+  } catch (err) {
+    lines.push({ status: 'FAIL', text: `could not read the engine's runtimes and CPUs: ${describeHttpError(err)}` });
+  }
+
+  try {
+    const network = (await withDeadline(docker.getNetwork(name).inspect(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`)) as Parameters<
+      typeof allowsInterContainerTraffic
+    >[0];
+    if (allowsInterContainerTraffic(network)) lines.push({ status: 'warn', text: iccWarning(name) });
+    else lines.push({ status: 'ok', text: `network "${name}" exists; its containers cannot reach each other` });
   } catch (err) {
     if ((err as { statusCode?: unknown }).statusCode === 404) {
-      lines.push({ status: 'note', text: `network "${name}" does not exist yet; the agent creates it at start` });
+      lines.push({ status: 'note', text: `network "${name}" does not exist yet; the agent creates it at start, with inter-container traffic off` });
     } else {
       lines.push({ status: 'FAIL', text: `could not inspect network "${name}": ${describeHttpError(err)}` });
     }

@@ -4,7 +4,7 @@ import { LABEL_JOB, type ContainerSpec } from '../executor/executor.ts';
 import type { JobRecord } from '../jobs/store.ts';
 import type { JobRunContext } from './job-run-context.ts';
 
-/** A job's container: its environment is the job's own, `[core.env]` over it, then the job API endpoints. */
+/** A job's container: its environment is the job's own, `[core.env]` over it, then the job API endpoints; its resources as the job asked. */
 export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Record<string, string>>): ContainerSpec {
   const { spec } = job;
   return {
@@ -13,6 +13,8 @@ export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Re
     command: spec.command,
     env: { ...spec.env, ...env, FOREMAN_GET_JOB_ENDPOINT: endpoint, FOREMAN_PUT_JOB_ENDPOINT: endpoint },
     labels: { [LABEL_JOB]: job.id },
+    // Checked against the agent's maxima when the job arrived (see job-policy.ts).
+    resources: spec.resources,
   };
 }
 

@@ -266,4 +266,28 @@ test('followed: gives up after followWaitMs and ends the log with what was read'
   await waiting;
   assert.equal(store.get('j1')?.followed, true);
   assert.deepEqual(notified.at(-1), ['j1', 0]);
+  // The log says so itself, so a logs server can tell this end from a whole log.
+  assert.deepEqual(
+    store.read('j1', 0, 10).map((l) => [l.stream, l.text]),
+    [
+      ['stdout', 'still running'],
+      ['stderr', '[foreman] log cut short: the container was removed before its output was read to the end'],
+    ],
+  );
+});
+
+test('at the exit, the output is read again only when the last stored message is not the last one taken', async (t) => {
+  const w = world();
+  const { store, live } = agent(t, w);
+  const cid = await startContainer(w, 'j1');
+  w.executor.print(cid, 'stdout', 'one');
+  const log = live.forJob('j1');
+  log.follow(job('j1', cid));
+  await until('the first line', () => store.get('j1')?.nextLine === 1);
+  w.executor.exit(cid, 0);
+  await until('the log to be followed to its end', () => store.get('j1')?.followed === true);
+  const reads = w.executor.calls.filter((c) => c.startsWith('readLogs'));
+  // The follow, then one look at the last message; no second full read.
+  assert.equal(reads.length, 2, reads.join(', '));
+  assert.deepEqual(store.read('j1', 0, 10).map((l) => l.text), ['one']);
 });

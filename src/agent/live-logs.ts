@@ -7,7 +7,7 @@ import { Redactor } from '../logs/redactor.ts';
 import type { LogShipper } from '../logs/shipper.ts';
 import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
 import type { Clock } from '../shared/clock.ts';
-import type { LogLine } from '../shared/log-line.ts';
+import type { LogLine, LogMessage } from '../shared/log-line.ts';
 
 export interface LiveLogsOptions {
   /** `core.max_log_bytes`: what one job streams at most. */
@@ -88,6 +88,8 @@ export class JobLog {
   private readonly live: LiveLogs;
   private following: Promise<void> | undefined;
   private cutter: LineCutter | undefined;
+  /** The last message read into the store by this process. */
+  private lastTaken: LogMessage | undefined;
 
   constructor(jobId: string, live: LiveLogs) {
     this.jobId = jobId;
@@ -149,6 +151,9 @@ export class JobLog {
     const stream = store.get(this.jobId);
     if (!stream || stream.followed || this.live.closing.signal.aborted) return;
     log.warn({ jobId: this.jobId, lines: stream.nextLine }, 'removing the job container before its output was read to the end; the log ends here');
+    // Said in the log itself, so a logs server can tell this end from a whole log.
+    const note = { stream: 'stderr' as const, ts: new Date(clock.now()).toISOString().replace('Z', '000000Z'), text: '[foreman] log cut short: the container was removed before its output was read to the end' };
+    store.append(this.jobId, [note], stream.cursor, { bytes: 0, truncated: stream.truncated });
     this.end();
   }
 
@@ -167,8 +172,9 @@ export class JobLog {
         // The output ended: the container stopped, or the engine closed the stream (a restart).
         const status = await executor.inspect(containerId);
         if (!status?.running) {
-          // What the engine stored after the follow ended, if anything.
-          await this.read(containerId, false);
+          // What the engine stored after the follow ended, if anything: read again (streamed; a follow
+          // of a stopped container ends with what is stored) unless its last message is the last taken.
+          if (!(await this.caughtUp(containerId))) await this.read(containerId, true);
           return this.end();
         }
         lastProblem = 'the engine ended the log stream of a running container';
@@ -190,6 +196,17 @@ export class JobLog {
         return;
       }
     }
+  }
+
+  /** True when the container's last stored message is the last one taken: nothing is left to read. */
+  private async caughtUp(containerId: string): Promise<boolean> {
+    const last = this.lastTaken;
+    if (!last) return false;
+    for await (const batch of this.live.parts.executor.readLogs(containerId, { since: undefined, follow: false, tail: 1 }, this.live.closing.signal)) {
+      const final = batch.at(-1);
+      return final !== undefined && final.ts === last.ts && final.stream === last.stream && final.text.equals(last.text);
+    }
+    return false;
   }
 
   private settled(): boolean {
@@ -214,6 +231,7 @@ export class JobLog {
       for (const message of batch) {
         if (!filter.take(message)) continue;
         taken++;
+        this.lastTaken = message;
         if (truncated) continue;
         for (const line of cutter.cut(message)) {
           const size = Buffer.byteLength(line.text);

@@ -3,7 +3,7 @@ import pino, { type Logger } from 'pino';
 import { CallbackOutbox } from '../callbacks/outbox.ts';
 import type { Config, LoadedConfig } from '../config/types.ts';
 import { Poller, userAgentFor } from '../control/poller.ts';
-import { DockerExecutor } from '../executor/docker/docker-executor.ts';
+import { DockerExecutor, type DockerExecutorOptions } from '../executor/docker/docker-executor.ts';
 import { createDockerClient } from '../executor/docker/client.ts';
 import type { Executor } from '../executor/executor.ts';
 import { createJobApi } from '../job-api/server.ts';
@@ -17,6 +17,7 @@ import { describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
 import { redactUrl } from '../shared/redact.ts';
 import { Agent } from './agent.ts';
 import { createJobApiBackend } from './job-api-backend.ts';
+import { jobPolicy } from './job-policy.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { LiveLogs } from './live-logs.ts';
 import { JobEndpoints } from './naming.ts';
@@ -47,7 +48,7 @@ export const BACKOFF = {
 /** How long a container gets between SIGTERM and SIGKILL when the agent stops it. */
 const STOP_GRACE_MS = 10_000;
 /** How long removing a stopped container waits for its output to be read to the end. */
-const FOLLOW_WAIT_MS = 10_000;
+const FOLLOW_WAIT_MS = 60_000;
 /** Wait before starting jobs again after the store refused to record a start. */
 const LAUNCH_RETRY_MS = 1000;
 
@@ -62,6 +63,22 @@ export interface AgentDeps {
   readonly oneShot?: OneShotOptions | undefined;
   /** Where live job logs are kept; in memory when not given (tests). */
   readonly logStore?: LogStore | undefined;
+}
+
+/** The executor's settings from the config: the job network and how every job container is hardened and limited. */
+export function executorSettings(config: Config): Omit<DockerExecutorOptions, 'docker' | 'agentId' | 'log'> {
+  const { core, docker } = config;
+  return {
+    networkName: core.network_name,
+    extraHosts: core.extra_hosts,
+    memoryLimit: docker.memory_limit,
+    cpus: docker.cpus,
+    pidsLimit: docker.pids_limit,
+    capAdd: docker.cap_add,
+    user: docker.user,
+    readOnlyRootfs: docker.read_only_rootfs,
+    runtime: docker.runtime,
+  };
 }
 
 /**
@@ -126,7 +143,17 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
         env: core.env,
       },
     },
-    { maxConcurrentJobs: core.max_concurrent_jobs, launchRetryMs: LAUNCH_RETRY_MS, maxJobs: deps.oneShot?.maxJobs },
+    {
+      maxConcurrentJobs: core.max_concurrent_jobs,
+      launchRetryMs: LAUNCH_RETRY_MS,
+      maxJobs: deps.oneShot?.maxJobs,
+      policy: jobPolicy({
+        allowedImages: config.docker.allowed_images,
+        cpus: config.docker.cpus,
+        memory: config.docker.memory_limit,
+        pids: config.docker.pids_limit,
+      }),
+    },
   );
   const jobApi = createJobApi({
     log,
@@ -210,13 +237,7 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
   // prom-client costs memory at load, so it is only loaded when metrics are served.
   const metricsModule = config.metrics.address ? await import('./metrics.ts') : undefined;
   const metrics = metricsModule ? new metricsModule.AgentMetrics() : undefined;
-  const executor = new DockerExecutor({
-    docker: createDockerClient(config.docker.url),
-    agentId: store.agentId,
-    networkName: config.core.network_name,
-    extraHosts: config.core.extra_hosts,
-    memoryLimit: config.docker.memory_limit,
-  });
+  const executor = new DockerExecutor({ docker: createDockerClient(config.docker.url), agentId: store.agentId, log, ...executorSettings(config) });
   let logStore: LogStore;
   try {
     logStore = new LogStore(join(config.core.data_dir, 'logs.db'));

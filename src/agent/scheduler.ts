@@ -4,8 +4,9 @@ import type { ExecutorEvent } from '../executor/executor.ts';
 import type { JobStore } from '../jobs/store.ts';
 import { describeHttpError } from '../shared/backoff.ts';
 import type { Timer } from '../shared/clock.ts';
-import { validateJob } from '../shared/job-spec.ts';
+import { validateJob, type JobSpec, type JobValidation } from '../shared/job-spec.ts';
 import { Waiters } from '../shared/waiters.ts';
+import type { JobPolicy } from './job-policy.ts';
 import type { JobRunContext, JobRunHooks } from './job-run-context.ts';
 import { JobRun } from './job-run.ts';
 import { containerNameFor, newJobSecret } from './naming.ts';
@@ -16,6 +17,8 @@ export interface SchedulerOptions {
   readonly launchRetryMs: number;
   /** One-shot (`--max-jobs`): take at most this many jobs in this run. */
   readonly maxJobs?: number | undefined;
+  /** Refuses valid jobs this agent may not run (image not allowed, resources above the maxima): they are `invalid`. */
+  readonly policy?: JobPolicy | undefined;
 }
 
 /**
@@ -149,7 +152,8 @@ export class Scheduler {
       this.log.warn({ maxJobs: this.options.maxJobs }, 'ignored a job sent beyond --max-jobs (not stored, not reported)');
       return false;
     }
-    const result = validateJob(entry);
+    const checked = validateJob(entry);
+    const result = checked.ok ? this.applyPolicy(checked.job) : checked;
     if (!result.ok) {
       // shownId: an id with a lone surrogate cannot be stored or echoed, but is logged escaped.
       if (this.firstTime(`invalid ${result.shownId ?? ''} ${result.reason}`)) this.log.warn({ jobId: result.shownId, reason: result.reason }, 'rejected an invalid job from the control server');
@@ -174,6 +178,13 @@ export class Scheduler {
     this.taken++;
     this.queue.push(this.track(job.id));
     return true;
+  }
+
+  /** A valid job the policy refuses is rejected like an invalid one: reported, never stored to run, nothing pulled. */
+  private applyPolicy(job: JobSpec): JobValidation {
+    const refusal = this.options.policy?.(job);
+    if (refusal === undefined) return { ok: true, job };
+    return { ok: false, reason: refusal, id: job.id, callbackUrl: job.callbackUrl, shownId: job.id };
   }
 
   /**

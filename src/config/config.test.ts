@@ -101,7 +101,17 @@ describe('defaults', () => {
         env: {},
         labels: {},
       },
-      docker: { url: 'unix:///var/run/docker.sock', memory_limit: 0 },
+      docker: {
+        url: 'unix:///var/run/docker.sock',
+        memory_limit: 0,
+        cpus: 0,
+        pids_limit: 1024,
+        cap_add: [],
+        user: undefined,
+        read_only_rootfs: false,
+        runtime: undefined,
+        allowed_images: [],
+      },
       metrics: { address: '' },
       log: { level: 'info' },
     });

@@ -197,6 +197,7 @@ function coerceEnvValue(dotted: string, value: string): unknown {
   const trimmed = value.trim();
   switch (leafKind(dotted)) {
     case 'integer':
+    case 'number':
       return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(trimmed) ? Number(trimmed) : value;
     case 'boolean': {
       const lower = trimmed.toLowerCase();
@@ -280,7 +281,17 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       env: { ...valid.core.env },
       labels: { ...valid.core.labels },
     },
-    docker: { url: valid.docker.url, memory_limit: valid.docker.memory_limit },
+    docker: {
+      url: valid.docker.url,
+      memory_limit: valid.docker.memory_limit,
+      cpus: valid.docker.cpus,
+      pids_limit: valid.docker.pids_limit,
+      cap_add: [...valid.docker.cap_add],
+      user: valid.docker.user,
+      read_only_rootfs: valid.docker.read_only_rootfs,
+      runtime: valid.docker.runtime,
+      allowed_images: [...valid.docker.allowed_images],
+    },
     metrics: { address: valid.metrics.address },
     log: { level: valid.log.level },
   };

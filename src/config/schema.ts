@@ -16,6 +16,20 @@ const ageMs = (fallback: number) =>
 
 const hostLike = (what: string) => Type.String({ minLength: 1, pattern: '^[^\\s/]+$', expected: `a ${what} (no scheme, path or spaces)` });
 
+/** Linux capabilities by their kernel names (without `CAP_`), as `docker.cap_add` accepts them. */
+export const CAPABILITIES = [
+  'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP', 'LINUX_IMMUTABLE',
+  'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT',
+  'SYS_PTRACE', 'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD', 'LEASE',
+  'AUDIT_WRITE', 'AUDIT_CONTROL', 'SETFCAP', 'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG', 'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ',
+  'PERFMON', 'BPF', 'CHECKPOINT_RESTORE',
+] as const;
+
+const CAPABILITY_PATTERN = `^(CAP_)?(${CAPABILITIES.join('|')})$`;
+
+/** One side of `docker.user`: a name or a numeric id. */
+const USER_PART = '[A-Za-z0-9_][A-Za-z0-9_.-]*';
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export const ConfigSchema = Type.Object({
@@ -66,6 +80,22 @@ export const ConfigSchema = Type.Object({
       default: 0,
       expected: 'a non-negative integer number of bytes (0 for no limit)',
     }),
+    // The engine refuses a value below 0.01 or above its CPU count: checked at start, where that count is known.
+    cpus: Type.Number({ minimum: 0, maximum: 65_536, default: 0, expected: 'a non-negative number of CPUs, e.g. 1.5 (0 for no limit)' }),
+    pids_limit: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 1024, expected: 'a non-negative integer number of processes (0 for no limit)' }),
+    cap_add: Type.Array(Type.String({ pattern: CAPABILITY_PATTERN }), {
+      default: [],
+      expected: 'a list of Linux capability names, e.g. ["NET_BIND_SERVICE"] (upper case, "CAP_" prefix optional; "ALL" is not accepted)',
+    }),
+    user: Type.Optional(
+      Type.String({ pattern: `^${USER_PART}(:${USER_PART})?$`, expected: 'a user or user:group, by name or numeric id (e.g. "1000:1000")' }),
+    ),
+    read_only_rootfs: Type.Boolean({ default: false, expected: 'true or false' }),
+    runtime: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', expected: 'the name of a runtime the engine offers, e.g. "runsc"' })),
+    allowed_images: Type.Array(Type.String({ pattern: '^\\S+$' }), {
+      default: [],
+      expected: 'a list of image patterns without spaces, e.g. ["registry.example.com/ci/**"] (* matches within one path part, ** across parts)',
+    }),
   }),
   metrics: Type.Object({
     address: Type.String({ format: 'host-port-or-empty', default: '', expected: 'host:port (e.g. "127.0.0.1:9100"), or "" to turn metrics off' }),
@@ -86,7 +116,7 @@ export type Section = (typeof SECTIONS)[number];
 export const TABLES = ['core.env', 'core.labels'] as const;
 export type TableKey = (typeof TABLES)[number];
 
-export type LeafKind = 'string' | 'integer' | 'boolean' | 'list';
+export type LeafKind = 'string' | 'integer' | 'number' | 'boolean' | 'list';
 
 interface SchemaNode {
   type?: string;
@@ -117,7 +147,7 @@ function nodeAt(path: readonly string[]): SchemaNode | undefined {
 
 export function leafKind(dotted: string): LeafKind {
   const type = nodeAt(dotted.split('.'))?.type;
-  if (type === 'integer' || type === 'boolean') return type;
+  if (type === 'integer' || type === 'number' || type === 'boolean') return type;
   if (type === 'array') return 'list';
   return 'string';
 }

@@ -47,8 +47,22 @@ export interface Config {
   };
   readonly docker: {
     readonly url: string;
-    /** Memory limit of each job container in bytes; 0 means none. */
+    /** Memory limit of each job container in bytes, and the most a job may ask for; 0 means none. */
     readonly memory_limit: number;
+    /** CPUs each job container may use, and the most a job may ask for; 0 means no limit. */
+    readonly cpus: number;
+    /** Processes (and threads) each job container may hold, and the most a job may ask for; 0 means no limit. */
+    readonly pids_limit: number;
+    /** Capabilities added back after every job container drops them all. */
+    readonly cap_add: readonly string[];
+    /** `user[:group]` job containers run as; undefined keeps the image's user. */
+    readonly user: string | undefined;
+    /** Job containers get a read-only root file system, with a writable tmpfs at /tmp. */
+    readonly read_only_rootfs: boolean;
+    /** The engine runtime for job containers (e.g. runsc); undefined is the engine's default. */
+    readonly runtime: string | undefined;
+    /** Glob patterns a job's image must match; empty allows every image. */
+    readonly allowed_images: readonly string[];
   };
   readonly metrics: {
     /** host:port for the Prometheus endpoint; empty disables it. */

@@ -5,12 +5,21 @@ export const LABEL_MANAGED = 'foreman.managed';
 export const LABEL_AGENT = 'foreman.agent';
 export const LABEL_JOB = 'foreman.job-id';
 
+/** What a job asked for (its `resources`), already checked against the agent's maxima; unset: the maxima. */
+export interface ContainerResources {
+  readonly cpus?: number | undefined;
+  /** Bytes. */
+  readonly memory?: number | undefined;
+  readonly pids?: number | undefined;
+}
+
 export interface ContainerSpec {
   readonly name: string;
   readonly image: string;
   readonly command: readonly string[] | undefined;
   readonly env: Readonly<Record<string, string>>;
   readonly labels: Readonly<Record<string, string>>;
+  readonly resources?: ContainerResources | undefined;
 }
 
 export interface ContainerStatus {
@@ -38,6 +47,21 @@ export class ExecutorJobError extends Error {
   }
 }
 
+/** The engine cannot run jobs as configured (e.g. it lacks `docker.runtime`): waiting will not fix it, so the agent does not start. */
+export class ExecutorSetupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ExecutorSetupError';
+  }
+}
+
+export interface LogReadOptions {
+  readonly since: string | undefined;
+  readonly follow: boolean;
+  /** Only the last `tail` messages. */
+  readonly tail?: number;
+}
+
 /**
  * Runs job containers on one engine.
  *
@@ -60,7 +84,10 @@ export class ExecutorJobError extends Error {
  * Job-level failures throw `ExecutorJobError`; anything else means the engine is unreachable.
  */
 export interface Executor {
-  /** Checks the engine answers and creates the job network when missing. */
+  /**
+   * Checks the engine answers and creates the job network when missing. The first time the engine
+   * answers it also checks that the engine can honour the settings, throwing `ExecutorSetupError` if not.
+   */
   prepare(signal?: AbortSignal): Promise<void>;
   /**
    * Address on this host that containers on the job network reach it by (the network gateway), or on
@@ -93,7 +120,7 @@ export interface Executor {
    * stopped); without, it ends with what is stored now. A missing container ends it at once;
    * the signal aborting or the engine connection dropping rejects.
    */
-  readLogs(containerId: string, options: { since: string | undefined; follow: boolean }, signal: AbortSignal): AsyncIterable<LogMessage[]>;
+  readLogs(containerId: string, options: LogReadOptions, signal: AbortSignal): AsyncIterable<LogMessage[]>;
   /**
    * Streams exits and OOM kills of this agent's containers until the signal aborts
    * (resolves) or the engine connection drops (rejects). `onReady` is called once subscribed.

@@ -22,6 +22,17 @@ export const JobSpecSchema = Type.Object(
     cancelGracePeriod: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
     /** ms without an accepted update before the job is stopped as stalled; 0 is off; overrides core.stall_timeout. */
     stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
+    /**
+     * At most the agent's maxima (docker.cpus, docker.memory_limit, docker.pids_limit), which the agent
+     * checks; the minima are the engine's (0.01 CPU, 6 MiB).
+     */
+    resources: Type.Optional(
+      Type.Object({
+        cpus: Type.Optional(Type.Number({ minimum: 0.01, maximum: 65_536 })),
+        memory: Type.Optional(Type.Integer({ minimum: 6_291_456, maximum: Number.MAX_SAFE_INTEGER })),
+        pids: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })),
+      }),
+    ),
   },
   { additionalProperties: true },
 );

@@ -10,7 +10,7 @@ import type Docker from 'dockerode';
 import { createDockerClient } from '../../src/executor/docker/client.ts';
 import pino from 'pino';
 import type { Agent } from '../../src/agent/agent.ts';
-import { composeAgent } from '../../src/agent/run.ts';
+import { composeAgent, executorSettings } from '../../src/agent/run.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { LoadedConfig } from '../../src/config/types.ts';
 import { DockerExecutor } from '../../src/executor/docker/docker-executor.ts';
@@ -21,6 +21,8 @@ import { systemClock } from '../../src/shared/clock.ts';
 export const repoRoot = resolve(import.meta.dirname, '../..');
 const dockerUrl = process.env.FOREMAN_DOCKER_URL ?? 'unix:///var/run/docker.sock';
 export const docker = createDockerClient(dockerUrl);
+/** Settings a second engine needs (Podman: where the job API listens), from FOREMAN_TEST_ENGINE_ENV as JSON. */
+const engineSettings = JSON.parse(process.env.FOREMAN_TEST_ENGINE_ENV ?? '{}') as Record<string, string>;
 
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
 export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 20_000, intervalMs = 50): Promise<NonNullable<T>> {
@@ -176,6 +178,7 @@ export function testEnv(controlUrl: string, overrides: Record<string, string> = 
     FOREMAN_CORE_LABELS_QUEUE: 'test',
     FOREMAN_LOG_LEVEL: 'debug',
     FOREMAN_DOCKER_URL: dockerUrl,
+    ...engineSettings,
     ...overrides,
   };
   return { dir, networkName, env };
@@ -199,13 +202,7 @@ export async function startAgent(t: TestEnv): Promise<InProcessAgent> {
   const logFile = join(t.dir, `agent-${Date.now()}.log`);
   const log = pino({ level: 'debug' }, pino.destination({ dest: logFile, sync: true }));
   const store = SqliteStore.open({ dataDir: loaded.config.core.data_dir, log });
-  const executor = new DockerExecutor({
-    docker,
-    agentId: store.agentId,
-    networkName: loaded.config.core.network_name,
-    extraHosts: loaded.config.core.extra_hosts,
-    memoryLimit: loaded.config.docker.memory_limit,
-  });
+  const executor = new DockerExecutor({ docker, agentId: store.agentId, log, ...executorSettings(loaded.config) });
   const logStore = new LogStore(join(loaded.config.core.data_dir, 'logs.db'));
   const agent = composeAgent(loaded.config, { store, executor, log, clock: systemClock, version: 'test', logStore });
   await agent.start();
@@ -257,12 +254,13 @@ export interface EngineEvent {
   readonly Action: string;
   readonly id: string;
   readonly timeNano: number;
-  readonly Actor: { readonly Attributes: Readonly<Record<string, string>> };
+  readonly Actor: { readonly ID?: string; readonly Attributes: Readonly<Record<string, string>> };
 }
 
 /** Streams container events of `actions` for containers carrying `label` until `stop()`. */
 export async function watchContainerEvents(actions: string[], label: string, onEvent: (event: EngineEvent) => void): Promise<{ stop: () => void }> {
-  const stream = (await docker.getEvents({ filters: { type: ['container'], event: actions, label: [label] } })) as NodeJS.ReadableStream & {
+  // Actions are picked out here: Podman's `event` filter matches no `die` event.
+  const stream = (await docker.getEvents({ filters: { type: ['container'], label: [label] } })) as NodeJS.ReadableStream & {
     destroy(): void;
   };
   let buffered = '';
@@ -270,7 +268,10 @@ export async function watchContainerEvents(actions: string[], label: string, onE
     buffered += chunk.toString();
     const lines = buffered.split('\n');
     buffered = lines.pop() ?? '';
-    for (const line of lines.filter(Boolean)) onEvent(JSON.parse(line) as EngineEvent);
+    for (const line of lines.filter(Boolean)) {
+      const event = JSON.parse(line) as EngineEvent;
+      if (actions.includes(event.Action)) onEvent(event);
+    }
   });
   return { stop: () => stream.destroy() };
 }

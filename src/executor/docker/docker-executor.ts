@@ -1,8 +1,10 @@
 import type Docker from 'dockerode';
 import { Readable } from 'node:stream';
 import type { LogMessage } from '../../shared/log-line.ts';
+import type { Logger } from 'pino';
 import {
   ExecutorJobError,
+  ExecutorSetupError,
   LABEL_AGENT,
   LABEL_JOB,
   LABEL_MANAGED,
@@ -10,17 +12,19 @@ import {
   type ContainerStatus,
   type Executor,
   type ExecutorEvent,
+  type LogReadOptions,
 } from '../executor.ts';
 import { isRedirectRefusal } from './client.ts';
+import { allowsInterContainerTraffic, hardenedHostConfig, iccWarning, ICC_OPTION, settingProblems, type ContainerSettings, type EngineInfo } from './hardening.ts';
 import { LogFrameParser, sinceParam } from './log-frames.ts';
 
-export interface DockerExecutorOptions {
+export interface DockerExecutorOptions extends ContainerSettings {
   readonly docker: Docker;
   readonly agentId: string;
   readonly networkName: string;
   readonly extraHosts: readonly string[];
-  /** Bytes; 0 for no limit. */
-  readonly memoryLimit: number;
+  /** For the warning about a job network that lets containers reach each other. */
+  readonly log?: Pick<Logger, 'warn'> | undefined;
 }
 
 /** A refused redirect stands for the engine's 3xx answer, whose exact code is not kept. */
@@ -50,6 +54,9 @@ function parseTime(value: string | undefined): number | null {
 export class DockerExecutor implements Executor {
   private readonly docker: Docker;
   private readonly options: DockerExecutorOptions;
+  /** The settings were checked against the engine (once: later reconnects do not refuse). */
+  private settingsChecked = false;
+  private iccWarned = false;
 
   constructor(options: DockerExecutorOptions) {
     this.docker = options.docker;
@@ -58,22 +65,44 @@ export class DockerExecutor implements Executor {
 
   async prepare(): Promise<void> {
     await this.docker.ping();
-    const network = this.docker.getNetwork(this.options.networkName);
+    if (!this.settingsChecked) {
+      const problems = settingProblems(this.options, (await this.docker.info()) as EngineInfo);
+      if (problems.length > 0) throw new ExecutorSetupError(problems.join('; '));
+      this.settingsChecked = true;
+    }
+    const name = this.options.networkName;
+    const created = await this.createNetworkIfMissing(name);
+    if (this.iccWarned) return;
+    // Read back even when just created: an engine may accept the option and ignore it (Podman does).
+    const network = (await this.docker.getNetwork(name).inspect()) as Parameters<typeof allowsInterContainerTraffic>[0];
+    if (allowsInterContainerTraffic(network)) {
+      this.iccWarned = true;
+      this.options.log?.warn({ network: name }, iccWarning(name, created));
+    }
+  }
+
+  /** True when this call created it. */
+  private async createNetworkIfMissing(name: string): Promise<boolean> {
     try {
-      await network.inspect();
+      await this.docker.getNetwork(name).inspect();
+      return false;
     } catch (err) {
       if (statusOf(err) !== 404) throw err;
-      try {
-        await this.docker.createNetwork({
-          Name: this.options.networkName,
-          Driver: 'bridge',
-          CheckDuplicate: true,
-          Labels: { [LABEL_MANAGED]: 'true' },
-        });
-      } catch (createErr) {
-        // Another agent on the same engine created it first.
-        if (statusOf(createErr) !== 409) throw createErr;
-      }
+    }
+    try {
+      await this.docker.createNetwork({
+        Name: name,
+        Driver: 'bridge',
+        CheckDuplicate: true,
+        Labels: { [LABEL_MANAGED]: 'true' },
+        // Job containers reach the job API on the gateway, never each other.
+        Options: { [ICC_OPTION]: 'false' },
+      });
+      return true;
+    } catch (createErr) {
+      // Another agent on the same engine created it first.
+      if (statusOf(createErr) !== 409) throw createErr;
+      return false;
     }
   }
 
@@ -145,10 +174,11 @@ export class DockerExecutor implements Executor {
         ...(spec.command ? { Cmd: [...spec.command] } : {}),
         Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
         Labels: labels,
+        ...(this.options.user ? { User: this.options.user } : {}),
         HostConfig: {
           NetworkMode: this.options.networkName,
           ExtraHosts: [...this.options.extraHosts],
-          ...(this.options.memoryLimit > 0 ? { Memory: this.options.memoryLimit } : {}),
+          ...hardenedHostConfig(this.options, spec.resources),
           // Without an init, node (and many programs) as PID 1 ignore SIGTERM and stop only when killed.
           Init: true,
         },
@@ -247,8 +277,9 @@ export class DockerExecutor implements Executor {
     return text.split('\n').filter((l) => l.length > 0).slice(-lines);
   }
 
-  async *readLogs(containerId: string, options: { since: string | undefined; follow: boolean }, signal: AbortSignal): AsyncIterable<LogMessage[]> {
-    const query = { stdout: true, stderr: true, timestamps: true, since: options.since === undefined ? '0' : sinceParam(options.since), abortSignal: signal };
+  async *readLogs(containerId: string, options: LogReadOptions, signal: AbortSignal): AsyncIterable<LogMessage[]> {
+    const since = options.since === undefined ? '0' : sinceParam(options.since);
+    const query = { stdout: true, stderr: true, timestamps: true, since, ...(options.tail === undefined ? {} : { tail: options.tail }), abortSignal: signal };
     let stream: Readable;
     try {
       // dockerode answers a stream when following and a buffer otherwise.
@@ -272,8 +303,9 @@ export class DockerExecutor implements Executor {
 
   async watch(onEvent: (event: ExecutorEvent) => void, signal: AbortSignal, onReady?: () => void): Promise<void> {
     if (signal.aborted) return;
+    // Actions are picked out here, not by an `event` filter: Podman's (4.3) matches no `die` event.
     const stream = (await this.docker.getEvents({
-      filters: { type: ['container'], event: ['die', 'oom'], label: [`${LABEL_AGENT}=${this.options.agentId}`] },
+      filters: { type: ['container'], label: [`${LABEL_AGENT}=${this.options.agentId}`] },
     })) as unknown as NodeJS.ReadableStream & { destroy(): void };
     onReady?.();
     await new Promise<void>((resolve, reject) => {

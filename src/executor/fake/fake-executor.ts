@@ -12,6 +12,7 @@ import {
   type ContainerStatus,
   type Executor,
   type ExecutorEvent,
+  type LogReadOptions,
 } from '../executor.ts';
 import type { LogMessage, LogStreamName } from '../../shared/log-line.ts';
 import { Waiters } from '../../shared/waiters.ts';
@@ -178,13 +179,14 @@ export class FakeExecutor implements Executor {
     return Promise.resolve(this.find(containerId)?.logs.slice(-lines) ?? []);
   }
 
-  async *readLogs(containerId: string, options: { since: string | undefined; follow: boolean }, signal: AbortSignal): AsyncIterable<LogMessage[]> {
+  async *readLogs(containerId: string, options: LogReadOptions, signal: AbortSignal): AsyncIterable<LogMessage[]> {
     this.enter(`readLogs ${containerId}`);
     const c = this.find(containerId);
     if (!c) return;
     const since = options.since;
     let at = since === undefined ? 0 : c.output.findIndex((m) => m.ts >= since);
     if (at < 0) at = c.output.length;
+    if (options.tail !== undefined) at = Math.max(at, c.output.length - options.tail);
     for (;;) {
       if (signal.aborted) throw signal.reason as Error;
       if (!this.up) throw engineDown();
