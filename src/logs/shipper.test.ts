@@ -299,3 +299,25 @@ test('close is safe twice, stops sending, and leaves lines not accepted stored f
   await clock.advance(60_000);
   assert.equal(server.received.length, 1, 'nothing sent after close');
 });
+
+test('a lane that fails on its store starts again a few seconds later, so the job log still ends', async (t) => {
+  const server = await logsServer(t);
+  const { clock, store, shipper } = setup(t);
+  store.open('j', `${server.base}/logs/j`);
+  stored(store, 'j', ['a']);
+  store.markFollowed('j');
+  const ack = store.ack.bind(store);
+  let failures = 1;
+  store.ack = (jobId, upTo) => {
+    if (failures-- > 0) throw new Error('SQLITE_BUSY: database is locked');
+    ack(jobId, upTo);
+  };
+  shipper.notify('j');
+  await until('the failed lane', () => server.received.length === 1);
+  await settle();
+  assert.equal(store.get('j')?.settled, null, 'not settled after the failure');
+  await clock.advance(5000);
+  await until('the log end', () => store.get('j')?.settled === 'ended');
+  // The batch was sent again (the store had not recorded it accepted), then the end.
+  assert.deepEqual(server.received.map((r) => r.headers['x-foreman-log-end'] ?? r.body.trim().split('\n').length), [1, 1, '1']);
+});

@@ -9,6 +9,8 @@ import type { LogSettlement, LogStore, LogStream, StoredLine } from './log-store
 /** A batch goes out once this much is waiting, or `BATCH_INTERVAL_MS` after the previous one. */
 export const BATCH_BYTES = 256 * 1024;
 export const BATCH_INTERVAL_MS = 1000;
+/** Wait before a lane that failed (not its logs server: the store) starts again. */
+const LANE_RETRY_MS = 5000;
 /** Lines read from the store for one batch at most (short lines). */
 const BATCH_LINES = 8192;
 
@@ -77,7 +79,11 @@ export class LogShipper {
     const created: Lane = { wake: new Waiters(), waiting: this.options.store.waitingBytes(jobId, stream.acked), holding: false };
     this.lanes.set(jobId, created);
     const run = this.runLane(jobId, created)
-      .catch((err: unknown) => this.options.log.error({ jobId, reason: describeHttpError(err) }, 'sending the job log failed; it is sent again at the next start'))
+      .catch((err: unknown) => {
+        // A store error, say: try again in a while, since the job's final update waits for this log.
+        this.options.log.error({ jobId, reason: describeHttpError(err) }, 'sending the job log failed; trying again in a few seconds');
+        this.options.clock.after(LANE_RETRY_MS, () => this.notify(jobId), { unref: true });
+      })
       .finally(() => {
         this.lanes.delete(jobId);
         this.running.delete(run);
