@@ -1,6 +1,7 @@
 // Request parsing shared by the control server's routes: headers, callback deliveries, validation errors.
 import { Type } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
+import type { ServerResponse } from 'node:http';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 
 export const MAX_ID_LENGTH = 256;
 
@@ -99,4 +100,17 @@ export function describeValidation(context: string, issues: ValidationIssue[]): 
     return [`${where} ${issue.message ?? 'is invalid'}`];
   });
   return [...new Set(sentences)].join('; ') || `${context} is invalid`;
+}
+
+/** Takes the reply over as a server-sent-event stream (browsers reconnect after 2 s) and returns it. */
+export function openEventStream(reply: FastifyReply): ServerResponse {
+  reply.hijack();
+  const stream = reply.raw;
+  stream.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+  });
+  stream.write('retry: 2000\n\n');
+  return stream;
 }

@@ -4,7 +4,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from '@fastify/type-provider-typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { HttpError, IdParams, header, parseAgentId } from './http.ts';
+import { HttpError, IdParams, header, openEventStream, parseAgentId } from './http.ts';
 import { parseLogLines } from './logs.ts';
 import type { JobLogs } from './logs.ts';
 import type { JobView } from './rows.ts';
@@ -155,14 +155,7 @@ export async function registerLogRoutes(app: FastifyInstance, logs: JobLogs, job
     if (state === undefined) throw new HttpError(404, `unknown job ${request.params.id}`);
     const lastEventId = header(request, 'last-event-id')?.trim();
     const from = lastEventId !== undefined && /^\d{1,15}$/.test(lastEventId) ? Number(lastEventId) : (request.query.from ?? 0);
-    reply.hijack();
-    const stream = reply.raw;
-    stream.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
-    });
-    stream.write('retry: 2000\n\n');
+    const stream = openEventStream(reply);
     const follower: Follower = { jobId: request.params.id, seq: state.seq, stream, next: from, busy: false, done: false };
     const set = followers.get(follower.jobId) ?? new Set();
     followers.set(follower.jobId, set.add(follower));

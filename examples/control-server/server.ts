@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOption
 import { Type, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { CANCEL_HEADER, formatCancelHeader } from './cancel-header.ts';
-import { HttpError, IdParams, MAX_ID_LENGTH, callbackResult, describeValidation, header, parseAgentId, parseCallbackHeaders, parseCapacity } from './http.ts';
+import { HttpError, IdParams, MAX_ID_LENGTH, callbackResult, describeValidation, header, openEventStream, parseAgentId, parseCallbackHeaders, parseCapacity } from './http.ts';
 import type { ValidationIssue } from './http.ts';
 import { parseLabelsHeader } from './labels.ts';
 import { registerLogRoutes } from './log-routes.ts';
@@ -237,14 +237,7 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
   api.get('/agents', () => store.listAgents());
 
   api.get('/events', (request, reply: FastifyReply) => {
-    reply.hijack();
-    const stream = reply.raw;
-    stream.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
-    });
-    stream.write('retry: 2000\n\n');
+    const stream = openEventStream(reply);
     sendEvent(stream, 'snapshot', { jobs: store.listJobs(), agents: store.listAgents() });
     streams.add(stream);
     request.raw.on('close', () => streams.delete(stream));

@@ -7,6 +7,7 @@ import type { JobSpec } from '../shared/job-spec.ts';
 import { lockDataDir } from './data-dir-lock.ts';
 import { onRejected, transition, type JobState, type Outcome } from './state.ts';
 import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+import { statementCache } from '../shared/statements.ts';
 
 /** Numbered, append-only: never edit a shipped migration, add the next one. */
 const migrations: readonly string[] = [
@@ -101,7 +102,8 @@ export class SqliteStore implements JobStore {
   private readonly log: Logger;
   private readonly now: () => number;
   private closed = false;
-  private readonly statements = new Map<string, Database.Statement>();
+  /** Statements are compiled once and reused. */
+  private readonly stmt: ReturnType<typeof statementCache>;
   /** Parsed specs of jobs not yet removed: a spec never changes, and the job API reads it on every request. */
   private readonly specs = new Map<string, JobSpec>();
   /** One reusable wrapper: runs `work` in a transaction, or a savepoint when already inside one. */
@@ -127,6 +129,7 @@ export class SqliteStore implements JobStore {
 
   private constructor(db: Database.Database, options: SqliteStoreOptions, unlock: () => void) {
     this.db = db;
+    this.stmt = statementCache(db);
     this.unlock = unlock;
     this.log = options.log;
     this.now = options.now ?? Date.now;
@@ -139,15 +142,6 @@ export class SqliteStore implements JobStore {
     this.agentId = this.loadAgentId();
   }
 
-  /** Statements are compiled once and reused. */
-  private stmt<R = unknown>(sql: string): Database.Statement<unknown[], R> {
-    let statement = this.statements.get(sql);
-    if (!statement) {
-      statement = this.db.prepare(sql);
-      this.statements.set(sql, statement);
-    }
-    return statement as Database.Statement<unknown[], R>;
-  }
 
   private toJob(row: JobRow): JobRecord {
     let spec = this.specs.get(row.id);

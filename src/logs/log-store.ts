@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import type { LogLine } from '../shared/log-line.ts';
+import { statementCache } from '../shared/statements.ts';
 import type { LogCursor } from './lines.ts';
 
 /** How a job's log stream ended: every line accepted and the end sent, refused (4xx), or given up on. */
@@ -62,11 +63,13 @@ const SCHEMA = `
 export class LogStore {
   private readonly db: Database.Database;
   private readonly now: () => number;
-  private readonly statements = new Map<string, Database.Statement>();
+  /** Statements are compiled once and reused. */
+  private readonly stmt: ReturnType<typeof statementCache>;
   private closed = false;
 
   constructor(path: string, now: () => number = Date.now) {
     this.db = new Database(path);
+    this.stmt = statementCache(this.db);
     this.now = now;
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
@@ -74,14 +77,6 @@ export class LogStore {
     this.db.exec(SCHEMA);
   }
 
-  private stmt<R = unknown>(sql: string): Database.Statement<unknown[], R> {
-    let statement = this.statements.get(sql);
-    if (!statement) {
-      statement = this.db.prepare(sql);
-      this.statements.set(sql, statement);
-    }
-    return statement as Database.Statement<unknown[], R>;
-  }
 
   /** Starts a job's stream; one that exists is kept as it is. */
   open(jobId: string, url: string): LogStream {
