@@ -107,11 +107,17 @@ export class JobLog {
     }
   }
 
-  /** Follows the started container's output into the store, unless that is under way or done. */
+  /** Follows the started container's output into the store, unless that is under way or done. Never throws. */
   follow(job: JobRecord): void {
     if (this.following || job.containerId === null || this.live.closing.signal.aborted) return;
     this.open(job);
-    const stream = this.live.parts.store.get(this.jobId);
+    let stream: ReturnType<LogStore['get']>;
+    try {
+      stream = this.live.parts.store.get(this.jobId);
+    } catch (err) {
+      this.live.parts.log.error({ jobId: this.jobId, reason: describeHttpError(err) }, 'could not read the job log stream; its output is not followed');
+      return;
+    }
     if (!stream || stream.followed) return;
     this.cutter ??= new LineCutter(new Redactor([...this.live.options.secrets, job.secret]));
     const containerId = job.containerId;
@@ -133,10 +139,14 @@ export class JobLog {
 
   /** The container is gone: its output can no longer be read, and the log ends with what was read. */
   lost(): void {
-    const stream = this.live.parts.store.get(this.jobId);
-    if (!stream || stream.followed) return;
-    this.live.parts.log.warn({ jobId: this.jobId, lines: stream.nextLine }, 'the job container is gone; its log ends with the lines read so far');
-    this.end();
+    try {
+      const stream = this.live.parts.store.get(this.jobId);
+      if (!stream || stream.followed) return;
+      this.live.parts.log.warn({ jobId: this.jobId, lines: stream.nextLine }, 'the job container is gone; its log ends with the lines read so far');
+      this.end();
+    } catch (err) {
+      this.live.parts.log.error({ jobId: this.jobId, reason: describeHttpError(err) }, 'could not end the job log');
+    }
   }
 
   /** Before the container is removed: waits (a bounded time) for its output to be read to the end. */
@@ -148,13 +158,18 @@ export class JobLog {
       await Promise.race([this.following, new Promise<void>((resolve) => waited.signal.addEventListener('abort', () => resolve(), { once: true }))]);
       timer.cancel();
     }
-    const stream = store.get(this.jobId);
-    if (!stream || stream.followed || this.live.closing.signal.aborted) return;
-    log.warn({ jobId: this.jobId, lines: stream.nextLine }, 'removing the job container before its output was read to the end; the log ends here');
-    // Said in the log itself, so a logs server can tell this end from a whole log.
-    const note = { stream: 'stderr' as const, ts: new Date(clock.now()).toISOString().replace('Z', '000000Z'), text: '[foreman] log cut short: the container was removed before its output was read to the end' };
-    store.append(this.jobId, [note], stream.cursor, { bytes: 0, truncated: stream.truncated });
-    this.end();
+    try {
+      const stream = store.get(this.jobId);
+      if (!stream || stream.followed || this.live.closing.signal.aborted) return;
+      log.warn({ jobId: this.jobId, lines: stream.nextLine }, 'removing the job container before its output was read to the end; the log ends here');
+      // Said in the log itself, so a logs server can tell this end from a whole log.
+      const note = { stream: 'stderr' as const, ts: new Date(clock.now()).toISOString().replace('Z', '000000Z'), text: '[foreman] log cut short: the container was removed before its output was read to the end' };
+      store.append(this.jobId, [note], stream.cursor, { bytes: 0, truncated: stream.truncated });
+      this.end();
+    } catch (err) {
+      // The removal goes ahead: a log store that fails must not keep a container forever.
+      log.error({ jobId: this.jobId, reason: describeHttpError(err) }, 'could not end the job log');
+    }
   }
 
   private end(): void {
