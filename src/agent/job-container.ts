@@ -37,13 +37,18 @@ export class JobContainer {
     this.ctx = ctx;
   }
 
-  /** The last lines of its output for a report, or undefined when the engine cannot give them. */
-  async tailLogs(containerId: string): Promise<string[] | undefined> {
+  /** The last lines of its output for a report (secrets hidden by `hide`, before lines are cut), or undefined when the engine cannot give them. */
+  async tailLogs(containerId: string, hide: (lines: string[]) => string[] = (lines) => lines): Promise<string[] | undefined> {
     try {
-      return trimLogTail(await this.ctx.executor.logsTail(containerId, REPORT_LOG_LINES));
+      return trimLogTail(hide(await this.ctx.executor.logsTail(containerId, REPORT_LOG_LINES)));
     } catch {
       return undefined;
     }
+  }
+
+  /** Whether the engine says the container was OOM-killed: its event can be missed (a restart, an outage). */
+  async oomKilled(containerId: string): Promise<boolean> {
+    return (await this.ctx.executor.inspect(containerId).catch(() => undefined))?.oomKilled === true;
   }
 
   /** Its stop signal, then the kill after `graceMs`. */

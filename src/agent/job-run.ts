@@ -205,8 +205,7 @@ export class JobRun {
     const job = this.ctx.store.get(this.id);
     if (!job || job.containerId !== containerId) return;
     const running = job.state === 'started' || job.state === 'running';
-    // The OOM event can be missed (a restart, an outage); the container's state still says so.
-    const oom = running && (oomKilled || this.oomKilled || (await this.ctx.executor.inspect(containerId).catch(() => undefined))?.oomKilled === true);
+    const oom = running && (oomKilled || this.oomKilled || (await this.container.oomKilled(containerId)));
     this.oomKilled = false;
     await this.act((state) => onContainerExited(state, oom, job.cancelRequestedAt !== null), exitDetails(exitCode));
   }
@@ -295,14 +294,13 @@ export class JobRun {
     const { store, metrics } = this.ctx;
     this.timers.cancel('launch', 'completion', 'stall');
     const before = store.get(this.id);
-    const tail = details.includeLogs && before?.containerId ? await this.container.tailLogs(before.containerId) : undefined;
+    const logs = details.includeLogs && before?.containerId ? await this.container.tailLogs(before.containerId, (lines) => this.logs?.hide(lines, before.secret) ?? lines) : undefined;
     const job = store.get(this.id);
     if (!job) return;
     const decision = decide(job.state);
     // The container reported completed while we gathered its logs.
     if (decision.kind !== 'end') return;
     const { includeLogs: _, ...ending } = details;
-    const logs = tail && this.logs ? this.logs.hide(tail, job.secret) : tail;
     const report = endingReport({ jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl }, { ...ending, outcome: decision.outcome, logs });
     const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
     this.ctx.deliver(recorded.delivery);
