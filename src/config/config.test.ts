@@ -80,6 +80,7 @@ describe('defaults', () => {
         hostname: undefined,
         port: 3000,
         listen_address: undefined,
+        executor: 'docker',
         network_name: 'foreman',
         job_completion_timeout: 10000,
         job_removal_timeout: 5000,
@@ -103,6 +104,9 @@ describe('defaults', () => {
       },
       docker: {
         url: 'unix:///var/run/docker.sock',
+        ca: undefined,
+        cert: undefined,
+        key: undefined,
         memory_limit: 0,
         cpus: 0,
         pids_limit: 1024,

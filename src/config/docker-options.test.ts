@@ -43,6 +43,9 @@ test('every [docker] hardening option can come from the environment', () => {
   assert.deepEqual(warnings, []);
   assert.deepEqual(config.docker, {
     url: 'unix:///var/run/docker.sock',
+    ca: undefined,
+    cert: undefined,
+    key: undefined,
     memory_limit: 0,
     cpus: 1.5,
     pids_limit: 0,
@@ -53,6 +56,17 @@ test('every [docker] hardening option can come from the environment', () => {
     allowed_images: ['foreman-test-job:*', 'registry.example.com/ci/**'],
   });
   for (const key of ['cpus', 'pids_limit', 'cap_add', 'user', 'read_only_rootfs', 'runtime', 'allowed_images']) assert.equal(sources[`docker.${key}`], 'env');
+});
+
+test('docker.ca, cert and key are paths: relative to the file that set them, or to the working directory from env', () => {
+  const fromFile = load({}, 'url = "tcp://127.0.0.1:2376"\nca = "certs/ca.pem"\ncert = "/abs/cert.pem"\nkey = "~/key.pem"\n');
+  assert.match(fromFile.config.docker.ca ?? '', /^\/.+\/foreman-docker-options-[^/]+\/certs\/ca\.pem$/);
+  assert.equal(fromFile.config.docker.cert, '/abs/cert.pem');
+  assert.match(fromFile.config.docker.key ?? '', /^\/.+\/foreman-docker-options-[^/]+\/key\.pem$/);
+  const fromEnv = load({ FOREMAN_DOCKER_CA: 'ca.pem', FOREMAN_DOCKER_CERT: 'c.pem', FOREMAN_DOCKER_KEY: 'k.pem' });
+  assert.match(fromEnv.config.docker.ca ?? '', /\/ca\.pem$/);
+  assert.equal(fromEnv.sources['docker.cert'], 'env');
+  assert.match(loadError({ FOREMAN_DOCKER_KEY: '' }), /^env FOREMAN_DOCKER_KEY: docker\.key = "": expected the path of a PEM file/);
 });
 
 test('the file sets them too, and an unset user or runtime stays unset', () => {

@@ -260,6 +260,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       hostname: valid.core.hostname,
       port: valid.core.port,
       listen_address: valid.core.listen_address,
+      executor: valid.core.executor,
       network_name: valid.core.network_name,
       job_completion_timeout: valid.core.job_completion_timeout,
       job_removal_timeout: valid.core.job_removal_timeout,
@@ -270,7 +271,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       max_concurrent_jobs: valid.core.max_concurrent_jobs,
       max_body_size: valid.core.max_body_size,
       max_log_bytes: valid.core.max_log_bytes,
-      data_dir: resolveDataDir(valid.core.data_dir, dataDirOrigin, options),
+      data_dir: resolvePath(valid.core.data_dir, dataDirOrigin, options),
       callback_max_age: valid.core.callback_max_age,
       job_retention: valid.core.job_retention,
       shutdown_timeout: valid.core.shutdown_timeout,
@@ -283,6 +284,9 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
     },
     docker: {
       url: valid.docker.url,
+      ca: resolvePath(valid.docker.ca, raw.leaves.get('docker.ca')?.origin, options),
+      cert: resolvePath(valid.docker.cert, raw.leaves.get('docker.cert')?.origin, options),
+      key: resolvePath(valid.docker.key, raw.leaves.get('docker.key')?.origin, options),
       memory_limit: valid.docker.memory_limit,
       cpus: valid.docker.cpus,
       pids_limit: valid.docker.pids_limit,
@@ -298,10 +302,11 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
 }
 
 /** Relative paths are relative to the file that set them (or the cwd for env); `~/` means the home directory. */
-function resolveDataDir(value: string, origin: Origin | undefined, options: LoadConfigOptions): string {
+function resolvePath<T extends string | undefined>(value: T, origin: Origin | undefined, options: LoadConfigOptions): T {
+  if (value === undefined) return value;
   const expanded = value === '~' || value.startsWith('~/') ? join(options.home, value.slice(1)) : value;
   const base = origin?.kind === 'file' ? dirname(origin.file) : options.cwd;
-  return resolve(base, expanded);
+  return resolve(base, expanded) as T;
 }
 
 function originOf(raw: RawSettings, keyPath: readonly string[]): Origin | undefined {

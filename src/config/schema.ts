@@ -39,6 +39,10 @@ export const ConfigSchema = Type.Object({
     hostname: Type.Optional(hostLike('host name or IP address')),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, expected: 'an integer from 0 to 65535' }),
     listen_address: Type.Optional(hostLike('host name or IP address')),
+    executor: Type.Union([Type.Literal('docker'), Type.Literal('swarm')], {
+      default: 'docker',
+      expected: '"docker" (one container per job on the engine at docker.url) or "swarm" (one replicated-job service per job on the swarm docker.url manages)',
+    }),
     network_name: Type.String({
       pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$',
       default: 'foreman',
@@ -74,6 +78,10 @@ export const ConfigSchema = Type.Object({
       default: 'unix:///var/run/docker.sock',
       expected: 'a unix://, tcp://, http:// or https:// URL',
     }),
+    // TLS to the engine, like DOCKER_CERT_PATH's ca.pem, cert.pem and key.pem; relative paths are relative to the file that set them.
+    ca: Type.Optional(Type.String({ minLength: 1, expected: 'the path of a PEM file with the CA certificate(s) the engine\'s certificate is checked against' })),
+    cert: Type.Optional(Type.String({ minLength: 1, expected: 'the path of a PEM file with the client certificate the agent shows the engine' })),
+    key: Type.Optional(Type.String({ minLength: 1, expected: 'the path of a PEM file with the private key of docker.cert' })),
     memory_limit: Type.Integer({
       minimum: 0,
       maximum: Number.MAX_SAFE_INTEGER,

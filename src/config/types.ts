@@ -14,6 +14,8 @@ export interface Config {
     readonly port: number;
     /** Address the job API binds to; undefined derives it from hostname (see README). */
     readonly listen_address: string | undefined;
+    /** `docker`: a container per job; `swarm`: a replicated-job service per job on the swarm the engine manages. */
+    readonly executor: 'docker' | 'swarm';
     readonly network_name: string;
     readonly job_completion_timeout: number;
     readonly job_removal_timeout: number;
@@ -47,6 +49,10 @@ export interface Config {
   };
   readonly docker: {
     readonly url: string;
+    /** Absolute paths of the PEM files for TLS to the engine (CA, client certificate, its key); undefined when not set. */
+    readonly ca: string | undefined;
+    readonly cert: string | undefined;
+    readonly key: string | undefined;
     /** Memory limit of each job container in bytes, and the most a job may ask for; 0 means none. */
     readonly memory_limit: number;
     /** CPUs each job container may use, and the most a job may ask for; 0 means no limit. */
