@@ -3,12 +3,12 @@
  * measured in the same run. Prints a table; asserts nothing.
  *
  *   npm run bench                  # all four
- *   npm run bench -- --only proxy  # dispatch | proxy | idle | logs
+ *   npm run bench -- --only proxy  # dispatch | proxy | idle | logs | soak | fanout (soak and fanout: bench/scale.ts)
  *   npm run bench -- --only logs --log-lines 200000 --log-runs 3
  *
  * The agent is the built bundle (bin/foreman.js → dist/): run `npm run build` after changing src/.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -17,8 +17,10 @@ import { availableParallelism, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
+import { benchIdle, rssMb } from './footprint.ts';
+import { benchFanout, benchSoak } from './scale.ts';
 import type Docker from 'dockerode';
-import { CallbackReceiver, FakeControlServer, cleanup, docker, job, spawnAgent, teardown, testEnv, waitFor, watchContainerEvents, type EngineEvent, type TestEnv } from '../test/support/harness.ts';
+import { CallbackReceiver, FakeControlServer, docker, job, spawnAgent, teardown, testEnv, waitFor, watchContainerEvents, type EngineEvent, type TestEnv } from '../test/support/harness.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -27,6 +29,8 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '5' },
     'log-lines': { type: 'string', default: '200000' },
     'log-runs': { type: 'string', default: '3' },
+    'soak-jobs': { type: 'string', default: '10000' },
+    'fanout-jobs': { type: 'string', default: '100' },
   },
 });
 const rounds = Number(args.rounds);
@@ -40,13 +44,6 @@ function percentile(sorted: number[], p: number): number {
 }
 const sortNum = (xs: number[]): number[] => [...xs].sort((a, b) => a - b);
 const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
-
-/** Resident memory in MB: all of it, and the anonymous part (heap, stacks), which excludes mapped files such as the node binary. */
-function rssMb(pid: number, field: 'VmRSS' | 'RssAnon' | 'VmHWM' = 'VmRSS'): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1]);
-  return kb / 1024;
-}
 
 /** Start events of containers carrying `label`, keyed by job id, in ms. */
 async function watchStarts(label: string): Promise<{ starts: Map<string, number>; stop(): void }> {
@@ -209,41 +206,6 @@ async function benchProxy(jobCount: number): Promise<void> {
     );
   } finally {
     await teardown({ agent, control, callbacks, env, agentId });
-  }
-}
-
-async function benchIdle(): Promise<void> {
-  const control = await new FakeControlServer().start();
-  const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_POLL_FREQUENCY: '1000' });
-  const agent = spawnAgent(env);
-  try {
-    await waitFor('a few polls', () => control.polls.length >= 3, 30_000, 100);
-    const pid = agent.child.pid ?? 0;
-    const samples: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      samples.push(rssMb(pid));
-      await waitFor('the next poll', () => control.polls.length >= 4 + i, 10_000, 100);
-    }
-    // A bare node process that has loaded nothing: what any Node.js agent costs at least.
-    const node = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
-    await once(node, 'spawn');
-    const pidOf = node.pid ?? 0;
-    const bareRss = await waitFor('bare node to settle', async () => {
-      await new Promise((r) => setTimeout(r, 1000));
-      return rssMb(pidOf);
-    }, 10_000);
-    const bareAnon = rssMb(pidOf, 'RssAnon');
-    node.kill();
-    const agentRss = sortNum(samples)[Math.floor(samples.length / 2)] ?? NaN;
-    const agentAnon = rssMb(pid, 'RssAnon');
-    console.log('\n## Idle footprint');
-    console.log(`agent RSS (median of 5, idle, polling every 1 s): ${fmt(agentRss)} MB (target ≤ 70 MB); bare \`node -e\` ${fmt(bareRss)} MB; ratio ${fmt(agentRss / bareRss, 2)}×`);
-    console.log(`of which anonymous (heap, not the mapped node binary): agent ${fmt(agentAnon)} MB, bare node ${fmt(bareAnon)} MB`);
-  } finally {
-    agent.child.kill('SIGTERM');
-    await agent.exited;
-    await control.close();
-    await cleanup(env);
   }
 }
 
@@ -598,3 +560,6 @@ if (!which || which === 'logs') {
   await benchLogThroughput();
   await benchLogCpu();
 }
+// Long (the soak runs 10,000 jobs): only when asked for.
+if (which === 'fanout') await benchFanout(Number(args['fanout-jobs']));
+if (which === 'soak') await benchSoak(Number(args['soak-jobs']));

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { arch, platform, tmpdir } from 'node:os';
@@ -184,6 +184,36 @@ describe('foreman check', () => {
     assert.equal(lastHeaders?.['user-agent'], `foreman/${pkg.version} (${platform()}, ${arch()})`);
     assert.equal(lastHeaders?.['x-foreman-capacity'], '0');
     assert.equal(lastHeaders?.['x-foreman-labels'], 'queue=high');
+  });
+
+  it('shows registries by host, user and where the password is, never the password', async () => {
+    status = 204;
+    const passwordFile = join(workDir, 'registry-password');
+    writeFileSync(passwordFile, 'file-registry-secret\n');
+    const file = writeConfig(
+      `[core]\nurl = "${serverUrl}"\ntoken = "${TOKEN}"\nnetwork_name = "${networkName}"\n` +
+        `[[docker.registries]]\nhost = "127.0.0.1:5000"\nusername = "ci"\npassword_file = "registry-password"\n`,
+    );
+    const result = await runCli(['check', '--config', file], {
+      FOREMAN_DOCKER_REGISTRIES_1_HOST: 'docker.io',
+      FOREMAN_DOCKER_REGISTRIES_1_USERNAME: 'me',
+      FOREMAN_DOCKER_REGISTRIES_1_PASSWORD: 'env-registry-secret',
+    });
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, new RegExp(`docker\\.registries\\[0\\] += 127\\.0\\.0\\.1:5000, username "ci", password: set \\(from file ${passwordFile}\\) +\\(file\\)`));
+    assert.match(result.stdout, /docker\.registries\[1\] += docker\.io, username "me", password: set \(from env FOREMAN_DOCKER_REGISTRIES_1_PASSWORD\) +\(env\)/);
+    assert.match(result.stdout, new RegExp(`note +registry credentials: 1 from ${file}, 1 from env`));
+    for (const secret of ['file-registry-secret', 'env-registry-secret']) assert.ok(!(result.stdout + result.stderr).includes(secret), `${secret} leaked`);
+
+    // None configured: Docker's config.json, named where it was found.
+    const dockerConfig = join(workDir, 'docker-config');
+    mkdirSync(dockerConfig, { recursive: true });
+    writeFileSync(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { '127.0.0.1:5000': { auth: Buffer.from('ci:json-registry-secret').toString('base64') } } }));
+    const fallback = await runCli(['check', '--config', checkConfig()], { DOCKER_CONFIG: dockerConfig });
+    const jsonPath = join(dockerConfig, 'config.json');
+    assert.match(fallback.stdout, new RegExp(`docker\\.registries\\[0\\] += 127\\.0\\.0\\.1:5000, username "ci", password: set \\(in ${jsonPath}\\) +\\(${jsonPath}\\)`));
+    assert.match(fallback.stdout, new RegExp(`note +registry credentials: 1 from ${jsonPath}`));
+    assert.ok(!fallback.stdout.includes('json-registry-secret'), 'the config.json password leaked');
   });
 
   it('says the token was rejected when the server answers 401 (exit 1)', async () => {

@@ -9,7 +9,9 @@ import {
   docker,
   FakeControlServer,
   job,
+  jobContainer,
   startStack,
+  testEngine,
   waitFor,
   watchContainerEvents,
   type InProcessAgent,
@@ -70,7 +72,7 @@ describe('job flow', () => {
       const r = running.store.get('env-1');
       return r?.state === 'running' ? r : undefined;
     });
-    const info = await docker.getContainer(record.containerId ?? '').inspect();
+    const info = await (await jobContainer(record.containerId)).inspect();
     const envOf = (name: string) => info.Config.Env.find((e) => e.startsWith(`${name}=`))?.slice(name.length + 1);
     assert.equal(envOf('SHARED'), 'from-core');
     assert.equal(envOf('ONLY_JOB'), 'yes');
@@ -214,7 +216,7 @@ describe('job flow', () => {
 });
 
 // Podman has no host-gateway (it adds host.containers.internal itself); see the README's Podman section.
-const noHostGateway = process.env.FOREMAN_TEST_ENGINE === 'podman' ? 'Podman does not support host-gateway' : false;
+const noHostGateway = testEngine === 'podman' ? 'Podman does not support host-gateway' : false;
 
 describe('the seed\'s development setup: hostname host.docker.internal with host-gateway', { skip: noHostGateway }, () => {
   test('containers reach the agent through host.docker.internal, which listens on the default bridge gateway only', async () => {
@@ -227,8 +229,9 @@ describe('the seed\'s development setup: hostname host.docker.internal with host
     try {
       assert.match(running.agent.jobApiUrl, /^http:\/\/host\.docker\.internal:\d+$/);
       // From the engine, not the interface list: docker0 is missing there while it has no carrier.
+      // On a swarm host-gateway means the manager's node address, which containers on every node reach.
       const bridge = (await docker.getNetwork('bridge').inspect()) as { IPAM?: { Config?: Array<{ Gateway?: string }> } };
-      const gateway = bridge.IPAM?.Config?.find((c) => c.Gateway)?.Gateway;
+      const gateway = testEngine === 'swarm' ? ((await docker.info()) as { Swarm?: { NodeAddr?: string } }).Swarm?.NodeAddr : bridge.IPAM?.Config?.find((c) => c.Gateway)?.Gateway;
       assert.ok(gateway);
       const listening = readFileSync(running.logFile, 'utf8').split('\n').find((l) => l.includes('job API listening'));
       assert.match(listening ?? '', new RegExp(`"listen":"${gateway.replaceAll('.', '\\.')}:\\d+"`));

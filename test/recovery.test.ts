@@ -13,26 +13,18 @@ import {
   docker,
   job,
   readLog,
+  removeJobContainers,
   spawnAgent,
   startAgent,
   testEnv,
   waitFor,
   watchContainerEvents,
-  type RecordedRequest,
+  assertInOrder,
+  seqs,
   type TestEnv,
 } from './support/harness.ts';
 
 
-function seqs(requests: RecordedRequest[]): number[] {
-  return requests.map((r) => Number(r.headers['x-foreman-delivery-seq']));
-}
-
-/** Deliveries may repeat (at least once) but first arrivals must be in order with no gaps. */
-function assertInOrder(requests: RecordedRequest[]): void {
-  const firsts: number[] = [];
-  for (const s of seqs(requests)) if (!firsts.includes(s)) firsts.push(s);
-  assert.deepEqual(firsts, firsts.map((_, i) => i + 1), `delivery order ${JSON.stringify(seqs(requests))}`);
-}
 
 describe('recovery', () => {
   let control: FakeControlServer;
@@ -110,7 +102,7 @@ describe('recovery', () => {
       entry.agentId = String(first.headers['x-foreman-agent-id']);
       agent.child.kill('SIGKILL');
       await agent.exited;
-      for (const c of await containersOf(entry.agentId)) await docker.getContainer(c.Id).remove({ force: true });
+      await removeJobContainers(entry.agentId);
       agent = spawnAgent(env);
       const done = await callbacks.waitForCompletion('vanish-1');
       assert.equal(done.headers['x-foreman-job-outcome'], 'lost');

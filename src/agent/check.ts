@@ -3,6 +3,7 @@ import { access, stat } from 'node:fs/promises';
 import { Agent, request } from 'undici';
 import pkg from '../../package.json' with { type: 'json' };
 import { show } from '../config/load.ts';
+import { registryRows, registrySummary, REGISTRIES_KEY } from '../config/registries.ts';
 import { LEAF_KEYS } from '../config/schema.ts';
 import type { Config, LoadedConfig } from '../config/types.ts';
 import { pollHeaders, userAgentFor } from '../control/poller.ts';
@@ -10,6 +11,7 @@ import { describeHttpError } from '../shared/backoff.ts';
 import { systemClock, type Timer } from '../shared/clock.ts';
 import { createDockerClient, describeEngineError } from '../executor/docker/client.ts';
 import { allowsInterContainerTraffic, iccWarning, settingProblems, type EngineInfo } from '../executor/docker/hardening.ts';
+import { checkSwarm } from './check-swarm.ts';
 import { executorSettings } from './run.ts';
 
 /** How long `check` waits for the Docker engine before calling it unreachable. */
@@ -40,6 +42,7 @@ export async function runCheck(loaded: LoadedConfig, write: (line: string) => vo
 
   const lines: CheckLine[] = [await checkDataDir(config.core.data_dir)];
   lines.push(...(await checkDocker(config)));
+  lines.push({ status: 'note', text: registrySummary(config.docker.registries) });
   lines.push(await checkControlServer(config.core, version));
   for (const { status, text } of lines) write(`  ${status.padEnd(4)}  ${text}`);
 
@@ -49,7 +52,7 @@ export async function runCheck(loaded: LoadedConfig, write: (line: string) => vo
   return failures === 0 ? 0 : 1;
 }
 
-function describeConfig({ config, sources }: LoadedConfig): string[] {
+function describeConfig({ config, sources, file }: LoadedConfig): string[] {
   const rows: [key: string, value: string, source: string][] = [];
   const addLeaf = (key: string): void => {
     const [section = '', name = ''] = key.split('.');
@@ -65,7 +68,11 @@ function describeConfig({ config, sources }: LoadedConfig): string[] {
       rows.push([key, show(key, value), sources[key] ?? 'default']);
     }
   }
-  LEAF_KEYS.filter((key) => !key.startsWith('core.')).forEach(addLeaf);
+  for (const key of LEAF_KEYS.filter((k) => !k.startsWith('core.'))) {
+    // One row per registry, saying where its password is but never what it is.
+    if (key === REGISTRIES_KEY) rows.push(...registryRows(config.docker.registries, file));
+    else addLeaf(key);
+  }
   const width = Math.max(...rows.map(([key]) => key.length));
   return rows.map(([key, value, source]) => `${key.padEnd(width)} = ${value}  (${source})`);
 }
@@ -115,22 +122,28 @@ async function checkDocker(config: Config): Promise<CheckLine[]> {
   let docker: ReturnType<typeof createDockerClient>;
   let engine: Awaited<ReturnType<ReturnType<typeof createDockerClient>['version']>>;
   try {
-    docker = createDockerClient(url);
+    docker = createDockerClient(url, config.docker);
     engine = await withDeadline(docker.version(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`);
   } catch (err) {
-    return [{ status: 'FAIL', text: describeEngineError(engineUrl, err) }];
+    return [{ status: 'FAIL', text: describeEngineError(engineUrl, err, config.docker) }];
   }
-  const lines: CheckLine[] = [{ status: 'ok', text: `Docker engine ${engine.Version} (API ${engine.ApiVersion}) at ${engineUrl}` }];
+  const lines: CheckLine[] = [{ status: 'ok', text: `Docker engine ${engine.Version} (API ${engine.ApiVersion}) at ${engineUrl}${overTls(config.docker)}` }];
 
+  const swarm = config.core.executor === 'swarm';
   try {
     const info = (await withDeadline(docker.info(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`)) as EngineInfo;
-    const problems = settingProblems(executorSettings(config), info);
+    // A swarm has no runtime setting at all: checkSwarm says so instead.
+    const problems = settingProblems({ ...executorSettings(config), ...(swarm ? { runtime: undefined } : {}) }, info);
     for (const text of problems) lines.push({ status: 'FAIL', text });
-    if (problems.length === 0 && config.docker.runtime) lines.push({ status: 'ok', text: `docker.runtime "${config.docker.runtime}" is offered by the engine` });
+    if (problems.length === 0 && config.docker.runtime && !swarm) lines.push({ status: 'ok', text: `docker.runtime "${config.docker.runtime}" is offered by the engine` });
   } catch (err) {
     lines.push({ status: 'FAIL', text: `could not read the engine's runtimes and CPUs: ${describeHttpError(err)}` });
   }
 
+  if (swarm) {
+    const deadline = <T>(work: Promise<T>): Promise<T> => withDeadline(work, ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`);
+    return [...lines, ...(await checkSwarm(docker, { networkName: name, hostname: config.core.hostname, runtime: config.docker.runtime }, deadline))];
+  }
   try {
     const network = (await withDeadline(docker.getNetwork(name).inspect(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`)) as Parameters<
       typeof allowsInterContainerTraffic
@@ -145,6 +158,13 @@ async function checkDocker(config: Config): Promise<CheckLine[]> {
     }
   }
   return lines;
+}
+
+/** What the engine line adds for TLS: which files the connection was checked with. */
+function overTls({ url, ca, cert }: Config['docker']): string {
+  if (!url.startsWith('https:') && !ca && !cert) return '';
+  const server = ca ? `engine certificate checked against docker.ca ${ca}` : "engine certificate checked against the system's CAs";
+  return ` over TLS (${server}${cert ? `; client certificate docker.cert ${cert}` : ''})`;
 }
 
 /** The same request the agent polls with, but asking for no jobs (capacity 0). */

@@ -1,11 +1,14 @@
 import { join } from 'node:path';
+import type Docker from 'dockerode';
 import pino, { type Logger } from 'pino';
 import { CallbackOutbox } from '../callbacks/outbox.ts';
 import type { Config, LoadedConfig } from '../config/types.ts';
 import { Poller, userAgentFor } from '../control/poller.ts';
 import { DockerExecutor, type DockerExecutorOptions } from '../executor/docker/docker-executor.ts';
 import { createDockerClient } from '../executor/docker/client.ts';
+import { RegistryAuth } from '../executor/docker/registry-auth.ts';
 import type { Executor } from '../executor/executor.ts';
+import { SwarmExecutor } from '../executor/swarm/swarm-executor.ts';
 import { createJobApi } from '../job-api/server.ts';
 import { DataDirInUseError } from '../jobs/data-dir-lock.ts';
 import { SqliteStore } from '../jobs/sqlite-store.ts';
@@ -28,6 +31,8 @@ import { Scheduler } from './scheduler.ts';
 // The command line reaches the rest of the agent only through this module.
 export { ConfigError } from '../config/errors.ts';
 export { loadConfig } from '../config/load.ts';
+// For the single executable (src/cli/sea.ts), which carries better-sqlite3's native addon itself.
+export { setSqliteNativeBinding } from '../shared/sqlite-binding.ts';
 
 /** Every retry policy of the agent, in one place. */
 export const BACKOFF = {
@@ -78,7 +83,14 @@ export function executorSettings(config: Config): Omit<DockerExecutorOptions, 'd
     user: docker.user,
     readOnlyRootfs: docker.read_only_rootfs,
     runtime: docker.runtime,
+    registryAuth: new RegistryAuth(docker.registries),
   };
+}
+
+/** The executor `core.executor` names, on the engine at `docker.url`. */
+export function createExecutor(config: Config, docker: Docker, agentId: string, log: Logger, clock: Clock): Executor {
+  const options = { docker, agentId, log, ...executorSettings(config) };
+  return config.core.executor === 'swarm' ? new SwarmExecutor({ ...options, clock }) : new DockerExecutor(options);
 }
 
 /**
@@ -237,7 +249,7 @@ export async function runAgent(loaded: LoadedConfig, options: RunOptions): Promi
   // prom-client costs memory at load, so it is only loaded when metrics are served.
   const metricsModule = config.metrics.address ? await import('./metrics.ts') : undefined;
   const metrics = metricsModule ? new metricsModule.AgentMetrics() : undefined;
-  const executor = new DockerExecutor({ docker: createDockerClient(config.docker.url), agentId: store.agentId, log, ...executorSettings(config) });
+  const executor = createExecutor(config, createDockerClient(config.docker.url, config.docker), store.agentId, log, systemClock);
   let logStore: LogStore;
   try {
     logStore = new LogStore(join(config.core.data_dir, 'logs.db'));

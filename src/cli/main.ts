@@ -1,7 +1,6 @@
 import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import pkg from '../../package.json' with { type: 'json' };
-import { runCheck } from '../agent/check.ts';
 import { ConfigError, loadConfig, runAgent } from '../agent/run.ts';
 
 const HELP = `Usage: foreman [command] [options]
@@ -109,7 +108,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       home: env.HOME || homedir(),
     });
     for (const warning of loaded.warnings) complain(`warning: ${warning}`);
-    if (command === 'check') return await runCheck(loaded, write);
+    // Loaded only for `check`: an idle agent should not hold code it never runs.
+    if (command === 'check') return await (await import('../agent/check.ts')).runCheck(loaded, write);
     return await runAgent(loaded, {
       version: pkg.version,
       complain,

@@ -115,6 +115,7 @@ describe('defaults', () => {
         read_only_rootfs: false,
         runtime: undefined,
         allowed_images: [],
+        registries: [],
       },
       metrics: { address: '' },
       log: { level: 'info' },

@@ -54,6 +54,7 @@ test('every [docker] hardening option can come from the environment', () => {
     read_only_rootfs: true,
     runtime: 'runsc',
     allowed_images: ['foreman-test-job:*', 'registry.example.com/ci/**'],
+    registries: [],
   });
   for (const key of ['cpus', 'pids_limit', 'cap_add', 'user', 'read_only_rootfs', 'runtime', 'allowed_images']) assert.equal(sources[`docker.${key}`], 'env');
 });

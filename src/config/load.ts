@@ -4,8 +4,11 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import { ConfigError } from './errors.ts';
 import { configValidator, expectedAt, LEAF_KEYS, leafKind, SECTIONS, TABLES, type TableKey, type ValidConfig } from './schema.ts';
 import type { Config, ConfigSource, LoadedConfig } from './types.ts';
+import { show, suggestion, where, type Origin } from './messages.ts';
+import { RegistrySettings, REGISTRIES_KEY } from './registries.ts';
 
 export { ConfigError } from './errors.ts';
+export { isSecretKey, show } from './messages.ts';
 
 export interface LoadConfigOptions {
   /** Path given with `--config`; a missing file is an error. */
@@ -23,8 +26,6 @@ export interface LoadConfigOptions {
 export const SYSTEM_CONFIG_PATH = '/etc/foreman/foreman.toml';
 export const CONFIG_ENV_VARIABLE = 'FOREMAN_CONFIG';
 
-type Origin = { readonly kind: 'file'; readonly file: string } | { readonly kind: 'env'; readonly variable: string };
-
 interface Setting {
   readonly value: unknown;
   readonly origin: Origin;
@@ -34,6 +35,8 @@ interface Setting {
 interface RawSettings {
   readonly leaves: Map<string, Setting>;
   readonly tables: Record<TableKey, Map<string, Setting>>;
+  /** `[[docker.registries]]`: entries set field by field, so they are gathered apart from the leaves. */
+  readonly registries: RegistrySettings;
 }
 
 const TABLE_ENV_PREFIXES: Record<TableKey, string> = {
@@ -53,7 +56,7 @@ export function envVariableFor(dotted: string): string {
  */
 export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   const warnings: string[] = [];
-  const raw: RawSettings = { leaves: new Map(), tables: { 'core.env': new Map(), 'core.labels': new Map() } };
+  const raw: RawSettings = { leaves: new Map(), tables: { 'core.env': new Map(), 'core.labels': new Map() }, registries: new RegistrySettings(warnings) };
   const file = findConfigFile(options);
   if (file !== undefined) readConfigFile(file, raw, warnings);
   applyEnv(options.env, raw, warnings);
@@ -134,7 +137,9 @@ function readConfigFile(file: string, raw: RawSettings, warnings: string[]): voi
     if (!isTable(body)) throw new ConfigError(`${file}: ${section} = ${show(section, body)}: expected a table ([${section}])`);
     for (const [key, value] of Object.entries(body)) {
       const dotted = `${section}.${key}`;
-      if (isTableKey(dotted)) {
+      if (dotted === REGISTRIES_KEY) {
+        raw.registries.fromFile(file, value);
+      } else if (isTableKey(dotted)) {
         if (!isTable(value)) throw new ConfigError(`${file}: ${dotted} = ${show(dotted, value)}: expected a table ([${dotted}])`);
         for (const [name, entry] of Object.entries(value)) {
           if (dotted === 'core.env' && (name === '' || name.includes('='))) {
@@ -174,6 +179,7 @@ function applyEnv(env: LoadConfigOptions['env'], raw: RawSettings, warnings: str
   for (const variable of names) {
     const value = env[variable];
     if (value === undefined) continue;
+    if (raw.registries.fromEnv(variable, value)) continue;
     const origin: Origin = { kind: 'env', variable };
     const leaf = leafByVariable.get(variable);
     if (leaf !== undefined) {
@@ -225,6 +231,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
   core.data_dir ??= join(options.home, '.foreman', 'data');
   core.env = Object.fromEntries([...raw.tables['core.env']].map(([name, setting]) => [name, setting.value]));
   core.labels = Object.fromEntries([...raw.tables['core.labels']].map(([name, setting]) => [name, setting.value]));
+  (data.docker ??= {}).registries = raw.registries.data();
 
   const validate = configValidator();
   if (!validate(data)) {
@@ -234,6 +241,11 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
         .split('/')
         .slice(1)
         .map((part) => part.replaceAll('~1', '/').replaceAll('~0', '~'));
+      const registryProblem = raw.registries.problem(error, path, file);
+      if (registryProblem) {
+        if (!problems.has(registryProblem[0])) problems.set(...registryProblem);
+        continue;
+      }
       if (error.keyword === 'required') {
         const dotted = [...path, String(error.params.missingProperty)].join('.');
         problems.set(dotted, `${dotted} is required: set it in ${file ?? 'foreman.toml'} or ${envVariableFor(dotted)}`);
@@ -245,8 +257,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       if (problems.has(dotted)) continue;
       const shownKey = dotted + path.slice(keyLength).map((index) => `[${index}]`).join('');
       const origin = originOf(raw, keyPath);
-      const where = origin === undefined ? '' : origin.kind === 'file' ? `${origin.file}: ` : `env ${origin.variable}: `;
-      problems.set(dotted, `${where}${shownKey} = ${show(dotted, valueAt(data, path))}: expected ${expectedAt(keyPath)}`);
+      problems.set(dotted, `${where(origin)}${shownKey} = ${show(dotted, valueAt(data, path))}: expected ${expectedAt(keyPath)}`);
     }
     throw new ConfigError([...problems.values()]);
   }
@@ -295,6 +306,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       read_only_rootfs: valid.docker.read_only_rootfs,
       runtime: valid.docker.runtime,
       allowed_images: [...valid.docker.allowed_images],
+      registries: raw.registries.compile(valid.docker.registries, (path, origin) => resolvePath(path, origin, options), options),
     },
     metrics: { address: valid.metrics.address },
     log: { level: valid.log.level },
@@ -325,50 +337,15 @@ function valueAt(data: unknown, path: readonly string[]): unknown {
   return node;
 }
 
-/** Secrets never appear in messages or `foreman check` output. */
-export function isSecretKey(dotted: string): boolean {
-  return dotted === 'core.token' || dotted.startsWith('core.env.');
-}
-
-/** A value as it appears in messages: strings quoted, secrets redacted. */
-export function show(dotted: string, value: unknown): string {
-  if (isSecretKey(dotted) && value !== '') return typeof value === 'string' ? '<redacted>' : `<redacted ${typeof value}>`;
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (value instanceof Date) return value.toISOString();
-  if (Array.isArray(value)) return `[${value.map((item) => show(dotted, item)).join(', ')}]`;
-  if (typeof value === 'object' && value !== null) return 'a table';
-  return String(value);
-}
-
 function sourcesOf(raw: RawSettings): Record<string, ConfigSource> {
-  const sources: [string, ConfigSource][] = LEAF_KEYS.map((key) => [key, raw.leaves.get(key)?.origin.kind ?? 'default']);
+  const sources: [string, ConfigSource][] = LEAF_KEYS.map((key) => [
+    key,
+    key === REGISTRIES_KEY ? raw.registries.source() : (raw.leaves.get(key)?.origin.kind ?? 'default'),
+  ]);
   for (const table of TABLES) {
     for (const [name, setting] of raw.tables[table]) sources.push([`${table}.${name}`, setting.origin.kind]);
   }
   return Object.fromEntries(sources);
-}
-
-function suggestion(input: string, candidates: readonly string[]): string {
-  let best: string | undefined;
-  let bestDistance = 3;
-  for (const candidate of candidates) {
-    const distance = editDistance(input.toLowerCase(), candidate.toLowerCase());
-    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
-  }
-  return best === undefined ? '' : `; did you mean ${best}?`;
-}
-
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
-      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution));
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
 }
 
 function deepFreeze<T>(value: T): T {

@@ -27,6 +27,9 @@ export const CAPABILITIES = [
 
 const CAPABILITY_PATTERN = `^(CAP_)?(${CAPABILITIES.join('|')})$`;
 
+/** `host[:port]` of a registry: DNS labels or an IPv4 address, or a bracketed IPv6 address. */
+const REGISTRY_HOST = '^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?$';
+
 /** One side of `docker.user`: a name or a numeric id. */
 const USER_PART = '[A-Za-z0-9_][A-Za-z0-9_.-]*';
 
@@ -104,6 +107,24 @@ export const ConfigSchema = Type.Object({
       default: [],
       expected: 'a list of image patterns without spaces, e.g. ["registry.example.com/ci/**"] (* matches within one path part, ** across parts)',
     }),
+    // The loader reads password_file, and with no entries falls back to the `auths` of Docker's config.json.
+    registries: Type.Array(
+      Type.Object(
+        {
+          host: Type.String({
+            pattern: REGISTRY_HOST,
+            expected: 'a registry host or host:port without scheme or path, e.g. "registry.example.com" or "127.0.0.1:5000" ("docker.io" is Docker Hub)',
+          }),
+          // A ":" would end the user name early in the basic auth the registry is sent.
+          username: Type.String({ pattern: '^[^:\\x00-\\x1f\\x7f]+$', expected: 'a non-empty user name without ":"' }),
+          password: Type.Optional(Type.String({ minLength: 1, expected: 'a non-empty password' })),
+          password_file: Type.Optional(Type.String({ minLength: 1, expected: 'the path of a file holding the password' })),
+        },
+        // Exactly one of the two ways to give the password.
+        { oneOf: [Type.Object({ password: Type.Unknown() }), Type.Object({ password_file: Type.Unknown() })] },
+      ),
+      { default: [], expected: 'a list of [[docker.registries]] tables, each with host, username, and password or password_file' },
+    ),
   }),
   metrics: Type.Object({
     address: Type.String({ format: 'host-port-or-empty', default: '', expected: 'host:port (e.g. "127.0.0.1:9100"), or "" to turn metrics off' }),
@@ -130,6 +151,7 @@ interface SchemaNode {
   type?: string;
   properties?: Record<string, SchemaNode>;
   patternProperties?: Record<string, SchemaNode>;
+  items?: SchemaNode;
   default?: unknown;
   expected?: string;
 }
@@ -143,12 +165,12 @@ export const LEAF_KEYS: readonly string[] = SECTIONS.flatMap((section) =>
     .filter((dotted) => !(TABLES as readonly string[]).includes(dotted)),
 );
 
-/** The schema node at a dotted path; table entries resolve to the table's value schema. */
+/** The schema node at a dotted path; table entries resolve to the table's value schema, list indexes to the item schema. */
 function nodeAt(path: readonly string[]): SchemaNode | undefined {
   let node: SchemaNode | undefined = root;
   for (const part of path) {
     if (!node) return undefined;
-    node = node.properties?.[part] ?? (node.patternProperties ? Object.values(node.patternProperties)[0] : undefined);
+    node = node.properties?.[part] ?? node.items ?? (node.patternProperties ? Object.values(node.patternProperties)[0] : undefined);
   }
   return node;
 }

@@ -69,6 +69,8 @@ export interface Config {
     readonly runtime: string | undefined;
     /** Glob patterns a job's image must match; empty allows every image. */
     readonly allowed_images: readonly string[];
+    /** Credentials images are pulled with: `[[docker.registries]]`, or when there are none, Docker's config.json `auths`. */
+    readonly registries: readonly RegistryCredentials[];
   };
   readonly metrics: {
     /** host:port for the Prometheus endpoint; empty disables it. */
@@ -77,6 +79,21 @@ export interface Config {
   readonly log: {
     readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   };
+}
+
+/** Credentials for one registry. The password is a secret: never logged, shown or reported. */
+export interface RegistryCredentials {
+  /** `host[:port]` as written; `docker.io` and `index.docker.io` are Docker Hub. */
+  readonly host: string;
+  readonly username: string;
+  /** Empty only when an identity token stands in for it (from Docker's config.json). */
+  readonly password: string;
+  /** An identity token (OAuth refresh token) from Docker's config.json, sent with the credentials. */
+  readonly identitytoken: string | undefined;
+  /** Where the entry was set, for `foreman check`: the config file, `env`, or the Docker config.json read. */
+  readonly source: string;
+  /** Where the password came from, e.g. `from file /etc/foreman/registry-password` or `in /etc/foreman/foreman.toml`. */
+  readonly password_source: string;
 }
 
 /** A compiled config together with its provenance. */

@@ -8,6 +8,7 @@ import { lockDataDir } from './data-dir-lock.ts';
 import { onRejected, transition, type JobState, type Outcome } from './state.ts';
 import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
 import { statementCache } from '../shared/statements.ts';
+import { sqliteOptions } from '../shared/sqlite-binding.ts';
 
 /** Numbered, append-only: never edit a shipped migration, add the next one. */
 const migrations: readonly string[] = [
@@ -118,7 +119,7 @@ export class SqliteStore implements JobStore {
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     const unlock = lockDataDir(options.dataDir);
     try {
-      return new SqliteStore(new Database(join(options.dataDir, 'foreman.db')), options, unlock);
+      return new SqliteStore(new Database(join(options.dataDir, 'foreman.db'), sqliteOptions()), options, unlock);
     } catch (err) {
       unlock();
       throw err;

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import type { LogLine } from '../shared/log-line.ts';
 import { statementCache } from '../shared/statements.ts';
+import { sqliteOptions } from '../shared/sqlite-binding.ts';
 import type { LogCursor } from './lines.ts';
 
 /** How a job's log stream ended: every line accepted and the end sent, refused (4xx), or given up on. */
@@ -68,7 +69,7 @@ export class LogStore {
   private closed = false;
 
   constructor(path: string, now: () => number = Date.now) {
-    this.db = new Database(path);
+    this.db = new Database(path, sqliteOptions());
     this.stmt = statementCache(this.db);
     this.now = now;
     this.db.pragma('journal_mode = WAL');

@@ -1,19 +1,19 @@
 /** Real servers, a real agent and the real engine, for the integration and end-to-end tests. */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync, openSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type Docker from 'dockerode';
 import { createDockerClient } from '../../src/executor/docker/client.ts';
 import pino from 'pino';
 import type { Agent } from '../../src/agent/agent.ts';
-import { composeAgent, executorSettings } from '../../src/agent/run.ts';
+import { composeAgent, createExecutor } from '../../src/agent/run.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { LoadedConfig } from '../../src/config/types.ts';
-import { DockerExecutor } from '../../src/executor/docker/docker-executor.ts';
 import { SqliteStore } from '../../src/jobs/sqlite-store.ts';
 import { LogStore } from '../../src/logs/log-store.ts';
 import { systemClock } from '../../src/shared/clock.ts';
@@ -202,27 +202,33 @@ export async function startAgent(t: TestEnv): Promise<InProcessAgent> {
   const logFile = join(t.dir, `agent-${Date.now()}.log`);
   const log = pino({ level: 'debug' }, pino.destination({ dest: logFile, sync: true }));
   const store = SqliteStore.open({ dataDir: loaded.config.core.data_dir, log });
-  const executor = new DockerExecutor({ docker, agentId: store.agentId, log, ...executorSettings(loaded.config) });
+  const executor = createExecutor(loaded.config, docker, store.agentId, log, systemClock);
   const logStore = new LogStore(join(loaded.config.core.data_dir, 'logs.db'));
   const agent = composeAgent(loaded.config, { store, executor, log, clock: systemClock, version: 'test', logStore });
   await agent.start();
   return { agent, store, loaded, logFile, close: () => agent.close() };
 }
 
-/** Starts `foreman` as a real process with a config file in the test dir (`args` after `--config`). */
+/**
+ * Starts `foreman` as a real process with a config file in the test dir (`args` after `--config`).
+ * `executable` runs that file (the single executable) in its own folder instead of `node bin/foreman.js`.
+ */
 export function spawnAgent(
   t: TestEnv,
   extraEnv: Record<string, string> = {},
   nodeFlags: string[] = [],
   args: string[] = [],
+  executable?: string,
 ): { child: ChildProcess; logFile: string; exited: Promise<number | null> } {
   const logFile = join(t.dir, `agent-process-${Date.now()}.log`);
   const fd = openSync(logFile, 'a');
   const configFile = join(t.dir, 'foreman.toml');
   writeFileSync(configFile, '# settings come from FOREMAN_* variables\n');
-  const child = spawn(process.execPath, [...nodeFlags, join(repoRoot, 'bin/foreman.js'), 'run', '--config', configFile, ...args], {
+  const before = executable ? [] : [...nodeFlags, join(repoRoot, 'bin/foreman.js')];
+  const child = spawn(executable ?? process.execPath, [...before, 'run', '--config', configFile, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: t.dir, ...t.env, ...extraEnv },
     stdio: ['ignore', fd, fd],
+    ...(executable ? { cwd: dirname(executable) } : {}),
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   return { child, logFile, exited };
@@ -241,9 +247,34 @@ export async function containersOf(agentId?: string): Promise<Docker.ContainerIn
   return docker.listContainers({ all: true, filters: { label: [agentId ? `foreman.agent=${agentId}` : 'foreman.managed=true'] } });
 }
 
-/** Removes the test's containers, network and temp dir. */
+/** The engine these tests run on, when not the host's Docker engine (FOREMAN_TEST_ENGINE: podman, swarm). */
+export const testEngine = process.env.FOREMAN_TEST_ENGINE;
+
+/** The container of a job, from the handle the agent stored: the container id, or with the swarm executor its service's task container. */
+export async function jobContainer(handle: string | null | undefined): Promise<Docker.Container> {
+  if (testEngine !== 'swarm') return docker.getContainer(handle ?? '');
+  const id = await waitFor('the service task to have a container', async () => {
+    const tasks = (await docker.listTasks({ filters: { service: [handle ?? ''] } })) as Array<{ Status?: { ContainerStatus?: { ContainerID?: string } } }>;
+    return tasks.map((t) => t.Status?.ContainerStatus?.ContainerID).find(Boolean);
+  });
+  return docker.getContainer(id);
+}
+
+/** Takes away a job's container behind the agent's back: the container, or with the swarm executor the whole service. */
+export async function removeJobContainers(agentId: string): Promise<void> {
+  if (testEngine === 'swarm') {
+    for (const s of await docker.listServices({ filters: { label: [`foreman.agent=${agentId}`] } })) await docker.getService(s.ID).remove().catch(() => undefined);
+    return;
+  }
+  for (const c of await containersOf(agentId)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+}
+
+/** Removes the test's containers (services on a swarm), network and temp dir. */
 export async function cleanup(t: TestEnv, agentId?: string): Promise<void> {
   if (agentId) {
+    await removeJobContainers(agentId);
+    if (testEngine === 'swarm') await waitFor('the services\' containers to go', async () => (await containersOf(agentId)).length === 0, 30_000, 200).catch(() => undefined);
+    await removeJobContainers(agentId);
     for (const c of await containersOf(agentId)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
   }
   await docker.getNetwork(t.networkName).remove().catch(() => undefined);
@@ -339,4 +370,16 @@ export interface EndingReport {
 
 export function reportOf(request: RecordedRequest): EndingReport {
   return JSON.parse(request.body.toString()) as EndingReport;
+}
+
+/** The delivery sequence numbers of these requests, in arrival order. */
+export function seqs(requests: RecordedRequest[]): number[] {
+  return requests.map((r) => Number(r.headers['x-foreman-delivery-seq']));
+}
+
+/** Deliveries may repeat (at least once) but first arrivals must be in order with no gaps. */
+export function assertInOrder(requests: RecordedRequest[]): void {
+  const firsts: number[] = [];
+  for (const s of seqs(requests)) if (!firsts.includes(s)) firsts.push(s);
+  assert.deepEqual(firsts, firsts.map((_, i) => i + 1), `delivery order ${JSON.stringify(seqs(requests))}`);
 }

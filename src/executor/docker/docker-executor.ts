@@ -17,6 +17,7 @@ import {
 import { isRedirectRefusal } from './client.ts';
 import { allowsInterContainerTraffic, hardenedHostConfig, iccWarning, ICC_OPTION, settingProblems, type ContainerSettings, type EngineInfo } from './hardening.ts';
 import { LogFrameParser, sinceParam } from './log-frames.ts';
+import type { RegistryAuth } from './registry-auth.ts';
 
 export interface DockerExecutorOptions extends ContainerSettings {
   readonly docker: Docker;
@@ -25,26 +26,31 @@ export interface DockerExecutorOptions extends ContainerSettings {
   readonly extraHosts: readonly string[];
   /** For the warning about a job network that lets containers reach each other. */
   readonly log?: Pick<Logger, 'warn'> | undefined;
+  /** A container label whose value names the job's handle in `watch` events instead of the container id (swarm: the service id). */
+  readonly eventIdLabel?: string | undefined;
+  /** Credentials pulls are made with, by the image's registry; none: anonymous pulls. */
+  readonly registryAuth?: RegistryAuth | undefined;
 }
 
 /** A refused redirect stands for the engine's 3xx answer, whose exact code is not kept. */
 const REDIRECTED = 301;
 
 /** Engine replies carry a statusCode; connection failures do not. */
-function statusOf(err: unknown): number | undefined {
+export function statusOf(err: unknown): number | undefined {
   if (isRedirectRefusal(err)) return REDIRECTED;
   const code = (err as { statusCode?: unknown } | null)?.statusCode;
   return typeof code === 'number' ? code : undefined;
 }
 
-function engineMessage(err: unknown): string {
+export function engineMessage(err: unknown): string {
   if (isRedirectRefusal(err)) return 'the engine answered with a redirect: the reference names nothing it can look up';
   const json = (err as { json?: { message?: unknown } } | null)?.json;
   if (json && typeof json.message === 'string') return json.message;
-  return err instanceof Error ? err.message : String(err);
+  // A streamed request (a pull) keeps no JSON: docker-modem wraps the engine's words as "(HTTP code 500) server error - … ".
+  return (err instanceof Error ? err.message : String(err)).replace(/^\(HTTP code \d+\) .*? - /, '').trim();
 }
 
-function parseTime(value: string | undefined): number | null {
+export function parseTime(value: string | undefined): number | null {
   if (!value || value.startsWith('0001-')) return null;
   const ms = Date.parse(value);
   return Number.isNaN(ms) ? null : ms;
@@ -129,21 +135,27 @@ export class DockerExecutor implements Executor {
         const status = statusOf(err);
         if (status === undefined) throw err;
         // Anything but "not found" means the engine refused the reference itself.
-        if (status !== 404) throw new ExecutorJobError('pull', `image ${image} is not usable: ${engineMessage(err)}`);
+        if (status !== 404) throw new ExecutorJobError('pull', this.redact(`image ${image} is not usable: ${engineMessage(err)}`));
       }
     }
     try {
       await this.pull(image, signal);
     } catch (err) {
       if (statusOf(err) === undefined) throw err;
-      throw new ExecutorJobError('pull', `pulling image ${image} failed: ${engineMessage(err)}`);
+      throw new ExecutorJobError('pull', this.redact(`pulling image ${image} failed: ${engineMessage(err)}`));
     }
+  }
+
+  /** The message goes into logs and the job's report: no registry secret may ride along in it. */
+  private redact(message: string): string {
+    return this.options.registryAuth?.redact(message) ?? message;
   }
 
   /** Follows the pull's progress stream to its end; an abort tears the stream down at once. */
   private async pull(image: string, signal: AbortSignal | undefined): Promise<void> {
     signal?.throwIfAborted();
-    const stream = (await this.docker.pull(image, { abortSignal: signal })) as NodeJS.ReadableStream & { destroy(error?: Error): void };
+    const authconfig = this.options.registryAuth?.authFor(image);
+    const stream = (await this.docker.pull(image, { abortSignal: signal, ...(authconfig ? { authconfig } : {}) })) as NodeJS.ReadableStream & { destroy(error?: Error): void };
     await new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
         stream.destroy();
@@ -314,6 +326,8 @@ export class DockerExecutor implements Executor {
         stream.destroy();
         resolve();
       };
+      // The signal may have aborted while the subscription was being made: its event has fired already.
+      if (signal.aborted) return onAbort();
       signal.addEventListener('abort', onAbort, { once: true });
       stream.on('data', (chunk: Buffer) => {
         buffered += chunk.toString('utf8');
@@ -341,7 +355,8 @@ export class DockerExecutor implements Executor {
     } catch {
       return;
     }
-    const containerId = event.Actor?.ID;
+    const label = this.options.eventIdLabel;
+    const containerId = label === undefined ? event.Actor?.ID : event.Actor?.Attributes?.[label];
     const jobId = event.Actor?.Attributes?.[LABEL_JOB];
     if (!containerId || jobId === undefined) return;
     if (event.Action === 'oom') onEvent({ type: 'oom', containerId, jobId });

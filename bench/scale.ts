@@ -1,0 +1,197 @@
+/**
+ * Many jobs: a soak (memory after thousands of trivial jobs) and a fan-out (100 jobs at once, the agent's
+ * CPU and event-loop delay beside the engine's CPU). Figures, not assertions. Run from bench/run.ts:
+ *
+ *   npm run bench -- --only soak [--soak-jobs 10000]
+ *   npm run bench -- --only fanout [--fanout-jobs 100]
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { testJobImage } from '../test/support/image.ts';
+import { rssMb } from './footprint.ts';
+import { CallbackReceiver, cleanup, freePort, job, spawnAgent, testEnv, waitFor } from '../test/support/harness.ts';
+
+const CLOCK_TICKS = 100;
+
+/** CPU seconds (user + system) a process has used. */
+function cpuOf(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+/** The engine's own processes: dockerd, containerd and each container's shim (not the containers' programs). */
+function enginePids(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
+      if (comm === 'dockerd' || comm === 'containerd' || comm.startsWith('containerd-shim') || comm === 'docker-init') pids.push(Number(entry));
+    } catch {
+      // The process ended while listed.
+    }
+  }
+  return pids;
+}
+
+/**
+ * CPU the engine's processes use, sampled: shims come and go with their containers, so each process counts
+ * from its first sample (from 0 when it started after the first) to its last.
+ */
+class EngineCpu {
+  private readonly seen = new Map<number, { first: number; last: number }>();
+  private samples = 0;
+
+  sample(): void {
+    for (const pid of enginePids()) {
+      const now = cpuOf(pid);
+      const entry = this.seen.get(pid);
+      if (entry) entry.last = now;
+      else this.seen.set(pid, { first: this.samples === 0 ? now : 0, last: now });
+    }
+    this.samples++;
+  }
+
+  get seconds(): number {
+    let total = 0;
+    for (const { first, last } of this.seen.values()) total += last - first;
+    return total;
+  }
+}
+
+/** A control server that hands out jobs as the agent has room (its `x-foreman-capacity`), up to `total`. */
+class JobFeeder {
+  handedOut = 0;
+  private server: Server | undefined;
+  url = '';
+
+  constructor(
+    private readonly total: number,
+    private readonly make: (index: number) => Record<string, unknown>,
+  ) {}
+
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => {
+      const capacity = Number(req.headers['x-foreman-capacity'] ?? 1);
+      const count = Math.max(0, Math.min(capacity, this.total - this.handedOut));
+      const jobs = Array.from({ length: count }, (_, i) => this.make(this.handedOut + i));
+      this.handedOut += count;
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jobs));
+    });
+    await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/job`;
+    return this;
+  }
+
+  async close(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
+  }
+}
+
+/** Completed reports seen by the receiver (the container's own `completed` PUTs). */
+function completions(callbacks: CallbackReceiver): number {
+  return callbacks.requests.filter((r) => r.headers['x-foreman-job-status'] === 'completed').length;
+}
+
+export async function benchSoak(jobs: number): Promise<void> {
+  await testJobImage();
+  const callbacks = await new CallbackReceiver().start();
+  const feeder = await new JobFeeder(jobs, (i) => job(`soak-${i}`, callbacks.url(), { values: [i] })).start();
+  const env = testEnv(feeder.url, {
+    FOREMAN_LOG_LEVEL: 'warn',
+    FOREMAN_CORE_MAX_CONCURRENT_JOBS: '8',
+    FOREMAN_CORE_PORT: String(await freePort()),
+    FOREMAN_CORE_JOB_REMOVAL_TIMEOUT: '0',
+  });
+  const agent = spawnAgent(env);
+  const pid = agent.child.pid ?? 0;
+  const started = Date.now();
+  const marks: Array<{ done: number; rss: number; seconds: number }> = [];
+  try {
+    for (const mark of [100, ...Array.from({ length: Math.floor(jobs / 1000) }, (_, i) => (i + 1) * 1000)].filter((m) => m <= jobs)) {
+      await waitFor(`${mark} jobs completed`, () => completions(callbacks) >= mark, 3_600_000, 200);
+      marks.push({ done: mark, rss: rssMb(pid), seconds: (Date.now() - started) / 1000 });
+      console.log(`  ${mark} jobs: RSS ${rssMb(pid).toFixed(1)} MB after ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    }
+    const first = marks[0];
+    const last = marks.at(-1);
+    console.log('\n## Soak');
+    if (first && last) {
+      console.log(`${jobs} trivial jobs (8 at a time) in ${last.seconds.toFixed(0)} s (${(last.done / last.seconds).toFixed(1)} jobs/s)`);
+      console.log(`agent RSS after the first ${first.done}: ${first.rss.toFixed(1)} MB; after ${last.done}: ${last.rss.toFixed(1)} MB; growth ${(last.rss - first.rss).toFixed(1)} MB (goal: within 10 MB)`);
+    }
+  } finally {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+    await feeder.close();
+    await callbacks.stop();
+    await cleanup(env);
+  }
+}
+
+/** The agent's metrics page, as name → value for the plain gauges. */
+async function metrics(port: number): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const match = /^([a-z0-9_]+) ([0-9.e+-]+)$/.exec(line);
+    if (match?.[1] && match[2]) values.set(match[1], Number(match[2]));
+  }
+  return values;
+}
+
+export async function benchFanout(count: number): Promise<void> {
+  await testJobImage();
+  const callbacks = await new CallbackReceiver().start();
+  const feeder = await new JobFeeder(count, (i) => job(`fan-${i}`, callbacks.url(), { action: 'progress', steps: 20, delayMs: 1000, values: [i] })).start();
+  const metricsPort = await freePort();
+  const env = testEnv(feeder.url, {
+    FOREMAN_LOG_LEVEL: 'warn',
+    FOREMAN_CORE_MAX_CONCURRENT_JOBS: String(count),
+    FOREMAN_CORE_PORT: String(await freePort()),
+    FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '300000',
+    FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`,
+  });
+  const agent = spawnAgent(env);
+  const pid = agent.child.pid ?? 0;
+  try {
+    await waitFor('the metrics page', () => metrics(metricsPort).then(() => true, () => false), 30_000, 200);
+    await metrics(metricsPort); // resets the event-loop delay histogram: the window starts here
+    const t0 = Date.now();
+    const agentCpu0 = cpuOf(pid);
+    const engineCpu = new EngineCpu();
+    engineCpu.sample();
+    await waitFor('every job to complete', () => {
+      engineCpu.sample();
+      return completions(callbacks) >= count;
+    }, 900_000, 500);
+    const seconds = (Date.now() - t0) / 1000;
+    const agentCpu = (cpuOf(pid) - agentCpu0) / seconds;
+    const engine = engineCpu.seconds / seconds;
+    const m = await metrics(metricsPort);
+    const updates = callbacks.requests.filter((r) => r.headers['x-foreman-job-status'] === 'running');
+    // How many jobs were sending updates at once: each job counts from its first update to its completion.
+    const spans = callbacks.requests.filter((r) => r.headers['x-foreman-job-status'] === 'completed').map((done) => {
+      const id = done.headers['x-foreman-job-id'];
+      return { from: Math.min(...updates.filter((u) => u.headers['x-foreman-job-id'] === id).map((u) => u.at)), to: done.at };
+    });
+    const peak = Math.max(...spans.map((a) => spans.filter((b) => b.from <= a.from && a.from <= b.to).length));
+    console.log('\n## Fan-out');
+    console.log(`${count} jobs (max_concurrent_jobs = ${count}), each sending a progress update every second for 20 s: all done in ${seconds.toFixed(1)} s, up to ${peak} sending at once, ${updates.length} updates forwarded`);
+    console.log(`agent CPU over the run: ${(agentCpu * 100).toFixed(1)} % of one core (goal: under 10 %); event-loop delay p99 ${((m.get('foreman_nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000).toFixed(1)} ms, max ${((m.get('foreman_nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000).toFixed(1)} ms`);
+    console.log(`engine CPU (dockerd, containerd, shims) over the run: ${(engine * 100).toFixed(1)} % of one core; agent RSS at the end ${rssMb(pid).toFixed(1)} MB`);
+  } finally {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+    await feeder.close();
+    await callbacks.stop();
+    await cleanup(env);
+  }
+}
