@@ -14,21 +14,36 @@ export function rssMb(pid: number, field: 'VmRSS' | 'RssAnon' | 'VmHWM' = 'VmRSS
   return kb / 1024;
 }
 
-/** Median RSS (and anonymous RSS) of an idle agent polling every second, over 5 polls. */
-async function idleAgentRss(extraEnv: Record<string, string>, nodeFlags: string[]): Promise<{ rss: number; anon: number }> {
+interface IdleRss {
+  /** Just started: the first polls done, startup garbage not yet collected. */
+  early: number;
+  /** After a minute of idling, once V8's memory reducer has given back what startup used. */
+  settled: number;
+  settledAnon: number;
+}
+
+/** Median of 5 samples, one per poll, from the poll numbered `from` on. */
+async function sampleRss(pid: number, polls: () => number, from: number): Promise<{ rss: number; anon: number }> {
+  const samples: Array<{ rss: number; anon: number }> = [];
+  for (let i = 0; i < 5; i++) {
+    await waitFor('the next poll', () => polls() >= from + i, 120_000, 100);
+    samples.push({ rss: rssMb(pid), anon: rssMb(pid, 'RssAnon') });
+  }
+  samples.sort((a, b) => a.rss - b.rss);
+  return samples[2] ?? { rss: NaN, anon: NaN };
+}
+
+/** RSS of an idle agent polling every second: just started, and after a minute. */
+async function idleAgentRss(extraEnv: Record<string, string>, nodeFlags: string[]): Promise<IdleRss> {
   const control = await new FakeControlServer().start();
   const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_POLL_FREQUENCY: '1000' });
   const agent = spawnAgent(env, extraEnv, nodeFlags);
   try {
-    await waitFor('a few polls', () => control.polls.length >= 3, 30_000, 100);
     const pid = agent.child.pid ?? 0;
-    const samples: Array<{ rss: number; anon: number }> = [];
-    for (let i = 0; i < 5; i++) {
-      samples.push({ rss: rssMb(pid), anon: rssMb(pid, 'RssAnon') });
-      await waitFor('the next poll', () => control.polls.length >= 4 + i, 10_000, 100);
-    }
-    samples.sort((a, b) => a.rss - b.rss);
-    return samples[2] ?? { rss: NaN, anon: NaN };
+    const polls = (): number => control.polls.length;
+    const early = await sampleRss(pid, polls, 3);
+    const settled = await sampleRss(pid, polls, 60);
+    return { early: early.rss, settled: settled.rss, settledAnon: settled.anon };
   } finally {
     agent.child.kill('SIGTERM');
     await agent.exited;
@@ -38,20 +53,16 @@ async function idleAgentRss(extraEnv: Record<string, string>, nodeFlags: string[
 }
 
 /** The tuning the systemd unit and the agent image apply: a 1 MB young generation, two malloc arenas. */
-const TUNED = { env: { MALLOC_ARENA_MAX: '2' }, flags: ['--max-semi-space-size=1'] };
+export const TUNED = { env: { MALLOC_ARENA_MAX: '2' }, flags: ['--max-semi-space-size=1'] };
 
 export async function benchIdle(): Promise<void> {
-  // Three agents of each kind, alternating, since one process's RSS varies by several MB from run to run.
-  const plain: number[] = [];
-  const tuned: number[] = [];
-  const anon: { plain: number[]; tuned: number[] } = { plain: [], tuned: [] };
+  // Three agents of each kind, side by side, since one process's RSS varies by several MB from run to run.
+  const plain: IdleRss[] = [];
+  const tuned: IdleRss[] = [];
   for (let round = 0; round < 3; round++) {
-    const a = await idleAgentRss({}, []);
-    plain.push(a.rss);
-    anon.plain.push(a.anon);
-    const b = await idleAgentRss(TUNED.env, TUNED.flags);
-    tuned.push(b.rss);
-    anon.tuned.push(b.anon);
+    const [a, b] = await Promise.all([idleAgentRss({}, []), idleAgentRss(TUNED.env, TUNED.flags)]);
+    plain.push(a);
+    tuned.push(b);
   }
   // A bare node process that has loaded nothing: what any Node.js agent costs at least.
   const node = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
@@ -63,11 +74,15 @@ export async function benchIdle(): Promise<void> {
   }, 10_000);
   const bareAnon = rssMb(pidOf, 'RssAnon');
   node.kill();
-  const median = (xs: number[]): number => sortNum(xs)[Math.floor(xs.length / 2)] ?? NaN;
+  const median = (runs: IdleRss[], pick: (r: IdleRss) => number): number => sortNum(runs.map(pick))[Math.floor(runs.length / 2)] ?? NaN;
+  const all = (runs: IdleRss[], pick: (r: IdleRss) => number): string => runs.map((r) => fmt(pick(r))).join(', ');
+  const settled = (r: IdleRss): number => r.settled;
+  const early = (r: IdleRss): number => r.early;
   console.log('\n## Idle footprint');
-  console.log(`agent RSS, idle, polling every 1 s (median of 3 agents, each the median of 5 samples): ${fmt(median(plain))} MB (all: ${plain.map((x) => fmt(x)).join(', ')}); target ≤ 60 MB`);
-  console.log(`  with ${TUNED.flags.join(' ')} and MALLOC_ARENA_MAX=2 (as the systemd unit and image run it): ${fmt(median(tuned))} MB (all: ${tuned.map((x) => fmt(x)).join(', ')})`);
-  console.log(`bare \`node -e\`: ${fmt(bareRss)} MB; ratio ${fmt(median(plain) / bareRss, 2)}× (tuned ${fmt(median(tuned) / bareRss, 2)}×)`);
-  console.log(`of which anonymous (heap, not the mapped node binary): agent ${fmt(median(anon.plain))} MB (tuned ${fmt(median(anon.tuned))} MB), bare node ${fmt(bareAnon)} MB`);
+  console.log('agent RSS, idle, polling every 1 s (median of 3 agents, each the median of 5 samples):');
+  console.log(`  after a minute idle: ${fmt(median(plain, settled))} MB (all: ${all(plain, settled)}); target ≤ 60 MB`);
+  console.log(`  just started (polls 3-7): ${fmt(median(plain, early))} MB (all: ${all(plain, early)})`);
+  console.log(`  with ${TUNED.flags.join(' ')} and MALLOC_ARENA_MAX=2 (as the systemd unit and image run it): ${fmt(median(tuned, settled))} MB after a minute (all: ${all(tuned, settled)}), ${fmt(median(tuned, early))} MB just started`);
+  console.log(`bare \`node -e\`: ${fmt(bareRss)} MB; ratio ${fmt(median(plain, settled) / bareRss, 2)}× (tuned ${fmt(median(tuned, settled) / bareRss, 2)}×)`);
+  console.log(`of which anonymous (heap, not the mapped node binary), after a minute: agent ${fmt(median(plain, (r) => r.settledAnon))} MB (tuned ${fmt(median(tuned, (r) => r.settledAnon))} MB), bare node ${fmt(bareAnon)} MB`);
 }
-

@@ -30,6 +30,7 @@ const { values: args } = parseArgs({
     'log-lines': { type: 'string', default: '200000' },
     'log-runs': { type: 'string', default: '3' },
     'soak-jobs': { type: 'string', default: '10000' },
+    'soak-untuned': { type: 'boolean', default: false },
     'fanout-jobs': { type: 'string', default: '100' },
   },
 });
@@ -562,4 +563,4 @@ if (!which || which === 'logs') {
 }
 // Long (the soak runs 10,000 jobs): only when asked for.
 if (which === 'fanout') await benchFanout(Number(args['fanout-jobs']));
-if (which === 'soak') await benchSoak(Number(args['soak-jobs']));
+if (which === 'soak') await benchSoak(Number(args['soak-jobs']), !args['soak-untuned']);

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
+import { bundleOptions } from './bundle-options.mjs';
 
 const root = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({ options: { out: { type: 'string', default: join(root, 'dist/sea') } } });
@@ -21,28 +22,19 @@ const addon = join(dirname(require.resolve('better-sqlite3/package.json')), 'bui
 statSync(addon);
 
 // One CommonJS file: SEA runs its main script as CommonJS, and ESM only from Node 22 on.
-const unbundled = join(root, 'src/executor/docker/unbundled.cjs');
 const script = join(out, 'foreman.cjs');
 await build({
+  ...bundleOptions,
   entryPoints: [join(root, 'src/cli/sea.ts')],
   outfile: script,
-  bundle: true,
-  platform: 'node',
   format: 'cjs',
-  target: 'node20',
-  charset: 'ascii',
-  minifyWhitespace: true,
-  minifySyntax: true,
   external: ['*.node'],
-  alias: { ssh2: unbundled, '@grpc/grpc-js': unbundled, '@grpc/proto-loader': unbundled, protobufjs: unbundled },
   define: { 'import.meta.url': '__foremanImportMetaUrl' },
   // The require SEA gives its main script loads built-in modules only; better-sqlite3 loads the
   // unpacked addon file with require, so give it Node's full one. ESM code may use import.meta.url.
   banner: {
     js: "var require = require('node:module').createRequire(process.execPath), __foremanImportMetaUrl = require('node:url').pathToFileURL(process.execPath).href;",
   },
-  legalComments: 'none',
-  logLevel: 'warning',
 });
 
 const blob = join(out, 'foreman.blob');

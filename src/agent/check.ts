@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import { Agent, request } from 'undici';
+import { Agent, request } from '../shared/http-client.ts';
 import pkg from '../../package.json' with { type: 'json' };
 import { show } from '../config/load.ts';
 import { registryRows, registrySummary, REGISTRIES_KEY } from '../config/registries.ts';
@@ -12,7 +12,6 @@ import { systemClock, type Timer } from '../shared/clock.ts';
 import { createDockerClient, describeEngineError } from '../executor/docker/client.ts';
 import { allowsInterContainerTraffic, iccWarning, settingProblems, type EngineInfo } from '../executor/docker/hardening.ts';
 import { checkSwarm } from './check-swarm.ts';
-import { executorSettings } from './run.ts';
 
 /** How long `check` waits for the Docker engine before calling it unreachable. */
 const ENGINE_TIMEOUT_MS = 10_000;
@@ -132,8 +131,8 @@ async function checkDocker(config: Config): Promise<CheckLine[]> {
   const swarm = config.core.executor === 'swarm';
   try {
     const info = (await withDeadline(docker.info(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`)) as EngineInfo;
-    // A swarm has no runtime setting at all: checkSwarm says so instead.
-    const problems = settingProblems({ ...executorSettings(config), ...(swarm ? { runtime: undefined } : {}) }, info);
+    // Only what the engine is checked against; a swarm has no runtime setting at all: checkSwarm says so instead.
+    const problems = settingProblems({ memoryLimit: config.docker.memory_limit, cpus: config.docker.cpus, runtime: swarm ? undefined : config.docker.runtime }, info);
     for (const text of problems) lines.push({ status: 'FAIL', text });
     if (problems.length === 0 && config.docker.runtime && !swarm) lines.push({ status: 'ok', text: `docker.runtime "${config.docker.runtime}" is offered by the engine` });
   } catch (err) {

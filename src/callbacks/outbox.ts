@@ -1,4 +1,4 @@
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, request, type Dispatcher } from '../shared/http-client.ts';
 import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy } from '../shared/backoff.ts';
 import { CANCEL_HEADER, parseCancelHeader } from '../shared/cancel-header.ts';

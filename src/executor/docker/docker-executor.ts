@@ -1,5 +1,4 @@
 import type Docker from 'dockerode';
-import { Readable } from 'node:stream';
 import type { LogMessage } from '../../shared/log-line.ts';
 import type { Logger } from 'pino';
 import {
@@ -16,7 +15,8 @@ import {
 } from '../executor.ts';
 import { isRedirectRefusal } from './client.ts';
 import { allowsInterContainerTraffic, hardenedHostConfig, iccWarning, ICC_OPTION, settingProblems, type ContainerSettings, type EngineInfo } from './hardening.ts';
-import { LogFrameParser, sinceParam } from './log-frames.ts';
+import { tailLines } from './log-frames.ts';
+import { readLogBatches, type OpenLogs } from './log-stream.ts';
 import type { RegistryAuth } from './registry-auth.ts';
 
 export interface DockerExecutorOptions extends ContainerSettings {
@@ -40,6 +40,12 @@ export function statusOf(err: unknown): number | undefined {
   if (isRedirectRefusal(err)) return REDIRECTED;
   const code = (err as { statusCode?: unknown } | null)?.statusCode;
   return typeof code === 'number' ? code : undefined;
+}
+
+/** For a `.catch`: a 404 (no such container or service) becomes undefined; any other error is thrown on. */
+export function undefinedIfMissing(err: unknown): undefined {
+  if (statusOf(err) === 404) return undefined;
+  throw err;
 }
 
 export function engineMessage(err: unknown): string {
@@ -278,39 +284,16 @@ export class DockerExecutor implements Executor {
   }
 
   async logsTail(containerId: string, lines: number): Promise<string[]> {
-    let raw: Buffer;
-    try {
-      raw = await this.docker.getContainer(containerId).logs({ stdout: true, stderr: true, tail: lines, follow: false });
-    } catch (err) {
-      if (statusOf(err) === 404) return [];
-      throw err;
-    }
-    const text = Buffer.concat(new LogFrameParser().push(raw).map((m) => m.text)).toString('utf8');
-    return text.split('\n').filter((l) => l.length > 0).slice(-lines);
+    const raw = await this.docker.getContainer(containerId).logs({ stdout: true, stderr: true, tail: lines, follow: false }).catch(undefinedIfMissing);
+    return raw ? tailLines(raw, lines) : [];
   }
 
-  async *readLogs(containerId: string, options: LogReadOptions, signal: AbortSignal): AsyncIterable<LogMessage[]> {
-    const since = options.since === undefined ? '0' : sinceParam(options.since);
-    const query = { stdout: true, stderr: true, timestamps: true, since, ...(options.tail === undefined ? {} : { tail: options.tail }), abortSignal: signal };
-    let stream: Readable;
-    try {
-      // dockerode answers a stream when following and a buffer otherwise.
-      stream = options.follow
-        ? ((await this.docker.getContainer(containerId).logs({ ...query, follow: true })) as unknown as Readable)
-        : Readable.from([await this.docker.getContainer(containerId).logs({ ...query, follow: false })]);
-    } catch (err) {
-      if (statusOf(err) === 404) return;
-      throw err;
-    }
-    const parser = new LogFrameParser();
-    try {
-      for await (const chunk of stream) {
-        const messages = parser.push(chunk as Buffer);
-        if (messages.length > 0) yield messages;
-      }
-    } finally {
-      stream.destroy();
-    }
+  readLogs(containerId: string, options: LogReadOptions, signal: AbortSignal): AsyncIterable<LogMessage[]> {
+    const open: OpenLogs = (query) => {
+      const container = this.docker.getContainer(containerId);
+      return (query.follow ? container.logs({ ...query, follow: true }) : container.logs({ ...query, follow: false })).catch(undefinedIfMissing);
+    };
+    return readLogBatches(open, options, signal);
   }
 
   async watch(onEvent: (event: ExecutorEvent) => void, signal: AbortSignal, onReady?: () => void): Promise<void> {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LogMessage } from '../../shared/log-line.ts';
-import { LogFrameParser, sinceParam } from './log-frames.ts';
+import { LogFrameParser, sinceParam, tailLines } from './log-frames.ts';
 
 /** One multiplexed frame: [stream, 0, 0, 0, size uint32 BE] + payload. */
 function frame(kind: number, payload: string | Buffer): Buffer {
@@ -135,4 +135,17 @@ test('sinceParam: garbage, and a time at or before the epoch, give 0', () => {
   for (const bad of ['', 'garbage', '2026-11-28', '2026-11-28T07:42:30.1234567890Z', '2026-13-45T99:99:99Z', 'xxxx-xx-xxTxx:xx:xx.123Z', '1970-01-01T00:00:00.000Z']) {
     assert.equal(sinceParam(bad), '0', JSON.stringify(bad));
   }
+});
+
+test('tailLines: the last n non-empty lines of both streams, a line split over frames joined, stdin dropped', () => {
+  const raw = Buffer.concat([
+    frame(1, 'one\n'),
+    frame(2, 'two\n\n'),
+    frame(0, 'typed on stdin\n'),
+    frame(1, 'thr'),
+    frame(1, 'ee ünï\nfour'),
+  ]);
+  assert.deepEqual(tailLines(raw, 3), ['two', 'three ünï', 'four']);
+  assert.deepEqual(tailLines(raw, 10), ['one', 'two', 'three ünï', 'four']);
+  assert.deepEqual(tailLines(Buffer.alloc(0), 5), []);
 });

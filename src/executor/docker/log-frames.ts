@@ -59,3 +59,13 @@ export function sinceParam(ts: string): string {
   if (ns <= 0n) return '0';
   return `${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`;
 }
+
+/**
+ * The last `n` non-empty lines of a log asked for without a follow (a buffer of multiplexed frames),
+ * the form an ending's report quotes. Lines are split after demuxing, so a line the engine cut into
+ * several frames comes out whole.
+ */
+export function tailLines(raw: Buffer, n: number): string[] {
+  const text = Buffer.concat(new LogFrameParser().push(raw).map((m) => m.text)).toString('utf8');
+  return text.split('\n').filter((l) => l.length > 0).slice(-n);
+}

@@ -26,6 +26,8 @@ class FakeSwarm {
   readonly services = new Map<string, { state: string; exitCode?: number; node: string }>();
   readonly logStreams: PassThrough[] = [];
   readonly created: Array<{ auth: unknown; name: string }> = [];
+  /** Containers the engine says were OOM-killed. */
+  readonly oomKilled = new Set<string>();
 
   client(): Docker {
     const service = (id: string) => ({
@@ -64,7 +66,10 @@ class FakeSwarm {
           this.calls.push(`stop container ${id}`);
           return Promise.resolve();
         },
-        inspect: () => Promise.resolve({ Id: id, Config: { Labels: {} }, State: { Running: true, ExitCode: 0, OOMKilled: false, StartedAt: '2026-11-28T10:00:01Z' } }),
+        inspect: () => {
+          this.calls.push(`inspect container ${id}`);
+          return Promise.resolve({ Id: id, Config: { Labels: {} }, State: { Running: true, ExitCode: 0, OOMKilled: this.oomKilled.has(id), StartedAt: '2026-11-28T10:00:01Z' } });
+        },
       }),
       getEvents: () => Promise.resolve(new PassThrough()),
       createService: (auth: unknown, body: { Name: string }) => {
@@ -141,6 +146,26 @@ test('watch reports a task that ended on another node once, and a service remove
       { type: 'exited', containerId: 'b', jobId: 'job-of-b', exitCode: null },
     ],
   );
+});
+
+test("watch's look at the tasks inspects no container, even on this node; the OOM flag comes with inspect", async () => {
+  const fake = new FakeSwarm();
+  fake.services.set('here', { state: 'running', node: 'manager' });
+  const executor = await prepared(fake);
+  const events: ExecutorEvent[] = [];
+  const stop = new AbortController();
+  const watching = executor.watch((event) => events.push(event), stop.signal);
+  // Several looks while the task runs, then its end.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  fake.services.set('here', { state: 'failed', exitCode: 137, node: 'manager' });
+  fake.oomKilled.add('c-here');
+  await waitUntil(() => events.length >= 1);
+  stop.abort();
+  await watching;
+  assert.deepEqual(events, [{ type: 'exited', containerId: 'here', jobId: 'job-of-here', exitCode: 137 }]);
+  assert.deepEqual(fake.calls, []);
+  assert.equal((await executor.inspect('here'))?.oomKilled, true);
+  assert.deepEqual(fake.calls, ['inspect container c-here']);
 });
 
 async function waitUntil(check: () => boolean): Promise<void> {

@@ -1,10 +1,11 @@
 import type Docker from 'dockerode';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Clock } from '../../shared/clock.ts';
 import type { LogMessage } from '../../shared/log-line.ts';
-import { DockerExecutor, engineMessage, parseTime, statusOf, type DockerExecutorOptions } from '../docker/docker-executor.ts';
+import { DockerExecutor, engineMessage, parseTime, statusOf, undefinedIfMissing, type DockerExecutorOptions } from '../docker/docker-executor.ts';
 import { settingProblems, type EngineInfo } from '../docker/hardening.ts';
-import { LogFrameParser, sinceParam } from '../docker/log-frames.ts';
+import { tailLines } from '../docker/log-frames.ts';
+import { readLogBatches, type OpenLogs } from '../docker/log-stream.ts';
 import {
   ExecutorJobError,
   ExecutorSetupError,
@@ -200,20 +201,12 @@ export class SwarmExecutor implements Executor {
     return this.statusOf(service, latestTask((await this.tasks(service.ID)) ?? []));
   }
 
+  /** The task's status, with the OOM flag and start time of its container when that is on this node. */
   private async statusOf(service: ServiceInfo, task: Task | undefined): Promise<ContainerStatus> {
-    const ended = task !== undefined && isTerminal(task);
+    const status = taskStatus(service, task);
     const container = task && this.localContainer(task);
     const local = container ? await this.local.inspect(container) : undefined;
-    const started = task && containerStarted(task) ? parseTime(task.Status?.Timestamp) : null;
-    return {
-      id: service.ID,
-      jobId: service.Spec?.Labels?.[LABEL_JOB],
-      // Not yet placed or pulling counts as running: the task is on its way, and swarm will not drop it.
-      running: !ended,
-      exitCode: ended ? (task.Status?.ContainerStatus?.ExitCode ?? null) : null,
-      oomKilled: local?.oomKilled ?? false,
-      startedAt: local?.startedAt ?? started,
-    };
+    return { ...status, oomKilled: local?.oomKilled ?? false, startedAt: local?.startedAt ?? status.startedAt };
   }
 
   /** This agent's services, and plain containers with its labels (left from a run with the Docker executor), so they are cleared too. */
@@ -222,10 +215,15 @@ export class SwarmExecutor implements Executor {
   }
 
   private async services(): Promise<ContainerStatus[]> {
+    return Promise.all((await this.serviceTasks()).map(([service, task]) => this.statusOf(service, task)));
+  }
+
+  /** This agent's services, each with its latest task. */
+  private async serviceTasks(): Promise<Array<[ServiceInfo, Task | undefined]>> {
     const services = (await this.docker.listServices({ filters: { label: [`${LABEL_AGENT}=${this.options.agentId}`] } })) as ServiceInfo[];
     if (services.length === 0) return [];
     const tasks = (await this.docker.listTasks({ filters: { service: services.map((s) => s.ID) } })) as Array<Task & { ServiceID?: string }>;
-    return Promise.all(services.map((s) => this.statusOf(s, latestTask(tasks.filter((t) => t.ServiceID === s.ID)))));
+    return services.map((s) => [s, latestTask(tasks.filter((t) => t.ServiceID === s.ID))]);
   }
 
   private async strayContainers(): Promise<ContainerStatus[]> {
@@ -236,15 +234,9 @@ export class SwarmExecutor implements Executor {
   }
 
   async logsTail(serviceId: string, lines: number): Promise<string[]> {
-    let raw: Buffer;
-    try {
-      raw = (await this.docker.getService(serviceNameFor(serviceId)).logs({ stdout: true, stderr: true, tail: lines, follow: false })) as unknown as Buffer;
-    } catch (err) {
-      if (statusOf(err) === 404) return [];
-      throw err;
-    }
-    const text = Buffer.concat(new LogFrameParser().push(raw).map((m) => m.text)).toString('utf8');
-    return text.split('\n').filter((l) => l.length > 0).slice(-lines);
+    // Without a follow dockerode answers a buffer, whatever its types say.
+    const raw = (await this.docker.getService(serviceNameFor(serviceId)).logs({ stdout: true, stderr: true, tail: lines, follow: false }).catch(undefinedIfMissing)) as Buffer | undefined;
+    return raw ? tailLines(raw, lines) : [];
   }
 
   async *readLogs(serviceId: string, options: LogReadOptions, signal: AbortSignal): AsyncIterable<LogMessage[]> {
@@ -259,39 +251,10 @@ export class SwarmExecutor implements Executor {
   }
 
   /** The service's log, which swarm gathers from the task's node; followed until the task has ended. */
-  private async *remoteLogs(serviceId: string, options: LogReadOptions, signal: AbortSignal): AsyncIterable<LogMessage[]> {
-    const since = options.since === undefined ? '0' : sinceParam(options.since);
-    const reading = new AbortController();
-    const forward = (): void => reading.abort(signal.reason);
-    signal.addEventListener('abort', forward, { once: true });
-    const query = { stdout: true, stderr: true, timestamps: true, since, ...(options.tail === undefined ? {} : { tail: options.tail }), abortSignal: reading.signal };
-    let stream: Readable;
-    try {
-      const service = this.docker.getService(serviceNameFor(serviceId));
-      // A service's followed log never ends by itself (it waits for more tasks): it ends once the task has.
-      stream = options.follow
-        ? ((await service.logs({ ...query, follow: true })) as unknown as Readable)
-        : Readable.from([await service.logs({ ...query, follow: false })]);
-    } catch (err) {
-      signal.removeEventListener('abort', forward);
-      if (statusOf(err) === 404) return;
-      throw err;
-    }
-    const ending = options.follow ? this.endWhenTaskEnds(serviceId, stream, reading.signal) : Promise.resolve();
-    const parser = new LogFrameParser();
-    try {
-      for await (const chunk of stream) {
-        const messages = parser.push(chunk as Buffer);
-        if (messages.length > 0) yield messages;
-      }
-    } catch (err) {
-      if (!reading.signal.aborted || signal.aborted) throw err;
-    } finally {
-      signal.removeEventListener('abort', forward);
-      reading.abort();
-      stream.destroy();
-      await ending;
-    }
+  private remoteLogs(serviceId: string, options: LogReadOptions, signal: AbortSignal): AsyncIterable<LogMessage[]> {
+    const open: OpenLogs = (query) => this.docker.getService(serviceNameFor(serviceId)).logs(query).catch(undefinedIfMissing);
+    // A service's followed log never ends by itself (it waits for more tasks): it ends once the task has.
+    return readLogBatches(open, options, signal, (stream, reading) => this.endWhenTaskEnds(serviceId, stream, reading));
   }
 
   private async endWhenTaskEnds(serviceId: string, stream: Readable, signal: AbortSignal): Promise<void> {
@@ -334,11 +297,12 @@ export class SwarmExecutor implements Executor {
     const running = new Map<string, string>();
     const ended = new Set<string>();
     while (!signal.aborted) {
+      // Only the tasks' states: the OOM flag, which needs the container, is read when the ending inspects the job.
       let statuses: ContainerStatus[];
       try {
-        statuses = await this.services();
+        statuses = (await this.serviceTasks()).map(([service, task]) => taskStatus(service, task));
       } catch (err) {
-        // An answer (a service removed between listing and inspecting it, a busy manager) is not a lost engine: look again.
+        // An answer (a service removed between the listings, a busy manager) is not a lost engine: look again.
         if (statusOf(err) === undefined) throw err;
         await this.options.clock.sleep(this.pollMs, signal).catch(() => undefined);
         continue;
@@ -395,4 +359,18 @@ export class SwarmExecutor implements Executor {
     const container = task.Status?.ContainerStatus?.ContainerID;
     return container && this.node && task.NodeID === this.node.id ? container : undefined;
   }
+}
+
+/** What the task alone tells: no OOM flag (that takes the container), and its status's time as the start once the container started. */
+function taskStatus(service: ServiceInfo, task: Task | undefined): ContainerStatus {
+  const ended = task !== undefined && isTerminal(task);
+  return {
+    id: service.ID,
+    jobId: service.Spec?.Labels?.[LABEL_JOB],
+    // Not yet placed or pulling counts as running: the task is on its way, and swarm will not drop it.
+    running: !ended,
+    exitCode: ended ? (task.Status?.ContainerStatus?.ExitCode ?? null) : null,
+    oomKilled: false,
+    startedAt: task && containerStarted(task) ? parseTime(task.Status?.Timestamp) : null,
+  };
 }
