@@ -62,9 +62,10 @@ test('drain: after SIGTERM polls go on with capacity 0, /readyz says draining, a
     const first = await waitFor('a first update', () => s.callbacks.for('d-1')[0], 30_000);
     s.noteAgent(String(first.headers['x-foreman-agent-id']));
     assert.equal((await get(`http://127.0.0.1:${metricsPort}/readyz`)).status, 200);
-    const signalledAt = Date.now();
     agent.child.kill('SIGTERM');
     await waitFor('/readyz to say draining', async () => (await get(`http://127.0.0.1:${metricsPort}/readyz`)).status === 503);
+    // From here on the agent is draining; a poll it sent just before the signal may still arrive after it.
+    const drainingAt = Date.now();
     assert.match((await get(`http://127.0.0.1:${metricsPort}/readyz`)).text, /draining/);
     assert.equal((await get(`http://127.0.0.1:${metricsPort}/healthz`)).status, 200);
     s.control.reply([job('d-late', s.callbacks.url(), { values: [1] })]);
@@ -73,7 +74,7 @@ test('drain: after SIGTERM polls go on with capacity 0, /readyz says draining, a
     assert.deepEqual(JSON.parse(done.body.toString()), { result: 4 });
     assert.equal(await agent.exited, 0, readLog(agent.logFile).slice(-2000));
     t.diagnostic(`exited ${Date.now() - done.at} ms after the drained job's completion`);
-    const during = s.control.polls.filter((p) => p.at > signalledAt && p.at < done.at);
+    const during = s.control.polls.filter((p) => p.at > drainingAt && p.at < done.at);
     assert.ok(during.length >= 3, `${during.length} polls during the drain`);
     assert.deepEqual(new Set(during.map((p) => p.headers['x-foreman-capacity'])), new Set(['0']));
     assert.equal(s.callbacks.completion('d-late')?.headers['x-foreman-job-outcome'], 'agent-shutdown', 'a job sent during the drain never started');

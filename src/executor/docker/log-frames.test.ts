@@ -1,16 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LogMessage } from '../../shared/log-line.ts';
+import { frame } from './log-frame-fixture.ts';
 import { LogFrameParser, sinceParam, tailLines } from './log-frames.ts';
-
-/** One multiplexed frame: [stream, 0, 0, 0, size uint32 BE] + payload. */
-function frame(kind: number, payload: string | Buffer): Buffer {
-  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  const header = Buffer.alloc(8);
-  header[0] = kind;
-  header.writeUInt32BE(body.length, 4);
-  return Buffer.concat([header, body]);
-}
 
 /** Messages in a form deepEqual compares by content. */
 function plain(messages: readonly LogMessage[]): Array<{ stream: string; ts: string; text: string }> {

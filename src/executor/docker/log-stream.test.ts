@@ -4,14 +4,7 @@ import { getEventListeners } from 'node:events';
 import { PassThrough } from 'node:stream';
 import type { LogMessage } from '../../shared/log-line.ts';
 import { readLogBatches, type LogQuery } from './log-stream.ts';
-
-function frame(ts: string, text: string): Buffer {
-  const payload = Buffer.from(`${ts} ${text}`);
-  const header = Buffer.alloc(8);
-  header[0] = 1;
-  header.writeUInt32BE(payload.length, 4);
-  return Buffer.concat([header, payload]);
-}
+import { stdoutFrame as frame } from './log-frame-fixture.ts';
 
 async function texts(batches: AsyncIterable<LogMessage[]>): Promise<string[][]> {
   const out: string[][] = [];

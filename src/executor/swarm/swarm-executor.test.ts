@@ -10,15 +10,7 @@ import { systemClock } from '../../shared/clock.ts';
 import type { ExecutorEvent } from '../executor.ts';
 import { RegistryAuth } from '../docker/registry-auth.ts';
 import { SwarmExecutor } from './swarm-executor.ts';
-
-/** A frame of the engine's multiplexed log: stream 1 (stdout), the size, then `<timestamp> <text>`. */
-function frame(ts: string, text: string): Buffer {
-  const payload = Buffer.from(`${ts} ${text}`);
-  const header = Buffer.alloc(8);
-  header[0] = 1;
-  header.writeUInt32BE(payload.length, 4);
-  return Buffer.concat([header, payload]);
-}
+import { stdoutFrame as frame } from '../docker/log-frame-fixture.ts';
 
 class FakeSwarm {
   readonly calls: string[] = [];
