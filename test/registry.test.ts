@@ -16,7 +16,7 @@ import { testJobImage } from './support/image.ts';
 import {
   CallbackReceiver,
   FakeControlServer,
-  cleanup,
+  teardown,
   docker,
   freePort,
   job,
@@ -165,11 +165,7 @@ describe('private registry', { skip }, () => {
       await agent.exited;
       return { report, everything: [...callbacks.requests], agentLog: readLog(agent.logFile), registryLog: registry.log.slice(mark), tookMs: report.at - offeredAt };
     } finally {
-      agent.child.kill('SIGKILL');
-      await agent.exited;
-      await control.close();
-      await callbacks.stop();
-      await cleanup(env, agentId);
+      await teardown({ agent, control, callbacks, env, agentId, signal: 'SIGKILL' });
     }
   }
 

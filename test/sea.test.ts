@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pkg from '../package.json' with { type: 'json' };
 import { testJobImage } from './support/image.ts';
-import { CallbackReceiver, cleanup, FakeControlServer, job, repoRoot, spawnAgent, testEnv, type TestEnv } from './support/harness.ts';
+import { CallbackReceiver, FakeControlServer, job, repoRoot, spawnAgent, teardown, testEnv, type TestEnv } from './support/harness.ts';
 
 describe('single executable', { timeout: 300_000 }, () => {
   const work = mkdtempSync(join(tmpdir(), 'foreman-sea-'));
@@ -52,11 +52,7 @@ describe('single executable', { timeout: 300_000 }, () => {
       assert.ok(existsSync(join(env.dir, 'data', 'foreman.db')));
       assert.deepEqual(readdirSync(join(work, 'bin')), ['foreman']);
     } finally {
-      agent.child.kill('SIGTERM');
-      await agent.exited;
-      await control.close();
-      await callbacks.stop();
-      await cleanup(env, agentId);
+      await teardown({ agent, control, callbacks, env, agentId });
     }
     assert.equal(await agent.exited, 0, 'a clean stop on SIGTERM');
   });

@@ -307,15 +307,16 @@ export async function watchContainerEvents(actions: string[], label: string, onE
   return { stop: () => stream.destroy() };
 }
 
-/** Stops a spawned agent gently, closes the test servers and removes what the test made. */
+/** Stops a spawned agent (gently unless `signal` says otherwise), closes the test servers and removes what the test made. */
 export async function teardown(parts: {
   agent: { child: ChildProcess; exited: Promise<number | null> };
   control: FakeControlServer;
   callbacks: CallbackReceiver;
   env: TestEnv;
   agentId: string | undefined;
+  signal?: NodeJS.Signals;
 }): Promise<void> {
-  parts.agent.child.kill('SIGTERM');
+  parts.agent.child.kill(parts.signal ?? 'SIGTERM');
   await parts.agent.exited;
   await parts.control.close();
   await parts.callbacks.stop();
