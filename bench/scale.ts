@@ -170,7 +170,8 @@ export async function benchFanout(count: number): Promise<void> {
     FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '300000',
     FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`,
   });
-  const agent = spawnAgent(env);
+  // BENCH_AGENT_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the agent; "--no-opt" and the like compare V8 settings.
+  const agent = spawnAgent(env, {}, process.env.BENCH_AGENT_FLAGS?.split(' ').filter(Boolean) ?? []);
   const pid = agent.child.pid ?? 0;
   try {
     await waitFor('the metrics page', () => metrics(metricsPort).then(() => true, () => false), 30_000, 200);

@@ -24,8 +24,16 @@ export const bundleOptions = {
   charset: 'ascii',
   minifyWhitespace: true,
   minifySyntax: true,
-  // dockerode loads these for ssh:// engines and BuildKit sessions, which foreman never uses.
-  alias: { ssh2: unbundled, '@grpc/grpc-js': unbundled, '@grpc/proto-loader': unbundled, protobufjs: unbundled },
+  // Loaded by dockerode and pino for features foreman never uses (see unbundled.cjs).
+  alias: {
+    ssh2: unbundled,
+    '@grpc/grpc-js': unbundled,
+    '@grpc/proto-loader': unbundled,
+    protobufjs: unbundled,
+    'tar-fs': unbundled,
+    '@balena/dockerignore': unbundled,
+    'thread-stream': unbundled,
+  },
   plugins: [http2OnFirstUse],
   legalComments: 'none',
   logLevel: 'warning',

@@ -1,7 +1,9 @@
 /**
  * The bundle (`npm run build`) loads only what an idle agent uses: undici's request and Agent without
- * its fetch, WebSocket, mocks and caches, and no node:http2 (neither the job API nor the clients speak
- * HTTP/2), whose loading costs about 2 MB of RSS.
+ * its fetch, WebSocket, mocks and caches; no node:http2 (neither the job API nor the clients speak
+ * HTTP/2), whose loading costs about 2 MB of RSS; fastify only with the first job API request; none
+ * of the modules dockerode and pino load for features foreman does not use. And the agent keeps
+ * undici's WebAssembly parser on V8's baseline compiler (src/cli/main.ts, V8_FLAGS).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants } from 'node:http2';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { repoRoot } from './support/harness.ts';
@@ -33,4 +35,60 @@ test('loading the bundle loads neither node:http2 nor the index of undici', asyn
   assert.ok(chunks.some((text) => text.includes('node_modules/undici/lib/dispatcher/agent.js')), 'undici is bundled by module');
   assert.ok(chunks.every((text) => !text.includes('node_modules/undici/index.js')), "undici's index is not bundled");
   assert.ok(chunks.some((text) => text.includes('HTTP2_HEADER_AUTHORITY')), 'the stand-in is in the bundle');
+});
+
+/** The files `file` imports statically, itself included, transitively: what loads at start. */
+function staticClosure(file: string, seen = new Set<string>()): Set<string> {
+  if (seen.has(file)) return seen;
+  seen.add(file);
+  for (const [, spec] of readFileSync(file, 'utf8').matchAll(/(?:^|[;}])import\s*(?:[^'"]*?from\s*)?"(\.[^"]+)"/g)) {
+    if (spec) staticClosure(resolve(dirname(file), spec), seen);
+  }
+  return seen;
+}
+
+test('fastify is bundled in a chunk that starting the agent does not load', () => {
+  const chunkDir = join(repoRoot, 'dist/chunks');
+  const chunks = readdirSync(chunkDir).map((f) => join(chunkDir, f));
+  const withFastify = chunks.filter((f) => readFileSync(f, 'utf8').includes('node_modules/fastify/fastify.js'));
+  assert.equal(withFastify.length, 1, 'fastify is bundled once');
+  const atStart = staticClosure(join(repoRoot, 'dist/foreman.mjs'));
+  assert.ok(atStart.size >= 3, 'the entry imports its shared chunks');
+  assert.ok(!atStart.has(withFastify[0] ?? ''), 'the chunk with fastify is loaded only by import()');
+});
+
+test('modules for features foreman does not use are left out, and using one says so', () => {
+  const text = readdirSync(join(repoRoot, 'dist/chunks'))
+    .map((f) => readFileSync(join(repoRoot, 'dist/chunks', f), 'utf8'))
+    .join('\n');
+  for (const left of ['node_modules/ssh2/', 'node_modules/tar-fs/', 'node_modules/@balena/dockerignore/', 'node_modules/thread-stream/', 'node_modules/protobufjs/']) {
+    assert.ok(!text.includes(left), `${left} is not bundled`);
+  }
+  const standIn = require(join(repoRoot, 'src/executor/docker/unbundled.cjs')) as { Client: new () => unknown; pack: () => unknown } & (() => unknown);
+  assert.throws(() => new standIn.Client(), /not included in the foreman build: ssh:\/\/ engines/);
+  assert.throws(() => standIn.pack(), /image builds/);
+  assert.throws(() => standIn(), /log transports/);
+});
+
+test('the agent keeps WebAssembly on Liftoff: no TurboFan tier-up of a hot function', async () => {
+  const bundle = pathToFileURL(join(repoRoot, 'dist/foreman.mjs')).href;
+  // A module whose one function adds 1, called until V8 would tier it up; the bundle's main() sets the flags.
+  const script = `
+    const { main } = await import(${JSON.stringify(bundle)});
+    if (process.argv[1] === 'main') await main(['--version'], {});
+    const bytes = new Uint8Array([0,97,115,109,1,0,0,0,1,6,1,96,1,127,1,127,3,2,1,0,7,5,1,1,102,0,0,10,9,1,7,0,32,0,65,1,106,11]);
+    const f = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.f;
+    let x = 0;
+    for (let round = 0; round < 100 && !%IsTurboFanFunction(f); round++) {
+      for (let i = 0; i < 100000; i++) x = f(x);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    console.log(%IsTurboFanFunction(f) ? 'turbofan' : 'liftoff');`;
+  const run = (arg: string): Promise<string> =>
+    promisify(execFile)(process.execPath, ['--allow-natives-syntax', '--input-type=module', '-e', script, arg], { env: { PATH: process.env.PATH ?? '' } }).then((r) =>
+      r.stdout.trim().split('\n').at(-1) ?? '',
+    );
+  // Without main(), V8 tiers the function up (so the probe can tell); with it, it stays on Liftoff.
+  assert.equal(await run('plain'), 'turbofan');
+  assert.equal(await run('main'), 'liftoff');
 });

@@ -191,7 +191,11 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
     clock,
     log,
     freeSlots: () => scheduler.freeSlots(),
-    onJobs: (entries) => scheduler.receive(entries),
+    onJobs: (entries) => {
+      // Containers call the job API soon after they start.
+      if (entries.length > 0) jobApi.prepare();
+      return scheduler.receive(entries);
+    },
     onCancel: (ids) => scheduler.cancel(ids),
   });
   const reconciler = new Reconciler({ store, executor, scheduler, log });

@@ -26,12 +26,12 @@ const url = `/job/${encodeURIComponent('a/b c')}?token=s3cret`;
 
 test('GET and PUT with the right id and secret reach the backend, body byte for byte', async () => {
   const { api, updates } = setup();
-  const get = await api.app.inject({ method: 'GET', url });
+  const get = await (await api.app()).inject({ method: 'GET', url });
   assert.equal(get.statusCode, 200);
   assert.deepEqual(get.json(), { id: 'a/b c', body: { values: [1] } });
 
   const payload = Buffer.from('{"result":  6 }\n');
-  const put = await api.app.inject({
+  const put = await (await api.app()).inject({
     method: 'PUT',
     url,
     headers: { 'x-foreman-job-status': 'completed', 'x-foreman-job-progress': '0.5', 'content-type': 'application/json' },
@@ -42,7 +42,7 @@ test('GET and PUT with the right id and secret reach the backend, body byte for 
   assert.equal(updates[0]?.progress, 0.5);
   assert.deepEqual(updates[0]?.body, payload);
 
-  const bare = await api.app.inject({ method: 'PUT', url, headers: { 'x-foreman-job-status': 'running' } });
+  const bare = await (await api.app()).inject({ method: 'PUT', url, headers: { 'x-foreman-job-status': 'running' } });
   assert.equal(bare.statusCode, 200);
   assert.equal(updates[1]?.progress, 0);
   await api.close();
@@ -52,7 +52,7 @@ test('GET and PUT with the right id and secret reach the backend, body byte for 
 test('a wrong or missing secret, or another id, is a 404 that reveals nothing', async () => {
   const { api, updates } = setup();
   for (const path of ['/job/a%2Fb%20c?token=nope', '/job/a%2Fb%20c', '/job/other?token=s3cret', '/nothing']) {
-    const res = await api.app.inject({ method: 'PUT', url: path, headers: { 'x-foreman-job-status': 'completed' } });
+    const res = await (await api.app()).inject({ method: 'PUT', url: path, headers: { 'x-foreman-job-status': 'completed' } });
     assert.equal(res.statusCode, 404, path);
     assert.deepEqual(res.json(), { error: 'no such job' });
   }
@@ -67,11 +67,11 @@ test('bad headers get 400 with a message; oversized bodies get 413', async () =>
     [{ 'x-foreman-job-status': 'running', 'x-foreman-job-progress': 'abc' }, 400, /x-foreman-job-progress must be a number/],
   ];
   for (const [headers, status, message] of cases) {
-    const res = await api.app.inject({ method: 'PUT', url, headers });
+    const res = await (await api.app()).inject({ method: 'PUT', url, headers });
     assert.equal(res.statusCode, status, JSON.stringify(headers));
     assert.match(res.json<{ error: string }>().error, message);
   }
-  const big = await api.app.inject({
+  const big = await (await api.app()).inject({
     method: 'PUT',
     url,
     headers: { 'x-foreman-job-status': 'running', 'content-type': 'text/plain' },
@@ -91,7 +91,7 @@ test('a backend failure is a 503 the container can retry', async () => {
       updateJob: () => Promise.resolve({ status: 200, body: {} }),
     },
   });
-  const res = await api.app.inject({ method: 'GET', url: '/job/x?token=t' });
+  const res = await (await api.app()).inject({ method: 'GET', url: '/job/x?token=t' });
   assert.equal(res.statusCode, 503);
   assert.doesNotMatch(res.body, /SQLITE/);
 });

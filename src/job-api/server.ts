@@ -1,10 +1,9 @@
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Type } from 'typebox';
-import type { ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { FastifyInstance } from 'fastify';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import type { JobApp } from './app.ts';
 
 export type JobStatus = 'running' | 'completed';
 
@@ -37,28 +36,24 @@ export interface JobApiOptions {
 }
 
 export interface JobApiServer {
-  readonly app: FastifyInstance;
+  /** The fastify app behind the server, built on first use; tests inject requests through it. */
+  app(): Promise<FastifyInstance>;
+  /** Starts loading the routes ahead of the first request (about 0.1 s), when a job is on its way. */
+  prepare(): void;
   listen(host: string, port: number): Promise<{ host: string; port: number }>;
   close(): Promise<void>;
 }
 
-const StatusHeaders = Type.Object({
-  'x-foreman-job-status': Type.Union([Type.Literal('running'), Type.Literal('completed')]),
-  'x-foreman-job-progress': Type.Optional(Type.Number()),
-});
-const Params = Type.Object({ id: Type.String() });
-const Query = Type.Object({ token: Type.Optional(Type.String()) });
+/** fastify's own keep-alive default, which the job API kept when fastify still made its server. */
+const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 
-const notFound = { error: 'no such job' };
-
-function validationMessage(error: FastifyError): string {
-  const first = error.validation?.[0];
-  const path = first?.instancePath ?? '';
-  if (path.includes('x-foreman-job-status') || (first?.keyword === 'required' && String(first.params?.missingProperty).includes('status'))) {
-    return 'x-foreman-job-status must be "running" or "completed"';
+function unavailable(response: ServerResponse): void {
+  if (response.headersSent) {
+    response.destroy();
+    return;
   }
-  if (path.includes('x-foreman-job-progress')) return 'x-foreman-job-progress must be a number';
-  return error.message;
+  response.writeHead(503, { 'content-type': 'application/json', connection: 'close' });
+  response.end(JSON.stringify({ error: 'the agent could not take this request; retry' }));
 }
 
 /**
@@ -95,77 +90,72 @@ class ConnectionTracker {
   }
 }
 
-/** The HTTP server job containers talk to: `GET /job/<id>` and `PUT /job/<id>`, each with `?token=<secret>`. */
+/**
+ * The HTTP server job containers talk to: `GET /job/<id>` and `PUT /job/<id>`, each with `?token=<secret>`.
+ *
+ * The server itself (node:http, which the agent loads anyway) binds at start, so a taken port is an
+ * error at start. The routes (fastify with its router and schema compiler, app.ts) are loaded on
+ * the first request: an idle agent never pays for them.
+ */
 export function createJobApi(options: JobApiOptions): JobApiServer {
-  const { backend, log } = options;
+  const { log } = options;
   const connections = new ConnectionTracker();
-  const app = Fastify({
-    logger: false,
-    bodyLimit: options.maxBodySize,
-    // Job ids may be up to 256 characters once percent-encoded three times over.
-    routerOptions: { maxParamLength: 1024 },
-    return503OnClosing: true,
-    clientErrorHandler: (err, socket) => connections.clientError(err, socket),
-  }).withTypeProvider<TypeBoxTypeProvider>();
-  // First of the hooks, so that every request is counted, those answered 404 by the next one too.
-  app.addHook('onRequest', (request, reply, done) => {
-    connections.track(request.raw.socket, reply.raw);
-    done();
-  });
+  const server = createServer();
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  server.requestTimeout = 0;
+  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => connections.clientError(err, socket));
 
-  // Bodies are forwarded byte for byte, so never parse them.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  let built: Promise<JobApp> | undefined;
+  let closing = false;
+  const build = (): Promise<JobApp> =>
+    (built ??= import('./app.ts')
+      .then(({ buildJobApp }) => buildJobApp(options, server))
+      .catch((err: unknown) => {
+        built = undefined; // the next request tries again
+        throw err;
+      }));
 
-  // Authorise before reading the body: an unknown id or wrong secret is a plain 404.
-  app.addHook('onRequest', async (request, reply) => {
-    const id = (request.params as { id?: string } | undefined)?.id;
-    const token = (request.query as { token?: string } | undefined)?.token;
-    if (id === undefined || typeof token !== 'string' || !backend.authorize(id, token)) {
-      await reply.code(404).send(notFound);
+  const dispatch = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
+    if (closing && !built) return unavailable(response);
+    try {
+      (await build()).handle(request, response);
+    } catch (err) {
+      log.error({ err: err instanceof Error ? err.message : String(err) }, 'job API could not start its routes');
+      unavailable(response);
     }
-  });
-
-  app.setErrorHandler((error: FastifyError, _request, reply) => {
-    if (error.validation) return reply.code(400).send({ error: validationMessage(error) });
-    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return reply.code(413).send({ error: `request body exceeds ${options.maxBodySize} bytes` });
-    }
-    if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
-      return reply.code(error.statusCode).send({ error: error.message });
-    }
-    log.error({ err: error.message }, 'job API request failed');
-    return reply.code(503).send({ error: 'the agent could not record this request; retry' });
-  });
-  app.setNotFoundHandler((_request, reply) => reply.code(404).send(notFound));
-
-  app.get('/job/:id', { schema: { params: Params, querystring: Query } }, async (request, reply) => {
-    const result = await backend.fetchJob(request.params.id);
-    return reply.code(result.status).send(result.body);
-  });
-
-  app.put('/job/:id', { schema: { params: Params, querystring: Query, headers: StatusHeaders } }, async (request, reply) => {
-    const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-    const result = await backend.updateJob(request.params.id, {
-      status: request.headers['x-foreman-job-status'],
-      progress: request.headers['x-foreman-job-progress'] ?? 0,
-      headers: request.raw.headers,
-      body,
-    });
-    return reply.code(result.status).send(result.body);
+  };
+  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    // Counted here rather than in fastify, so requests that arrive while it loads are counted too.
+    connections.track(request.socket, response);
+    void dispatch(request, response);
   });
 
   let closed: Promise<void> | undefined;
   return {
-    app,
-    async listen(host, port) {
-      await app.listen({ host, port });
-      const address = app.server.address();
-      const bound = typeof address === 'object' && address ? address.port : port;
-      return { host, port: bound };
+    app: () => build().then((b) => b.app),
+    prepare() {
+      // A failure here is reported by the request that meets it.
+      if (!closing) build().catch(() => undefined);
+    },
+    listen(host, port) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          const address = server.address();
+          resolve({ host, port: typeof address === 'object' && address ? address.port : port });
+        });
+      });
     },
     close() {
-      closed ??= app.close();
+      closed ??= (async () => {
+        closing = true;
+        // fastify first: from now on it answers 503 with `connection: close`; then the server stops
+        // accepting connections, closes idle ones and waits for the requests in flight.
+        const app = await built?.then((b) => b.app).catch(() => undefined);
+        await app?.close();
+        if (server.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+      })();
       return closed;
     },
   };

@@ -1,0 +1,97 @@
+// The fastify part of the job API, loaded on the first request a container sends (see server.ts):
+// an agent with no jobs never loads fastify, its schema compiler or its router.
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { JobApiOptions } from './server.ts';
+
+const StatusHeaders = Type.Object({
+  'x-foreman-job-status': Type.Union([Type.Literal('running'), Type.Literal('completed')]),
+  'x-foreman-job-progress': Type.Optional(Type.Number()),
+});
+const Params = Type.Object({ id: Type.String() });
+const Query = Type.Object({ token: Type.Optional(Type.String()) });
+
+const notFound = { error: 'no such job' };
+
+function validationMessage(error: FastifyError): string {
+  const first = error.validation?.[0];
+  const path = first?.instancePath ?? '';
+  if (path.includes('x-foreman-job-status') || (first?.keyword === 'required' && String(first.params?.missingProperty).includes('status'))) {
+    return 'x-foreman-job-status must be "running" or "completed"';
+  }
+  if (path.includes('x-foreman-job-progress')) return 'x-foreman-job-progress must be a number';
+  return error.message;
+}
+
+export interface JobApp {
+  readonly app: FastifyInstance;
+  /** fastify's request handler, for the server that already listens. */
+  readonly handle: (request: IncomingMessage, response: ServerResponse) => void;
+}
+
+/** Builds the routes on `server`, which the caller made, listens with and closes. */
+export async function buildJobApp(options: JobApiOptions, server: Server): Promise<JobApp> {
+  const { backend, log, maxBodySize } = options;
+  let handle: JobApp['handle'] | undefined;
+  const app = Fastify({
+    logger: false,
+    bodyLimit: maxBodySize,
+    // Job ids may be up to 256 characters once percent-encoded three times over.
+    routerOptions: { maxParamLength: 1024 },
+    return503OnClosing: true,
+    serverFactory: (handler) => {
+      handle = handler;
+      return server;
+    },
+    // The server's own clientError listener (server.ts) answers bad bytes, also before fastify loads.
+    clientErrorHandler: () => undefined,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies are forwarded byte for byte, so never parse them.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  // Authorise before reading the body: an unknown id or wrong secret is a plain 404.
+  app.addHook('onRequest', async (request, reply) => {
+    const id = (request.params as { id?: string } | undefined)?.id;
+    const token = (request.query as { token?: string } | undefined)?.token;
+    if (id === undefined || typeof token !== 'string' || !backend.authorize(id, token)) {
+      await reply.code(404).send(notFound);
+    }
+  });
+
+  app.setErrorHandler((error: FastifyError, _request, reply) => {
+    if (error.validation) return reply.code(400).send({ error: validationMessage(error) });
+    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return reply.code(413).send({ error: `request body exceeds ${maxBodySize} bytes` });
+    }
+    if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
+      return reply.code(error.statusCode).send({ error: error.message });
+    }
+    log.error({ err: error.message }, 'job API request failed');
+    return reply.code(503).send({ error: 'the agent could not record this request; retry' });
+  });
+  app.setNotFoundHandler((_request, reply) => reply.code(404).send(notFound));
+
+  app.get('/job/:id', { schema: { params: Params, querystring: Query } }, async (request, reply) => {
+    const result = await backend.fetchJob(request.params.id);
+    return reply.code(result.status).send(result.body);
+  });
+
+  app.put('/job/:id', { schema: { params: Params, querystring: Query, headers: StatusHeaders } }, async (request, reply) => {
+    const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+    const result = await backend.updateJob(request.params.id, {
+      status: request.headers['x-foreman-job-status'],
+      progress: request.headers['x-foreman-job-progress'] ?? 0,
+      headers: request.raw.headers,
+      body,
+    });
+    return reply.code(result.status).send(result.body);
+  });
+
+  await app.ready();
+  if (!handle) throw new Error('fastify did not call serverFactory');
+  return { app, handle };
+}
