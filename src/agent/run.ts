@@ -193,7 +193,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Agent {
     freeSlots: () => scheduler.freeSlots(),
     onJobs: (entries) => {
       // Containers call the job API soon after they start.
-      if (entries.length > 0) jobApi.prepare();
+      jobApi.prepare();
       return scheduler.receive(entries);
     },
     onCancel: (ids) => scheduler.cancel(ids),

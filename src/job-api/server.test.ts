@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import pino from 'pino';
 import { createJobApi, type JobUpdate } from './server.ts';
 
@@ -129,5 +129,19 @@ test('a valid PUT followed by bytes that are not HTTP on the same connection sti
     assert.match(text, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\{"status":"accepted"\}HTTP\/1\.1 400 Bad Request\r\n[\s\S]*\{"error":"malformed HTTP request"\}$/);
   } finally {
     await api.close();
+  }
+});
+
+test('a port in use fails listen() at once, and close() still resolves', async () => {
+  const { api } = setup();
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  try {
+    const address = taken.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    await assert.rejects(api.listen('127.0.0.1', port), /EADDRINUSE/);
+    await api.close();
+  } finally {
+    await new Promise((resolve) => taken.close(resolve));
   }
 });

@@ -94,8 +94,8 @@ class ConnectionTracker {
  * The HTTP server job containers talk to: `GET /job/<id>` and `PUT /job/<id>`, each with `?token=<secret>`.
  *
  * The server itself (node:http, which the agent loads anyway) binds at start, so a taken port is an
- * error at start. The routes (fastify with its router and schema compiler, app.ts) are loaded on
- * the first request: an idle agent never pays for them.
+ * error at start. The routes (fastify with its router and schema compiler, app.ts) are loaded when
+ * a job arrives (`prepare`) or with the first request: an idle agent never pays for them.
  */
 export function createJobApi(options: JobApiOptions): JobApiServer {
   const { log } = options;
@@ -142,6 +142,8 @@ export function createJobApi(options: JobApiOptions): JobApiServer {
         server.once('error', reject);
         server.listen(port, host, () => {
           server.off('error', reject);
+          // Later errors (accept failing when out of file descriptors) are logged, not thrown.
+          server.on('error', (err) => log.error({ err: err.message }, 'job API server error'));
           const address = server.address();
           resolve({ host, port: typeof address === 'object' && address ? address.port : port });
         });
