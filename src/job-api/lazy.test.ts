@@ -2,22 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { createRequire } from 'node:module';
-import pino from 'pino';
-import { createJobApi } from './server.ts';
-
-const loadedFastify = (): boolean => Object.keys(createRequire(import.meta.url).cache).some((path) => path.includes('/node_modules/fastify/'));
+import { loadedFastify, openApi } from './api-fixture.ts';
 
 test('the job API listens without fastify and loads it with the first request', async () => {
-  const api = createJobApi({
-    log: pino({ level: 'silent' }),
-    maxBodySize: 1024,
-    backend: {
-      authorize: (id, secret) => id === 'j' && secret === 's',
-      fetchJob: (id) => Promise.resolve({ status: 200, body: { id } }),
-      updateJob: () => Promise.resolve({ status: 200, body: {} }),
-    },
-  });
+  const api = openApi({ authorize: (id, secret) => id === 'j' && secret === 's' });
   const { port } = await api.listen('127.0.0.1', 0);
   try {
     assert.equal(loadedFastify(), false, 'listening loads no fastify');

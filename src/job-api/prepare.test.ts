@@ -1,22 +1,10 @@
 // Its own file, so that no other test has loaded fastify into this process first.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import pino from 'pino';
-import { createJobApi } from './server.ts';
-
-const loadedFastify = (): boolean => Object.keys(createRequire(import.meta.url).cache).some((path) => path.includes('/node_modules/fastify/'));
+import { loadedFastify, openApi } from './api-fixture.ts';
 
 test('prepare() loads the routes before any request, once', async () => {
-  const api = createJobApi({
-    log: pino({ level: 'silent' }),
-    maxBodySize: 1024,
-    backend: {
-      authorize: () => true,
-      fetchJob: () => Promise.resolve({ status: 200, body: {} }),
-      updateJob: () => Promise.resolve({ status: 200, body: {} }),
-    },
-  });
+  const api = openApi();
   await api.listen('127.0.0.1', 0);
   try {
     assert.equal(loadedFastify(), false);

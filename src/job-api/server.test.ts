@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 import pino from 'pino';
+import { openApi } from './api-fixture.ts';
 import { createJobApi, type JobUpdate } from './server.ts';
 
 function setup() {
@@ -82,15 +83,7 @@ test('bad headers get 400 with a message; oversized bodies get 413', async () =>
 });
 
 test('a backend failure is a 503 the container can retry', async () => {
-  const api = createJobApi({
-    log: pino({ level: 'silent' }),
-    maxBodySize: 1024,
-    backend: {
-      authorize: () => true,
-      fetchJob: () => Promise.reject(new Error('SQLITE_BUSY: database is locked')),
-      updateJob: () => Promise.resolve({ status: 200, body: {} }),
-    },
-  });
+  const api = openApi({ fetchJob: () => Promise.reject(new Error('SQLITE_BUSY: database is locked')) });
   const res = await (await api.app()).inject({ method: 'GET', url: '/job/x?token=t' });
   assert.equal(res.statusCode, 503);
   assert.doesNotMatch(res.body, /SQLITE/);
