@@ -1,6 +1,4 @@
-import { Type, type Static, type TSchema } from 'typebox';
-import { Ajv, type ValidateFunction } from 'ajv';
-import { isHttpUrl } from '../shared/job-spec.ts';
+import { Type, type Static } from 'typebox';
 
 // Every leaf carries an `expected` annotation: the phrase a user sees after
 // "expected" when the value is wrong. Keeping it beside the rule keeps the two in step.
@@ -190,35 +188,4 @@ export function expectedAt(path: readonly string[]): string {
 /** The schema default of a leaf, if it has one. */
 export function defaultOf(dotted: string): unknown {
   return nodeAt(dotted.split('.'))?.default;
-}
-
-export function isDockerUrl(value: string): boolean {
-  try {
-    const url = new URL(value);
-    if (url.protocol === 'unix:') return url.pathname.length > 1;
-    return ['tcp:', 'http:', 'https:'].includes(url.protocol) && url.hostname !== '';
-  } catch {
-    return false;
-  }
-}
-
-export function isHostPortOrEmpty(value: string): boolean {
-  if (value === '') return true;
-  const match = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):(\d{1,5})$/.exec(value);
-  return match !== null && Number(match[2]) <= 65535;
-}
-
-let compiled: ValidateFunction | undefined;
-
-/** The compiled validator; built on first use so importing this module costs nothing. */
-export function configValidator(): ValidateFunction {
-  if (!compiled) {
-    const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
-    ajv.addKeyword({ keyword: 'expected', schemaType: 'string' });
-    ajv.addFormat('http-url', isHttpUrl);
-    ajv.addFormat('docker-url', isDockerUrl);
-    ajv.addFormat('host-port-or-empty', isHostPortOrEmpty);
-    compiled = ajv.compile(ConfigSchema as TSchema);
-  }
-  return compiled;
 }

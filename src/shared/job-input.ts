@@ -72,3 +72,13 @@ export function illFormedFields(record: Readonly<Record<string, unknown>>): stri
   }
   return problems;
 }
+
+/** `http:` or `https:` URL (the config's `http-url` format). */
+export function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}

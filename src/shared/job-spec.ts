@@ -1,43 +1,10 @@
-import { Type, type Static } from 'typebox';
-import { Ajv, type ErrorObject } from 'ajv';
-import addFormats from 'ajv-formats';
-import { HTTP_URL_PREFIX, IMAGE_REFERENCE, httpUrlProblem, illFormedFields, isWellFormedText, showText } from './job-input.ts';
+import type { ErrorObject } from 'ajv';
+import { httpUrlProblem, illFormedFields, isWellFormedText, showText } from './job-input.ts';
+import type { JobSpec } from './job-schema.ts';
+// JobSpecSchema (job-schema.ts) compiled by ajv at build time (scripts/validators.ts), so the agent never runs ajv's compiler.
+import { validate as validateJobSpec } from './job-validator.generated.ts';
 
-/** A job as served by the control server. Unknown fields are accepted and ignored. */
-export const JobSpecSchema = Type.Object(
-  {
-    id: Type.String({ minLength: 1, maxLength: 256 }),
-    // Docker's reference grammar; the engine judges the rest (letter case, whether the image exists).
-    image: Type.String({ minLength: 1, maxLength: 512, pattern: IMAGE_REFERENCE }),
-    body: Type.Unknown(),
-    // Host and port are checked beyond the schema (see `httpUrlProblem`).
-    callbackUrl: Type.String({ format: 'uri', pattern: HTTP_URL_PREFIX }),
-    /** Where the container's output is streamed as it runs (see the README's "Live job logs"). */
-    logsUrl: Type.Optional(Type.String({ format: 'uri', pattern: HTTP_URL_PREFIX })),
-    command: Type.Optional(Type.Array(Type.String())),
-    env: Type.Optional(Type.Record(Type.String(), Type.String())),
-    alwaysPull: Type.Optional(Type.Boolean()),
-    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
-    /** ms between the stop signal and the kill when the job is canceled; overrides core.cancel_grace_period. */
-    cancelGracePeriod: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
-    /** ms without an accepted update before the job is stopped as stalled; 0 is off; overrides core.stall_timeout. */
-    stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
-    /**
-     * At most the agent's maxima (docker.cpus, docker.memory_limit, docker.pids_limit), which the agent
-     * checks; the minima are the engine's (0.01 CPU, 6 MiB).
-     */
-    resources: Type.Optional(
-      Type.Object({
-        cpus: Type.Optional(Type.Number({ minimum: 0.01, maximum: 65_536 })),
-        memory: Type.Optional(Type.Integer({ minimum: 6_291_456, maximum: Number.MAX_SAFE_INTEGER })),
-        pids: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })),
-      }),
-    ),
-  },
-  { additionalProperties: true },
-);
-
-export type JobSpec = Static<typeof JobSpecSchema>;
+export type { JobSpec } from './job-schema.ts';
 
 export type JobValidation =
   | { ok: true; job: JobSpec }
@@ -50,17 +17,6 @@ export type JobValidation =
       /** The id as a log line may show it (lone surrogates escaped), whether usable or not. */
       shownId: string | undefined;
     };
-
-let compiled: ReturnType<Ajv['compile']> | undefined;
-
-function validator(): ReturnType<Ajv['compile']> {
-  if (!compiled) {
-    const ajv = new Ajv({ allErrors: true, strict: false });
-    (addFormats as unknown as (a: Ajv) => void)(ajv);
-    compiled = ajv.compile(JobSpecSchema);
-  }
-  return compiled;
-}
 
 function describe(error: ErrorObject): string {
   const where = error.instancePath ? error.instancePath.slice(1).replaceAll('/', '.') : 'job';
@@ -77,7 +33,7 @@ function describe(error: ErrorObject): string {
  * URLs the agent can deliver to, and strings that round-trip exactly (no lone surrogates).
  */
 export function validateJob(raw: unknown): JobValidation {
-  const validate = validator();
+  const validate = validateJobSpec as ((data: unknown) => boolean) & { errors?: ErrorObject[] | null };
   const record = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
   const problems = validate(raw) ? [] : (validate.errors ?? []).map(describe);
   if (problems.length === 0 && !Object.hasOwn(record, 'body')) problems.push('missing required field "body"');
@@ -98,13 +54,4 @@ export function validateJob(raw: unknown): JobValidation {
     callbackUrl: typeof url === 'string' && httpUrlProblem(url) === undefined ? url : undefined,
     shownId: typeof id === 'string' && id.length > 0 ? showText(id) : undefined,
   };
-}
-
-export function isHttpUrl(value: string): boolean {
-  try {
-    const url = new URL(value);
-    return url.protocol === 'http:' || url.protocol === 'https:';
-  } catch {
-    return false;
-  }
 }

@@ -1,0 +1,38 @@
+import { Type, type Static } from 'typebox';
+import { HTTP_URL_PREFIX, IMAGE_REFERENCE } from './job-input.ts';
+
+/** A job as served by the control server. Unknown fields are accepted and ignored. */
+export const JobSpecSchema = Type.Object(
+  {
+    id: Type.String({ minLength: 1, maxLength: 256 }),
+    // Docker's reference grammar; the engine judges the rest (letter case, whether the image exists).
+    image: Type.String({ minLength: 1, maxLength: 512, pattern: IMAGE_REFERENCE }),
+    body: Type.Unknown(),
+    // Host and port are checked beyond the schema (see `httpUrlProblem`).
+    callbackUrl: Type.String({ format: 'uri', pattern: HTTP_URL_PREFIX }),
+    /** Where the container's output is streamed as it runs (see the README's "Live job logs"). */
+    logsUrl: Type.Optional(Type.String({ format: 'uri', pattern: HTTP_URL_PREFIX })),
+    command: Type.Optional(Type.Array(Type.String())),
+    env: Type.Optional(Type.Record(Type.String(), Type.String())),
+    alwaysPull: Type.Optional(Type.Boolean()),
+    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+    /** ms between the stop signal and the kill when the job is canceled; overrides core.cancel_grace_period. */
+    cancelGracePeriod: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
+    /** ms without an accepted update before the job is stopped as stalled; 0 is off; overrides core.stall_timeout. */
+    stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
+    /**
+     * At most the agent's maxima (docker.cpus, docker.memory_limit, docker.pids_limit), which the agent
+     * checks; the minima are the engine's (0.01 CPU, 6 MiB).
+     */
+    resources: Type.Optional(
+      Type.Object({
+        cpus: Type.Optional(Type.Number({ minimum: 0.01, maximum: 65_536 })),
+        memory: Type.Optional(Type.Integer({ minimum: 6_291_456, maximum: Number.MAX_SAFE_INTEGER })),
+        pids: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })),
+      }),
+    ),
+  },
+  { additionalProperties: true },
+);
+
+export type JobSpec = Static<typeof JobSpecSchema>;
