@@ -52,6 +52,14 @@ async function idleAgentRss(extraEnv: Record<string, string>, nodeFlags: string[
   }
 }
 
+/**
+ * Extra node flags for the agent under test, from BENCH_AGENT_FLAGS: "--cpu-prof --cpu-prof-dir=/tmp/prof"
+ * profiles it; "--no-opt" and the like compare V8 settings.
+ */
+export function benchAgentFlags(): string[] {
+  return process.env.BENCH_AGENT_FLAGS?.split(' ').filter(Boolean) ?? [];
+}
+
 /** The tuning the systemd unit and the agent image apply: a 1 MB young generation, two malloc arenas. */
 export const TUNED = { env: { MALLOC_ARENA_MAX: '2' }, flags: ['--max-semi-space-size=1'] };
 

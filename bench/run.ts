@@ -17,7 +17,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
-import { benchIdle, rssMb } from './footprint.ts';
+import { benchAgentFlags, benchIdle, rssMb } from './footprint.ts';
 import { benchFanout, benchSoak } from './scale.ts';
 import type Docker from 'dockerode';
 import { CallbackReceiver, FakeControlServer, docker, job, spawnAgent, teardown, testEnv, waitFor, watchContainerEvents, type EngineEvent, type TestEnv } from '../test/support/harness.ts';
@@ -174,8 +174,7 @@ async function benchProxy(jobCount: number): Promise<void> {
   const control = await new FakeControlServer().start();
   const callbacks = await new CallbackReceiver().start();
   const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '600000' });
-  // BENCH_AGENT_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the agent under load.
-  const agent = spawnAgent(env, {}, process.env.BENCH_AGENT_FLAGS?.split(' ').filter(Boolean) ?? []);
+  const agent = spawnAgent(env, {}, benchAgentFlags());
   let agentId: string | undefined;
   try {
     const ids = Array.from({ length: jobCount }, (_, i) => `proxy-${i}`);
@@ -364,8 +363,7 @@ async function logStack(): Promise<{
     FOREMAN_CORE_JOB_REMOVAL_TIMEOUT: '60000',
     FOREMAN_CORE_MAX_LOG_BYTES: String(1024 * 1024 * 1024),
   });
-  // BENCH_AGENT_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the agent.
-  const agent = spawnAgent(env, {}, process.env.BENCH_AGENT_FLAGS?.split(' ').filter(Boolean) ?? []);
+  const agent = spawnAgent(env, {}, benchAgentFlags());
   const events = new Map<string, { start?: number; die?: number }>();
   const watchers: Array<{ stop(): void }> = [];
   let agentId: string | undefined;

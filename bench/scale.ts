@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { testJobImage } from '../test/support/image.ts';
-import { rssMb, TUNED } from './footprint.ts';
+import { benchAgentFlags, rssMb, TUNED } from './footprint.ts';
 import { CallbackReceiver, cleanup, freePort, job, spawnAgent, testEnv, waitFor, type TestEnv } from '../test/support/harness.ts';
 
 const CLOCK_TICKS = 100;
@@ -170,8 +170,7 @@ export async function benchFanout(count: number): Promise<void> {
     FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '300000',
     FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`,
   });
-  // BENCH_AGENT_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the agent; "--no-opt" and the like compare V8 settings.
-  const agent = spawnAgent(env, {}, process.env.BENCH_AGENT_FLAGS?.split(' ').filter(Boolean) ?? []);
+  const agent = spawnAgent(env, {}, benchAgentFlags());
   const pid = agent.child.pid ?? 0;
   try {
     await waitFor('the metrics page', () => metrics(metricsPort).then(() => true, () => false), 30_000, 200);

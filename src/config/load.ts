@@ -3,7 +3,8 @@ import { dirname, join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { ConfigError } from './errors.ts';
 import { expectedAt, LEAF_KEYS, leafKind, SECTIONS, TABLES, type TableKey, type ValidConfig } from './schema.ts';
-import { configValidator } from './validator.ts';
+// ConfigSchema compiled by ajv at development time (scripts/validators.ts), so the agent never runs ajv's compiler.
+import { validate } from './config-validator.generated.ts';
 import type { Config, ConfigSource, LoadedConfig } from './types.ts';
 import { show, suggestion, where, type Origin } from './messages.ts';
 import { RegistrySettings, REGISTRIES_KEY } from './registries.ts';
@@ -234,7 +235,6 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
   core.labels = Object.fromEntries([...raw.tables['core.labels']].map(([name, setting]) => [name, setting.value]));
   (data.docker ??= {}).registries = raw.registries.data();
 
-  const validate = configValidator;
   if (!validate(data)) {
     const problems = new Map<string, string>();
     for (const error of validate.errors ?? []) {

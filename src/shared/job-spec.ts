@@ -1,7 +1,7 @@
 import type { ErrorObject } from 'ajv';
 import { httpUrlProblem, illFormedFields, isWellFormedText, showText } from './job-input.ts';
 import type { JobSpec } from './job-schema.ts';
-// JobSpecSchema (job-schema.ts) compiled by ajv at build time (scripts/validators.ts), so the agent never runs ajv's compiler.
+// JobSpecSchema (job-schema.ts) compiled by ajv at development time (scripts/validators.ts), so the agent never runs ajv's compiler.
 import { validate as validateJobSpec } from './job-validator.generated.ts';
 
 export type { JobSpec } from './job-schema.ts';
@@ -33,9 +33,8 @@ function describe(error: ErrorObject): string {
  * URLs the agent can deliver to, and strings that round-trip exactly (no lone surrogates).
  */
 export function validateJob(raw: unknown): JobValidation {
-  const validate = validateJobSpec as ((data: unknown) => boolean) & { errors?: ErrorObject[] | null };
   const record = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
-  const problems = validate(raw) ? [] : (validate.errors ?? []).map(describe);
+  const problems = validateJobSpec(raw) ? [] : (validateJobSpec.errors ?? []).map(describe);
   if (problems.length === 0 && !Object.hasOwn(record, 'body')) problems.push('missing required field "body"');
   problems.push(...illFormedFields(record));
   for (const field of ['callbackUrl', 'logsUrl']) {
