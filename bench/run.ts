@@ -3,7 +3,8 @@
  * measured in the same run. Prints a table; asserts nothing.
  *
  *   npm run bench                  # all four
- *   npm run bench -- --only proxy  # dispatch | proxy | idle | logs | soak | fanout (soak and fanout: bench/scale.ts)
+ *   npm run bench -- --only proxy  # dispatch | proxy | idle | logs | soak | fanout | steady (soak, fanout: bench/scale.ts;
+ *                                  # steady, also run by fanout: bench/steady.ts)
  *   npm run bench -- --only logs --log-lines 200000 --log-runs 3
  *
  * The agent is the built bundle (bin/foreman.js → dist/): run `npm run build` after changing src/.
@@ -19,6 +20,7 @@ import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, benchIdle, rssMb } from './footprint.ts';
 import { benchFanout, benchSoak } from './scale.ts';
+import { benchSteady, endpointsOf } from './steady.ts';
 import type Docker from 'dockerode';
 import { CallbackReceiver, FakeControlServer, docker, job, spawnAgent, teardown, testEnv, waitFor, watchContainerEvents, type EngineEvent, type TestEnv } from '../test/support/harness.ts';
 
@@ -152,21 +154,6 @@ async function load(urls: string[], connections: number, seconds: number): Promi
   const elapsed = (Date.now() - started) / 1000;
   await pool.close();
   return { rate: latencies.length / elapsed, latencies: sortNum(latencies), errors };
-}
-
-/** The PUT endpoint of each job's container, read from the container's environment. */
-async function endpointsOf(agentIdLabel: string, count: number): Promise<string[]> {
-  const containers = await waitFor(`${count} job containers`, async () => {
-    const list = await docker.listContainers({ filters: { label: [agentIdLabel], status: ['running'] } });
-    return list.length >= count ? list : undefined;
-  }, 60_000, 100);
-  const endpoints: string[] = [];
-  for (const c of containers) {
-    const info = await docker.getContainer(c.Id).inspect();
-    const env = info.Config.Env.find((e) => e.startsWith('FOREMAN_PUT_JOB_ENDPOINT='));
-    if (env) endpoints.push(env.slice('FOREMAN_PUT_JOB_ENDPOINT='.length));
-  }
-  return endpoints;
 }
 
 async function benchProxy(jobCount: number): Promise<void> {
@@ -561,4 +548,5 @@ if (!which || which === 'logs') {
 }
 // Long (the soak runs 10,000 jobs): only when asked for.
 if (which === 'fanout') await benchFanout(Number(args['fanout-jobs']));
+if (which === 'fanout' || which === 'steady') await benchSteady(100, 20, 30);
 if (which === 'soak') await benchSoak(Number(args['soak-jobs']), !args['soak-untuned']);

@@ -9,20 +9,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { testJobImage } from '../test/support/image.ts';
-import { benchAgentFlags, rssMb, TUNED } from './footprint.ts';
+import { benchAgentFlags, cpuOf, rssMb, TUNED } from './footprint.ts';
 import { CallbackReceiver, cleanup, freePort, job, spawnAgent, testEnv, waitFor, type TestEnv } from '../test/support/harness.ts';
-
-const CLOCK_TICKS = 100;
-
-/** CPU seconds (user + system) a process has used. */
-function cpuOf(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return 0;
-  }
-}
 
 /** The engine's own processes: dockerd, containerd and each container's shim (not the containers' programs). */
 function enginePids(): number[] {

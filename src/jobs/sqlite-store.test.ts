@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
+import { ManualClock, settle } from '../shared/manual-clock.ts';
 import { SqliteStore } from './sqlite-store.ts';
 import { IllegalTransitionError } from './state.ts';
 import { DataDirInUseError } from './data-dir-lock.ts';
@@ -110,6 +111,55 @@ test('batched writes of one turn commit together; a failing one rolls back alone
     store.close();
     await assert.rejects(store.batch(() => 1), /closed/);
   });
+});
+
+test('delivered marks ride along with the next synced commit, or commit alone without a sync', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'foreman-store-'));
+  // A manual clock: a mark commits with a batch, or once its 100 ms have been let pass, never on its own timer.
+  const clock = new ManualClock();
+  const store = SqliteStore.open({ dataDir: dir, log: pino({ level: 'silent' }), clock });
+  // A second connection sees only what was committed.
+  const reader = new Database(join(dir, 'foreman.db'), { readonly: true });
+  const stored = (): string[] => reader.prepare('SELECT body FROM deliveries ORDER BY seq').all().map((r) => String((r as { body: Buffer }).body));
+  const synchronous = (): unknown => (store as unknown as { db: Database.Database }).db.pragma('synchronous', { simple: true });
+  try {
+    store.admit(spec, 's', 'n');
+    store.transition('job-1', 'creating');
+    store.transition('job-1', 'started', { containerId: 'c', startedAt: 1 });
+    const first = store.recordUpdate('job-1', delivery(1), 'running').delivery;
+    const second = store.recordUpdate('job-1', delivery(2)).delivery;
+
+    // Marked, then a batch: both commit in that batch's transaction.
+    let marked = false;
+    const mark = store.completeDelivery(first.id).then(() => (marked = true));
+    await settle();
+    assert.deepEqual(stored(), ['b1', 'b2'], 'a mark waits for a batch');
+    await store.batch(() => store.recordUpdate('job-1', delivery(3)));
+    assert.equal(marked, true, 'the mark resolved with the batch');
+    assert.deepEqual(stored(), ['b2', 'b3']);
+    await mark;
+
+    // Marked with no batch to ride along with: it commits on its own after 100 ms, and the connection syncs again.
+    const alone = store.completeDelivery(second.id);
+    await clock.advance(99);
+    assert.deepEqual(stored(), ['b2', 'b3']);
+    await clock.advance(1);
+    await alone;
+    assert.deepEqual(stored(), ['b3']);
+    assert.equal(synchronous(), 2, 'back to synchronous = FULL');
+
+    // A mark still waiting at close is committed by close.
+    const third = store.pendingDeliveries()[0];
+    assert.ok(third);
+    void store.completeDelivery(third.id);
+    store.close();
+    assert.deepEqual(stored(), []);
+    await assert.rejects(store.completeDelivery(third.id), /closed/);
+  } finally {
+    reader.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('one data_dir serves one agent; a lock left by a dead process is taken over', () => {

@@ -7,6 +7,7 @@ import type { JobSpec } from '../shared/job-spec.ts';
 import { lockDataDir } from './data-dir-lock.ts';
 import { onRejected, transition, type JobState, type Outcome } from './state.ts';
 import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+import { systemClock, type Clock, type Timer } from '../shared/clock.ts';
 import { statementCache } from '../shared/statements.ts';
 import { sqliteOptions } from '../shared/sqlite-binding.ts';
 
@@ -92,9 +93,14 @@ export interface SqliteStoreOptions {
   readonly dataDir: string;
   readonly log: Logger;
   readonly now?: () => number;
+  /** Timers (the delivered marks' commit); the system clock by default. */
+  readonly clock?: Pick<Clock, 'after'>;
   /** How long a write waits for a lock held by another connection before failing. */
   readonly busyTimeoutMs?: number;
 }
+
+/** How long a delivered mark waits for a batch to commit with before it commits alone. */
+const SETTLE_DELAY_MS = 100;
 
 /** JobStore on SQLite (WAL) in `<dataDir>/foreman.db`. */
 export class SqliteStore implements JobStore {
@@ -113,6 +119,10 @@ export class SqliteStore implements JobStore {
   private inBatchItem = false;
   private batched: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
   private flushQueued = false;
+  /** Delivered marks not yet committed: they ride along with the next batch, or commit on their own. */
+  private settled: Array<{ id: string; resolve: () => void; reject: (error: unknown) => void }> = [];
+  private settleTimer: Timer | undefined;
+  private readonly clock: Pick<Clock, 'after'>;
 
   /** Opens (creating when needed) the store; throws DataDirInUseError when another agent has it. */
   static open(options: SqliteStoreOptions): SqliteStore {
@@ -134,6 +144,7 @@ export class SqliteStore implements JobStore {
     this.unlock = unlock;
     this.log = options.log;
     this.now = options.now ?? Date.now;
+    this.clock = options.clock ?? systemClock;
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 1000}`);
@@ -311,13 +322,24 @@ export class SqliteStore implements JobStore {
     });
   }
 
+  /**
+   * Commits the queued batch and delivered marks. Marks alone commit without a disk sync (`synchronous =
+   * NORMAL`): a process crash keeps them all the same, and losing one to a power cut only repeats a delivery,
+   * which at-least-once allows. The next synced commit makes them durable too, as WAL frames are synced in order.
+   */
   private flush(): void {
     this.flushQueued = false;
+    this.settleTimer?.cancel();
+    this.settleTimer = undefined;
     const items = this.batched.splice(0);
-    if (items.length === 0) return;
+    const settled = this.settled.splice(0);
+    if (items.length === 0 && settled.length === 0) return;
+    const relaxed = items.length === 0;
     const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
+      if (relaxed) this.stmt('PRAGMA synchronous = NORMAL').run();
       this.transactional(() => {
+        for (const mark of settled) this.stmt('DELETE FROM deliveries WHERE id = ?').run(mark.id);
         for (const item of items) {
           this.inBatchItem = true;
           try {
@@ -331,9 +353,12 @@ export class SqliteStore implements JobStore {
         }
       });
     } catch (error) {
-      for (const item of items) item.reject(error);
+      for (const item of [...settled, ...items]) item.reject(error);
       return;
+    } finally {
+      if (relaxed) this.syncFully();
     }
+    for (const mark of settled) mark.resolve();
     items.forEach((item, i) => {
       const result = results[i];
       if (result?.ok) item.resolve(result.value);
@@ -341,9 +366,24 @@ export class SqliteStore implements JobStore {
     });
   }
 
+  /** Back to syncing every commit; runs from a timer, so it logs rather than throws. */
+  private syncFully(): void {
+    try {
+      this.stmt('PRAGMA synchronous = FULL').run();
+    } catch (err) {
+      this.log.error({ reason: err instanceof Error ? err.message : String(err) }, 'could not set synchronous = FULL again');
+    }
+  }
+
+  /** Waits up to SETTLE_DELAY_MS for a batch to ride along with, so an update costs one disk sync, not two. */
   completeDelivery(id: string): Promise<void> {
-    return this.batch(() => {
-      this.stmt('DELETE FROM deliveries WHERE id = ?').run(id);
+    return new Promise<void>((resolve, reject) => {
+      if (this.closed) {
+        reject(new Error('the store is closed'));
+        return;
+      }
+      this.settled.push({ id, resolve, reject });
+      this.settleTimer ??= this.clock.after(SETTLE_DELAY_MS, () => this.flush());
     });
   }
 
