@@ -1,0 +1,81 @@
+// The store's tables: migrations, and how their rows map to records.
+import type { JobState, Outcome } from './state.ts';
+import type { Delivery } from './store.ts';
+
+/** Numbered, append-only: never edit a shipped migration, add the next one. */
+export const migrations: readonly string[] = [
+  /* 1 */ `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+  CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    state TEXT NOT NULL,
+    container_name TEXT NOT NULL,
+    container_id TEXT,
+    outcome TEXT,
+    received_at INTEGER NOT NULL,
+    started_at INTEGER,
+    stopped_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX jobs_state ON jobs (state, updated_at);
+  CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    UNIQUE (job_id, seq)
+  );
+  `,
+  /* 2 */ `
+  ALTER TABLE jobs ADD COLUMN cancel_requested_at INTEGER;
+  ALTER TABLE jobs ADD COLUMN last_update_at INTEGER;
+  `,
+];
+
+export interface JobRow {
+  id: string;
+  spec: string;
+  secret: string;
+  state: JobState;
+  container_name: string;
+  container_id: string | null;
+  outcome: Outcome | null;
+  received_at: number;
+  started_at: number | null;
+  stopped_at: number | null;
+  updated_at: number;
+  cancel_requested_at: number | null;
+  last_update_at: number | null;
+}
+
+export interface DeliveryRow {
+  id: string;
+  job_id: string;
+  seq: number;
+  url: string;
+  headers: string;
+  body: Buffer;
+  created_at: number;
+  attempts: number;
+}
+
+export function toDelivery(row: DeliveryRow): Delivery {
+  return {
+    id: row.id,
+    jobId: row.job_id,
+    seq: row.seq,
+    url: row.url,
+    headers: JSON.parse(row.headers) as Record<string, string>,
+    body: row.body,
+    createdAt: row.created_at,
+    attempts: row.attempts,
+  };
+}
