@@ -20,7 +20,7 @@ import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, benchIdle, rssMb } from './footprint.ts';
 import { benchFanout, benchSoak } from './scale.ts';
-import { benchSteady, endpointsOf } from './steady.ts';
+import { benchSteady, sleepingJobs } from './steady.ts';
 import type Docker from 'dockerode';
 import { CallbackReceiver, FakeControlServer, docker, job, spawnAgent, teardown, testEnv, waitFor, watchContainerEvents, type EngineEvent, type TestEnv } from '../test/support/harness.ts';
 
@@ -157,18 +157,8 @@ async function load(urls: string[], connections: number, seconds: number): Promi
 }
 
 async function benchProxy(jobCount: number): Promise<void> {
-  await testJobImage();
-  const control = await new FakeControlServer().start();
-  const callbacks = await new CallbackReceiver().start();
-  const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '600000' });
-  const agent = spawnAgent(env, {}, benchAgentFlags());
-  let agentId: string | undefined;
+  const { callbacks, endpoints, close } = await sleepingJobs('proxy', jobCount);
   try {
-    const ids = Array.from({ length: jobCount }, (_, i) => `proxy-${i}`);
-    control.reply(ids.map((id) => job(id, callbacks.url(), { action: 'sleep' })));
-    const first = await waitFor('a job container', async () => (await docker.listContainers({ filters: { label: ['foreman.job-id=proxy-0'] } }))[0], 60_000, 100);
-    agentId = first.Labels['foreman.agent'];
-    const endpoints = await endpointsOf(`foreman.agent=${agentId}`, jobCount);
 
     const direct = await load([callbacks.url('direct')], 50, loadSeconds);
     const before = callbacks.requests.length;
@@ -192,7 +182,7 @@ async function benchProxy(jobCount: number): Promise<void> {
       `one connection: raw p50 ${fmt(percentile(directOne.latencies, 50), 2)} ms, through foreman p50 ${fmt(percentile(proxiedOne.latencies, 50), 2)} ms: added ${fmt(percentile(proxiedOne.latencies, 50) - percentile(directOne.latencies, 50), 2)} ms`,
     );
   } finally {
-    await teardown({ agent, control, callbacks, env, agentId });
+    await close();
   }
 }
 

@@ -14,7 +14,7 @@ import { benchAgentFlags, cpuOf } from './footprint.ts';
 import { CallbackReceiver, FakeControlServer, docker, job, spawnAgent, teardown, testEnv, waitFor } from '../test/support/harness.ts';
 
 /** The PUT endpoint of each job's container, read from the container's environment. */
-export async function endpointsOf(agentIdLabel: string, count: number): Promise<string[]> {
+async function endpointsOf(agentIdLabel: string, count: number): Promise<string[]> {
   const containers = await waitFor(`${count} job containers`, async () => {
     const list = await docker.listContainers({ filters: { label: [agentIdLabel], status: ['running'] } });
     return list.length >= count ? list : undefined;
@@ -57,30 +57,48 @@ async function cpuPerUpdate(pid: number, targets: ReadonlyArray<{ client: Client
   return { ms: ((cpuOf(pid) - cpu0) * 1000) / (rate * seconds), errors };
 }
 
-async function agentCpuPerUpdate(rate: number, jobs: number, seconds: number): Promise<{ ms: number; errors: number }> {
+/** An agent (from the bundle) running `count` job containers that sleep, with the PUT endpoint of each. */
+export interface SleepingJobs {
+  readonly pid: number;
+  readonly callbacks: CallbackReceiver;
+  readonly endpoints: string[];
+  readonly close: () => Promise<void>;
+}
+
+export async function sleepingJobs(prefix: string, count: number): Promise<SleepingJobs> {
   await testJobImage();
   const control = await new FakeControlServer().start();
   const callbacks = await new CallbackReceiver().start();
   const env = testEnv(control.url, {
     FOREMAN_LOG_LEVEL: 'warn',
-    FOREMAN_CORE_MAX_CONCURRENT_JOBS: String(jobs),
+    FOREMAN_CORE_MAX_CONCURRENT_JOBS: String(count),
     FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '600000',
   });
   const agent = spawnAgent(env, {}, benchAgentFlags());
   let agentId: string | undefined;
-  const targets: Array<{ client: Client; path: string }> = [];
+  const close = (): Promise<void> => teardown({ agent, control, callbacks, env, agentId });
   try {
-    control.reply(Array.from({ length: jobs }, (_, i) => job(`steady-${i}`, callbacks.url(), { action: 'sleep' })));
-    const first = await waitFor('a job container', async () => (await docker.listContainers({ filters: { label: ['foreman.job-id=steady-0'] } }))[0], 60_000, 100);
+    control.reply(Array.from({ length: count }, (_, i) => job(`${prefix}-${i}`, callbacks.url(), { action: 'sleep' })));
+    const first = await waitFor('a job container', async () => (await docker.listContainers({ filters: { label: [`foreman.job-id=${prefix}-0`] } }))[0], 60_000, 100);
     agentId = first.Labels['foreman.agent'];
-    for (const endpoint of await endpointsOf(`foreman.agent=${agentId}`, jobs)) {
-      const url = new URL(endpoint);
-      targets.push({ client: new Client(url.origin), path: url.pathname + url.search });
-    }
-    return await cpuPerUpdate(agent.child.pid ?? 0, targets, rate, seconds, () => callbacks.requests.length);
+    return { pid: agent.child.pid ?? 0, callbacks, endpoints: await endpointsOf(`foreman.agent=${agentId}`, count), close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+async function agentCpuPerUpdate(rate: number, jobs: number, seconds: number): Promise<{ ms: number; errors: number }> {
+  const running = await sleepingJobs('steady', jobs);
+  const targets = running.endpoints.map((endpoint) => {
+    const url = new URL(endpoint);
+    return { client: new Client(url.origin), path: url.pathname + url.search };
+  });
+  try {
+    return await cpuPerUpdate(running.pid, targets, rate, seconds, () => running.callbacks.requests.length);
   } finally {
     await Promise.all(targets.map((t) => t.client.close()));
-    await teardown({ agent, control, callbacks, env, agentId });
+    await running.close();
   }
 }
 
