@@ -202,9 +202,19 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
       const { control, callbacks } = stack;
       const nodeId = ((await docker.info()) as { Swarm?: { NodeID?: string } }).Swarm?.NodeID ?? '';
       const node = docker.getNode(nodeId);
+      // The manager bumps the node's version on its own (status, heartbeats), so an update
+      // can lose the race with "update out of sequence": read the version again and retry.
       const setAvailability = async (availability: string): Promise<void> => {
-        const current = (await node.inspect()) as { Version: { Index: number }; Spec: Record<string, unknown> };
-        await node.update({ version: current.Version.Index, ...current.Spec, Availability: availability });
+        await waitFor(`the node to be ${availability}`, async () => {
+          const current = (await node.inspect()) as { Version: { Index: number }; Spec: Record<string, unknown> };
+          if (current.Spec['Availability'] === availability) return true;
+          try {
+            await node.update({ version: current.Version.Index, ...current.Spec, Availability: availability });
+          } catch (err) {
+            if (!/out of sequence/.test(String(err))) throw err;
+          }
+          return false;
+        }, 10_000, 100);
       };
       await setAvailability('drain');
       try {
