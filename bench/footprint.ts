@@ -9,11 +9,13 @@ const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(d
 
 const CLOCK_TICKS = 100;
 
-/** CPU seconds (user + system) a process has used. */
-export function cpuOf(pid: number): number {
+/** CPU seconds a process has used: user + system, or one of them. */
+export function cpuOf(pid: number, part: 'all' | 'user' | 'system' = 'all'): number {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    const user = Number(fields[11]);
+    const system = Number(fields[12]);
+    return (part === 'user' ? user : part === 'system' ? system : user + system) / CLOCK_TICKS;
   } catch {
     return 0;
   }

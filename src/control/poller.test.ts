@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { systemClock } from '../shared/clock.ts';
+import { ManualClock } from '../shared/manual-clock.ts';
 import { PollError, Poller, encodeLabels, parsePollReply, type PollerOptions } from './poller.ts';
 
 test('replies: an array, one object, [] , empty and 204 are jobs; anything else is a PollError', () => {
@@ -76,13 +77,38 @@ function options(url: string, overrides: Partial<PollerOptions>): PollerOptions 
   };
 }
 
-test('a poll that gets no reply within poll_timeout fails with a clear reason', async () => {
-  const hanging = await server(() => undefined);
+test('a poll that gets no reply within poll_timeout fails with a clear reason, timed by the injected clock', { timeout: 10_000 }, async () => {
+  let arrived!: () => void;
+  const asked = new Promise<void>((resolve) => (arrived = resolve));
+  const hanging = await server(() => arrived());
+  const clock = new ManualClock();
   try {
-    const poller = new Poller(options(hanging.url, {}));
-    await assert.rejects(poller.pollOnce(new AbortController().signal), /no reply within poll_timeout \(200 ms\)/);
+    // A minute of poll_timeout, so only the manual clock can end this poll within the test's timeout.
+    const poller = new Poller(options(hanging.url, { clock, pollTimeoutMs: 60_000 }));
+    let settled = false;
+    const polled = poller.pollOnce(new AbortController().signal).then(() => undefined, (err: unknown) => err).finally(() => (settled = true));
+    await asked;
+    await clock.advance(59_999);
+    assert.equal((() => settled)(), false, 'still waiting 1 ms before poll_timeout');
+    await clock.advance(1);
+    const failure = await polled;
+    assert.ok(failure instanceof PollError && /^no reply within poll_timeout \(60000 ms\)$/.test(failure.message), String(failure));
   } finally {
     await hanging.close();
+  }
+});
+
+test('an answered poll leaves no timer behind', async () => {
+  const control = await server((_req, res) => res.writeHead(200).end('[{"id":"a"}]'));
+  const clock = new ManualClock();
+  try {
+    const poller = new Poller(options(control.url, { clock }));
+    assert.equal((await poller.pollOnce(new AbortController().signal)).length, 1);
+    assert.equal(clock.timers, 0);
+    await assert.rejects(poller.pollOnce(AbortSignal.abort(new Error('stopping'))), /stopping/);
+    assert.equal(clock.timers, 0);
+  } finally {
+    await control.close();
   }
 });
 

@@ -154,23 +154,29 @@ export class Poller {
 
   /** One GET; throws PollError or a network error. */
   async pollOnce(signal: AbortSignal): Promise<unknown[]> {
-    const timeout = AbortSignal.timeout(this.options.pollTimeoutMs);
-    const res = await request(this.options.url, {
-      method: 'GET',
-      headers: pollHeaders({ ...this.options, capacity: this.options.freeSlots() }),
-      signal: AbortSignal.any([signal, timeout]),
-      ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}),
-    }).catch((err: unknown) => {
-      if (timeout.aborted && !signal.aborted) throw new PollError(`no reply within poll_timeout (${this.options.pollTimeoutMs} ms)`);
+    const { pollTimeoutMs, clock } = this.options;
+    // The injected clock's timer, cancelled when the poll ends, rather than AbortSignal.timeout,
+    // whose timer outlives every poll and which a test clock cannot move.
+    const timeout = new AbortController();
+    const timer = clock.after(pollTimeoutMs, () => timeout.abort(new PollError(`no reply within poll_timeout (${pollTimeoutMs} ms)`)), { unref: true });
+    const timedOut = (err: unknown): never => {
+      if (timeout.signal.aborted && !signal.aborted) throw timeout.signal.reason as PollError;
       throw err;
-    });
-    const cancels = parseCancelHeader(res.headers[CANCEL_HEADER]);
-    if (cancels.length > 0) this.options.onCancel(cancels);
-    const text = await readLimited(res.body, this.options.maxReplyBytes ?? MAX_POLL_REPLY_BYTES).catch((err: unknown) => {
-      if (timeout.aborted && !signal.aborted) throw new PollError(`no reply within poll_timeout (${this.options.pollTimeoutMs} ms)`);
-      throw err;
-    });
-    return parsePollReply(res.statusCode, text);
+    };
+    try {
+      const res = await request(this.options.url, {
+        method: 'GET',
+        headers: pollHeaders({ ...this.options, capacity: this.options.freeSlots() }),
+        signal: AbortSignal.any([signal, timeout.signal]),
+        ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}),
+      }).catch(timedOut);
+      const cancels = parseCancelHeader(res.headers[CANCEL_HEADER]);
+      if (cancels.length > 0) this.options.onCancel(cancels);
+      const text = await readLimited(res.body, this.options.maxReplyBytes ?? MAX_POLL_REPLY_BYTES).catch(timedOut);
+      return parsePollReply(res.statusCode, text);
+    } finally {
+      timer.cancel();
+    }
   }
 }
 
