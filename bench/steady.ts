@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, cpuOf } from './footprint.ts';
+import { V8_FLAGS } from '../src/cli/main.ts';
 import { CallbackReceiver, FakeControlServer, docker, job, spawnAgent, teardown, testEnv, waitFor } from '../test/support/harness.ts';
 
 /** The PUT endpoint of each job's container, read from the container's environment. */
@@ -104,7 +105,7 @@ async function agentCpuPerUpdate(rate: number, jobs: number, seconds: number): P
 
 async function floorCpuPerUpdate(rate: number, connections: number, seconds: number): Promise<{ ms: number; errors: number }> {
   const callbacks = await new CallbackReceiver().start();
-  const child = spawn(process.execPath, ['--liftoff-only', '--import', 'tsx', fileURLToPath(new URL('floor.ts', import.meta.url)), 'serve', callbacks.url('floor')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...V8_FLAGS, '--import', 'tsx', fileURLToPath(new URL('floor.ts', import.meta.url)), 'serve', callbacks.url('floor')], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const targets: Array<{ client: Client; path: string }> = [];
   try {

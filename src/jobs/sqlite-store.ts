@@ -15,9 +15,8 @@ import { migrations, toDelivery, type DeliveryRow, type JobRow } from './sqlite-
 export interface SqliteStoreOptions {
   readonly dataDir: string;
   readonly log: Logger;
-  readonly now?: () => number;
-  /** Timers (the delivered marks' commit); the system clock by default. */
-  readonly clock?: Pick<Clock, 'after'>;
+  /** Timestamps and the delivered marks' commit timer; the system clock by default. */
+  readonly clock?: Pick<Clock, 'now' | 'after'>;
   /** How long a write waits for a lock held by another connection before failing. */
   readonly busyTimeoutMs?: number;
 }
@@ -30,7 +29,6 @@ export class SqliteStore implements JobStore {
   readonly agentId: string;
   private readonly db: Database.Database;
   private readonly log: Logger;
-  private readonly now: () => number;
   private closed = false;
   /** Statements are compiled once and reused. */
   private readonly stmt: ReturnType<typeof statementCache>;
@@ -45,7 +43,7 @@ export class SqliteStore implements JobStore {
   /** Delivered marks not yet committed: they ride along with the next batch, or commit on their own. */
   private settled: Array<{ id: string; resolve: () => void; reject: (error: unknown) => void }> = [];
   private settleTimer: Timer | undefined;
-  private readonly clock: Pick<Clock, 'after'>;
+  private readonly clock: Pick<Clock, 'now' | 'after'>;
 
   /** Opens (creating when needed) the store; throws DataDirInUseError when another agent has it. */
   static open(options: SqliteStoreOptions): SqliteStore {
@@ -66,7 +64,6 @@ export class SqliteStore implements JobStore {
     this.stmt = statementCache(db);
     this.unlock = unlock;
     this.log = options.log;
-    this.now = options.now ?? Date.now;
     this.clock = options.clock ?? systemClock;
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
@@ -126,7 +123,7 @@ export class SqliteStore implements JobStore {
   }
 
   admit(spec: JobSpec, secret: string, containerName: string): boolean {
-    const now = this.now();
+    const now = this.clock.now();
     const result = this.stmt(
         `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
          VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
@@ -139,7 +136,7 @@ export class SqliteStore implements JobStore {
   rememberRejected(id: string, delivery: NewDelivery | undefined): { delivery: Delivery | undefined } | undefined {
     const decision = onRejected();
     return this.inTransaction(() => {
-      const now = this.now();
+      const now = this.clock.now();
       // Stored as pending and moved through the table like any other ending, in one transaction.
       const inserted = this.stmt(
           `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
@@ -170,7 +167,7 @@ export class SqliteStore implements JobStore {
   recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch: TransitionPatch = {}): { job: JobRecord; delivery: Delivery } {
     return this.inTransaction(() => {
       const job = to ? this.applyTransition(id, to, patch) : this.mustGet(id);
-      const stored = this.insertDelivery(id, delivery, this.now(), patch.lastUpdateAt);
+      const stored = this.insertDelivery(id, delivery, this.clock.now(), patch.lastUpdateAt);
       return { job: patch.lastUpdateAt === undefined ? job : { ...job, lastUpdateAt: patch.lastUpdateAt }, delivery: stored };
     });
   }
@@ -181,7 +178,7 @@ export class SqliteStore implements JobStore {
           `UPDATE jobs SET cancel_requested_at = ?, updated_at = ?
            WHERE id = ? AND cancel_requested_at IS NULL AND state IN ('pending', 'creating', 'started', 'running')`,
         )
-        .run(this.now(), this.now(), id).changes;
+        .run(this.clock.now(), this.clock.now(), id).changes;
       if (changed === 0) return undefined;
       const job = this.mustGet(id);
       this.log.info({ jobId: id, state: job.state }, 'cancel requested by the control server');
@@ -198,7 +195,7 @@ export class SqliteStore implements JobStore {
   private applyTransition(id: string, to: JobState, patch: TransitionPatch): JobRecord {
     const current = this.mustGet(id);
     transition(id, current.state, to);
-    const now = this.now();
+    const now = this.clock.now();
     this.stmt(
         `UPDATE jobs SET state = ?, updated_at = ?,
            container_id = COALESCE(?, container_id),
