@@ -34,6 +34,7 @@ const { values: args } = parseArgs({
     'soak-jobs': { type: 'string', default: '10000' },
     'soak-untuned': { type: 'boolean', default: false },
     'fanout-jobs': { type: 'string', default: '100' },
+    'fanout-rounds': { type: 'string', default: '1' },
   },
 });
 const rounds = Number(args.rounds);
@@ -537,6 +538,6 @@ if (!which || which === 'logs') {
   await benchLogCpu();
 }
 // Long (the soak runs 10,000 jobs): only when asked for.
-if (which === 'fanout') await benchFanout(Number(args['fanout-jobs']));
+if (which === 'fanout') await benchFanout(Number(args['fanout-jobs']), Number(args['fanout-rounds']));
 if (which === 'fanout' || which === 'steady') await benchSteady(100, 20, 30);
 if (which === 'soak') await benchSoak(Number(args['soak-jobs']), !args['soak-untuned']);
