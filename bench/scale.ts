@@ -52,25 +52,24 @@ class EngineCpu {
   }
 }
 
-/** A control server that hands out jobs as the agent has room (its `x-foreman-capacity`), up to `total`. */
+/**
+ * A control server that hands out jobs as the agent has room (its `x-foreman-capacity`), up to `limit`,
+ * which a bench may raise to release jobs a round at a time.
+ */
 class JobFeeder {
   handedOut = 0;
-  /** Jobs handed out stop at this many, so a bench can release them a round at a time. */
-  limit: number;
   private server: Server | undefined;
   url = '';
 
   constructor(
-    private readonly total: number,
+    public limit: number,
     private readonly make: (index: number) => Record<string, unknown>,
-  ) {
-    this.limit = total;
-  }
+  ) {}
 
   async start(): Promise<this> {
     this.server = createServer((req, res) => {
       const capacity = Number(req.headers['x-foreman-capacity'] ?? 1);
-      const count = Math.max(0, Math.min(capacity, Math.min(this.total, this.limit) - this.handedOut));
+      const count = Math.max(0, Math.min(capacity, this.limit - this.handedOut));
       const jobs = Array.from({ length: count }, (_, i) => this.make(this.handedOut + i));
       this.handedOut += count;
       req.resume();
@@ -166,12 +165,11 @@ interface FanoutRound {
 
 /** The highest CPU share over any `windowS` seconds of `samples` (time in s, CPU seconds), or NaN when the run was shorter. */
 function busiestWindow(samples: ReadonlyArray<{ t: number; cpu: number }>, windowS: number): number {
-  let best = NaN;
-  for (const end of samples) {
-    const start = [...samples].reverse().find((s) => s.t <= end.t - windowS);
-    if (start) best = Math.max(Number.isNaN(best) ? 0 : best, (end.cpu - start.cpu) / (end.t - start.t));
-  }
-  return best;
+  const shares = samples.flatMap((end) => {
+    const start = samples.findLast((s) => s.t <= end.t - windowS);
+    return start ? [(end.cpu - start.cpu) / (end.t - start.t)] : [];
+  });
+  return shares.length > 0 ? Math.max(...shares) : NaN;
 }
 
 /** Runs jobs `from` to `from + count - 1` (handed out by `feeder` as the agent has room) and measures the agent and engine until all complete. */
@@ -218,8 +216,7 @@ async function fanoutRound(pid: number, metricsPort: number, feeder: JobFeeder, 
 export async function benchFanout(count: number, rounds = 1): Promise<void> {
   await testJobImage();
   const callbacks = await new CallbackReceiver().start();
-  const feeder = await new JobFeeder(count * rounds, (i) => job(`fan-${i}`, callbacks.url(), { action: 'progress', steps: 20, delayMs: 1000, values: [i] })).start();
-  feeder.limit = 0;
+  const feeder = await new JobFeeder(0, (i) => job(`fan-${i}`, callbacks.url(), { action: 'progress', steps: 20, delayMs: 1000, values: [i] })).start();
   const metricsPort = await freePort();
   const env = testEnv(feeder.url, {
     FOREMAN_LOG_LEVEL: 'warn',

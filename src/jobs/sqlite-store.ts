@@ -174,11 +174,12 @@ export class SqliteStore implements JobStore {
 
   requestCancel(id: string): JobRecord | undefined {
     return this.inTransaction(() => {
+      const now = this.clock.now();
       const changed = this.stmt(
           `UPDATE jobs SET cancel_requested_at = ?, updated_at = ?
            WHERE id = ? AND cancel_requested_at IS NULL AND state IN ('pending', 'creating', 'started', 'running')`,
         )
-        .run(this.clock.now(), this.clock.now(), id).changes;
+        .run(now, now, id).changes;
       if (changed === 0) return undefined;
       const job = this.mustGet(id);
       this.log.info({ jobId: id, state: job.state }, 'cancel requested by the control server');
