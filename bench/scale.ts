@@ -159,17 +159,37 @@ interface FanoutRound {
   maxMs: number;
   peak: number;
   updates: number;
-  /** The agent's busiest 10 s: its share of one core then. */
-  busiest: number;
+  /** The agent's busiest 10 s: its share of one core then, and what the jobs were doing. */
+  busiest: Busiest;
 }
 
-/** The highest CPU share over any `windowS` seconds of `samples` (time in s, CPU seconds), or NaN when the run was shorter. */
-function busiestWindow(samples: ReadonlyArray<{ t: number; cpu: number }>, windowS: number): number {
-  const shares = samples.flatMap((end) => {
+/** A stretch of the round, in seconds from its start, and the agent's share of one core over it. */
+interface CpuWindow {
+  share: number;
+  from: number;
+  to: number;
+}
+
+/** The busiest window, with what the jobs were doing in it. */
+interface Busiest extends CpuWindow {
+  /** Jobs sending updates at some point in the window. */
+  sending: number;
+  /** Jobs whose first update fell in the window. */
+  starting: number;
+  /** Jobs whose completion fell in the window. */
+  finishing: number;
+}
+
+/** The window of at least `windowS` seconds of `samples` (time in s, CPU seconds) with the highest CPU share; undefined when the run was shorter. */
+function busiestWindow(samples: ReadonlyArray<{ t: number; cpu: number }>, windowS: number): CpuWindow | undefined {
+  let best: CpuWindow | undefined;
+  for (const end of samples) {
     const start = samples.findLast((s) => s.t <= end.t - windowS);
-    return start ? [(end.cpu - start.cpu) / (end.t - start.t)] : [];
-  });
-  return shares.length > 0 ? Math.max(...shares) : NaN;
+    if (!start) continue;
+    const share = (end.cpu - start.cpu) / (end.t - start.t);
+    if (!best || share > best.share) best = { share, from: start.t, to: end.t };
+  }
+  return best;
 }
 
 /** Runs jobs `from` to `from + count - 1` (handed out by `feeder` as the agent has room) and measures the agent and engine until all complete. */
@@ -194,8 +214,10 @@ async function fanoutRound(pid: number, metricsPort: number, feeder: JobFeeder, 
   // How many jobs were sending updates at once: each job counts from its first update to its completion.
   const spans = callbacks.requests.filter((r) => r.headers['x-foreman-job-status'] === 'completed' && ofRound(r)).map((done) => {
     const id = done.headers['x-foreman-job-id'];
-    return { from: Math.min(...updates.filter((u) => u.headers['x-foreman-job-id'] === id).map((u) => u.at)), to: done.at };
+    return { from: (Math.min(...updates.filter((u) => u.headers['x-foreman-job-id'] === id).map((u) => u.at)) - t0) / 1000, to: (done.at - t0) / 1000 };
   });
+  const window = busiestWindow(samples, 10) ?? { share: NaN, from: NaN, to: NaN };
+  const within = (t: number): boolean => window.from <= t && t <= window.to;
   return {
     seconds,
     agentCpu: (cpuOf(pid) - agentCpu0) / seconds,
@@ -205,7 +227,12 @@ async function fanoutRound(pid: number, metricsPort: number, feeder: JobFeeder, 
     maxMs: (m.get('foreman_nodejs_eventloop_lag_max_seconds') ?? NaN) * 1000,
     peak: Math.max(...spans.map((a) => spans.filter((b) => b.from <= a.from && a.from <= b.to).length)),
     updates: updates.length,
-    busiest: busiestWindow(samples, 10),
+    busiest: {
+      ...window,
+      sending: spans.filter((a) => a.from <= window.to && window.from <= a.to).length,
+      starting: spans.filter((a) => within(a.from)).length,
+      finishing: spans.filter((a) => within(a.to)).length,
+    },
   };
 }
 
@@ -234,7 +261,9 @@ export async function benchFanout(count: number, rounds = 1): Promise<void> {
       const r = await fanoutRound(pid, metricsPort, feeder, callbacks, round * count, count);
       const which = rounds === 1 ? '' : round === 0 ? 'round 1 (fresh agent): ' : `round ${round + 1} (same agent): `;
       console.log(`${which}${count} jobs (max_concurrent_jobs = ${count}), each sending a progress update every second for 20 s: all done in ${r.seconds.toFixed(1)} s, up to ${r.peak} sending at once, ${r.updates} updates forwarded`);
-      console.log(`  agent CPU over the run: ${(r.agentCpu * 100).toFixed(1)} % of one core (goal: under 10 %), ${(r.agentSystem * 100).toFixed(1)} % of it in the kernel; ${((r.agentCpu * r.seconds * 1000) / count).toFixed(0)} ms per job (launch, 20 updates, removal); busiest 10 s: ${(r.busiest * 100).toFixed(1)} %`);
+      console.log(`  agent CPU over the run: ${(r.agentCpu * 100).toFixed(1)} % of one core (goal: under 10 %), ${(r.agentSystem * 100).toFixed(1)} % of it in the kernel; ${((r.agentCpu * r.seconds * 1000) / count).toFixed(0)} ms per job (launch, 20 updates, removal); busiest 10 s: ${(r.busiest.share * 100).toFixed(1)} %`);
+      const b = r.busiest;
+      console.log(`  the busiest 10 s were ${b.from.toFixed(1)}–${b.to.toFixed(1)} s into the round: ${b.sending} jobs sending, ${b.starting} of them sending their first update and ${b.finishing} completing then`);
       console.log(`  event-loop delay p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms`);
       console.log(`  engine CPU (dockerd, containerd, shims) over the run: ${(r.engine * 100).toFixed(1)} % of one core; agent RSS at the end ${rssMb(pid).toFixed(1)} MB`);
     }
