@@ -185,7 +185,17 @@ test('--exit-when-idle exits 0 once nothing ran for that long, after the job it 
 test('/healthz is 503 with the reason while the engine is unreachable; /readyz is 503 until a poll succeeds; histograms are served', async () => {
   const metricsPort = await freePort();
   const s = await setUp({ FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`, FOREMAN_DOCKER_URL: 'unix:///nonexistent/docker.sock' });
-  const agent = spawnAgent(s.env);
+  try {
+    await unreachableEngine(s.env, metricsPort);
+    await healthyAgent(s);
+  } finally {
+    await s.done();
+  }
+});
+
+/** An agent whose engine does not answer: /healthz names it, /readyz waits for a first poll. */
+async function unreachableEngine(env: TestEnv, metricsPort: number): Promise<void> {
+  const agent = spawnAgent(env);
   try {
     const health = await waitFor('/healthz to answer', async () => {
       const r = await get(`http://127.0.0.1:${metricsPort}/healthz`);
@@ -201,7 +211,10 @@ test('/healthz is 503 with the reason while the engine is unreachable; /readyz i
     agent.child.kill('SIGTERM');
     await agent.exited;
   }
+}
 
+/** A healthy agent: both probes pass, and the histograms count the job it ran. */
+async function healthyAgent(s: Awaited<ReturnType<typeof setUp>>): Promise<void> {
   const port2 = await freePort();
   const env2 = testEnv(s.control.url, { FOREMAN_METRICS_ADDRESS: `127.0.0.1:${port2}` });
   const healthy = spawnAgent(env2);
@@ -222,6 +235,5 @@ test('/healthz is 503 with the reason while the engine is unreachable; /readyz i
     healthy.child.kill('SIGTERM');
     await healthy.exited;
     await cleanup(env2, agentId);
-    await s.done();
   }
-});
+}
