@@ -121,7 +121,8 @@ export class CallbackReceiver {
         res.writeHead(this.status, this.replyHeaders).end();
       });
     });
-    this.port = await listen(this.server, '127.0.0.1', port || this.port);
+    // Below the ephemeral range (freePort), so no outgoing connection can take the port while it is down.
+    this.port = await listen(this.server, '127.0.0.1', port || this.port || (await freePort()));
     return this;
   }
 
