@@ -380,7 +380,7 @@ function bindable(port: number): Promise<boolean> {
  */
 export async function freePort(): Promise<number> {
   const low = ephemeralLow();
-  const top = low > 11_000 ? low : 32_768; // a machine whose ephemeral range starts lower keeps the default's gap
+  const top = low > 11_000 ? low : 32_768; // a range starting lower leaves no gap: take Linux's default bound
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = 10_000 + Math.floor(Math.random() * (top - 10_000));
     if (handedOut.has(port) || !(await bindable(port))) continue;
