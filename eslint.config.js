@@ -1,6 +1,20 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Test kits and fakes: only tests import them. */
+const TEST_KITS = { regex: '(^|/)(testing|executor/fake)/|/memory-store\\.ts$', message: 'Test kits and fakes (src/testing/, src/executor/fake/, memory-store.ts) are for tests only.' };
+
+/** `no-restricted-imports` for each folder's production files: its own rule plus the test-kit rule; tests may import anything. */
+function boundaries(rooms) {
+  return rooms.map(({ files, regex, message }) => ({
+    files,
+    ignores: ['**/*.test.ts', ...(files.some((f) => f.startsWith('src/testing/')) ? [] : ['src/testing/**'])],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex, message }, ...(files.some((f) => f.startsWith('src/testing/')) ? [] : [TEST_KITS])] }],
+    },
+  }));
+}
+
 export default tseslint.config(
   { ignores: ['node_modules/**', 'dist/**', 'examples/control-server/public/**', 'src/**/*.generated.ts'] },
   js.configs.recommended,
@@ -28,10 +42,23 @@ export default tseslint.config(
     files: ['src/cli/**', 'test/**', 'bench/**', 'examples/**', 'scripts/**'],
     rules: { 'no-restricted-properties': 'off' },
   },
+  // Node's assert prints the source expression of a failed `assert.ok(x)`, read at the position of the code tsx
+  // compiled, which is not the line in the file: give each one a message that names what failed.
+  {
+    files: ['**/*.test.ts', 'test/**/*.ts', 'src/testing/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        { selector: "CallExpression[callee.name='setInterval']", message: 'No setInterval loops: schedule the next run when the last one ends.' },
+        { selector: "CallExpression[callee.object.name='assert'][callee.property.name='ok'][arguments.length<2]", message: 'Say what failed: assert.ok(value, message).' },
+        { selector: "CallExpression[callee.name='assert'][arguments.length<2]", message: 'Say what failed: assert(value, message).' },
+      ],
+    },
+  },
   // Timers go through the injectable clock (src/shared/clock.ts), so tests can move time.
   {
     files: ['src/**/*.ts'],
-    ignores: ['src/**/*.test.ts', 'src/shared/clock.ts', 'src/shared/manual-clock.ts'],
+    ignores: ['src/**/*.test.ts', 'src/shared/clock.ts', 'src/testing/clock-kit.ts'],
     rules: {
       'no-restricted-globals': [
         'error',
@@ -40,23 +67,38 @@ export default tseslint.config(
       ],
     },
   },
-  // One folder per concern: only src/agent/ imports its siblings; the others import src/shared/ at most.
-  {
-    files: ['src/{config,control,jobs,executor,job-api,callbacks,logs}/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./(?!shared/)', message: 'Only src/agent/ imports sibling folders; take what this module needs as a parameter.' }] }] },
-  },
-  {
-    files: ['src/executor/*/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./\\.\\./(?!shared/)', message: 'Only src/agent/ imports sibling folders; take what this module needs as a parameter.' }] }] },
-  },
-  {
-    files: ['src/shared/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./', message: 'src/shared/ holds leaf helpers: it imports no other folder of the project.' }] }] },
-  },
-  {
-    files: ['src/cli/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./(?!agent/|\\.\\./package\\.json$)', message: 'src/cli/ reaches the agent only through src/agent/.' }] }] },
-  },
+  // One folder per concern. Which folder may import which: docs/architecture.md draws the same arrows, and
+  // test/architecture.test.ts fails on any import cycle. Tests may import anything, test kits included.
+  ...boundaries([
+    {
+      files: ['src/{config,control,jobs,executor,job-api,callbacks,logs}/*.ts'],
+      regex: '^\\.\\./(?!shared/)',
+      message: 'Only src/agent/ imports sibling folders; take what this module needs as a parameter.',
+    },
+    {
+      files: ['src/executor/*/*.ts'],
+      regex: '^\\.\\./\\.\\./(?!shared/)',
+      message: 'Only src/agent/ imports sibling folders; take what this module needs as a parameter.',
+    },
+    { files: ['src/shared/*.ts'], regex: '^\\.\\./', message: 'src/shared/ holds leaf helpers: it imports no other folder of the project.' },
+    { files: ['src/agent/*.ts'], regex: '^\\.\\./cli/', message: 'The agent never imports the command line.' },
+    {
+      files: ['src/agent/job/*.ts'],
+      regex: '^\\.\\./(?!\\.\\./)|^\\.\\./\\.\\./cli/',
+      message: 'A job\'s parts (src/agent/job/) are given what they need by the supervisor; they never import it (src/agent/*.ts) or the command line.',
+    },
+    {
+      files: ['src/cli/*.ts'],
+      regex: '^\\.\\./(?!agent/process\\.ts$|\\.\\./package\\.json$)',
+      message: 'src/cli/ reaches the agent only through src/agent/process.ts (and foreman check through ./check/).',
+    },
+    {
+      files: ['src/cli/check/*.ts'],
+      regex: '^\\.\\./\\.\\./(?!(config|control|executor|shared)/|\\.\\./package\\.json$)|^\\.\\./(?!\\.\\./)',
+      message: 'foreman check reads the config and probes the engine and the control server: it imports src/config, src/control, src/executor and src/shared only.',
+    },
+    { files: ['src/testing/*.ts'], regex: '^\\.\\./cli/', message: 'Test kits build parts of the agent, not the command line.' },
+  ]),
   {
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     ...tseslint.configs.disableTypeChecked,

@@ -6,7 +6,7 @@
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
-import { runCheck } from '../src/agent/check.ts';
+import { runCheck } from '../src/cli/check/check.ts';
 import { testJobImage } from './support/image.ts';
 import {
   CallbackReceiver,

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
 import { testJobImage } from './support/image.ts';
-import { runCheck } from '../src/agent/check.ts';
+import { runCheck } from '../src/cli/check/check.ts';
 import { cleanup, docker, FakeControlServer, job, loadTestConfig, readLog, repoRoot, spawnAgent, startStack, testEnv, waitFor, type Stack } from './support/harness.ts';
 
 interface SwarmState {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { ManualClock } from '../shared/manual-clock.ts';
+import { ManualClock } from '../testing/clock-kit.ts';
 import { OneShot } from './one-shot.ts';
 
 function watch(options: { maxJobs?: number; exitWhenIdleMs?: number }) {

@@ -3,9 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LABEL_JOB } from '../executor/executor.ts';
 import type { JobState } from '../jobs/state.ts';
-import { settle } from '../shared/manual-clock.ts';
+import { settle } from '../testing/clock-kit.ts';
 import { Reconciler } from './reconciler.ts';
-import { IMAGE, jobSpec, makeKit, type Kit } from './unit-kit.ts';
+import { IMAGE, jobSpec, makeKit, type Kit } from '../testing/agent-kit.ts';
 
 /** A job left by a previous run in `state`, optionally with a container (created, and running when asked). */
 async function leftOver(kit: Kit, id: string, state: JobState, container?: 'created' | 'running' | 'exited'): Promise<string | undefined> {

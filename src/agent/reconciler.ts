@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { ContainerStatus, Executor } from '../executor/executor.ts';
 import type { JobStore } from '../jobs/store.ts';
 import { describeHttpError } from '../shared/backoff.ts';
-import type { Scheduler } from './scheduler.ts';
+import type { Scheduler } from './job/scheduler.ts';
 
 export interface ReconcilerDeps {
   readonly store: JobStore;

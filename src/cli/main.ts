@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import pkg from '../../package.json' with { type: 'json' };
-import { ConfigError, loadConfig, runAgent } from '../agent/run.ts';
+import { ConfigError, loadConfig, runAgentProcess } from '../agent/process.ts';
 
 const HELP = `Usage: foreman [command] [options]
 
@@ -121,8 +121,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     });
     for (const warning of loaded.warnings) complain(`warning: ${warning}`);
     // Loaded only for `check`: an idle agent should not hold code it never runs.
-    if (command === 'check') return await (await import('../agent/check.ts')).runCheck(loaded, write);
-    return await runAgent(loaded, {
+    if (command === 'check') return await (await import('./check/check.ts')).runCheck(loaded, write);
+    return await runAgentProcess(loaded, {
       version: pkg.version,
       complain,
       oneShot: { maxJobs, exitWhenIdleMs },

@@ -9,7 +9,7 @@ import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getAsset, isSea } from 'node:sea';
-import { setSqliteNativeBinding } from '../agent/run.ts';
+import { setSqliteNativeBinding } from '../agent/process.ts';
 import { main } from './main.ts';
 
 export const ADDON_ASSET = 'better_sqlite3.node';

@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { systemClock } from '../shared/clock.ts';
-import { ManualClock } from '../shared/manual-clock.ts';
+import { ManualClock } from '../testing/clock-kit.ts';
 import { PollError, Poller, encodeLabels, parsePollReply, type PollerOptions } from './poller.ts';
 
 test('replies: an array, one object, [] , empty and 204 are jobs; anything else is a PollError', () => {
@@ -128,7 +128,7 @@ test('polls go on while every slot is taken, asking for 0 jobs: a heartbeat, one
   });
   const abort = new AbortController();
   const poller = new Poller(options(control.url, { freeSlots: () => 0, pollFrequencyMs: 20 }));
-  const running = poller.run(abort.signal);
+  const running = poller.pollUntilStopped(abort.signal);
   try {
     const deadline = Date.now() + 5000;
     while (seen.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -152,7 +152,7 @@ test('a reply that brings no new job (the agent knew them all) does not trigger 
   });
   const abort = new AbortController();
   const poller = new Poller(options(control.url, { pollFrequencyMs: 50, onJobs: () => 0 }));
-  const running = poller.run(abort.signal);
+  const running = poller.pollUntilStopped(abort.signal);
   try {
     const deadline = Date.now() + 5000;
     while (seen.length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));

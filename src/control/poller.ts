@@ -123,7 +123,7 @@ export class Poller {
     return this.lastProblem;
   }
 
-  async run(signal: AbortSignal): Promise<void> {
+  async pollUntilStopped(signal: AbortSignal): Promise<void> {
     const { clock, log } = this.options;
     while (!signal.aborted) {
       let delay: number;

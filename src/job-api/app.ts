@@ -4,7 +4,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { JobApiOptions } from './server.ts';
+import type { JobApiOptions } from './types.ts';
 
 const StatusHeaders = Type.Object({
   'x-foreman-job-status': Type.Union([Type.Literal('running'), Type.Literal('completed')]),

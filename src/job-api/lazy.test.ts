@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { loadedFastify, openApi } from './api-fixture.ts';
+import { loadedFastify, openApi } from '../testing/job-api-kit.ts';
 
 test('the job API listens without fastify and loads it with the first request', async () => {
   const api = openApi({ authorize: (id, secret) => id === 'j' && secret === 's' });

@@ -1,7 +1,7 @@
 // Its own file, so that no other test has loaded fastify into this process first.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadedFastify, openApi } from './api-fixture.ts';
+import { loadedFastify, openApi } from '../testing/job-api-kit.ts';
 
 test('prepare() loads the routes before any request, once', async () => {
   const api = openApi();

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 import pino from 'pino';
-import { openApi } from './api-fixture.ts';
+import { openApi } from '../testing/job-api-kit.ts';
 import { createJobApi, type JobUpdate } from './server.ts';
 
 function setup() {

@@ -2,38 +2,10 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { FastifyInstance } from 'fastify';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Logger } from 'pino';
 import type { JobApp } from './app.ts';
+import type { JobApiOptions } from './types.ts';
 
-export type JobStatus = 'running' | 'completed';
-
-export interface JobUpdate {
-  readonly status: JobStatus;
-  readonly progress: number;
-  /** The container's request headers, lower-cased, as received. */
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
-  /** The raw request body, byte for byte. */
-  readonly body: Buffer;
-}
-
-export interface ApiReply {
-  readonly status: number;
-  readonly body: unknown;
-}
-
-/** What the job API needs from the agent; all job logic lives behind it. */
-export interface JobApiBackend {
-  /** True when `secret` is the secret of a job this agent tracks. Must not reveal why not. */
-  authorize(jobId: string, secret: string): boolean;
-  fetchJob(jobId: string): Promise<ApiReply>;
-  updateJob(jobId: string, update: JobUpdate): Promise<ApiReply>;
-}
-
-export interface JobApiOptions {
-  readonly backend: JobApiBackend;
-  readonly log: Logger;
-  readonly maxBodySize: number;
-}
+export type { ApiReply, JobApiBackend, JobApiOptions, JobStatus, JobUpdate } from './types.ts';
 
 export interface JobApiServer {
   /** The fastify app behind the server, built on first use; tests inject requests through it. */

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
-import { ManualClock, settle } from '../shared/manual-clock.ts';
+import { ManualClock, settle } from '../testing/clock-kit.ts';
 import { SqliteStore } from './sqlite-store.ts';
 import { IllegalTransitionError } from './state.ts';
 import { DataDirInUseError } from './data-dir-lock.ts';

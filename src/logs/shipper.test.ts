@@ -5,7 +5,7 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import type { LogLine } from '../shared/log-line.ts';
-import { ManualClock, settle } from '../shared/manual-clock.ts';
+import { ManualClock, settle } from '../testing/clock-kit.ts';
 import { LogStore } from './log-store.ts';
 import { LogShipper, type LogShipperOptions } from './shipper.ts';
 

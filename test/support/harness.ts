@@ -10,8 +10,8 @@ import { dirname, join, resolve } from 'node:path';
 import type Docker from 'dockerode';
 import { createDockerClient } from '../../src/executor/docker/client.ts';
 import pino from 'pino';
-import type { Agent } from '../../src/agent/agent.ts';
-import { composeAgent, createExecutor } from '../../src/agent/run.ts';
+import type { Supervisor } from '../../src/agent/supervisor.ts';
+import { composeAgent, createExecutor } from '../../src/agent/compose.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { LoadedConfig } from '../../src/config/types.ts';
 import { SqliteStore } from '../../src/jobs/sqlite-store.ts';
@@ -190,7 +190,7 @@ export function loadTestConfig(t: TestEnv): LoadedConfig {
 }
 
 export interface InProcessAgent {
-  readonly agent: Agent;
+  readonly agent: Supervisor;
   readonly store: SqliteStore;
   readonly loaded: LoadedConfig;
   readonly logFile: string;

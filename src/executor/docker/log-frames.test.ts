@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LogMessage } from '../../shared/log-line.ts';
-import { frame } from './log-frame-fixture.ts';
+import { frame } from '../../testing/log-frame-kit.ts';
 import { LogFrameParser, sinceParam, tailLines } from './log-frames.ts';
 
 /** Messages in a form deepEqual compares by content. */

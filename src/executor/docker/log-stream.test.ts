@@ -4,7 +4,7 @@ import { getEventListeners } from 'node:events';
 import { PassThrough } from 'node:stream';
 import type { LogMessage } from '../../shared/log-line.ts';
 import { readLogBatches, type LogQuery } from './log-stream.ts';
-import { stdoutFrame as frame } from './log-frame-fixture.ts';
+import { stdoutFrame as frame } from '../../testing/log-frame-kit.ts';
 
 async function texts(batches: AsyncIterable<LogMessage[]>): Promise<string[][]> {
   const out: string[][] = [];

@@ -10,7 +10,7 @@ import { systemClock } from '../../shared/clock.ts';
 import type { ExecutorEvent } from '../executor.ts';
 import { RegistryAuth } from '../docker/registry-auth.ts';
 import { SwarmExecutor } from './swarm-executor.ts';
-import { stdoutFrame as frame } from '../docker/log-frame-fixture.ts';
+import { stdoutFrame as frame } from '../../testing/log-frame-kit.ts';
 
 class FakeSwarm {
   readonly calls: string[] = [];

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ExecutorJobError } from '../executor/executor.ts';
-import type { JobRecord } from '../jobs/store.ts';
+import { ExecutorJobError } from '../../executor/executor.ts';
+import type { JobRecord } from '../../jobs/store.ts';
 import { launchFailedDetails } from './endings.ts';
-import { secretsOf } from './job-container.ts';
+import { secretsOf } from './container.ts';
 
 const job = {
   id: 'j1',

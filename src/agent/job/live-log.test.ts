@@ -5,14 +5,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { LABEL_JOB } from '../executor/executor.ts';
-import { FakeExecutor } from '../executor/fake/fake-executor.ts';
-import type { JobRecord } from '../jobs/store.ts';
-import { LogStore } from '../logs/log-store.ts';
-import type { LogShipper } from '../logs/shipper.ts';
-import { ManualClock, settle } from '../shared/manual-clock.ts';
-import { LiveLogs, type LiveLogsOptions } from './live-logs.ts';
-import { IMAGE } from './unit-kit.ts';
+import { LABEL_JOB } from '../../executor/executor.ts';
+import { FakeExecutor } from '../../executor/fake/fake-executor.ts';
+import type { JobRecord } from '../../jobs/store.ts';
+import { LogStore } from '../../logs/log-store.ts';
+import type { LogShipper } from '../../logs/shipper.ts';
+import { ManualClock, settle } from '../../testing/clock-kit.ts';
+import { LiveLogs, type LiveLogsOptions } from './live-log.ts';
+import { IMAGE } from '../../testing/agent-kit.ts';
 
 const JOB_SECRET = 'job-secret-0123456789';
 

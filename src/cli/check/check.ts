@@ -1,17 +1,17 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import { Agent, request } from '../shared/http-client.ts';
-import pkg from '../../package.json' with { type: 'json' };
-import { show } from '../config/load.ts';
-import { registryRows, registrySummary, REGISTRIES_KEY } from '../config/registries.ts';
-import { LEAF_KEYS } from '../config/schema.ts';
-import type { Config, LoadedConfig } from '../config/types.ts';
-import { pollHeaders, userAgentFor } from '../control/poller.ts';
-import { describeHttpError } from '../shared/backoff.ts';
-import { systemClock, type Timer } from '../shared/clock.ts';
-import { createDockerClient, describeEngineError } from '../executor/docker/client.ts';
-import { allowsInterContainerTraffic, iccWarning, settingProblems, type EngineInfo } from '../executor/docker/hardening.ts';
-import { checkSwarm } from './check-swarm.ts';
+import { Agent, request } from '../../shared/http-client.ts';
+import pkg from '../../../package.json' with { type: 'json' };
+import { show } from '../../config/load.ts';
+import { registryRows, registrySummary, REGISTRIES_KEY } from '../../config/registries.ts';
+import { LEAF_KEYS } from '../../config/schema.ts';
+import type { Config, LoadedConfig } from '../../config/types.ts';
+import { pollHeaders, userAgentFor } from '../../control/poller.ts';
+import { describeHttpError } from '../../shared/backoff.ts';
+import { systemClock, type Timer } from '../../shared/clock.ts';
+import { createDockerClient, describeEngineError } from '../../executor/docker/client.ts';
+import { allowsInterContainerTraffic, iccWarning, settingProblems, type EngineInfo } from '../../executor/docker/hardening.ts';
+import { checkSwarm } from './swarm.ts';
 
 /** How long `check` waits for the Docker engine before calling it unreachable. */
 const ENGINE_TIMEOUT_MS = 10_000;

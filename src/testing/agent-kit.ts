@@ -3,10 +3,10 @@ import pino from 'pino';
 import { FakeExecutor } from '../executor/fake/fake-executor.ts';
 import { MemoryStore } from '../jobs/memory-store.ts';
 import type { Delivery } from '../shared/delivery.ts';
-import { ManualClock } from '../shared/manual-clock.ts';
-import type { JobRunContext } from './job-run-context.ts';
-import { JobEndpoints } from './naming.ts';
-import { Scheduler } from './scheduler.ts';
+import { ManualClock } from './clock-kit.ts';
+import type { RunnerContext } from '../agent/job/context.ts';
+import { JobEndpoints } from '../agent/job/naming.ts';
+import { Scheduler } from '../agent/job/scheduler.ts';
 
 export const IMAGE = 'fake/job:1';
 
@@ -36,7 +36,7 @@ export function makeKit(options: KitOptions = {}) {
   const delivered: Delivery[] = [];
   const endpoints = new JobEndpoints();
   endpoints.base = 'http://127.0.0.1:3000';
-  const ctx: JobRunContext = {
+  const ctx: RunnerContext = {
     store,
     executor,
     log: pino({ level: 'silent' }),

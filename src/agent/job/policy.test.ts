@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { validateJob, type JobSpec } from '../shared/job-spec.ts';
-import { jobPolicy } from './job-policy.ts';
+import { validateJob, type JobSpec } from '../../shared/job-spec.ts';
+import { jobPolicy } from './policy.ts';
 
 const base = { id: 'j1', image: 'foreman-test-job:latest', body: null, callbackUrl: 'http://127.0.0.1:9/cb' };
 

@@ -1,5 +1,5 @@
 import type Docker from 'dockerode';
-import { describeHttpError } from '../shared/backoff.ts';
+import { describeHttpError } from '../../shared/backoff.ts';
 
 /** One line of `foreman check`; the same shape as check.ts's own. */
 export interface SwarmCheckLine {

@@ -2,11 +2,11 @@
  * What the agent says when it ends a job: the `reason` and `message` of each report (the outcome
  * itself comes from the decisions in src/jobs/state.ts), and whether the container's log tail goes with it.
  */
-import type { Ending } from '../callbacks/messages.ts';
-import { ExecutorJobError } from '../executor/executor.ts';
-import type { JobState, Outcome } from '../jobs/state.ts';
-import { describeHttpError } from '../shared/backoff.ts';
-import { redactValues } from '../shared/redact.ts';
+import type { Ending } from '../../callbacks/messages.ts';
+import { ExecutorJobError } from '../../executor/executor.ts';
+import type { JobState, Outcome } from '../../jobs/state.ts';
+import { describeHttpError } from '../../shared/backoff.ts';
+import { redactValues } from '../../shared/redact.ts';
 
 export type EndDetails = Omit<Ending, 'outcome' | 'logs'> & { readonly includeLogs?: boolean };
 

@@ -1,5 +1,5 @@
-import { endingReport } from '../callbacks/messages.ts';
-import type { ContainerStatus } from '../executor/executor.ts';
+import { endingReport } from '../../callbacks/messages.ts';
+import type { ContainerStatus } from '../../executor/executor.ts';
 import {
   hasEnded,
   onCancel,
@@ -12,10 +12,10 @@ import {
   onTimeout,
   type Decision,
   type JobState,
-} from '../jobs/state.ts';
-import type { JobRecord } from '../jobs/store.ts';
-import { backoffDelay, describeHttpError } from '../shared/backoff.ts';
-import { TimerSet } from '../shared/timer-set.ts';
+} from '../../jobs/state.ts';
+import type { JobRecord } from '../../jobs/store.ts';
+import { backoffDelay, describeHttpError } from '../../shared/backoff.ts';
+import { TimerSet } from '../../shared/timer-set.ts';
 import {
   cancelDetails,
   exitDetails,
@@ -26,9 +26,9 @@ import {
   timeoutDetails,
   type DetailsFor,
 } from './endings.ts';
-import { containerSpec, JobContainer, secretsOf } from './job-container.ts';
-import type { JobRunContext, JobRunHooks } from './job-run-context.ts';
-import type { JobLog } from './live-logs.ts';
+import { containerSpec, JobContainer, secretsOf } from './container.ts';
+import type { RunnerContext, RunnerHooks } from './context.ts';
+import type { JobLog } from './live-log.ts';
 
 /**
  * Owns one job from the moment it is queued until its container is removed: its cancel signal,
@@ -37,10 +37,10 @@ import type { JobLog } from './live-logs.ts';
  * what an event means comes from `src/jobs/state.ts`; this class carries it out against the engine
  * and the store.
  */
-export class JobRun {
+export class JobRunner {
   readonly id: string;
-  private readonly ctx: JobRunContext;
-  private readonly hooks: JobRunHooks;
+  private readonly ctx: RunnerContext;
+  private readonly hooks: RunnerHooks;
   /** Aborts the launch calls in flight: on a launch timeout, a cancel and at shutdown. */
   private readonly abort = new AbortController();
   private readonly timers: TimerSet<'launch' | 'completion' | 'stall' | 'kill' | 'removal'>;
@@ -54,7 +54,7 @@ export class JobRun {
   /** When the container's last update was accepted (or it started): the stall clock. */
   private lastTouch = 0;
 
-  constructor(id: string, ctx: JobRunContext, hooks: JobRunHooks) {
+  constructor(id: string, ctx: RunnerContext, hooks: RunnerHooks) {
     this.id = id;
     this.ctx = ctx;
     this.hooks = hooks;
@@ -155,7 +155,7 @@ export class JobRun {
     } catch (err) {
       // Nothing changed: queue it again, then give the slot back, so the retry waits a moment.
       log.error({ jobId: this.id, reason: describeHttpError(err) }, 'could not record the job start; will retry');
-      this.hooks.requeue(this, 'front');
+      this.hooks.requeue('front');
       this.release();
       return;
     }
@@ -224,7 +224,7 @@ export class JobRun {
     const canceling = job.cancelRequestedAt !== null;
     // A cancel stored before a crash is finished now; the job never starts.
     if (canceling && (job.state === 'pending' || job.state === 'creating')) return this.act(onCancel, cancelDetails());
-    if (job.state === 'pending') return this.hooks.requeue(this, 'back');
+    if (job.state === 'pending') return this.hooks.requeue('back');
     // The listing may predate a launch that finished while this step waited its turn.
     const container = listed ?? (job.containerName ? await executor.inspect(job.containerName) : undefined);
     if (!container) {
@@ -272,13 +272,13 @@ export class JobRun {
         return this.stopAfterCompletion();
       case 'requeue':
         if (job.state !== 'pending') store.transition(this.id, 'pending');
-        this.hooks.requeue(this, 'back');
+        this.hooks.requeue('back');
         return this.release();
       case 'forget':
         this.release();
         if (job.state !== 'stopped') store.transition(this.id, 'stopped');
         store.transition(this.id, 'removed');
-        return this.hooks.finished(this);
+        return this.hooks.finished();
       case 'signal-stop':
         return this.signalStop(job);
       case 'end': {
@@ -307,7 +307,7 @@ export class JobRun {
     metrics?.jobsEnded.inc({ outcome: decision.outcome });
     if (job.containerId) await this.container.stop(job.containerId, this.ctx.options.stopGraceMs);
     if (decision.to === 'stopped') this.markStopped(recorded.job);
-    else this.hooks.finished(this);
+    else this.hooks.finished();
   }
 
   /** A cancel of a running job: the stop signal now, the kill when the grace period (counted from the cancel) ends. */
@@ -342,7 +342,7 @@ export class JobRun {
   private release(): void {
     if (!this.holding) return;
     this.holding = false;
-    this.hooks.slotFreed(this);
+    this.hooks.slotFreed();
   }
 
   // ---- timers ----------------------------------------------------------------------------
@@ -393,7 +393,7 @@ export class JobRun {
     await this.logs?.followed();
     if (!(await this.container.remove(job.containerId ?? job.containerName))) return false;
     this.ctx.store.transition(this.id, 'removed');
-    this.hooks.finished(this);
+    this.hooks.finished();
     return true;
   }
 }

@@ -1,9 +1,9 @@
 /** Cancel, stall and detach in the runner, against the fake engine and a clock that moves only when told. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { settle } from '../shared/manual-clock.ts';
-import { createJobApiBackend } from './job-api-backend.ts';
-import { jobSpec, makeKit, type Kit } from './unit-kit.ts';
+import { settle } from '../../testing/clock-kit.ts';
+import { createJobApiBackend } from './api-backend.ts';
+import { jobSpec, makeKit, type Kit } from '../../testing/agent-kit.ts';
 
 async function running(kit: Kit, id: string, extra: Record<string, unknown> = {}): Promise<string> {
   kit.scheduler.receive([jobSpec(id, extra)]);

@@ -1,15 +1,13 @@
 /** What a runner is given: the shared parts and options, and the hooks back to its owner (the scheduler). */
 import type { Logger } from 'pino';
-import type { Executor } from '../executor/executor.ts';
-import type { Delivery, JobStore } from '../jobs/store.ts';
-import type { BackoffPolicy } from '../shared/backoff.ts';
-import type { Clock } from '../shared/clock.ts';
-import type { JobRun } from './job-run.ts';
-import type { LiveLogs } from './live-logs.ts';
-import type { AgentMetrics } from './metrics.ts';
+import type { Executor } from '../../executor/executor.ts';
+import type { Delivery, JobStore } from '../../jobs/store.ts';
+import type { BackoffPolicy } from '../../shared/backoff.ts';
+import type { Clock } from '../../shared/clock.ts';
+import type { LiveLogs } from './live-log.ts';
 import type { JobEndpoints } from './naming.ts';
 
-export interface JobRunOptions {
+export interface RunnerOptions {
   readonly completionTimeoutMs: number;
   readonly removalTimeoutMs: number;
   /** How long a container gets between SIGTERM and SIGKILL when the agent stops it. */
@@ -24,8 +22,16 @@ export interface JobRunOptions {
   readonly env: Readonly<Record<string, string>>;
 }
 
+/** What a job's parts record about it; the agent's Prometheus metrics (src/agent/metrics.ts) provide these. */
+export interface JobMetrics {
+  readonly jobsEnded: { inc(labels: { outcome: string }): void };
+  readonly startLatency: { observe(seconds: number): void };
+  readonly runTime: { observe(labels: { outcome: string }, seconds: number): void };
+  setJobs(running: number, pending: number): void;
+}
+
 /** What every runner shares: the agent's parts, handed down by the scheduler. */
-export interface JobRunContext {
+export interface RunnerContext {
   readonly store: JobStore;
   readonly executor: Executor;
   readonly log: Logger;
@@ -33,18 +39,18 @@ export interface JobRunContext {
   readonly agentId: string;
   readonly endpoints: JobEndpoints;
   readonly deliver: (delivery: Delivery) => void;
-  readonly metrics: AgentMetrics | undefined;
+  readonly metrics: JobMetrics | undefined;
   /** Live job logs; unset in tests that do not need them. */
   readonly logs?: LiveLogs | undefined;
-  readonly options: JobRunOptions;
+  readonly options: RunnerOptions;
 }
 
 /** How a runner tells its owner about its slot and its place in the queue. */
-export interface JobRunHooks {
+export interface RunnerHooks {
   /** The runner gave its slot back: its container is stopped, or it never got one. */
-  slotFreed(run: JobRun): void;
+  slotFreed(): void;
   /** The job is pending again and waits for a slot: at the front after a failed start write, else at the back. */
-  requeue(run: JobRun, where: 'front' | 'back'): void;
+  requeue(where: 'front' | 'back'): void;
   /** Nothing is left of the job in the engine; the runner can be forgotten. */
-  finished(run: JobRun): void;
+  finished(): void;
 }

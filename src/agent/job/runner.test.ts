@@ -1,8 +1,8 @@
 /** The runner of one job, against the fake engine, the in-memory store and a clock that moves only when told. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { settle } from '../shared/manual-clock.ts';
-import { IMAGE, jobSpec, makeKit, type Kit } from './unit-kit.ts';
+import { settle } from '../../testing/clock-kit.ts';
+import { IMAGE, jobSpec, makeKit, type Kit } from '../../testing/agent-kit.ts';
 
 async function launched(kit: Kit, id: string, extra: Record<string, unknown> = {}): Promise<string> {
   kit.scheduler.receive([jobSpec(id, extra)]);

@@ -1,5 +1,5 @@
-import { imageMatcher } from '../shared/image-pattern.ts';
-import type { JobSpec } from '../shared/job-spec.ts';
+import { imageMatcher } from '../../shared/image-pattern.ts';
+import type { JobSpec } from '../../shared/job-spec.ts';
 
 /** The admin's limits on what a job may ask for (`[docker]`); 0 means no maximum. */
 export interface JobPolicySettings {

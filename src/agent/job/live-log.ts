@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
-import type { Executor } from '../executor/executor.ts';
-import type { JobRecord } from '../jobs/store.ts';
-import { LineCutter, ResumeFilter } from '../logs/lines.ts';
-import type { LogStore } from '../logs/log-store.ts';
-import { Redactor } from '../logs/redactor.ts';
-import type { LogShipper } from '../logs/shipper.ts';
-import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
-import type { Clock } from '../shared/clock.ts';
-import type { LogLine, LogMessage } from '../shared/log-line.ts';
+import type { Executor } from '../../executor/executor.ts';
+import type { JobRecord } from '../../jobs/store.ts';
+import { LineCutter, ResumeFilter } from '../../logs/lines.ts';
+import type { LogStore } from '../../logs/log-store.ts';
+import { Redactor } from '../../logs/redactor.ts';
+import type { LogShipper } from '../../logs/shipper.ts';
+import { backoffDelay, describeHttpError, type BackoffPolicy } from '../../shared/backoff.ts';
+import type { Clock } from '../../shared/clock.ts';
+import type { LogLine, LogMessage } from '../../shared/log-line.ts';
 
 export interface LiveLogsOptions {
   /** `core.max_log_bytes`: what one job streams at most. */

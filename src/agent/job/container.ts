@@ -1,8 +1,8 @@
-import { REPORT_LOG_LINES, trimLogTail } from '../callbacks/messages.ts';
-import { describeHttpError } from '../shared/backoff.ts';
-import { LABEL_JOB, type ContainerSpec } from '../executor/executor.ts';
-import type { JobRecord } from '../jobs/store.ts';
-import type { JobRunContext } from './job-run-context.ts';
+import { REPORT_LOG_LINES, trimLogTail } from '../../callbacks/messages.ts';
+import { describeHttpError } from '../../shared/backoff.ts';
+import { LABEL_JOB, type ContainerSpec } from '../../executor/executor.ts';
+import type { JobRecord } from '../../jobs/store.ts';
+import type { RunnerContext } from './context.ts';
 
 /** A job's container: its environment is the job's own, `[core.env]` over it, then the job API endpoints; its resources as the job asked. */
 export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Record<string, string>>): ContainerSpec {
@@ -13,7 +13,7 @@ export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Re
     command: spec.command,
     env: { ...spec.env, ...env, FOREMAN_GET_JOB_ENDPOINT: endpoint, FOREMAN_PUT_JOB_ENDPOINT: endpoint },
     labels: { [LABEL_JOB]: job.id },
-    // Checked against the agent's maxima when the job arrived (see job-policy.ts).
+    // Checked against the agent's maxima when the job arrived (see policy.ts).
     resources: spec.resources,
   };
 }
@@ -30,9 +30,9 @@ export function secretsOf(job: JobRecord | undefined, env: Readonly<Record<strin
  */
 export class JobContainer {
   private readonly jobId: string;
-  private readonly ctx: Pick<JobRunContext, 'executor' | 'log'>;
+  private readonly ctx: Pick<RunnerContext, 'executor' | 'log'>;
 
-  constructor(jobId: string, ctx: Pick<JobRunContext, 'executor' | 'log'>) {
+  constructor(jobId: string, ctx: Pick<RunnerContext, 'executor' | 'log'>) {
     this.jobId = jobId;
     this.ctx = ctx;
   }

@@ -1,14 +1,14 @@
 import type { Logger } from 'pino';
-import { endingReport } from '../callbacks/messages.ts';
-import type { ExecutorEvent } from '../executor/executor.ts';
-import type { JobStore } from '../jobs/store.ts';
-import { describeHttpError } from '../shared/backoff.ts';
-import type { Timer } from '../shared/clock.ts';
-import { validateJob, type JobSpec, type JobValidation } from '../shared/job-spec.ts';
-import { Waiters } from '../shared/waiters.ts';
-import type { JobPolicy } from './job-policy.ts';
-import type { JobRunContext, JobRunHooks } from './job-run-context.ts';
-import { JobRun } from './job-run.ts';
+import { endingReport } from '../../callbacks/messages.ts';
+import type { ExecutorEvent } from '../../executor/executor.ts';
+import type { JobStore } from '../../jobs/store.ts';
+import { describeHttpError } from '../../shared/backoff.ts';
+import type { Timer } from '../../shared/clock.ts';
+import { validateJob, type JobSpec, type JobValidation } from '../../shared/job-spec.ts';
+import { Waiters } from '../../shared/waiters.ts';
+import type { JobPolicy } from './policy.ts';
+import type { RunnerContext, RunnerHooks } from './context.ts';
+import { JobRunner } from './runner.ts';
 import { containerNameFor, newJobSecret } from './naming.ts';
 
 export interface SchedulerOptions {
@@ -22,16 +22,15 @@ export interface SchedulerOptions {
 }
 
 /**
- * Receives jobs, keeps the local queue, and holds one `JobRun` per job this agent still tracks.
+ * Receives jobs, keeps the local queue, and holds one `JobRunner` per job this agent still tracks.
  * Slots are counted from the runners (those holding one), never kept as a second counter.
  */
 export class Scheduler {
-  private readonly ctx: JobRunContext;
+  private readonly ctx: RunnerContext;
   private readonly options: SchedulerOptions;
-  private readonly runners = new Map<string, JobRun>();
+  private readonly runners = new Map<string, JobRunner>();
   /** Jobs waiting for a slot, in arrival order. */
-  private readonly queue: JobRun[] = [];
-  private readonly hooks: JobRunHooks;
+  private readonly queue: JobRunner[] = [];
   /** Woken whenever no job holds a slot any more: the end of a drain. */
   private readonly noneRunning = new Waiters();
   private engineUp = false;
@@ -43,13 +42,18 @@ export class Scheduler {
   /** Repeated offers already logged (see `firstTime`). */
   private readonly repeats = new Set<string>();
 
-  constructor(ctx: JobRunContext, options: SchedulerOptions) {
+  constructor(ctx: RunnerContext, options: SchedulerOptions) {
     this.ctx = ctx;
     this.options = options;
-    this.hooks = {
+  }
+
+  /** What a runner may tell the scheduler about itself. */
+  private hooksFor(runner: () => JobRunner): RunnerHooks {
+    return {
       slotFreed: () => this.pump(),
-      requeue: (run, where) => this.requeue(run, where),
-      finished: (run) => {
+      requeue: (where) => this.requeue(runner(), where),
+      finished: () => {
+        const run = runner();
         if (this.runners.get(run.id) === run) this.runners.delete(run.id);
         const queued = this.queue.indexOf(run);
         if (queued >= 0) this.queue.splice(queued, 1);
@@ -94,16 +98,17 @@ export class Scheduler {
   }
 
   /** The runner of a job, when this agent tracks one. */
-  get(id: string): JobRun | undefined {
+  get(id: string): JobRunner | undefined {
     return this.runners.get(id);
   }
 
   /** The runner of a job, made when there is none yet (after a restart, before reconciling reaches it). */
-  track(id: string): JobRun {
+  track(id: string): JobRunner {
     let run = this.runners.get(id);
     if (!run) {
-      run = new JobRun(id, this.ctx, this.hooks);
-      this.runners.set(id, run);
+      const made: JobRunner = new JobRunner(id, this.ctx, this.hooksFor(() => made));
+      this.runners.set(id, made);
+      run = made;
     }
     return run;
   }
@@ -206,7 +211,7 @@ export class Scheduler {
     }
   }
 
-  /** A container's update was stored (see JobRun.updateAccepted). */
+  /** A container's update was stored (see JobRunner.updateAccepted). */
   updateAccepted(id: string, update: { readonly at: number; readonly completed: boolean }): void {
     void this.track(id).updateAccepted(update.at, update.completed);
   }
@@ -221,7 +226,7 @@ export class Scheduler {
     return this.running === 0 ? Promise.resolve() : this.noneRunning.wait(signal);
   }
 
-  private requeue(run: JobRun, where: 'front' | 'back'): void {
+  private requeue(run: JobRunner, where: 'front' | 'back'): void {
     if (this.queue.includes(run)) return;
     if (where === 'back') {
       this.queue.push(run);

@@ -1,8 +1,8 @@
 /** Receiving, queueing and slots, against the fake engine and the in-memory store. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { settle } from '../shared/manual-clock.ts';
-import { jobSpec, makeKit } from './unit-kit.ts';
+import { settle } from '../../testing/clock-kit.ts';
+import { jobSpec, makeKit } from '../../testing/agent-kit.ts';
 
 test('slots are counted from the runners: never more launched than max_concurrent_jobs, the rest queued in order', async () => {
   const kit = makeKit({ maxConcurrentJobs: 2 });

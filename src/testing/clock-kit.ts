@@ -1,4 +1,4 @@
-import type { Clock, Timer } from './clock.ts';
+import type { Clock, Timer } from '../shared/clock.ts';
 
 /**
  * A clock that moves only when told to, for unit tests: `advance(ms)` fires every timer and

@@ -1,9 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
-import { forwardedUpdate } from '../callbacks/messages.ts';
-import type { ApiReply, JobApiBackend, JobUpdate } from '../job-api/server.ts';
-import { onFetch, onUpdate, type Outcome } from '../jobs/state.ts';
-import type { Delivery, JobRecord, JobStore } from '../jobs/store.ts';
-import type { AgentMetrics } from './metrics.ts';
+import { forwardedUpdate } from '../../callbacks/messages.ts';
+import type { ApiReply, JobApiBackend, JobUpdate } from '../../job-api/server.ts';
+import { onFetch, onUpdate, type Outcome } from '../../jobs/state.ts';
+import type { Delivery, JobRecord, JobStore } from '../../jobs/store.ts';
+import type { JobMetrics } from './context.ts';
 
 export interface JobApiBackendDeps {
   readonly store: JobStore;
@@ -11,7 +11,7 @@ export interface JobApiBackendDeps {
   readonly deliver: (delivery: Delivery) => void;
   /** Told of every stored update, so the job's runner resets its stall clock and, on `completed`, stops the container. */
   readonly accepted: (jobId: string, update: { readonly at: number; readonly completed: boolean }) => void;
-  readonly metrics: AgentMetrics | undefined;
+  readonly metrics: Pick<JobMetrics, 'jobsEnded'> | undefined;
   readonly now: () => number;
 }
 

@@ -6,14 +6,14 @@ import type { JobApiServer } from '../job-api/server.ts';
 import type { JobStore } from '../jobs/store.ts';
 import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
 import type { Clock, Timer } from '../shared/clock.ts';
-import type { LiveLogs } from './live-logs.ts';
+import type { LiveLogs } from './job/live-log.ts';
 import { resolveListenAddress, type ListenSettings } from './listen.ts';
-import type { JobEndpoints } from './naming.ts';
+import type { JobEndpoints } from './job/naming.ts';
 import type { OneShot } from './one-shot.ts';
 import type { Reconciler } from './reconciler.ts';
-import type { Scheduler } from './scheduler.ts';
+import type { Scheduler } from './job/scheduler.ts';
 
-export interface AgentOptions {
+export interface SupervisorOptions {
   /** The engine's URL, for log lines. */
   readonly engineUrl: string;
   readonly listen: ListenSettings;
@@ -31,8 +31,8 @@ export interface AgentOptions {
   readonly engineBackoff: BackoffPolicy;
 }
 
-/** The parts the supervisor starts and stops; `src/agent/run.ts` builds them. */
-export interface AgentParts {
+/** The parts the supervisor starts and stops; `src/agent/compose.ts` builds them. */
+export interface SupervisorParts {
   readonly store: JobStore;
   readonly executor: Executor;
   readonly log: Logger;
@@ -55,9 +55,9 @@ const PROBE_TIMEOUT_MS = 2000;
  * what a previous run left, polls, and shuts down in stages (drain the running jobs, end or detach
  * them, then deliver the outbox within `shutdown_timeout`). Jobs themselves live in the scheduler's runners.
  */
-export class Agent {
-  private readonly parts: AgentParts;
-  private readonly options: AgentOptions;
+export class Supervisor {
+  private readonly parts: SupervisorParts;
+  private readonly options: SupervisorOptions;
   private readonly stopping = new AbortController();
   /** Aborted by a second signal: the drain ends at once. */
   private readonly drainCut = new AbortController();
@@ -67,7 +67,7 @@ export class Agent {
   private purgeTimer: Timer | undefined;
   private closing: Promise<void> | undefined;
 
-  constructor(parts: AgentParts, options: AgentOptions) {
+  constructor(parts: SupervisorParts, options: SupervisorOptions) {
     this.parts = parts;
     this.options = options;
   }
@@ -142,7 +142,7 @@ export class Agent {
     // Subscribe to exits before reconciling so none slips between the two.
     await this.startWatching();
     this.purgeExpired();
-    this.pollLoop = poller.run(signal);
+    this.pollLoop = poller.pollUntilStopped(signal);
     this.parts.oneShot.start();
     log.info({ url: this.options.pollUrl, maxConcurrentJobs: this.options.maxConcurrentJobs }, 'polling for jobs');
   }

@@ -13,10 +13,10 @@ import { loadConfig } from '../config/load.ts';
 import { LABEL_JOB } from '../executor/executor.ts';
 import { FakeExecutor } from '../executor/fake/fake-executor.ts';
 import { MemoryStore } from '../jobs/memory-store.ts';
-import { ManualClock, settle } from '../shared/manual-clock.ts';
-import type { Agent } from './agent.ts';
-import { composeAgent } from './run.ts';
-import { IMAGE } from './unit-kit.ts';
+import { ManualClock, settle } from '../testing/clock-kit.ts';
+import type { Supervisor } from './supervisor.ts';
+import { composeAgent } from './compose.ts';
+import { IMAGE } from '../testing/agent-kit.ts';
 
 interface Control {
   readonly url: string;
@@ -79,7 +79,7 @@ async function until(what: string, check: () => boolean): Promise<void> {
   }
 }
 
-function endpointOf(agent: Agent, store: MemoryStore, id: string): string {
+function endpointOf(agent: Supervisor, store: MemoryStore, id: string): string {
   return `${agent.jobApiUrl}/job/${id}?token=${store.get(id)?.secret ?? ''}`;
 }
 

@@ -1,7 +1,7 @@
 // For the job API's tests: a server over a backend that accepts every request.
 import { createRequire } from 'node:module';
 import pino from 'pino';
-import { createJobApi, type JobApiBackend, type JobApiServer } from './server.ts';
+import { createJobApi, type JobApiBackend, type JobApiServer } from '../job-api/server.ts';
 
 export function openApi(backend: Partial<JobApiBackend> = {}): JobApiServer {
   return createJobApi({

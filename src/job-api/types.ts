@@ -1,0 +1,32 @@
+/** The job API's contract with the agent: what a container's request becomes, and what the agent answers. */
+import type { Logger } from 'pino';
+
+export type JobStatus = 'running' | 'completed';
+
+export interface JobUpdate {
+  readonly status: JobStatus;
+  readonly progress: number;
+  /** The container's request headers, lower-cased, as received. */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** The raw request body, byte for byte. */
+  readonly body: Buffer;
+}
+
+export interface ApiReply {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+/** What the job API needs from the agent; all job logic lives behind it. */
+export interface JobApiBackend {
+  /** True when `secret` is the secret of a job this agent tracks. Must not reveal why not. */
+  authorize(jobId: string, secret: string): boolean;
+  fetchJob(jobId: string): Promise<ApiReply>;
+  updateJob(jobId: string, update: JobUpdate): Promise<ApiReply>;
+}
+
+export interface JobApiOptions {
+  readonly backend: JobApiBackend;
+  readonly log: Logger;
+  readonly maxBodySize: number;
+}
