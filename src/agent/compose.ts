@@ -160,14 +160,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
   const jobApi = createJobApi({
     log,
     maxBodySize: core.max_body_size,
-    backend: createJobApiBackend({
-      store,
-      agentId: store.agentId,
-      deliver,
-      metrics,
-      now: () => clock.now(),
-      accepted: (id, update) => scheduler.updateAccepted(id, update),
-    }),
+    backend: createJobApiBackend({ store, runner: (id) => scheduler.runnerFor(id) }),
   });
   const poller = new Poller({
     url: core.url,

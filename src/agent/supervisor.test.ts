@@ -126,7 +126,7 @@ test('an engine outage: no launches while it is away; after reconnecting, what e
     await agent.start();
     await until('the first job to start', () => store.get('first')?.state === 'started');
     const container = executor.containerOf('first');
-    assert.ok(container);
+    assert.ok(container, 'the job\'s container exists in the engine');
 
     executor.loseEngine();
     await settle();

@@ -99,7 +99,7 @@ test('a delivery older than callback_max_age is given up on', async () => {
   await outbox.close();
   await server.close();
   assert.deepEqual(settled, [['j-1', 'expired']]);
-  assert.ok(clock.slept.reduce((a, b) => a + b, 0) >= 5000);
+  assert.ok(clock.slept.reduce((a, b) => a + b, 0) >= 5000, 'the retries waited at least 5 s in all');
 });
 
 /** Polls `cond` until it holds, failing after `ms` of real time. */

@@ -129,7 +129,7 @@ describe('defaults', () => {
   it('deeply freezes the result', () => {
     const loaded = loadConfig(setup({ env: { ...REQUIRED_ENV, FOREMAN_CORE_LABELS_QUEUE: 'high' } }).options);
     for (const object of [loaded, loaded.config, loaded.config.core, loaded.config.core.labels, loaded.config.core.extra_hosts, loaded.sources, loaded.warnings]) {
-      assert.ok(Object.isFrozen(object));
+      assert.ok(Object.isFrozen(object), 'the compiled config is frozen all the way down');
     }
     assert.throws(() => {
       (loaded.config.core as { port: number }).port = 1;

@@ -23,8 +23,8 @@ function loadError(env: Record<string, string>, toml?: string): string {
   try {
     load(env, toml);
   } catch (err) {
-    assert.ok(err instanceof ConfigError);
-    assert.ok(!err.message.includes('\n'));
+    assert.ok(err instanceof ConfigError, 'a ConfigError');
+    assert.ok(!err.message.includes('\n'), 'the error is one line');
     return err.message;
   }
   return assert.fail('expected a ConfigError');

@@ -80,7 +80,7 @@ describe('[[docker.registries]] in the file', () => {
       { host: 'docker.io', username: 'me', password: SECRET, identitytoken: undefined, source: file, password_source: `in ${file}` },
     ]);
     assert.equal(sources['docker.registries'], 'file');
-    assert.ok(Object.isFrozen(config.docker.registries[0]));
+    assert.ok(Object.isFrozen(config.docker.registries[0]), 'each registry entry is frozen');
   });
 
   test('the environment sets entry N field by field; its password replaces the file\'s password_file', () => {
@@ -215,9 +215,9 @@ describe('errors are one line naming the entry, and never show a password', () =
   });
 
   test('passwords are secret keys: shown redacted', () => {
-    assert.ok(isSecretKey('docker.registries[3].password'));
-    assert.ok(isSecretKey('docker.registries.0.password'));
-    assert.ok(!isSecretKey('docker.registries[0].password_file'));
+    assert.ok(isSecretKey('docker.registries[3].password'), 'password of a registry (bracket form) is secret');
+    assert.ok(isSecretKey('docker.registries.0.password'), 'password of a registry (dotted form) is secret');
+    assert.ok(!isSecretKey('docker.registries[0].password_file'), 'password_file names a file, not a secret');
     assert.equal(show('docker.registries[0].password', SECRET), '<redacted>');
   });
 });
@@ -283,7 +283,7 @@ describe('Docker\'s config.json when no registries are configured', () => {
       `${path}: credHelpers (for gcr.io) are not supported; foreman reads only "auths" (set such credentials in [[docker.registries]])`,
       `${path}: the "auth" of auths "bad.example.com" is not base64 of user:password (ignored)`,
     ]);
-    for (const warning of [...invalid.warnings, ...helpers.warnings]) assert.ok(!warning.includes(SECRET));
+    for (const warning of [...invalid.warnings, ...helpers.warnings]) assert.ok(!warning.includes(SECRET), 'no warning shows the secret');
   });
 });
 

@@ -150,7 +150,7 @@ test('delivered marks ride along with the next synced commit, or commit alone wi
 
     // A mark still waiting at close is committed by close.
     const third = store.pendingDeliveries()[0];
-    assert.ok(third);
+    assert.ok(third, 'the third delivery is stored');
     void store.completeDelivery(third.id);
     store.close();
     assert.deepEqual(stored(), []);
@@ -238,7 +238,7 @@ test('a store written by the first schema is migrated in place: its jobs and del
       assert.equal(job.cancelRequestedAt, null);
       assert.equal(job.lastUpdateAt, null);
       assert.equal(store.pendingDeliveries()[0]?.id, 'd1');
-      assert.ok(store.requestCancel('old-job'));
+      assert.ok(store.requestCancel('old-job'), 'the cancel of a live job is stored');
     } finally {
       store.close();
     }

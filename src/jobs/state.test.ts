@@ -7,11 +7,14 @@ import {
   onContainerMissing,
   onFetch,
   onLaunchFailed,
+  onReadopt,
   onRejected,
   onShutdown,
   onTimeout,
   onUpdate,
+  readoptLooksAtContainer,
   transition,
+  type ContainerPhase,
   type JobState,
 } from './state.ts';
 
@@ -118,4 +121,34 @@ test('job API: the first GET moves started → running; PUTs are accepted only w
   assert.equal(onUpdate('completed', 'running').kind, 'refuse-ended');
   assert.equal(onUpdate('creating', 'running').kind, 'refuse-not-running');
   assert.equal(onUpdate('pending', 'completed').kind, 'refuse-not-running');
+});
+
+test('re-adoption: every stored state × container phase × cancel flag has its decision', () => {
+  const phases: ContainerPhase[] = ['missing', 'created', 'running', 'exited'];
+  // Per stored state and cancel flag: the decision for a container that is missing, created, running, exited.
+  // `+` marks that `started` is recorded first (the store still said `creating`).
+  const table: Record<JobState, { readonly plain: readonly string[]; readonly canceling: readonly string[] }> = {
+    pending: { plain: ['requeue', 'requeue', 'requeue', 'requeue'], canceling: ['cancel', 'cancel', 'cancel', 'cancel'] },
+    creating: { plain: ['missing', 'start+', 'adopt+', 'exited+'], canceling: ['cancel', 'cancel', 'cancel', 'cancel'] },
+    started: { plain: ['missing', 'start', 'adopt', 'exited'], canceling: ['missing', 'start', 'stop-canceled', 'exited'] },
+    running: { plain: ['missing', 'exited', 'adopt', 'exited'], canceling: ['missing', 'exited', 'stop-canceled', 'exited'] },
+    completed: { plain: ['missing', 'exited', 'finish-stop', 'exited'], canceling: ['missing', 'exited', 'finish-stop', 'exited'] },
+    stopped: { plain: ['missing', 'resume-removal', 'resume-removal', 'resume-removal'], canceling: ['missing', 'resume-removal', 'resume-removal', 'resume-removal'] },
+    removed: { plain: ['ignore', 'ignore', 'ignore', 'ignore'], canceling: ['ignore', 'ignore', 'ignore', 'ignore'] },
+  };
+  let rows = 0;
+  for (const state of states) {
+    for (const canceling of [false, true]) {
+      const expected = table[state][canceling ? 'canceling' : 'plain'];
+      const got = phases.map((phase) => {
+        const d = onReadopt(state, phase, canceling);
+        rows++;
+        return d.kind + ('recordStart' in d && d.recordStart ? '+' : '');
+      });
+      assert.deepEqual(got, expected, `${state}${canceling ? ', canceling' : ''} with a container ${phases.join('/')}`);
+      // Where the phase is not looked at, it must not matter.
+      if (!readoptLooksAtContainer(state, canceling)) assert.equal(new Set(got).size, 1, `${state}${canceling ? ', canceling' : ''}: the container is not looked at`);
+    }
+  }
+  assert.equal(rows, 7 * 4 * 2, 'every combination was decided');
 });

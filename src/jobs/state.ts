@@ -190,3 +190,55 @@ export function onUpdate(state: JobState, status: 'running' | 'completed', cance
   if (status === 'completed') return { kind: 'accept', to: 'completed', outcome: canceling ? 'canceled' : 'succeeded' };
   return state === 'started' ? { kind: 'accept', to: 'running' } : { kind: 'accept' };
 }
+
+// ---- re-adoption: what a restarted agent (or one back from an engine outage) does with each stored job ----
+
+/** What the engine holds for a job's container: nothing, created but never started, running, or exited. */
+export type ContainerPhase = 'missing' | 'created' | 'running' | 'exited';
+
+/** What reconciling does with one stored job. */
+export type ReadoptDecision =
+  /** Nothing: the job is gone. */
+  | { readonly kind: 'ignore' }
+  /** It never started: back into the queue. */
+  | { readonly kind: 'requeue' }
+  /** A cancel stored before the restart, of a job that never started: it ends `canceled` (see `onCancel`). */
+  | { readonly kind: 'cancel' }
+  /** Its container is gone: `onContainerMissing` says how it ends. */
+  | { readonly kind: 'missing' }
+  /** Stopped and already reported: remove its container when its time comes. */
+  | { readonly kind: 'resume-removal' }
+  /** Created and never started (the agent stopped between the two): start it now. */
+  | { readonly kind: 'start'; readonly recordStart: boolean }
+  /** It exited while the agent was away: `onContainerExited` says how it ends. */
+  | { readonly kind: 'exited'; readonly recordStart: boolean }
+  /** It reported `completed` and still runs: finish stopping it. */
+  | { readonly kind: 'finish-stop' }
+  /** It runs and a cancel was stored: go on with the cancel (`onCancel`: stop signal, then kill). */
+  | { readonly kind: 'stop-canceled' }
+  /** It runs: take it back, with its timeouts counted from its start. */
+  | { readonly kind: 'adopt'; readonly recordStart: boolean };
+
+/** Whether `onReadopt` needs to know the container's phase: for jobs that never reached the engine it does not. */
+export function readoptLooksAtContainer(state: JobState, canceling: boolean): boolean {
+  if (state === 'removed' || state === 'pending') return false;
+  return !(state === 'creating' && canceling);
+}
+
+/**
+ * A stored job meets what the engine holds for it. `recordStart`: the store still says `creating`
+ * although the container exists, so `started` is recorded first (with the container's id and start).
+ */
+export function onReadopt(state: JobState, container: ContainerPhase, canceling: boolean): ReadoptDecision {
+  if (state === 'removed') return { kind: 'ignore' };
+  if (state === 'pending') return canceling ? { kind: 'cancel' } : { kind: 'requeue' };
+  if (state === 'creating' && canceling) return { kind: 'cancel' };
+  if (container === 'missing') return { kind: 'missing' };
+  if (state === 'stopped') return { kind: 'resume-removal' };
+  const recordStart = state === 'creating';
+  if (container === 'created' && (state === 'creating' || state === 'started')) return { kind: 'start', recordStart };
+  if (container !== 'running') return { kind: 'exited', recordStart };
+  if (state === 'completed') return { kind: 'finish-stop' };
+  if (canceling) return { kind: 'stop-canceled' };
+  return { kind: 'adopt', recordStart };
+}

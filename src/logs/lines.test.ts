@@ -59,7 +59,7 @@ test('a long line is redacted before it is split', () => {
   const lines = cutter.cut(msg('stdout', `${text}\n`));
   const joined = lines.map((l) => l.text).join('');
   assert.equal(joined, text.replace('s3cr3t-value', '[redacted]'));
-  assert.ok(lines.every((l) => Buffer.byteLength(l.text) <= MAX_LINE_BYTES && !l.text.includes('s3cr3t')));
+  assert.ok(lines.every((l) => Buffer.byteLength(l.text) <= MAX_LINE_BYTES && !l.text.includes('s3cr3t')), 'every line is within MAX_LINE_BYTES and redacted');
 });
 
 test('secrets are redacted, also a secret cut between a partial message and the next one of the same stream', () => {
@@ -120,17 +120,17 @@ test('since moves only once the newest stamp is 4 s past it, to the newest minus
   const slow = new ResumeFilter({ since, count: 0 });
   // 4096 messages (a check) spread over just under 4 s: since stays.
   const step = (4_000_000_000n - 1n) / 4095n;
-  for (let k = 0n; k < 4096n; k++) assert.ok(slow.take(at(T0 + k * step)));
+  for (let k = 0n; k < 4096n; k++) assert.ok(slow.take(at(T0 + k * step)), 'slow timestamps: every message is new');
   assert.deepEqual(slow.cursor, { since, count: 4096 });
 
   const fast = new ResumeFilter({ since, count: 0 });
   // 4096 messages 1 ms apart, the last at T0 + 4.095 s: since becomes T0 + 2.095 s.
-  for (let k = 0n; k < 4096n; k++) assert.ok(fast.take(at(T0 + k * MS)));
+  for (let k = 0n; k < 4096n; k++) assert.ok(fast.take(at(T0 + k * MS)), 'millisecond timestamps: every message is new');
   assert.deepEqual(fast.cursor, { since: nsToTs(T0 + 2095n * MS), count: 2001 });
 
   const fresh = new ResumeFilter({ since: null, count: 0 });
   // From the start since is set at the first check, however little time passed.
-  for (let k = 0n; k < 4096n; k++) assert.ok(fresh.take(at(T0 + k * 1000n)));
+  for (let k = 0n; k < 4096n; k++) assert.ok(fresh.take(at(T0 + k * 1000n)), 'second timestamps: every message is new');
   assert.equal(fresh.cursor.since, nsToTs(T0 + 4095n * 1000n - 2_000_000_000n));
   assert.equal(fresh.cursor.count, 4096);
 });
@@ -187,7 +187,7 @@ test('after since moved, a new filter fed the engine\'s answer for the reported 
     }
     const second = new ResumeFilter(cursor);
     const replay = engineAnswer(messages, messages.length, cursor);
-    assert.ok(replay.length < messages.length || cursor.since === null || stop < 4096);
+    assert.ok(replay.length < messages.length || cursor.since === null || stop < 4096, 'the replay resumed from the cursor');
     const rest = replay.filter((m) => second.take(m));
     assert.deepEqual([...taken, ...rest].map((m) => m.text.toString()), messages.map((m) => m.text.toString()), `stopped after ${stop}`);
   }

@@ -78,7 +78,7 @@ const TS = '2026-11-28T07:42:30.437418862Z';
 function stored(store: LogStore, jobId: string, texts: string[]): LogLine[] {
   const before = store.get(jobId)?.nextLine ?? 0;
   const lines: LogLine[] = texts.map((text, n) => ({ stream: (before + n) % 3 === 0 ? 'stderr' : 'stdout', ts: TS, text }));
-  assert.ok(store.append(jobId, lines, { since: null, count: before + lines.length }, { bytes: 0, truncated: false }));
+  assert.ok(store.append(jobId, lines, { since: null, count: before + lines.length }, { bytes: 0, truncated: false }), 'the lines were appended');
   return lines;
 }
 

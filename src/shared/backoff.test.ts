@@ -21,7 +21,7 @@ test('backoff doubles per attempt and stays within [cap/2, cap]', () => {
 test('jitter spreads delays', () => {
   const seen = new Set<number>();
   for (let i = 0; i < 50; i++) seen.add(backoffDelay({ baseMs: 1000, maxMs: 1000 }, 1));
-  assert.ok(seen.size > 10);
+  assert.ok(seen.size > 10, 'the delays are jittered');
 });
 
 test('retry classification: 408, 429 and 5xx retry; other 4xx are final', () => {

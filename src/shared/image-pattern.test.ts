@@ -19,10 +19,10 @@ test('the full form of a reference names registry, library/ and tag as the engin
 });
 
 test('* stays within one path part, ** crosses parts, everything else is literal', () => {
-  assert.ok(imagePatternRegExp('a/*').test('a/b:1'));
-  assert.ok(!imagePatternRegExp('a/*').test('a/b/c'));
-  assert.ok(imagePatternRegExp('a/**').test('a/b/c:1'));
-  assert.ok(imagePatternRegExp('a.b/c').test('a.b/c'));
+  assert.ok(imagePatternRegExp('a/*').test('a/b:1'), '* matches one path segment');
+  assert.ok(!imagePatternRegExp('a/*').test('a/b/c'), '* does not cross a slash');
+  assert.ok(imagePatternRegExp('a/**').test('a/b/c:1'), '** crosses slashes');
+  assert.ok(imagePatternRegExp('a.b/c').test('a.b/c'), 'a dot is a literal dot');
   assert.ok(!imagePatternRegExp('a.b/c').test('axb/c'), '. is literal');
   assert.ok(!imagePatternRegExp('a?').test('ab'), '? is literal');
   assert.ok(!imagePatternRegExp('node').test('node:20'), 'whole reference');
@@ -40,9 +40,9 @@ test('a reference is allowed when a pattern matches it as written or in full; no
   const local = imageMatcher(['foreman-test-job:*']);
   assert.ok(local('foreman-test-job'), 'an untagged reference means :latest');
   assert.ok(local('docker.io/library/foreman-test-job:1'), 'the same image written in full');
-  assert.ok(!local('foreman-test-job/x:1'));
+  assert.ok(!local('foreman-test-job/x:1'), 'a local name is not a docker.io one');
   assert.ok(!local('evil.example.com/foreman-test-job:1'), 'another registry is another image');
-  assert.ok(imageMatcher(['team/*'])('docker.io/team/app'));
-  assert.ok(!imageMatcher(['team/*'])('docker.io/library/team'));
-  assert.ok(imageMatcher([])('anything/at:all'));
+  assert.ok(imageMatcher(['team/*'])('docker.io/team/app'), 'team/* matches docker.io/team/app');
+  assert.ok(!imageMatcher(['team/*'])('docker.io/library/team'), 'team/* does not match docker.io/library/team');
+  assert.ok(imageMatcher([])('anything/at:all'), 'no patterns allow any image');
 });

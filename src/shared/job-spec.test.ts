@@ -53,7 +53,7 @@ test('invalid jobs give a reason and keep a usable id and callback URL', () => {
 
 test('an invalid URL field: the callback URL is kept for the report only when it is deliverable', () => {
   const badLogs = validateJob({ ...valid, logsUrl: 'https://' });
-  assert.ok(!badLogs.ok);
+  assert.ok(!badLogs.ok, 'a bad logsUrl is refused');
   if (!badLogs.ok) {
     assert.match(badLogs.reason, /^logsUrl is not a valid URL/);
     assert.equal(badLogs.callbackUrl, valid.callbackUrl);
@@ -67,7 +67,7 @@ test('an invalid URL field: the callback URL is kept for the report only when it
 
 test('an id that cannot be echoed is shown escaped, never reported', () => {
   const result = validateJob({ ...valid, id: 'a\ud800b' });
-  assert.ok(!result.ok);
+  assert.ok(!result.ok, 'the job is refused');
   if (!result.ok) {
     assert.equal(result.id, undefined);
     assert.equal(result.shownId, 'a\\ud800b');

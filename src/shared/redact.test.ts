@@ -20,7 +20,7 @@ test('redactUrl hides query values whose names say they are secrets', () => {
 test('redactUrl hides the userinfo of a URL that does not parse', () => {
   assert.equal(redactUrl('http://user:hunter2@127.0.0.1:99999/x'), 'http://***@127.0.0.1:99999/x');
   assert.equal(redactUrl('http://user:pw@/x'), 'http://***@/x');
-  assert.ok(!redactUrl('http://a:secret@b@c d/').includes('secret'));
+  assert.ok(!redactUrl('http://a:secret@b@c d/').includes('secret'), 'the password is hidden');
 });
 
 test('redactValues hides each value raw, JSON-escaped and Go-quoted, longest first', () => {

@@ -1,18 +1,13 @@
 import { timingSafeEqual } from 'node:crypto';
-import { forwardedUpdate } from '../../callbacks/messages.ts';
-import type { ApiReply, JobApiBackend, JobUpdate } from '../../job-api/server.ts';
-import { onFetch, onUpdate, type Outcome } from '../../jobs/state.ts';
-import type { Delivery, JobRecord, JobStore } from '../../jobs/store.ts';
-import type { JobMetrics } from './context.ts';
+import type { ApiReply, JobApiBackend, JobUpdate } from '../../job-api/types.ts';
+import type { JobRecord, JobStore } from '../../jobs/store.ts';
+import type { JobRunner } from './runner.ts';
 
 export interface JobApiBackendDeps {
-  readonly store: JobStore;
-  readonly agentId: string;
-  readonly deliver: (delivery: Delivery) => void;
-  /** Told of every stored update, so the job's runner resets its stall clock and, on `completed`, stops the container. */
-  readonly accepted: (jobId: string, update: { readonly at: number; readonly completed: boolean }) => void;
-  readonly metrics: Pick<JobMetrics, 'jobsEnded'> | undefined;
-  readonly now: () => number;
+  /** Read only: which jobs exist, and their secrets. */
+  readonly store: Pick<JobStore, 'get'>;
+  /** The runner of a job this agent tracks: the one writer of its state, the container's reports included. */
+  readonly runner: (jobId: string) => JobRunner | undefined;
 }
 
 const NO_SUCH_JOB: ApiReply = { status: 404, body: { error: 'no such job' } };
@@ -22,7 +17,10 @@ function endedReply(job: JobRecord): ApiReply {
   return { status: 409, body: { error: `job already ended${detail}: no further updates are accepted` } };
 }
 
-/** What the job API does for containers: checks their secret, serves their job, stores their updates. */
+/**
+ * What the job API does for containers: checks their secret, then hands their fetch or update to
+ * the job's runner, and turns what the runner says into an HTTP reply. It writes nothing itself.
+ */
 export function createJobApiBackend(deps: JobApiBackendDeps): JobApiBackend {
   const { store } = deps;
   return {
@@ -35,46 +33,18 @@ export function createJobApiBackend(deps: JobApiBackendDeps): JobApiBackend {
     },
 
     async fetchJob(id) {
-      const serve = (job: JobRecord | undefined): ApiReply => {
-        if (!job) return NO_SUCH_JOB;
-        if (onFetch(job.state).kind === 'refuse-ended') return endedReply(job);
-        return { status: 200, body: { id: job.id, body: job.spec.body ?? null } };
-      };
-      const job = store.get(id);
-      const decision = job ? onFetch(job.state) : undefined;
-      // Only the first fetch writes (started → running); later ones are plain reads.
-      if (decision?.kind !== 'serve' || !decision.to) return serve(job);
-      return store.batch(() => {
-        const current = store.get(id);
-        const now = current ? onFetch(current.state) : undefined;
-        if (now?.kind === 'serve' && now.to) store.transition(id, now.to);
-        return serve(current);
-      });
+      const result = await deps.runner(id)?.containerFetched();
+      if (!result || result.kind === 'unknown') return NO_SUCH_JOB;
+      if (result.kind === 'ended') return endedReply(result.job);
+      return { status: 200, body: { id: result.job.id, body: result.job.spec.body ?? null } };
     },
 
-    /** Stores the update and its delivery in one group-committed write, then answers. */
     async updateJob(id, update: JobUpdate) {
-      // The state is checked inside the write, so a timeout or exit cannot slip in between.
-      const at = deps.now();
-      const result = await store.batch((): { reply: ApiReply; delivery?: Delivery; outcome?: Outcome | undefined } => {
-        const job = store.get(id);
-        if (!job) return { reply: NO_SUCH_JOB };
-        const decision = onUpdate(job.state, update.status, job.cancelRequestedAt !== null);
-        if (decision.kind === 'refuse-ended') return { reply: endedReply(job) };
-        if (decision.kind === 'refuse-not-running') return { reply: { status: 409, body: { error: `job is ${job.state}` } } };
-        const message = forwardedUpdate(
-          { jobId: id, agentId: deps.agentId, callbackUrl: job.spec.callbackUrl },
-          { outcome: decision.outcome, headers: update.headers, body: update.body },
-        );
-        const patch = decision.outcome ? { outcome: decision.outcome, lastUpdateAt: at } : { lastUpdateAt: at };
-        const recorded = store.recordUpdate(id, message, decision.to, patch);
-        return { reply: { status: 200, body: { status: 'accepted', progress: update.progress } }, delivery: recorded.delivery, outcome: decision.outcome };
-      });
-      if (!result.delivery) return result.reply;
-      deps.deliver(result.delivery);
-      if (result.outcome) deps.metrics?.jobsEnded.inc({ outcome: result.outcome });
-      deps.accepted(id, { at, completed: result.outcome !== undefined });
-      return result.reply;
+      const result = await deps.runner(id)?.containerUpdated(update);
+      if (!result || result.kind === 'unknown') return NO_SUCH_JOB;
+      if (result.kind === 'ended') return endedReply(result.job);
+      if (result.kind === 'not-running') return { status: 409, body: { error: `job is ${result.job.state}` } };
+      return { status: 200, body: { status: 'accepted', progress: update.progress } };
     },
   };
 }

@@ -105,7 +105,7 @@ test('a started container\'s output is followed into the store, the shipper is t
   assert.deepEqual(texts(store, 'j1').at(-1), 'stdout:last words');
   assert.equal(store.get('j1')?.nextLine, 5);
   assert.deepEqual(notified.at(-1), ['j1', 0], 'the shipper is told the output ended');
-  assert.ok(notified.length > told);
+  assert.ok(notified.length > told, 'the shipper was told of the new lines');
   await until('the follower to finish', () => live.followers.size === 0);
 });
 

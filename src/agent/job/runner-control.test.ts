@@ -9,7 +9,7 @@ async function running(kit: Kit, id: string, extra: Record<string, unknown> = {}
   kit.scheduler.receive([jobSpec(id, extra)]);
   await settle();
   const cid = kit.executor.containerOf(id)?.id;
-  assert.ok(cid);
+  assert.ok(cid, 'the job\'s container was created');
   return cid;
 }
 
@@ -46,7 +46,7 @@ test('cancel of a running job: stop signal at once, kill after the grace period,
   const kit = makeKit({ cancelGraceMs: 3000 });
   const cid = await running(kit, 'r', { cancelGracePeriod: 2000 });
   const container = kit.executor.containers.get(cid);
-  assert.ok(container);
+  assert.ok(container, 'the container is still known to the engine');
   container.logs = ['cleaning up'];
   kit.executor.stubbornStops.add(cid);
   kit.scheduler.cancel(['r']);
@@ -54,9 +54,9 @@ test('cancel of a running job: stop signal at once, kill after the grace period,
   assert.ok(kit.executor.calls.includes(`stop ${cid} 2000`), 'the job\'s own grace period wins over core.cancel_grace_period');
   assert.equal(kit.reports('r').length, 0, 'not reported while the grace period runs');
   await kit.clock.advance(1999);
-  assert.ok(!kit.executor.calls.includes(`kill ${cid}`));
+  assert.ok(!kit.executor.calls.includes(`kill ${cid}`), 'no kill before the grace period ends');
   await kit.clock.advance(1);
-  assert.ok(kit.executor.calls.includes(`kill ${cid}`));
+  assert.ok(kit.executor.calls.includes(`kill ${cid}`), 'killed once the grace period ended');
   assert.deepEqual(kit.reports('r')[0]?.body, {
     outcome: 'canceled',
     reason: 'cancel',
@@ -77,14 +77,7 @@ test('a completed update during the grace period is the job\'s last word: forwar
   await settle();
   assert.notEqual(kit.store.get('r')?.cancelRequestedAt, null, 'the cancel is stored');
   assert.equal(kit.store.get('r')?.state, 'started', 'the job still runs during its grace period');
-  const backend = createJobApiBackend({
-    store: kit.store,
-    agentId: kit.store.agentId,
-    deliver: kit.ctx.deliver,
-    metrics: undefined,
-    now: () => kit.clock.now(),
-    accepted: (id, update) => kit.scheduler.updateAccepted(id, update),
-  });
+  const backend = createJobApiBackend({ store: kit.store, runner: (id) => kit.scheduler.runnerFor(id) });
   const progress = await backend.updateJob('r', { status: 'running', progress: 0.9, headers: { 'x-foreman-job-status': 'running' }, body: Buffer.from('{}') });
   assert.equal(progress.status, 200, 'updates are still accepted during the grace period');
   const last = await backend.updateJob('r', { status: 'completed', progress: 1, headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.from('{"partial":true}') });
@@ -107,11 +100,12 @@ test('the stall timeout counts from container start, then from the last accepted
   const kit = makeKit({ stallTimeoutMs: 5000 });
   await running(kit, 's');
   await kit.clock.advance(4000);
-  kit.scheduler.updateAccepted('s', { at: kit.clock.now(), completed: false });
+  const update = await kit.scheduler.track('s').containerUpdated({ status: 'running', headers: { 'x-foreman-job-status': 'running' }, body: Buffer.from('{}') });
+  assert.equal(update.kind, 'accepted', 'the update was stored');
   await kit.clock.advance(4000);
-  assert.equal(kit.reports('s').length, 0, 'an update 4 s in kept it alive');
+  assert.deepEqual(kit.reports('s').map((r) => r.status), ['running'], 'an update 4 s in kept it alive: only the update itself was forwarded');
   await kit.clock.advance(1000);
-  const [report] = kit.reports('s');
+  const report = kit.reports('s')[1];
   assert.equal(report?.outcome, 'stalled');
   assert.equal(report.body.reason, 'stall');
   assert.equal(kit.clock.timers > 0, true, 'the removal is scheduled');

@@ -17,7 +17,7 @@ test('launch: pulls a missing image, creates the container with env and labels, 
   kit.executor.pullable.add('fresh/img:1');
   await launched(kit, 'j1', { image: 'fresh/img:1', env: { FROM_CORE: 'job', OWN: 'x' }, command: ['run', 'it'] });
   const container = kit.executor.containerOf('j1');
-  assert.ok(container?.running);
+  assert.ok(container?.running, 'the container runs');
   assert.deepEqual(
     kit.executor.calls.filter((c) => !/^(watch|inspect)/.test(c)).map((c) => c.split(' ')[0]),
     ['ensureImage', 'create', 'start'],
@@ -37,7 +37,7 @@ test('an exit without completed: reported failed with exit code and log tail, sl
   const kit = makeKit();
   const cid = await launched(kit, 'j1');
   const container = kit.executor.containerOf('j1');
-  assert.ok(container);
+  assert.ok(container, 'the container exists in the engine');
   container.logs = ['starting', 'boom: disk on fire'];
   kit.executor.exit(cid, 3);
   await settle();
@@ -70,13 +70,13 @@ test('an OOM kill is reported as oom-killed', async () => {
 test('completed: the container is stopped and removed, and the agent adds no report of its own', async () => {
   const kit = makeKit();
   const cid = await launched(kit, 'j1');
-  kit.store.recordUpdate('j1', { url: 'http://127.0.0.1:9/cb', headers: {}, body: Buffer.alloc(0) }, 'completed', { outcome: 'succeeded' });
-  await kit.scheduler.track('j1').updateAccepted(kit.clock.now(), true);
+  const result = await kit.scheduler.track('j1').containerUpdated({ status: 'completed', headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.from('{"ok":true}') });
+  assert.equal(result.kind, 'accepted', 'the completed update was stored');
   await settle();
-  assert.ok(kit.executor.calls.includes(`stop ${cid} 10000`));
+  assert.ok(kit.executor.calls.includes(`stop ${cid} 10000`), 'the container was stopped with the stop grace');
   assert.equal(kit.state('j1'), 'stopped');
   assert.equal(kit.scheduler.running, 0);
-  assert.equal(kit.delivered.length, 0, 'no report of the agent\'s own');
+  assert.deepEqual(kit.reports('j1').map((r) => [r.status, r.outcome]), [['completed', 'succeeded']], 'the container\'s own update only, no report of the agent\'s own');
   await kit.clock.advance(10_000);
   assert.equal(kit.state('j1'), 'removed');
   assert.deepEqual(kit.store.transitions.filter((t) => t.startsWith('j1 ')), [
@@ -97,7 +97,7 @@ test('no completed within job_completion_timeout of container start: stopped and
   const [report] = kit.reports('j1');
   assert.equal(report?.outcome, 'timed-out');
   assert.match(report.body.message ?? '', /did not report completed within job_completion_timeout \(10000 ms\)/);
-  assert.ok(kit.executor.calls.includes(`stop ${cid} 10000`));
+  assert.ok(kit.executor.calls.includes(`stop ${cid} 10000`), 'the container was stopped with the stop grace');
   assert.equal(kit.executor.containerOf('j1')?.running, false);
 });
 
@@ -186,5 +186,5 @@ test('alwaysPull pulls even an image that is present (and here no registry has i
   kit.scheduler.receive([jobSpec('j1', { alwaysPull: true })]);
   await settle();
   assert.equal(kit.reports('j1')[0]?.outcome, 'pull-failed');
-  assert.ok(kit.executor.calls.includes(`ensureImage ${IMAGE}`));
+  assert.ok(kit.executor.calls.includes(`ensureImage ${IMAGE}`), 'the image was asked for before the launch');
 });

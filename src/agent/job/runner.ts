@@ -1,4 +1,4 @@
-import { endingReport } from '../../callbacks/messages.ts';
+import { endingReport, forwardedUpdate } from '../../callbacks/messages.ts';
 import type { ContainerStatus } from '../../executor/executor.ts';
 import {
   hasEnded,
@@ -6,14 +6,21 @@ import {
   onContainerExited,
   onContainerMissing,
   onDetach,
+  onFetch,
   onLaunchFailed,
   onShutdown,
   onStall,
+  onReadopt,
   onTimeout,
+  onUpdate,
+  readoptLooksAtContainer,
+  type ContainerPhase,
   type Decision,
   type JobState,
+  type Outcome,
 } from '../../jobs/state.ts';
-import type { JobRecord } from '../../jobs/store.ts';
+import type { Delivery, JobRecord } from '../../jobs/store.ts';
+import type { JobUpdate } from '../../job-api/types.ts';
 import { backoffDelay, describeHttpError } from '../../shared/backoff.ts';
 import { TimerSet } from '../../shared/timer-set.ts';
 import {
@@ -30,6 +37,32 @@ import { containerSpec, JobContainer, secretsOf } from './container.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
 
+/** A container's status update, as the job API received it. */
+export type ContainerUpdate = Pick<JobUpdate, 'status' | 'headers' | 'body'>;
+
+/** What became of a container's fetch of its job. */
+export type FetchResult = { readonly kind: 'serve' | 'ended'; readonly job: JobRecord } | { readonly kind: 'unknown' };
+
+/** What became of a container's update: stored and queued, or refused and why. */
+export type UpdateResult = { readonly kind: 'accepted' } | { readonly kind: 'ended' | 'not-running'; readonly job: JobRecord } | { readonly kind: 'unknown' };
+
+/** Why a runner abandoned its job's launch calls (pull, create, start). */
+export type RunnerAbortReason = 'cancel' | 'launch-timeout' | 'shutdown';
+
+const ABORT_MESSAGES: Readonly<Record<RunnerAbortReason, string>> = {
+  cancel: 'canceled by the control server',
+  'launch-timeout': 'job_completion_timeout passed before the container started',
+  shutdown: 'the agent is shutting down',
+};
+
+/** The abort reason a runner's signal carries: an Error (engine calls show its message), with the reason to read. */
+export class RunnerAbort extends Error {
+  constructor(readonly reason: RunnerAbortReason) {
+    super(ABORT_MESSAGES[reason]);
+    this.name = 'RunnerAbort';
+  }
+}
+
 /**
  * Owns one job from the moment it is queued until its container is removed: its cancel signal,
  * its timers (launch and completion timeout, stall, cancel kill, removal), its OOM flag, its slot,
@@ -41,7 +74,7 @@ export class JobRunner {
   readonly id: string;
   private readonly ctx: RunnerContext;
   private readonly hooks: RunnerHooks;
-  /** Aborts the launch calls in flight: on a launch timeout, a cancel and at shutdown. */
+  /** Aborts the launch calls in flight, with the reason (`RunnerAbort`): a launch timeout, a cancel, the shutdown. */
   private readonly abort = new AbortController();
   private readonly timers: TimerSet<'launch' | 'completion' | 'stall' | 'kill' | 'removal'>;
   private readonly container: JobContainer;
@@ -61,6 +94,17 @@ export class JobRunner {
     this.timers = new TimerSet(ctx.clock);
     this.container = new JobContainer(id, ctx);
     this.logs = ctx.logs?.forJob(id);
+  }
+
+  /** Why the launch was abandoned, once it was. */
+  private get abortReason(): RunnerAbortReason | undefined {
+    const reason: unknown = this.abort.signal.reason;
+    return this.abort.signal.aborted && reason instanceof RunnerAbort ? reason.reason : undefined;
+  }
+
+  /** Abandons the launch calls in flight; the first reason stands. */
+  private abortLaunch(reason: RunnerAbortReason): void {
+    this.abort.abort(new RunnerAbort(reason));
   }
 
   /** True from the launch (or re-adoption) until the container is stopped. */
@@ -86,18 +130,10 @@ export class JobRunner {
     this.oomKilled = true;
   }
 
-  /** The container's update was stored: the stall clock starts again; on `completed`, stop the container. */
-  updateAccepted(at: number, completed: boolean): Promise<void> {
-    this.lastTouch = Math.max(this.lastTouch, at);
-    if (!completed) return Promise.resolve();
-    this.timers.cancel('launch', 'completion', 'stall');
-    return this.step(() => this.stopAfterCompletion());
-  }
-
   /** The control server's cancel is stored: drop the job, or stop its container with a grace period. */
   cancel(): Promise<void> {
     this.timers.cancel('launch', 'completion', 'stall');
-    this.abort.abort(new Error('canceled by the control server'));
+    this.abortLaunch('cancel');
     return this.step(() => this.act(onCancel, cancelDetails()));
   }
 
@@ -123,6 +159,57 @@ export class JobRunner {
     return this.step(async () => void (await this.removeContainer()));
   }
 
+  // ---- the container's own reports, through the job API ---------------------------------
+  // Not queued behind the steps: a container's request is answered at once. Each is one store
+  // write that checks the state inside it, so a timeout or an exit cannot slip in between.
+
+  /** The container fetched its job: the first fetch marks it running. */
+  async containerFetched(): Promise<FetchResult> {
+    const { store } = this.ctx;
+    const served = (job: JobRecord | undefined): FetchResult => {
+      if (!job) return { kind: 'unknown' };
+      return onFetch(job.state).kind === 'refuse-ended' ? { kind: 'ended', job } : { kind: 'serve', job };
+    };
+    const job = store.get(this.id);
+    const decision = job ? onFetch(job.state) : undefined;
+    // Only the first fetch writes (started → running); later ones are plain reads.
+    if (decision?.kind !== 'serve' || !decision.to) return served(job);
+    return store.batch(() => {
+      const current = store.get(this.id);
+      const now = current ? onFetch(current.state) : undefined;
+      return served(now?.kind === 'serve' && now.to ? store.transition(this.id, now.to) : current);
+    });
+  }
+
+  /**
+   * The container sent a status update: stored with its delivery in one group-committed write, then
+   * queued for the callback. The stall clock starts again; on `completed` the container is stopped.
+   */
+  async containerUpdated(update: ContainerUpdate): Promise<UpdateResult> {
+    const { store, clock, agentId } = this.ctx;
+    const at = clock.now();
+    const result = await store.batch((): UpdateResult | { kind: 'stored'; delivery: Delivery; outcome: Outcome | undefined } => {
+      const job = store.get(this.id);
+      if (!job) return { kind: 'unknown' };
+      const decision = onUpdate(job.state, update.status, job.cancelRequestedAt !== null);
+      if (decision.kind === 'refuse-ended') return { kind: 'ended', job };
+      if (decision.kind === 'refuse-not-running') return { kind: 'not-running', job };
+      const message = forwardedUpdate({ jobId: this.id, agentId, callbackUrl: job.spec.callbackUrl }, { outcome: decision.outcome, headers: update.headers, body: update.body });
+      const patch = decision.outcome ? { outcome: decision.outcome, lastUpdateAt: at } : { lastUpdateAt: at };
+      const recorded = store.recordUpdate(this.id, message, decision.to, patch);
+      return { kind: 'stored', delivery: recorded.delivery, outcome: decision.outcome };
+    });
+    if (result.kind !== 'stored') return result;
+    this.ctx.deliver(result.delivery);
+    this.lastTouch = Math.max(this.lastTouch, at);
+    if (result.outcome) {
+      this.ctx.metrics?.jobsEnded.inc({ outcome: result.outcome });
+      this.timers.cancel('launch', 'completion', 'stall');
+      void this.step(() => this.stopAfterCompletion());
+    }
+    return { kind: 'accepted' };
+  }
+
   // ---- steps -----------------------------------------------------------------------------
 
   /** Runs `work` after every earlier step of this job. Failures are logged, never thrown away silently. */
@@ -142,13 +229,13 @@ export class JobRunner {
   private leave(): void {
     this.stopping = true;
     this.timers.cancel('launch', 'completion', 'stall', 'removal');
-    this.abort.abort(new Error('the agent is shutting down'));
+    this.abortLaunch('shutdown');
   }
 
   private async runLaunch(): Promise<void> {
     const { store, executor, clock, log } = this.ctx;
     // Cancelled before its turn came: the job never started, and the step that cancelled it ends it.
-    if (this.abort.signal.aborted) return this.release();
+    if (this.abortReason) return this.release();
     let job: JobRecord;
     try {
       job = store.transition(this.id, 'creating');
@@ -162,7 +249,7 @@ export class JobRunner {
     const timeoutMs = this.ctx.options.completionTimeoutMs;
     // While pulling and creating, the completion timeout counts from the launch; it restarts at container start.
     this.timers.set('launch', timeoutMs, () => {
-      this.abort.abort(new Error('job_completion_timeout passed before the container started'));
+      this.abortLaunch('launch-timeout');
       void this.step(() => this.act(onTimeout, timeoutDetails('the image pull and container start did not finish', timeoutMs), 'job did not start in time; abandoning it'));
     });
     const signal = this.abort.signal;
@@ -175,7 +262,8 @@ export class JobRunner {
       await this.startContainer(containerId);
     } catch (err) {
       // Whoever aborted (a timeout, a cancel, the shutdown) has queued the step that ends the job.
-      if (!signal.aborted) await this.failLaunch(err);
+      if (this.abortReason) log.debug({ jobId: this.id, abort: this.abortReason }, 'launch abandoned');
+      else await this.failLaunch(err);
     }
   }
 
@@ -184,7 +272,7 @@ export class JobRunner {
     try {
       await this.ctx.executor.start(containerId, signal);
     } catch (err) {
-      if (!signal.aborted) await this.failLaunch(err);
+      if (!this.abortReason) await this.failLaunch(err);
       return;
     }
     const job = this.ctx.store.get(this.id);
@@ -218,36 +306,50 @@ export class JobRunner {
   }
 
   private async runReconcile(listed: ContainerStatus | undefined): Promise<void> {
-    const { store, executor } = this.ctx;
+    const { store, executor, log } = this.ctx;
     const job = store.get(this.id);
-    if (!job || job.state === 'removed') return;
+    if (!job) return;
     const canceling = job.cancelRequestedAt !== null;
-    // A cancel stored before a crash is finished now; the job never starts.
-    if (canceling && (job.state === 'pending' || job.state === 'creating')) return this.act(onCancel, cancelDetails());
-    if (job.state === 'pending') return this.hooks.requeue('back');
     // The listing may predate a launch that finished while this step waited its turn.
-    const container = listed ?? (job.containerName ? await executor.inspect(job.containerName) : undefined);
-    if (!container) {
-      this.logs?.lost();
-      return this.act((s) => onContainerMissing(s, canceling), missingDetails());
+    const looks = readoptLooksAtContainer(job.state, canceling);
+    const container = looks ? (listed ?? (job.containerName ? await executor.inspect(job.containerName) : undefined)) : undefined;
+    const decision = onReadopt(job.state, phaseOf(container), canceling);
+    switch (decision.kind) {
+      case 'ignore':
+        return;
+      case 'requeue':
+        return this.hooks.requeue('back');
+      case 'cancel':
+        return this.act(onCancel, cancelDetails());
+      case 'missing':
+        this.logs?.lost();
+        return this.act((s) => onContainerMissing(s, canceling), missingDetails());
+      case 'resume-removal':
+        this.release();
+        this.logs?.follow(job);
+        return this.scheduleRemoval(job);
     }
-    if (job.state === 'stopped') {
-      this.release();
-      this.logs?.follow(job);
-      return this.scheduleRemoval(job);
-    }
+    if (!container) return;
+    // The container is there, and the job holds its slot again.
     this.holding = true;
-    if (job.state === 'creating') store.transition(this.id, 'started', { containerId: container.id, startedAt: container.startedAt ?? this.ctx.clock.now() });
-    // Created and never started (the agent stopped between the two, `started` recorded or not): start it now.
-    if (!container.running && container.startedAt === null && (job.state === 'creating' || job.state === 'started')) return this.startContainer(container.id);
-    this.logs?.follow(store.get(this.id) ?? job);
-    if (!container.running) return this.handleExit(container.id, container.exitCode, container.oomKilled);
-    if (job.state === 'completed') return this.stopAfterCompletion();
-    const current = store.get(this.id);
-    if (!current) return;
-    this.ctx.log.info({ jobId: this.id, containerId: container.id, state: current.state }, 're-adopted running job container');
-    if (canceling) return this.act(onCancel, cancelDetails());
-    this.armTimeouts(current);
+    if ('recordStart' in decision && decision.recordStart) {
+      store.transition(this.id, 'started', { containerId: container.id, startedAt: container.startedAt ?? this.ctx.clock.now() });
+    }
+    if (decision.kind === 'start') return this.startContainer(container.id);
+    const current = store.get(this.id) ?? job;
+    this.logs?.follow(current);
+    switch (decision.kind) {
+      case 'exited':
+        return this.handleExit(container.id, container.exitCode, container.oomKilled);
+      case 'finish-stop':
+        return this.stopAfterCompletion();
+      case 'stop-canceled':
+        log.info({ jobId: this.id, containerId: container.id, state: current.state }, 're-adopted running job container');
+        return this.act(onCancel, cancelDetails());
+      case 'adopt':
+        log.info({ jobId: this.id, containerId: container.id, state: current.state }, 're-adopted running job container');
+        return this.armTimeouts(current);
+    }
   }
 
   /**
@@ -396,4 +498,11 @@ export class JobRunner {
     this.hooks.finished();
     return true;
   }
+}
+
+/** What the engine's record of a container says about it, for `onReadopt`. */
+function phaseOf(container: ContainerStatus | undefined): ContainerPhase {
+  if (!container) return 'missing';
+  if (container.running) return 'running';
+  return container.startedAt === null ? 'created' : 'exited';
 }

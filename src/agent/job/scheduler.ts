@@ -211,9 +211,12 @@ export class Scheduler {
     }
   }
 
-  /** A container's update was stored (see JobRunner.updateAccepted). */
-  updateAccepted(id: string, update: { readonly at: number; readonly completed: boolean }): void {
-    void this.track(id).updateAccepted(update.at, update.completed);
+  /** The runner of a job the store still tracks (made after a restart before reconciling reaches it); undefined for others. */
+  runnerFor(id: string): JobRunner | undefined {
+    const known = this.runners.get(id);
+    if (known) return known;
+    const job = this.store.get(id);
+    return job && job.state !== 'removed' ? this.track(id) : undefined;
   }
 
   /** A drain begins: no more launches, and polls ask for nothing; running jobs go on. */

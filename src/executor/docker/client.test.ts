@@ -50,7 +50,7 @@ describe('createDockerClient', () => {
     assert.deepEqual([plain.protocol, plain.port, plain.ca], ['http', 2375, undefined]);
     const https = modemOf('https://engine.example:2400', { ca: file('cert.pem') });
     assert.deepEqual([https.protocol, https.port, https.cert], ['https', 2400, undefined]);
-    assert.ok(https.ca);
+    assert.ok(https.ca, 'the CA is passed to the engine connection');
     assert.equal(modemOf('unix:///run/docker.sock').socketPath, '/run/docker.sock');
   });
 

@@ -46,7 +46,7 @@ test('a followed read ends when endFollow ends the stream; endFollow is told onc
     await Promise.resolve();
   });
   assert.deepEqual(await texts(read), [['last\n']]);
-  assert.ok(told?.aborted);
+  assert.ok(told?.aborted, 'the reader\'s signal was aborted');
 });
 
 test("the caller's abort aborts the request", async () => {
@@ -56,7 +56,7 @@ test("the caller's abort aborts the request", async () => {
   const read = texts(readLogBatches((q) => ((query = q), Promise.resolve(stream)), { since: undefined, follow: true }, stop.signal));
   await new Promise((resolve) => setImmediate(resolve));
   stop.abort();
-  assert.ok(query?.abortSignal.aborted);
+  assert.ok(query?.abortSignal.aborted, 'the engine request was aborted');
   // dockerode destroys its stream on that abort; the stand-in ends instead.
   stream.end();
   assert.deepEqual(await read, []);

@@ -65,7 +65,7 @@ test('a refused pull is a pull error with the engine\'s message, and no secret i
   const { docker } = fakeDocker('Head "http://127.0.0.1:5000/v2/x/manifests/1": unauthorized: bad password local-secret');
   const executor = new DockerExecutor({ docker, registryAuth: auth, ...settings });
   await assert.rejects(executor.ensureImage('127.0.0.1:5000/x:1', true), (err: unknown) => {
-    assert.ok(err instanceof ExecutorJobError);
+    assert.ok(err instanceof ExecutorJobError, 'an ExecutorJobError');
     assert.equal(err.kind, 'pull');
     assert.equal(err.message, 'pulling image 127.0.0.1:5000/x:1 failed: Head "http://127.0.0.1:5000/v2/x/manifests/1": unauthorized: bad password [redacted]');
     return true;

@@ -72,13 +72,13 @@ test('task states: which ended, which ran a container, which cannot be placed, a
   for (const state of ['complete', 'failed', 'shutdown', 'rejected', 'orphaned', 'remove']) assert.ok(isTerminal(task(state)), state);
   for (const state of ['new', 'pending', 'assigned', 'accepted', 'preparing', 'starting', 'running']) assert.ok(!isTerminal(task(state)), state);
 
-  assert.ok(containerStarted(task('running')));
-  assert.ok(containerStarted(task('complete')));
-  assert.ok(containerStarted(task('failed', { Message: 'started', Err: 'task: non-zero exit (3)' })));
-  assert.ok(containerStarted(task('shutdown', { Message: 'started' })));
-  assert.ok(!containerStarted(task('rejected', { Err: 'No such image: x' })));
-  assert.ok(!containerStarted(task('failed', { Message: 'starting', Err: 'starting container failed: invalid env' })));
-  assert.ok(!containerStarted(task('starting')));
+  assert.ok(containerStarted(task('running')), 'a running task started its container');
+  assert.ok(containerStarted(task('complete')), 'a complete task started its container');
+  assert.ok(containerStarted(task('failed', { Message: 'started', Err: 'task: non-zero exit (3)' })), 'a task that failed after starting started its container');
+  assert.ok(containerStarted(task('shutdown', { Message: 'started' })), 'a shut-down task that had started started its container');
+  assert.ok(!containerStarted(task('rejected', { Err: 'No such image: x' })), 'a rejected task never started a container');
+  assert.ok(!containerStarted(task('failed', { Message: 'starting', Err: 'starting container failed: invalid env' })), 'a task that failed while starting never started a container');
+  assert.ok(!containerStarted(task('starting')), 'a starting task has not started its container yet');
 
   assert.equal(unschedulable(task('pending', { Err: 'no suitable node (1 node not available for new tasks)' })), 'no suitable node (1 node not available for new tasks)');
   assert.equal(unschedulable(task('pending', { Message: 'pending task scheduling' })), undefined);
