@@ -2,7 +2,10 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { cleanup, FakeControlServer, spawnAgent, testEnv, waitFor } from '../test/support/harness.ts';
+import { spawnAgent, testEnv } from '../test/support/agents.ts';
+import { cleanup } from '../test/support/containers.ts';
+import { FakeControlServer } from '../test/support/servers.ts';
+import { waitFor } from '../test/support/wait.ts';
 
 const sortNum = (xs: number[]): number[] => [...xs].sort((a, b) => a - b);
 const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');

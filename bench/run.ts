@@ -22,7 +22,11 @@ import { benchAgentFlags, benchIdle, rssMb } from './footprint.ts';
 import { benchFanout, benchSoak } from './scale.ts';
 import { benchSteady, sleepingJobs } from './steady.ts';
 import type Docker from 'dockerode';
-import { CallbackReceiver, FakeControlServer, docker, job, spawnAgent, teardown, testEnv, waitFor, watchContainerEvents, type EngineEvent, type TestEnv } from '../test/support/harness.ts';
+import { spawnAgent, teardown, testEnv, type TestEnv } from '../test/support/agents.ts';
+import { docker, type EngineEvent, watchContainerEvents } from '../test/support/containers.ts';
+import { job } from '../test/support/reports.ts';
+import { CallbackReceiver, FakeControlServer } from '../test/support/servers.ts';
+import { waitFor } from '../test/support/wait.ts';
 
 const { values: args } = parseArgs({
   options: {

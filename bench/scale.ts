@@ -10,7 +10,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, cpuOf, rssMb, TUNED } from './footprint.ts';
-import { CallbackReceiver, cleanup, freePort, job, spawnAgent, testEnv, waitFor, type RecordedRequest, type TestEnv } from '../test/support/harness.ts';
+import { spawnAgent, testEnv, type TestEnv } from '../test/support/agents.ts';
+import { cleanup } from '../test/support/containers.ts';
+import { freePort } from '../test/support/ports.ts';
+import { job } from '../test/support/reports.ts';
+import { CallbackReceiver, type RecordedRequest } from '../test/support/servers.ts';
+import { waitFor } from '../test/support/wait.ts';
 
 /** The engine's own processes: dockerd, containerd and each container's shim (not the containers' programs). */
 function enginePids(): number[] {

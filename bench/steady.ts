@@ -12,7 +12,11 @@ import { Client } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, cpuOf } from './footprint.ts';
 import { V8_FLAGS } from '../src/cli/main.ts';
-import { CallbackReceiver, FakeControlServer, docker, job, spawnAgent, teardown, testEnv, waitFor } from '../test/support/harness.ts';
+import { spawnAgent, teardown, testEnv } from '../test/support/agents.ts';
+import { docker } from '../test/support/containers.ts';
+import { job } from '../test/support/reports.ts';
+import { CallbackReceiver, FakeControlServer } from '../test/support/servers.ts';
+import { waitFor } from '../test/support/wait.ts';
 
 /** The PUT endpoint of each job's container, read from the container's environment. */
 async function endpointsOf(agentIdLabel: string, count: number): Promise<string[]> {

@@ -1,13 +1,16 @@
 /**
  * Restarts a Docker engine under a running agent and reports what the agent did. The engine is a private
- * dockerd of this script's own (test/support/engine.ts), restarted by its pid: the host's dockerd is left alone.
- * Needs root, dockerd and ip. test/zz-engine-restart.test.ts checks the same.
+ * dockerd of this script's own (test/support/private-engine.ts), restarted by its pid: the host's dockerd is left alone.
+ * Needs root, dockerd and ip. test/engine-restart.e2e.test.ts checks the same.
  *
  *   node --import tsx scripts/engine-restart.ts
  */
 import { testJobImage } from '../test/support/image.ts';
-import { privateEngineUnavailable, startPrivateEngine } from '../test/support/engine.ts';
-import { CallbackReceiver, FakeControlServer, job, readLog, spawnAgent, teardown, testEnv, waitFor } from '../test/support/harness.ts';
+import { privateEngineUnavailable, startPrivateEngine } from '../test/support/private-engine.ts';
+import { readLog, spawnAgent, teardown, testEnv } from '../test/support/agents.ts';
+import { job } from '../test/support/reports.ts';
+import { CallbackReceiver, FakeControlServer } from '../test/support/servers.ts';
+import { waitFor } from '../test/support/wait.ts';
 
 function say(line: string): void {
   process.stdout.write(`engine-restart: ${line}\n`);

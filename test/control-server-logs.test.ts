@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createControlServer } from '../examples/control-server/server.ts';
 import type { ControlServer, ControlServerOptions } from '../examples/control-server/server.ts';
-import { waitFor } from './support/harness.ts';
+import { waitFor } from './support/wait.ts';
 
 const TOKEN = 'logs-token';
 const TS = '2026-11-28T07:42:30.437418862Z';

@@ -171,15 +171,15 @@ describe('reference control server', () => {
     await poll({ 'x-foreman-capacity': '0', 'user-agent': 'anonymous-client' });
     const agents = (await json(await fetch(`${base}/agents`))) as Array<{ id: string; labels: unknown; capacity: number; userAgent: string; lastPollAt: string }>;
     const seen = agents.find((agent) => agent.id === 'seen-agent');
-    assert.ok(seen);
+    assert.ok(seen, `seen-agent is not listed: ${JSON.stringify(agents)}`);
     assert.deepEqual(seen.labels, { zone: 'eu,1' });
     assert.equal(seen.capacity, 7);
     assert.equal(seen.userAgent, 'foreman/0.1.0 (linux, x64)');
-    assert.ok(Date.now() - Date.parse(seen.lastPollAt) < 60_000);
+    assert.ok(Date.now() - Date.parse(seen.lastPollAt) < 60_000, `lastPollAt ${seen.lastPollAt} is not within the last minute`);
     const anonymous = agents.find((agent) => agent.userAgent === 'anonymous-client');
-    assert.ok(anonymous);
+    assert.ok(anonymous, `the agent without an id is not listed: ${JSON.stringify(agents)}`);
     assert.match(anonymous.id, /^anonymous-[0-9a-f]{12}$/);
-    assert.ok(!anonymous.id.includes(TOKEN));
+    assert.ok(!anonymous.id.includes(TOKEN), `the anonymous agent's id ${anonymous.id} holds the token`);
   });
 
   it('validates POST /jobs with clear 400s', async () => {
@@ -321,7 +321,7 @@ describe('reference control server', () => {
     };
     try {
       const snapshot = (await nextEvent('snapshot')) as { jobs: unknown[]; agents: unknown[] };
-      assert.ok(Array.isArray(snapshot.jobs) && Array.isArray(snapshot.agents));
+      assert.ok(Array.isArray(snapshot.jobs) && Array.isArray(snapshot.agents), `the snapshot lacks jobs or agents: ${JSON.stringify(snapshot)}`);
       const id = await submit({ image: 'img', labels: { queue: 'events' } });
       assert.deepEqual(((await nextEvent('job')) as JobView).id, id);
       await pollJobs('events', 1, 'events-agent');

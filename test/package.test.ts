@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pkg from '../package.json' with { type: 'json' };
-import { repoRoot } from './support/harness.ts';
+import { repoRoot } from './support/paths.ts';
 
 const run = promisify(execFile);
 
@@ -75,7 +75,7 @@ describe('npm package', { timeout: 900_000 }, () => {
     for (const bundled of ['tsx', 'esbuild', 'fastify', 'dockerode', 'pino', 'undici', 'ajv', 'smol-toml', 'typebox', 'prom-client']) {
       assert.ok(!modules.includes(bundled), `${bundled} was installed: it belongs in the bundle`);
     }
-    assert.ok(!existsSync(join(install, 'node_modules/foreman/src')));
+    assert.ok(!existsSync(join(install, 'node_modules/foreman/src')), 'the installed package holds src/');
 
     // A HOME of its own: no foreman config or npm settings of this machine are read.
     const home = join(work, 'home');

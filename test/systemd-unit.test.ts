@@ -62,10 +62,10 @@ function seconds(span: string): number {
 
 describe('the systemd unit', () => {
   it('starts after the Docker engine, wants it but does not stop with it', () => {
-    assert.ok(words('Unit', 'After').includes('docker.service'));
-    assert.ok(words('Unit', 'Wants').includes('docker.service'));
+    assert.ok(words('Unit', 'After').includes('docker.service'), 'After= names docker.service');
+    assert.ok(words('Unit', 'Wants').includes('docker.service'), 'Wants= names docker.service');
     assert.ok(!words('Unit', 'Requires').includes('docker.service'), 'Requires= would stop the agent with dockerd');
-    assert.ok(!words('Unit', 'BindsTo').includes('docker.service'));
+    assert.ok(!words('Unit', 'BindsTo').includes('docker.service'), 'BindsTo= would stop the agent with dockerd');
   });
 
   it('runs the installed command with flags the CLI knows', () => {
@@ -79,7 +79,7 @@ describe('the systemd unit', () => {
 
   it('sends one SIGTERM to the agent alone and waits out a drain and the shutdown', () => {
     assert.ok(['mixed', 'process'].includes(value('Service', 'KillMode') ?? ''), 'the first SIGTERM must reach the agent only');
-    assert.ok([undefined, 'SIGTERM'].includes(value('Service', 'KillSignal')));
+    assert.ok([undefined, 'SIGTERM'].includes(value('Service', 'KillSignal')), `KillSignal=${value('Service', 'KillSignal')}: the agent drains on SIGTERM`);
     const stopSeconds = seconds(value('Service', 'TimeoutStopSec') ?? '0');
     const neededMs = Number(defaultOf('core.drain_timeout')) + Number(defaultOf('core.shutdown_timeout'));
     assert.ok(stopSeconds * 1000 > neededMs, `TimeoutStopSec ${stopSeconds}s is not above drain + shutdown (${neededMs} ms)`);
@@ -89,14 +89,14 @@ describe('the systemd unit', () => {
 
   it('restarts on failure, but not on a bad configuration (exit 2)', () => {
     assert.equal(value('Service', 'Restart'), 'on-failure');
-    assert.ok(words('Service', 'RestartPreventExitStatus').includes('2'));
+    assert.ok(words('Service', 'RestartPreventExitStatus').includes('2'), 'RestartPreventExitStatus= names 2 (a bad configuration)');
   });
 
   it('runs as a user of the docker group with its state directory as data_dir', () => {
     const user = value('Service', 'User');
     assert.ok(user === undefined || user === 'root' || words('Service', 'SupplementaryGroups').includes('docker'), 'a non-root user needs the docker group');
     assert.equal(value('Service', 'StateDirectory'), 'foreman');
-    assert.ok(values('Service', 'Environment').includes('FOREMAN_CORE_DATA_DIR=/var/lib/foreman'));
+    assert.ok(values('Service', 'Environment').includes('FOREMAN_CORE_DATA_DIR=/var/lib/foreman'), 'Environment= sets FOREMAN_CORE_DATA_DIR=/var/lib/foreman');
     assert.equal(value('Install', 'WantedBy'), 'multi-user.target');
   });
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateValidators } from '../scripts/validators.ts';
-import { repoRoot } from './support/harness.ts';
+import { repoRoot } from './support/paths.ts';
 
 test('the committed validators are what the schemas generate today', () => {
   const generated = generateValidators();
@@ -21,7 +21,7 @@ test('the committed validators are what the schemas generate today', () => {
 test('the agent loads no ajv compiler: only its runtime helpers', () => {
   for (const { code } of generateValidators()) {
     const imports = [...code.matchAll(/^import .* from ["']([^"']+)["'];$/gm)].map((m) => m[1] ?? '');
-    assert.ok(imports.length > 0);
+    assert.ok(imports.length > 0, 'a generated validator imports its runtime helpers');
     for (const spec of imports) assert.match(spec, /^(ajv\/dist\/runtime\/|ajv-formats\/dist\/formats\.js$|\.\.?\/)/, spec);
   }
 });

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import type Docker from 'dockerode';
 import { LogFrameParser } from '../../src/executor/docker/log-frames.ts';
-import { docker, type RecordedRequest } from './harness.ts';
+import { docker } from './containers.ts';
+import type { RecordedRequest } from './servers.ts';
 
 export interface SentLine {
   readonly i: number;

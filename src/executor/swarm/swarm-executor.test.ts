@@ -1,5 +1,5 @@
 /**
- * What a single-node swarm cannot show (test/zz-swarm.test.ts covers the rest on the real engine): a job
+ * What a single-node swarm cannot show (test/swarm.e2e.test.ts covers the rest on the real engine): a job
  * whose task runs on another node. A stand-in for the manager's API plays the swarm.
  */
 import { test } from 'node:test';

@@ -1,0 +1,249 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { arch, platform, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pkg from '../package.json' with { type: 'json' };
+import { createDockerClient } from '../src/executor/docker/client.ts';
+
+const BIN = fileURLToPath(new URL('../bin/foreman.js', import.meta.url));
+const DOCKER_URL = 'unix:///var/run/docker.sock';
+const TOKEN = 's3cret-token-value';
+
+const workDir = mkdtempSync(join(tmpdir(), 'foreman-cli-'));
+after(() => rmSync(workDir, { recursive: true, force: true }));
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real binary with a clean env whose HOME is a temp dir, so no real config is picked up. */
+async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: workDir,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: workDir, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+let fileCounter = 0;
+function writeConfig(toml: string): string {
+  const path = join(workDir, `config-${++fileCounter}.toml`);
+  writeFileSync(path, toml);
+  return path;
+}
+
+function assertNoStackTrace(result: CliResult): void {
+  assert.doesNotMatch(result.stderr, /^\s+at /m, `stack trace leaked:\n${result.stderr}`);
+  assert.doesNotMatch(result.stdout, /^\s+at /m, `stack trace leaked:\n${result.stdout}`);
+}
+
+describe('foreman CLI basics', () => {
+  it('--help prints usage and exits 0', async () => {
+    const result = await runCli(['--help']);
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /^Usage: foreman/);
+    assert.match(result.stdout, /check/);
+    assert.match(result.stdout, /--config PATH/);
+    assert.equal(result.stderr, '');
+  });
+
+  it('--version prints the package version', async () => {
+    const result = await runCli(['--version']);
+    assert.equal(result.code, 0);
+    assert.equal(result.stdout, `foreman ${pkg.version}\n`);
+  });
+
+  it('an unknown flag is a usage error (exit 2)', async () => {
+    const result = await runCli(['--frobnicate']);
+    assert.equal(result.code, 2);
+    assert.equal(result.stderr, 'foreman: unknown option --frobnicate (see foreman --help)\n');
+  });
+
+  it('an unknown command is a usage error (exit 2)', async () => {
+    const result = await runCli(['launch']);
+    assert.equal(result.code, 2);
+    assert.equal(result.stderr, 'foreman: unknown command "launch" (see foreman --help)\n');
+  });
+});
+
+describe('foreman with a bad configuration', () => {
+  const cases: { name: string; args: (file: string) => string[]; toml: string; env?: Record<string, string>; stderr: (file: string) => string }[] = [
+    {
+      name: 'a value of the wrong type',
+      args: (file) => ['--config', file],
+      toml: '[core]\nurl = "http://127.0.0.1:9/"\ntoken = "t"\nport = "abc"\n',
+      stderr: (file) => `foreman: ${file}: core.port = "abc": expected an integer from 0 to 65535\n`,
+    },
+    {
+      name: 'invalid TOML',
+      args: (file) => ['check', '-c', file],
+      toml: '[core]\nurl = "http://127.0.0.1:9/"\ntoken = \n',
+      stderr: (file) => `foreman: ${file}: invalid TOML at line 3, column 9: invalid value\n`,
+    },
+    {
+      name: 'a bad env override',
+      args: (file) => ['check', '--config', file],
+      toml: '[core]\nurl = "http://127.0.0.1:9/"\ntoken = "t"\n',
+      env: { FOREMAN_CORE_POLL_TIMEOUT: '-1' },
+      stderr: () => 'foreman: env FOREMAN_CORE_POLL_TIMEOUT: core.poll_timeout = -1: expected a non-negative integer number of milliseconds (at most 2147483647)\n',
+    },
+    {
+      name: 'no url anywhere',
+      args: (file) => ['--config', file],
+      toml: '[core]\ntoken = "t"\n',
+      stderr: (file) => `foreman: core.url is required: set it in ${file} or FOREMAN_CORE_URL\n`,
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: one line on stderr, exit 2, no stack trace`, async () => {
+      const file = writeConfig(c.toml);
+      const result = await runCli(c.args(file), c.env);
+      assert.equal(result.code, 2);
+      assert.equal(result.stderr, c.stderr(file));
+      assertNoStackTrace(result);
+    });
+  }
+
+  it('a missing --config file is an error', async () => {
+    const result = await runCli(['check', '--config', 'missing.toml']);
+    assert.equal(result.code, 2);
+    assert.equal(result.stderr, `foreman: config file ${join(workDir, 'missing.toml')} (from --config) does not exist\n`);
+  });
+});
+
+describe('foreman check', () => {
+  const docker = createDockerClient(DOCKER_URL);
+  const networkName = `foreman-cli-test-${process.pid}`;
+  let engineVersion = '';
+  let server: Server | undefined;
+  let serverUrl = '';
+  let status = 204;
+  let lastHeaders: IncomingHttpHeaders | undefined;
+
+  before(async () => {
+    engineVersion = (await docker.version()).Version;
+    // As the agent makes it: a network that lets containers reach each other is only a warning.
+    await docker.createNetwork({ Name: networkName, Labels: { 'foreman.test': 'cli' }, Options: { 'com.docker.network.bridge.enable_icc': 'false' } });
+    server = createServer((req, res) => {
+      lastHeaders = req.headers;
+      res.statusCode = status;
+      res.end(status === 200 ? '[]' : undefined);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    serverUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jobs`;
+  });
+
+  after(async () => {
+    server?.closeAllConnections();
+    server?.close();
+    await docker.getNetwork(networkName).remove();
+  });
+
+  function checkConfig(extra = ''): string {
+    return writeConfig(
+      `[core]\nurl = "${serverUrl}"\ntoken = "${TOKEN}"\nnetwork_name = "${networkName}"\nunknown_option = 1\n${extra}` +
+        `[core.labels]\nqueue = "high"\n[core.env]\nAPI_KEY = "do-not-print"\n`,
+    );
+  }
+
+  it('reports the engine, the network, the server and the effective config (exit 0)', async () => {
+    status = 204;
+    const file = checkConfig();
+    const result = await runCli(['check', '--config', file], { FOREMAN_CORE_POLL_TIMEOUT: '5000' });
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, new RegExp(`ok +Docker engine ${engineVersion.replaceAll('.', '\\.').replaceAll('+', '\\+')} \\(API [\\d.]+\\)`));
+    assert.match(result.stdout, new RegExp(`ok +network "${networkName}" exists`));
+    assert.match(result.stdout, /ok +control server http:\/\/127\.0\.0\.1:\d+\/jobs answered HTTP 204/);
+    assert.match(result.stdout, /core\.token +=  ?<redacted> +\(file\)/);
+    assert.match(result.stdout, /core\.env\.API_KEY +=  ?<redacted> +\(file\)/);
+    assert.match(result.stdout, /core\.poll_timeout += 5000 +\(env\)/);
+    assert.match(result.stdout, /core\.port += 3000 +\(default\)/);
+    assert.match(result.stdout, /core\.labels\.queue += "high" +\(file\)/);
+    assert.match(result.stdout, new RegExp(`core\\.data_dir += "${join(workDir, '.foreman', 'data')}"`));
+    assert.match(result.stdout, /All checks passed\./);
+    assert.ok(!result.stdout.includes(TOKEN) && !result.stderr.includes(TOKEN), 'token leaked');
+    assert.ok(!result.stdout.includes('do-not-print'), 'core.env value leaked');
+    assert.equal(result.stderr, `foreman: warning: ${file}: unknown key core.unknown_option (ignored)\n`);
+
+    assert.equal(lastHeaders?.authorization, `Bearer ${TOKEN}`);
+    assert.equal(lastHeaders?.['user-agent'], `foreman/${pkg.version} (${platform()}, ${arch()})`);
+    assert.equal(lastHeaders?.['x-foreman-capacity'], '0');
+    assert.equal(lastHeaders?.['x-foreman-labels'], 'queue=high');
+  });
+
+  it('shows registries by host, user and where the password is, never the password', async () => {
+    status = 204;
+    const passwordFile = join(workDir, 'registry-password');
+    writeFileSync(passwordFile, 'file-registry-secret\n');
+    const file = writeConfig(
+      `[core]\nurl = "${serverUrl}"\ntoken = "${TOKEN}"\nnetwork_name = "${networkName}"\n` +
+        `[[docker.registries]]\nhost = "127.0.0.1:5000"\nusername = "ci"\npassword_file = "registry-password"\n`,
+    );
+    const result = await runCli(['check', '--config', file], {
+      FOREMAN_DOCKER_REGISTRIES_1_HOST: 'docker.io',
+      FOREMAN_DOCKER_REGISTRIES_1_USERNAME: 'me',
+      FOREMAN_DOCKER_REGISTRIES_1_PASSWORD: 'env-registry-secret',
+    });
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, new RegExp(`docker\\.registries\\[0\\] += 127\\.0\\.0\\.1:5000, username "ci", password: set \\(from file ${passwordFile}\\) +\\(file\\)`));
+    assert.match(result.stdout, /docker\.registries\[1\] += docker\.io, username "me", password: set \(from env FOREMAN_DOCKER_REGISTRIES_1_PASSWORD\) +\(env\)/);
+    assert.match(result.stdout, new RegExp(`note +registry credentials: 1 from ${file}, 1 from env`));
+    for (const secret of ['file-registry-secret', 'env-registry-secret']) assert.ok(!(result.stdout + result.stderr).includes(secret), `${secret} leaked`);
+
+    // None configured: Docker's config.json, named where it was found.
+    const dockerConfig = join(workDir, 'docker-config');
+    mkdirSync(dockerConfig, { recursive: true });
+    writeFileSync(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { '127.0.0.1:5000': { auth: Buffer.from('ci:json-registry-secret').toString('base64') } } }));
+    const fallback = await runCli(['check', '--config', checkConfig()], { DOCKER_CONFIG: dockerConfig });
+    const jsonPath = join(dockerConfig, 'config.json');
+    assert.match(fallback.stdout, new RegExp(`docker\\.registries\\[0\\] += 127\\.0\\.0\\.1:5000, username "ci", password: set \\(in ${jsonPath}\\) +\\(${jsonPath}\\)`));
+    assert.match(fallback.stdout, new RegExp(`note +registry credentials: 1 from ${jsonPath}`));
+    assert.ok(!fallback.stdout.includes('json-registry-secret'), 'the config.json password leaked');
+  });
+
+  it('says the token was rejected when the server answers 401 (exit 1)', async () => {
+    status = 401;
+    const result = await runCli(['check', '--config', checkConfig()], { FOREMAN_CORE_NETWORK_NAME: `${networkName}-missing` });
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    assert.match(result.stdout, /FAIL +control server http:\/\/127\.0\.0\.1:\d+\/jobs: token rejected \(HTTP 401\)/);
+    // A missing network is only noted: the agent creates it at start.
+    assert.match(result.stdout, new RegExp(`note +network "${networkName}-missing" does not exist yet`));
+    assert.match(result.stdout, /1 check failed\./);
+    assertNoStackTrace(result);
+  });
+
+  it('says the control server is unreachable (exit 1)', async () => {
+    status = 204;
+    const result = await runCli(['check', '--config', checkConfig()], { FOREMAN_CORE_URL: 'http://127.0.0.1:1/jobs' });
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    assert.match(result.stdout, /FAIL +control server http:\/\/127\.0\.0\.1:1\/jobs did not answer: .*ECONNREFUSED/);
+    assertNoStackTrace(result);
+  });
+
+  it('prints one clear line when the Docker engine is not there (exit 1)', async () => {
+    status = 204;
+    const socket = join(workDir, 'no-such-docker.sock');
+    const result = await runCli(['check', '--config', checkConfig()], { FOREMAN_DOCKER_URL: `unix://${socket}` });
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    const failures = result.stdout.split('\n').filter((line) => line.includes('FAIL'));
+    assert.equal(failures.length, 1, result.stdout);
+    assert.match(failures[0] ?? '', new RegExp(`^  FAIL  no Docker engine at unix://${socket}: start Docker or set docker.url \\(.*ENOENT.*\\)$`));
+    assert.match(result.stdout, /ok +control server .* answered HTTP 204/);
+    assertNoStackTrace(result);
+  });
+});

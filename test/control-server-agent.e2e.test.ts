@@ -1,0 +1,76 @@
+/** The reference control server and a real agent on the real engine: a cancel from POST /jobs/<id>/cancel reaches the container. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createControlServer, type ControlServer } from '../examples/control-server/server.ts';
+import { testJobImage } from './support/image.ts';
+import { type InProcessAgent, startAgent, testEnv, type TestEnv } from './support/agents.ts';
+import { cleanup, watchContainerEvents } from './support/containers.ts';
+import { waitFor } from './support/wait.ts';
+
+interface JobView {
+  status: string;
+  outcome?: string | null;
+  cancelRequested?: boolean;
+  result?: unknown;
+}
+
+test('a job canceled on the reference server is stopped by the agent within a second and ends canceled', async (t) => {
+  await testJobImage();
+  const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-agent-'));
+  let server: ControlServer | undefined;
+  let env: TestEnv | undefined;
+  let agent: InProcessAgent | undefined;
+  let events: { stop: () => void } | undefined;
+  try {
+    server = await createControlServer({ dbPath: join(dir, 'cs.db'), tokens: ['cs-token'] });
+    await server.app.listen({ host: '127.0.0.1', port: 0 });
+    const base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
+    env = testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'cs-token', FOREMAN_CORE_LABELS_QUEUE: 'cancel-e2e', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '1' });
+    const running = (agent = await startAgent(env));
+    const kills: Array<{ signal: string; at: number }> = [];
+    events = await watchContainerEvents(['kill'], `foreman.agent=${running.agent.agentId}`, (e) => kills.push({ signal: e.Actor.Attributes.signal ?? '?', at: e.timeNano / 1e6 }));
+    const job = async (id: string): Promise<JobView> => (await (await fetch(`${base}/jobs/${encodeURIComponent(id)}`)).json()) as JobView;
+    const submit = async (body: unknown): Promise<string> => {
+      const res = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      assert.equal(res.status, 201);
+      return ((await res.json()) as { id: string }).id;
+    };
+    const sleeping = await submit({ image: 'foreman-test-job:latest', labels: { queue: 'cancel-e2e' }, body: { action: 'sleep' } });
+    const waiting = await submit({ image: 'foreman-test-job:latest', labels: { queue: 'cancel-e2e' }, body: { values: [20, 22] } });
+    // A sleeping job sends no update, so the server still says assigned; the agent knows it runs.
+    await waitFor('the first job running', () => running.store.get(sleeping)?.state === 'running', 30_000);
+    assert.equal((await job(sleeping)).status, 'assigned');
+
+    const requestedAt = Date.now();
+    const cancel = await fetch(`${base}/jobs/${sleeping}/cancel`, { method: 'POST' });
+    assert.equal(cancel.status, 202);
+    const ended = await waitFor('the job to end', async () => {
+      const view = await job(sleeping);
+      return view.status === 'completed' ? view : undefined;
+    }, 30_000);
+    const sigterm = kills.find((k) => k.signal === '15');
+    assert.ok(sigterm, JSON.stringify(kills));
+    // The agent polls every 100 ms here, so the cancel reaches it with its next poll.
+    t.diagnostic(`stop signal ${Math.round(sigterm.at - requestedAt)} ms after POST /jobs/<id>/cancel`);
+    assert.ok(sigterm.at - requestedAt < 1500, `stop signal ${sigterm.at - requestedAt} ms after the cancel request`);
+    assert.equal(ended.outcome, 'canceled');
+
+    // The slot it freed goes to the waiting job.
+    const next = await waitFor('the second job to complete', async () => {
+      const view = await job(waiting);
+      return view.status === 'completed' ? view : undefined;
+    }, 30_000);
+    assert.equal(next.outcome, 'succeeded');
+    assert.deepEqual(next.result, { result: 42 });
+  } finally {
+    events?.stop();
+    await agent?.close();
+    await server?.close();
+    if (env) await cleanup(env, agent?.agent.agentId);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
