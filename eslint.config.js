@@ -2,7 +2,10 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 /** Test kits and fakes: only tests import them. */
-const TEST_KITS = { regex: '(^|/)(testing|executor/fake)/|/memory-store\\.ts$', message: 'Test kits and fakes (src/testing/, src/executor/fake/, memory-store.ts) are for tests only.' };
+const TEST_KITS = {
+  regex: '(^|/)(testing|executor/fake)/|/memory-store\\.ts$',
+  message: 'Test kits and fakes (src/testing/, src/executor/fake/, memory-store.ts) are for tests only.',
+};
 
 /** `no-restricted-imports` for each folder's production files: its own rule plus the test-kit rule; tests may import anything. */
 function boundaries(rooms) {
@@ -35,7 +38,10 @@ export default tseslint.config(
         { object: 'process', property: 'env', message: 'Only src/cli reads process.env; pass config down.' },
         { object: 'process', property: 'argv', message: 'Only src/cli reads process.argv; pass what it parsed down.' },
       ],
-      'no-restricted-syntax': ['error', { selector: "CallExpression[callee.name='setInterval']", message: 'No setInterval loops: schedule the next run when the last one ends.' }],
+      'no-restricted-syntax': [
+        'error',
+        { selector: "CallExpression[callee.name='setInterval']", message: 'No setInterval loops: schedule the next run when the last one ends.' },
+      ],
     },
   },
   {
@@ -50,7 +56,10 @@ export default tseslint.config(
       'no-restricted-syntax': [
         'error',
         { selector: "CallExpression[callee.name='setInterval']", message: 'No setInterval loops: schedule the next run when the last one ends.' },
-        { selector: "CallExpression[callee.object.name='assert'][callee.property.name='ok'][arguments.length<2]", message: 'Say what failed: assert.ok(value, message).' },
+        {
+          selector: "CallExpression[callee.object.name='assert'][callee.property.name='ok'][arguments.length<2]",
+          message: 'Say what failed: assert.ok(value, message).',
+        },
         { selector: "CallExpression[callee.name='assert'][arguments.length<2]", message: 'Say what failed: assert(value, message).' },
       ],
     },
@@ -85,7 +94,7 @@ export default tseslint.config(
     {
       files: ['src/agent/job/*.ts'],
       regex: '^\\.\\./(?!\\.\\./)|^\\.\\./\\.\\./cli/',
-      message: 'A job\'s parts (src/agent/job/) are given what they need by the supervisor; they never import it (src/agent/*.ts) or the command line.',
+      message: "A job's parts (src/agent/job/) are given what they need by the supervisor; they never import it (src/agent/*.ts) or the command line.",
     },
     {
       files: ['src/cli/*.ts'],
@@ -95,7 +104,8 @@ export default tseslint.config(
     {
       files: ['src/cli/check/*.ts'],
       regex: '^\\.\\./\\.\\./(?!(config|control|executor|shared)/|\\.\\./package\\.json$)|^\\.\\./(?!\\.\\./)',
-      message: 'foreman check reads the config and probes the engine and the control server: it imports src/config, src/control, src/executor and src/shared only.',
+      message:
+        'foreman check reads the config and probes the engine and the control server: it imports src/config, src/control, src/executor and src/shared only.',
     },
     { files: ['src/testing/*.ts'], regex: '^\\.\\./cli/', message: 'Test kits build parts of the agent, not the command line.' },
   ]),

@@ -33,7 +33,12 @@ async function serve(callbackUrl: string): Promise<void> {
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     insert.run(id, req.params.id, body);
     const forward = async (): Promise<void> => {
-      const res = await request(callbackUrl, { method: 'PUT', body, dispatcher, headers: { 'content-type': 'application/json', 'x-foreman-job-id': req.params.id } });
+      const res = await request(callbackUrl, {
+        method: 'PUT',
+        body,
+        dispatcher,
+        headers: { 'content-type': 'application/json', 'x-foreman-job-id': req.params.id },
+      });
       await res.body.dump();
       // Like the agent's delivered mark: not synced on its own (see the README's "Group commit").
       relaxed.run();
@@ -44,11 +49,14 @@ async function serve(callbackUrl: string): Promise<void> {
     return reply.code(200).send({ status: 'accepted' });
   });
   const close = (): void => {
-    void app.close().then(() => dispatcher.close()).finally(() => {
-      db.close();
-      rmSync(dir, { recursive: true, force: true });
-      process.exit(0);
-    });
+    void app
+      .close()
+      .then(() => dispatcher.close())
+      .finally(() => {
+        db.close();
+        rmSync(dir, { recursive: true, force: true });
+        process.exit(0);
+      });
   };
   process.once('SIGTERM', close);
   await app.listen({ port: 0, host: '127.0.0.1' });

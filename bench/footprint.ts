@@ -93,10 +93,14 @@ export async function benchIdle(): Promise<void> {
   const node = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
   await once(node, 'spawn');
   const pidOf = node.pid ?? 0;
-  const bareRss = await waitFor('bare node to settle', async () => {
-    await new Promise((r) => setTimeout(r, 1000));
-    return rssMb(pidOf);
-  }, 10_000);
+  const bareRss = await waitFor(
+    'bare node to settle',
+    async () => {
+      await new Promise((r) => setTimeout(r, 1000));
+      return rssMb(pidOf);
+    },
+    10_000,
+  );
   const bareAnon = rssMb(pidOf, 'RssAnon');
   node.kill();
   const median = (runs: IdleRss[], pick: (r: IdleRss) => number): number => sortNum(runs.map(pick))[Math.floor(runs.length / 2)] ?? NaN;
@@ -107,7 +111,11 @@ export async function benchIdle(): Promise<void> {
   console.log('agent RSS, idle, polling every 1 s (median of 3 agents, each the median of 5 samples):');
   console.log(`  after a minute idle: ${fmt(median(plain, settled))} MB (all: ${all(plain, settled)}); target ≤ 60 MB`);
   console.log(`  just started (polls 3-7): ${fmt(median(plain, early))} MB (all: ${all(plain, early)})`);
-  console.log(`  with ${TUNED.flags.join(' ')} and MALLOC_ARENA_MAX=2 (as the systemd unit and image run it): ${fmt(median(tuned, settled))} MB after a minute (all: ${all(tuned, settled)}), ${fmt(median(tuned, early))} MB just started`);
+  console.log(
+    `  with ${TUNED.flags.join(' ')} and MALLOC_ARENA_MAX=2 (as the systemd unit and image run it): ${fmt(median(tuned, settled))} MB after a minute (all: ${all(tuned, settled)}), ${fmt(median(tuned, early))} MB just started`,
+  );
   console.log(`bare \`node -e\`: ${fmt(bareRss)} MB; ratio ${fmt(median(plain, settled) / bareRss, 2)}× (tuned ${fmt(median(tuned, settled) / bareRss, 2)}×)`);
-  console.log(`of which anonymous (heap, not the mapped node binary), after a minute: agent ${fmt(median(plain, (r) => r.settledAnon))} MB (tuned ${fmt(median(tuned, (r) => r.settledAnon))} MB), bare node ${fmt(bareAnon)} MB`);
+  console.log(
+    `of which anonymous (heap, not the mapped node binary), after a minute: agent ${fmt(median(plain, (r) => r.settledAnon))} MB (tuned ${fmt(median(tuned, (r) => r.settledAnon))} MB), bare node ${fmt(bareAnon)} MB`,
+  );
 }

@@ -103,12 +103,22 @@ async function benchDispatch(): Promise<void> {
         const pollsBefore = control.polls.length;
         control.reply([job(id, callbacks.url(), { values: [i] })]);
         // The job "appears" when the poll that carries it is answered.
-        const served = await waitFor('the poll carrying the job', () => (control.polls.length > pollsBefore ? control.polls[pollsBefore] : undefined), 10_000, 2);
+        const served = await waitFor(
+          'the poll carrying the job',
+          () => (control.polls.length > pollsBefore ? control.polls[pollsBefore] : undefined),
+          10_000,
+          2,
+        );
         const started = await waitFor('agent start event', () => watcher.starts.get(id), 20_000, 5);
         agentSamples.push(started - served.at);
         await callbacks.waitForCompletion(id);
         // Like the raw loop, start the next one only once this container is gone.
-        await waitFor('the container to be removed', async () => (await docker.listContainers({ all: true, filters: { label: [`foreman.job-id=${id}`] } })).length === 0, 20_000, 20);
+        await waitFor(
+          'the container to be removed',
+          async () => (await docker.listContainers({ all: true, filters: { label: [`foreman.job-id=${id}`] } })).length === 0,
+          20_000,
+          20,
+        );
       }
     } finally {
       watcher.stop();
@@ -164,7 +174,6 @@ async function load(urls: string[], connections: number, seconds: number): Promi
 async function benchProxy(jobCount: number): Promise<void> {
   const { callbacks, endpoints, close } = await sleepingJobs('proxy', jobCount);
   try {
-
     const direct = await load([callbacks.url('direct')], 50, loadSeconds);
     const before = callbacks.requests.length;
     const proxied = await load(endpoints, 50, loadSeconds);
@@ -176,9 +185,15 @@ async function benchProxy(jobCount: number): Promise<void> {
 
     console.log(`\n## Status proxy: container PUT → callback, 50 connections over ${jobCount} job${jobCount === 1 ? '' : 's'}`);
     console.log('| | PUT/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|');
-    console.log(`| raw: straight to the callback receiver | ${fmt(direct.rate, 0)} | ${fmt(percentile(direct.latencies, 50), 2)} | ${fmt(percentile(direct.latencies, 99), 2)} | ${direct.errors} |`);
-    console.log(`| through foreman (answered once stored) | ${fmt(proxied.rate, 0)} | ${fmt(percentile(proxied.latencies, 50), 2)} | ${fmt(percentile(proxied.latencies, 99), 2)} | ${proxied.errors} |`);
-    console.log(`added latency p50: ${fmt(percentile(proxied.latencies, 50) - percentile(direct.latencies, 50), 2)} ms (target ≤ 1 ms); throughput ${fmt(proxied.rate / direct.rate, 3)}× raw (target ≥ 5000 PUT/s)`);
+    console.log(
+      `| raw: straight to the callback receiver | ${fmt(direct.rate, 0)} | ${fmt(percentile(direct.latencies, 50), 2)} | ${fmt(percentile(direct.latencies, 99), 2)} | ${direct.errors} |`,
+    );
+    console.log(
+      `| through foreman (answered once stored) | ${fmt(proxied.rate, 0)} | ${fmt(percentile(proxied.latencies, 50), 2)} | ${fmt(percentile(proxied.latencies, 99), 2)} | ${proxied.errors} |`,
+    );
+    console.log(
+      `added latency p50: ${fmt(percentile(proxied.latencies, 50) - percentile(direct.latencies, 50), 2)} ms (target ≤ 1 ms); throughput ${fmt(proxied.rate / direct.rate, 3)}× raw (target ≥ 5000 PUT/s)`,
+    );
     console.log(`forwarded: ${forwardedDuring} during the load, the rest within ${fmt(drainSeconds)} s more: ${fmt(forwardRate, 0)} deliveries/s end to end`);
     // Unloaded: one connection, so latency is the cost of one update, not queueing behind 49 others.
     const directOne = await load([callbacks.url('direct')], 1, 2);
@@ -357,7 +372,11 @@ async function logStack(): Promise<{
   try {
     // Warm up (creates the network); its report names the agent.
     control.reply([job('bench-logs-warm', callbacks.url(), {}, { command: burstPrinter(1000, 0), logsUrl: receiver.url('bench-logs-warm') })]);
-    const warm = await waitFor('the warm-up report', () => callbacks.for('bench-logs-warm').find((r) => r.headers['x-foreman-job-status'] === 'completed'), 60_000);
+    const warm = await waitFor(
+      'the warm-up report',
+      () => callbacks.for('bench-logs-warm').find((r) => r.headers['x-foreman-job-status'] === 'completed'),
+      60_000,
+    );
     agentId = String(warm.headers['x-foreman-agent-id']);
     const onEvent = (e: EngineEvent): void => {
       const id = e.Actor.Attributes['foreman.job-id'] ?? e.Actor.Attributes['bench.id'];
@@ -385,7 +404,8 @@ async function logStack(): Promise<{
     for (const c of await docker.listContainers({ all: true, filters: { label: [`foreman.job-id=${id}`, `foreman.agent=${agentId}`] } })) {
       await docker.getContainer(c.Id).remove({ force: true });
     }
-    if (logs && (count.lines !== lines || count.endTotal !== lines)) console.warn(`! ${id}: ${count.lines} lines received, log end says ${String(count.endTotal)}, ${lines} printed`);
+    if (logs && (count.lines !== lines || count.endTotal !== lines))
+      console.warn(`! ${id}: ${count.lines} lines received, log end says ${String(count.endTotal)}, ${lines} printed`);
     return { id, allMs: (count.allAt ?? NaN) - started, endMs: (count.endAt ?? NaN) - started, count };
   };
   return { env, pid: agent.child.pid ?? 0, events, startOf, viaAgent, close };
@@ -428,7 +448,9 @@ async function benchLogThroughput(): Promise<void> {
     console.log(`\n## Live logs: ${logLines} lines printed as fast as possible → delivered (median of ${logRuns}; ms from the container's start event)`);
     console.log('Two identical containers one after the other, alternating: the raw one followed by this process (`docker logs --follow --timestamps`');
     console.log("through dockerode), the agent's one streamed to a logs server on 127.0.0.1 that counts lines.");
-    console.log('| line | raw engine follow lines/s | through foreman lines/s (last line) | ratio | foreman lines/s (log end) | ratio | batches |\n|---|---|---|---|---|---|---|');
+    console.log(
+      '| line | raw engine follow lines/s | through foreman lines/s (last line) | ratio | foreman lines/s (log end) | ratio | batches |\n|---|---|---|---|---|---|---|',
+    );
     for (const [label, bytes] of [
       ['short (~12 B)', 0],
       ['200 B', 200],
@@ -449,9 +471,13 @@ async function benchLogThroughput(): Promise<void> {
       console.log(
         `| ${label} | ${fmt(rate(raw), 0)} | ${fmt(rate(all), 0)} | ${fmt(rate(all) / rate(raw), 2)} | ${fmt(rate(ends), 0)} | ${fmt(rate(ends) / rate(raw), 2)} | ${fmt(median(posts), 0)} |`,
       );
-      console.log(`  ms: raw ${raw.map((x) => fmt(x, 0)).join(' ')}; foreman last line ${all.map((x) => fmt(x, 0)).join(' ')}, log end ${ends.map((x) => fmt(x, 0)).join(' ')}`);
+      console.log(
+        `  ms: raw ${raw.map((x) => fmt(x, 0)).join(' ')}; foreman last line ${all.map((x) => fmt(x, 0)).join(' ')}, log end ${ends.map((x) => fmt(x, 0)).join(' ')}`,
+      );
     }
-    console.log(`target: foreman ≥ 0.8× the raw engine. Agent peak RSS over these runs (VmHWM): ${fmt(rssMb(stack.pid, 'VmHWM'))} MB. ${machineLoad()} at the end (${loadAtStart} at the start)`);
+    console.log(
+      `target: foreman ≥ 0.8× the raw engine. Agent peak RSS over these runs (VmHWM): ${fmt(rssMb(stack.pid, 'VmHWM'))} MB. ${machineLoad()} at the end (${loadAtStart} at the start)`,
+    );
   } finally {
     for (const c of rawContainers) await c.remove({ force: true }).catch(() => undefined);
     await stack.close();
@@ -477,7 +503,10 @@ async function benchLogCpu(): Promise<void> {
     await sleepMs(3000);
     const idleCpu = (cpuSeconds(baseline.pid) - idleFrom) / ((performance.now() - idleT0) / 1000);
     let serial = 0;
-    const cpuRun = async (stack: Awaited<ReturnType<typeof logStack>>, logs: boolean): Promise<{ cpu: number; wholeCpu: number; rss: number; printed: number; delivered: number; lag: number }> => {
+    const cpuRun = async (
+      stack: Awaited<ReturnType<typeof logStack>>,
+      logs: boolean,
+    ): Promise<{ cpu: number; wholeCpu: number; rss: number; printed: number; delivered: number; lag: number }> => {
       const { pid } = stack;
       const id = `bench-cpu-${serial++}`;
       const done = stack.viaAgent(id, paced, lines, logs);
@@ -516,14 +545,27 @@ async function benchLogCpu(): Promise<void> {
     }
     const m = (runs: typeof withLogs, pick: (x: (typeof withLogs)[number]) => number): number => median(runs.map(pick));
     const row = (label: string, runs: typeof withLogs, pid: number, idle: number | undefined): string =>
-      `| ${label} | ${fmt(m(runs, (x) => x.printed), 0)} | ${fmt(m(runs, (x) => x.delivered), 0)} | ${fmt(m(runs, (x) => x.lag), 0)} | ${fmt(100 * m(runs, (x) => x.cpu))} % | ${fmt(100 * m(runs, (x) => x.wholeCpu))} % | ${fmt(m(runs, (x) => x.rss))} MB | ${fmt(rssMb(pid, 'VmHWM'))} MB | ${fmt(idle ?? NaN)} MB |`;
-    console.log(`\n## Live logs: an agent process while its job prints ${rate} short lines/s for ${seconds} s (median of ${logRuns}; one agent per row, runs alternating)`);
+      `| ${label} | ${fmt(
+        m(runs, (x) => x.printed),
+        0,
+      )} | ${fmt(
+        m(runs, (x) => x.delivered),
+        0,
+      )} | ${fmt(
+        m(runs, (x) => x.lag),
+        0,
+      )} | ${fmt(100 * m(runs, (x) => x.cpu))} % | ${fmt(100 * m(runs, (x) => x.wholeCpu))} % | ${fmt(m(runs, (x) => x.rss))} MB | ${fmt(rssMb(pid, 'VmHWM'))} MB | ${fmt(idle ?? NaN)} MB |`;
+    console.log(
+      `\n## Live logs: an agent process while its job prints ${rate} short lines/s for ${seconds} s (median of ${logRuns}; one agent per row, runs alternating)`,
+    );
     console.log(
       '| job | printed lines/s | delivered lines/s | last line after the container ended, ms | agent CPU 2–8 s after start (% of one core) | agent CPU start → report | agent RSS while printing | agent peak RSS | agent RSS before |\n|---|---|---|---|---|---|---|---|---|',
     );
     console.log(row('without logsUrl (baseline)', without, baseline.pid, idleRss[0]));
     console.log(row('with logsUrl', withLogs, streaming.pid, idleRss[1]));
-    console.log(`idle agent (polling every 250 ms): ${fmt(100 * idleCpu)} % of a core; streaming costs ${fmt(100 * (m(withLogs, (x) => x.cpu) - m(without, (x) => x.cpu)))} points of a core at ${rate} lines/s. ${machineLoad()} at the end (${loadAtStart} at the start)`);
+    console.log(
+      `idle agent (polling every 250 ms): ${fmt(100 * idleCpu)} % of a core; streaming costs ${fmt(100 * (m(withLogs, (x) => x.cpu) - m(without, (x) => x.cpu)))} points of a core at ${rate} lines/s. ${machineLoad()} at the end (${loadAtStart} at the start)`,
+    );
   } finally {
     await streaming.close();
     await baseline.close();

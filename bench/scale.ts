@@ -134,9 +134,15 @@ export async function benchSoak(jobs: number, tuned: boolean): Promise<void> {
     const last = marks.at(-1);
     console.log('\n## Soak');
     if (first && last) {
-      console.log(tuned ? `agent run with ${TUNED.flags.join(' ')} and MALLOC_ARENA_MAX=2, as the systemd unit and the image run it (--soak-untuned: without)` : 'agent run without tuning flags');
+      console.log(
+        tuned
+          ? `agent run with ${TUNED.flags.join(' ')} and MALLOC_ARENA_MAX=2, as the systemd unit and the image run it (--soak-untuned: without)`
+          : 'agent run without tuning flags',
+      );
       console.log(`${jobs} trivial jobs (8 at a time) in ${last.seconds.toFixed(0)} s (${(last.done / last.seconds).toFixed(1)} jobs/s)`);
-      console.log(`agent RSS after the first ${first.done}: ${first.rss.toFixed(1)} MB; after ${last.done}: ${last.rss.toFixed(1)} MB; growth ${(last.rss - first.rss).toFixed(1)} MB (goal: within 10 MB)`);
+      console.log(
+        `agent RSS after the first ${first.done}: ${first.rss.toFixed(1)} MB; after ${last.done}: ${last.rss.toFixed(1)} MB; growth ${(last.rss - first.rss).toFixed(1)} MB (goal: within 10 MB)`,
+      );
     }
   } finally {
     await tearDown(agent, feeder, callbacks, env);
@@ -198,7 +204,14 @@ function busiestWindow(samples: ReadonlyArray<{ t: number; cpu: number }>, windo
 }
 
 /** Runs jobs `from` to `from + count - 1` (handed out by `feeder` as the agent has room) and measures the agent and engine until all complete. */
-async function fanoutRound(pid: number, metricsPort: number, feeder: JobFeeder, callbacks: CallbackReceiver, from: number, count: number): Promise<FanoutRound> {
+async function fanoutRound(
+  pid: number,
+  metricsPort: number,
+  feeder: JobFeeder,
+  callbacks: CallbackReceiver,
+  from: number,
+  count: number,
+): Promise<FanoutRound> {
   await metrics(metricsPort); // resets the event-loop delay histogram: the window starts here
   const t0 = Date.now();
   const agentCpu0 = cpuOf(pid);
@@ -207,20 +220,27 @@ async function fanoutRound(pid: number, metricsPort: number, feeder: JobFeeder, 
   engineCpu.sample();
   const samples = [{ t: 0, cpu: agentCpu0 }];
   feeder.limit = from + count;
-  await waitFor('every job of the round to complete', () => {
-    engineCpu.sample();
-    samples.push({ t: (Date.now() - t0) / 1000, cpu: cpuOf(pid) });
-    return completions(callbacks) >= from + count;
-  }, 900_000, 500);
+  await waitFor(
+    'every job of the round to complete',
+    () => {
+      engineCpu.sample();
+      samples.push({ t: (Date.now() - t0) / 1000, cpu: cpuOf(pid) });
+      return completions(callbacks) >= from + count;
+    },
+    900_000,
+    500,
+  );
   const seconds = (Date.now() - t0) / 1000;
   const m = await metrics(metricsPort);
   const ofRound = (r: RecordedRequest): boolean => Number(String(r.headers['x-foreman-job-id']).slice('fan-'.length)) >= from;
   const updates = callbacks.requests.filter((r) => r.headers['x-foreman-job-status'] === 'running' && ofRound(r));
   // How many jobs were sending updates at once: each job counts from its first update to its completion.
-  const spans = callbacks.requests.filter((r) => r.headers['x-foreman-job-status'] === 'completed' && ofRound(r)).map((done) => {
-    const id = done.headers['x-foreman-job-id'];
-    return { from: (Math.min(...updates.filter((u) => u.headers['x-foreman-job-id'] === id).map((u) => u.at)) - t0) / 1000, to: (done.at - t0) / 1000 };
-  });
+  const spans = callbacks.requests
+    .filter((r) => r.headers['x-foreman-job-status'] === 'completed' && ofRound(r))
+    .map((done) => {
+      const id = done.headers['x-foreman-job-id'];
+      return { from: (Math.min(...updates.filter((u) => u.headers['x-foreman-job-id'] === id).map((u) => u.at)) - t0) / 1000, to: (done.at - t0) / 1000 };
+    });
   const window = busiestWindow(samples, 10) ?? { share: NaN, from: NaN, to: NaN };
   const within = (t: number): boolean => window.from <= t && t <= window.to;
   return {
@@ -260,17 +280,34 @@ export async function benchFanout(count: number, rounds = 1): Promise<void> {
   const agent = spawnAgent(env, {}, benchAgentFlags());
   const pid = agent.child.pid ?? 0;
   try {
-    await waitFor('the metrics page', () => metrics(metricsPort).then(() => true, () => false), 30_000, 200);
+    await waitFor(
+      'the metrics page',
+      () =>
+        metrics(metricsPort).then(
+          () => true,
+          () => false,
+        ),
+      30_000,
+      200,
+    );
     console.log('\n## Fan-out');
     for (let round = 0; round < rounds; round++) {
       const r = await fanoutRound(pid, metricsPort, feeder, callbacks, round * count, count);
       const which = rounds === 1 ? '' : round === 0 ? 'round 1 (fresh agent): ' : `round ${round + 1} (same agent): `;
-      console.log(`${which}${count} jobs (max_concurrent_jobs = ${count}), each sending a progress update every second for 20 s: all done in ${r.seconds.toFixed(1)} s, up to ${r.peak} sending at once, ${r.updates} updates forwarded`);
-      console.log(`  agent CPU over the run: ${(r.agentCpu * 100).toFixed(1)} % of one core (goal: under 10 %), ${(r.agentSystem * 100).toFixed(1)} % of it in the kernel; ${((r.agentCpu * r.seconds * 1000) / count).toFixed(0)} ms per job (launch, 20 updates, removal); busiest 10 s: ${(r.busiest.share * 100).toFixed(1)} %`);
+      console.log(
+        `${which}${count} jobs (max_concurrent_jobs = ${count}), each sending a progress update every second for 20 s: all done in ${r.seconds.toFixed(1)} s, up to ${r.peak} sending at once, ${r.updates} updates forwarded`,
+      );
+      console.log(
+        `  agent CPU over the run: ${(r.agentCpu * 100).toFixed(1)} % of one core (goal: under 10 %), ${(r.agentSystem * 100).toFixed(1)} % of it in the kernel; ${((r.agentCpu * r.seconds * 1000) / count).toFixed(0)} ms per job (launch, 20 updates, removal); busiest 10 s: ${(r.busiest.share * 100).toFixed(1)} %`,
+      );
       const b = r.busiest;
-      console.log(`  the busiest 10 s were ${b.from.toFixed(1)}–${b.to.toFixed(1)} s into the round: ${b.sending} jobs sending, ${b.starting} of them sending their first update and ${b.finishing} completing then`);
+      console.log(
+        `  the busiest 10 s were ${b.from.toFixed(1)}–${b.to.toFixed(1)} s into the round: ${b.sending} jobs sending, ${b.starting} of them sending their first update and ${b.finishing} completing then`,
+      );
       console.log(`  event-loop delay p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms`);
-      console.log(`  engine CPU (dockerd, containerd, shims) over the run: ${(r.engine * 100).toFixed(1)} % of one core; agent RSS at the end ${rssMb(pid).toFixed(1)} MB`);
+      console.log(
+        `  engine CPU (dockerd, containerd, shims) over the run: ${(r.engine * 100).toFixed(1)} % of one core; agent RSS at the end ${rssMb(pid).toFixed(1)} MB`,
+      );
     }
   } finally {
     await tearDown(agent, feeder, callbacks, env);

@@ -20,10 +20,15 @@ import { waitFor } from '../test/support/wait.ts';
 
 /** The PUT endpoint of each job's container, read from the container's environment. */
 async function endpointsOf(agentIdLabel: string, count: number): Promise<string[]> {
-  const containers = await waitFor(`${count} job containers`, async () => {
-    const list = await docker.listContainers({ filters: { label: [agentIdLabel], status: ['running'] } });
-    return list.length >= count ? list : undefined;
-  }, 120_000, 100);
+  const containers = await waitFor(
+    `${count} job containers`,
+    async () => {
+      const list = await docker.listContainers({ filters: { label: [agentIdLabel], status: ['running'] } });
+      return list.length >= count ? list : undefined;
+    },
+    120_000,
+    100,
+  );
   const endpoints: string[] = [];
   for (const c of containers) {
     const info = await docker.getContainer(c.Id).inspect();
@@ -45,15 +50,29 @@ async function paced(targets: ReadonlyArray<{ client: Client; path: string }>, r
     if (!target) break;
     pending.push(
       target.client
-        .request({ method: 'PUT', path: target.path, headers: { 'content-type': 'application/json', 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5' }, body })
-        .then(async (res) => (await res.body.dump(), res.statusCode !== 200), () => true),
+        .request({
+          method: 'PUT',
+          path: target.path,
+          headers: { 'content-type': 'application/json', 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5' },
+          body,
+        })
+        .then(
+          async (res) => (await res.body.dump(), res.statusCode !== 200),
+          () => true,
+        ),
     );
   }
   return (await Promise.all(pending)).filter(Boolean).length;
 }
 
 /** CPU ms per update of process `pid` while `targets` get `rate` PUTs a second for `seconds`, after 2 s of warm-up. */
-async function cpuPerUpdate(pid: number, targets: ReadonlyArray<{ client: Client; path: string }>, rate: number, seconds: number, forwarded: () => number): Promise<{ ms: number; errors: number }> {
+async function cpuPerUpdate(
+  pid: number,
+  targets: ReadonlyArray<{ client: Client; path: string }>,
+  rate: number,
+  seconds: number,
+  forwarded: () => number,
+): Promise<{ ms: number; errors: number }> {
   await paced(targets, rate, rate * 2);
   await waitFor('the warm-up to be forwarded', () => forwarded() >= rate * 2, 60_000, 20);
   const cpu0 = cpuOf(pid);
@@ -84,7 +103,12 @@ export async function sleepingJobs(prefix: string, count: number): Promise<Sleep
   const close = (): Promise<void> => teardown({ agent, control, callbacks, env, agentId });
   try {
     control.reply(Array.from({ length: count }, (_, i) => job(`${prefix}-${i}`, callbacks.url(), { action: 'sleep' })));
-    const first = await waitFor('a job container', async () => (await docker.listContainers({ filters: { label: [`foreman.job-id=${prefix}-0`] } }))[0], 60_000, 100);
+    const first = await waitFor(
+      'a job container',
+      async () => (await docker.listContainers({ filters: { label: [`foreman.job-id=${prefix}-0`] } }))[0],
+      60_000,
+      100,
+    );
     agentId = first.Labels['foreman.agent'];
     return { pid: agent.child.pid ?? 0, callbacks, endpoints: await endpointsOf(`foreman.agent=${agentId}`, count), close };
   } catch (err) {
@@ -109,7 +133,11 @@ async function agentCpuPerUpdate(rate: number, jobs: number, seconds: number): P
 
 async function floorCpuPerUpdate(rate: number, connections: number, seconds: number): Promise<{ ms: number; errors: number }> {
   const callbacks = await new CallbackReceiver().start();
-  const child = spawn(process.execPath, [...V8_FLAGS, '--import', 'tsx', fileURLToPath(new URL('floor.ts', import.meta.url)), 'serve', callbacks.url('floor')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [...V8_FLAGS, '--import', 'tsx', fileURLToPath(new URL('floor.ts', import.meta.url)), 'serve', callbacks.url('floor')],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const targets: Array<{ client: Client; path: string }> = [];
   try {

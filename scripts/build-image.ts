@@ -57,7 +57,9 @@ export async function buildAgentImage(opts: BuildAgentImageOptions = {}): Promis
       await chmod(join(rootfs, AGENT_DATA_DIR), 0o700);
     },
     instructions: [
-      `ENV ${Object.entries(env).map(([name, value]) => `${name}=${value}`).join(' ')}`,
+      `ENV ${Object.entries(env)
+        .map(([name, value]) => `${name}=${value}`)
+        .join(' ')}`,
       `VOLUME ${AGENT_DATA_DIR}`,
       // No init needed: the agent handles SIGTERM and SIGINT itself, also as PID 1, and starts no child processes.
       `ENTRYPOINT ${JSON.stringify([NODE_IN_IMAGE, '--max-semi-space-size=1', `${APP}/bin/foreman.js`])}`,

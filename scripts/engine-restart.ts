@@ -52,7 +52,12 @@ try {
       .map((l) => JSON.parse(l) as { msg: string; listen?: string });
     const listening = lines.find((l) => l.msg === 'job API listening');
     say(`the agent's job API listened on ${listening?.listen ?? '?'} (the job network's gateway on the private engine)`);
-    say(`agent log lines about the engine:\n  ${lines.filter((l) => /engine/i.test(l.msg)).map((l) => l.msg).join('\n  ')}`);
+    say(
+      `agent log lines about the engine:\n  ${lines
+        .filter((l) => /engine/i.test(l.msg))
+        .map((l) => l.msg)
+        .join('\n  ')}`,
+    );
   } finally {
     await teardown({ agent, control, callbacks, env, agentId });
   }

@@ -69,7 +69,11 @@ const plain = inTest.filter((file) => !file.endsWith('.e2e.test.ts'));
 const e2e = inTest.filter((file) => file.endsWith('.e2e.test.ts') && !LAST.includes(file));
 const missing = LAST.filter((file) => !existsSync(join(root, file)));
 if (missing.length > 0) fail(`LAST names files that do not exist: ${missing.join(', ')}`);
-for (const [name, list] of Object.entries({ 'unit tests (src/**/*.test.ts)': unit, 'test/*.test.ts without .e2e': plain, 'end-to-end files (test/*.e2e.test.ts)': e2e })) {
+for (const [name, list] of Object.entries({
+  'unit tests (src/**/*.test.ts)': unit,
+  'test/*.test.ts without .e2e': plain,
+  'end-to-end files (test/*.e2e.test.ts)': e2e,
+})) {
   if (list.length === 0) fail(`found no ${name}: nothing would run`);
 }
 const ordered = [...unit, ...plain, ...e2e, ...LAST];
@@ -81,7 +85,11 @@ const options = args.filter((arg) => !arg.endsWith('.test.ts') && arg !== '--lis
 
 let files = ordered;
 if (picked.length > 0) {
-  const wanted = picked.map((arg) => relative(root, resolve(existsSync(arg) ? process.cwd() : root, arg)).split('\\').join('/'));
+  const wanted = picked.map((arg) =>
+    relative(root, resolve(existsSync(arg) ? process.cwd() : root, arg))
+      .split('\\')
+      .join('/'),
+  );
   const unknown = wanted.filter((file) => !ordered.includes(file));
   if (unknown.length > 0) fail(`not a test file of the suite: ${unknown.join(', ')}`);
   files = ordered.filter((file) => wanted.includes(file));

@@ -21,13 +21,13 @@ const execFileAsync = promisify(execFile);
 const DOCKER = process.env.DOCKER_CLI ?? 'docker';
 const SOCKET = '/var/run/docker.sock';
 // The agent container mounts the host's engine socket; another engine (Podman, a TLS engine) is not what it would mount.
-const otherEngine = testEngine ?? (process.env.FOREMAN_DOCKER_URL && process.env.FOREMAN_DOCKER_URL !== `unix://${SOCKET}` ? process.env.FOREMAN_DOCKER_URL : undefined);
+const otherEngine =
+  testEngine ?? (process.env.FOREMAN_DOCKER_URL && process.env.FOREMAN_DOCKER_URL !== `unix://${SOCKET}` ? process.env.FOREMAN_DOCKER_URL : undefined);
 const skip = otherEngine ? `runs against the host's Docker engine only (not ${otherEngine})` : false;
 
 async function docker(...args: string[]): Promise<string> {
   return (await execFileAsync(DOCKER, args, { maxBuffer: 64 * 1024 * 1024 })).stdout.trim();
 }
-
 
 /** The longest pause between consecutive polls: how long no agent was polling. */
 function longestPollGap(polls: RecordedRequest[]): number {
@@ -92,10 +92,16 @@ describe('agent container image', { skip }, () => {
     try {
       const runAt = Date.now();
       await docker(
-        'run', '--detach', '--name', name,
-        '--network', 'host',
-        '--volume', `${SOCKET}:${SOCKET}`,
-        '--volume', `${volume}:/var/lib/foreman`,
+        'run',
+        '--detach',
+        '--name',
+        name,
+        '--network',
+        'host',
+        '--volume',
+        `${SOCKET}:${SOCKET}`,
+        '--volume',
+        `${volume}:/var/lib/foreman`,
         ...agentEnv.flatMap(([key, value]) => ['--env', `${key}=${value}`]),
         image,
       );
@@ -152,7 +158,9 @@ describe('agent container image', { skip }, () => {
       const stopMs = Date.now() - stopAt;
       assert.equal(await docker('inspect', '--format', '{{.State.ExitCode}}', name), '0', (await logs()).slice(-3000));
       assert.ok(stopMs < 5000, `docker stop took ${stopMs} ms`);
-      process.stderr.write(`# agent container: first poll ${startMs} ms after docker run; no poll for ${downtimes.restart} ms across docker restart, ${downtimes.kill} ms across docker kill + start; docker stop ${stopMs} ms\n`);
+      process.stderr.write(
+        `# agent container: first poll ${startMs} ms after docker run; no poll for ${downtimes.restart} ms across docker restart, ${downtimes.kill} ms across docker kill + start; docker stop ${stopMs} ms\n`,
+      );
     } finally {
       watch.stop();
     }

@@ -52,7 +52,11 @@ test('a second signal ends the drain at once: the running job is stopped and rep
   try {
     const agentId = await s.waitForAgentId();
     s.control.reply([job('d-cut', s.callbacks.url(), { action: 'sleep' })]);
-    await waitFor('the job container running', async () => (await containersOf(agentId)).find((x) => x.Labels['foreman.job-id'] === 'd-cut' && x.State === 'running'), 30_000);
+    await waitFor(
+      'the job container running',
+      async () => (await containersOf(agentId)).find((x) => x.Labels['foreman.job-id'] === 'd-cut' && x.State === 'running'),
+      30_000,
+    );
     s.agent.child.kill('SIGTERM');
     await waitFor('the drain to begin', () => readLog(s.agent.logFile).includes('draining: no new jobs'));
     const cutAt = Date.now();
@@ -67,7 +71,11 @@ test('a second signal ends the drain at once: the running job is stopped and rep
 });
 
 test('detach: the container outlives the agent, and the next agent on the data_dir forwards its completion', async () => {
-  const s = await spawnStack({ FOREMAN_CORE_DETACH_ON_TERMINATE: 'true', FOREMAN_CORE_PORT: String(await freePort()), FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '120000' });
+  const s = await spawnStack({
+    FOREMAN_CORE_DETACH_ON_TERMINATE: 'true',
+    FOREMAN_CORE_PORT: String(await freePort()),
+    FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '120000',
+  });
   let events: { stop: () => void } | undefined;
   try {
     const agentId = await s.waitForAgentId();
@@ -89,7 +97,11 @@ test('detach: the container outlives the agent, and the next agent on the data_d
     assert.equal(done.headers['x-foreman-job-outcome'], 'succeeded');
     assert.deepEqual(JSON.parse(done.body.toString()), { result: 11 });
     const firsts = [...new Set(seqs(s.callbacks.for('det-1')))];
-    assert.deepEqual(firsts, Array.from({ length: 17 }, (_, i) => i + 1), 'every update, in order, none lost');
+    assert.deepEqual(
+      firsts,
+      Array.from({ length: 17 }, (_, i) => i + 1),
+      'every update, in order, none lost',
+    );
     assert.equal(creates.length, 1, 'the job ran once');
   } finally {
     events?.stop();
@@ -100,12 +112,22 @@ test('detach: the container outlives the agent, and the next agent on the data_d
 test('--max-jobs 1 takes one job, ignores the rest, and exits 0 once it is reported, leaving nothing behind', async () => {
   const s = await spawnStack({}, { args: ['--max-jobs', '1'] });
   try {
-    s.control.reply([job('one-1', s.callbacks.url(), { action: 'progress', steps: 3, delayMs: 200, values: [2] })], [job('one-2', s.callbacks.url(), { values: [3] })]);
+    s.control.reply(
+      [job('one-1', s.callbacks.url(), { action: 'progress', steps: 3, delayMs: 200, values: [2] })],
+      [job('one-2', s.callbacks.url(), { values: [3] })],
+    );
     assert.equal(await exitCode(s.agent, 60_000), 0, readLog(s.agent.logFile).slice(-2000));
     const done = s.callbacks.completion('one-1');
     assert.equal(done?.headers['x-foreman-job-outcome'], 'succeeded');
     assert.equal(s.callbacks.for('one-2').length, 0, 'the second job was not taken');
-    assert.deepEqual(s.control.polls.slice(1).map((p) => p.headers['x-foreman-capacity']).filter((c) => c !== '0'), [], 'no capacity offered after the one job');
+    assert.deepEqual(
+      s.control.polls
+        .slice(1)
+        .map((p) => p.headers['x-foreman-capacity'])
+        .filter((c) => c !== '0'),
+      [],
+      'no capacity offered after the one job',
+    );
     assert.equal((await containersOf(String(done.headers['x-foreman-agent-id']))).length, 0);
     assert.match(readLog(s.agent.logFile), /took --max-jobs jobs/);
   } finally {

@@ -75,8 +75,28 @@ test('the cycle finder finds a cycle through a type-only import and none in a tr
   const a = join(srcRoot, 'a.ts');
   const b = join(srcRoot, 'b.ts');
   const c = join(srcRoot, 'c.ts');
-  assert.deepEqual(cycles(new Map([[a, [b]], [b, [c]], [c, [a]]])), [[a, b, c]], 'a → b → c → a');
-  assert.deepEqual(cycles(new Map([[a, [b, c]], [b, [c]], [c, []]])), [], 'a tree has no cycle');
+  assert.deepEqual(
+    cycles(
+      new Map([
+        [a, [b]],
+        [b, [c]],
+        [c, [a]],
+      ]),
+    ),
+    [[a, b, c]],
+    'a → b → c → a',
+  );
+  assert.deepEqual(
+    cycles(
+      new Map([
+        [a, [b, c]],
+        [b, [c]],
+        [c, []],
+      ]),
+    ),
+    [],
+    'a tree has no cycle',
+  );
   assert.deepEqual(cycles(new Map([[a, [a]]])), [[a]], 'a file importing itself');
   const text = "import type { X } from './b.ts';\nexport { y } from './c.ts';\nconst z = await import('./d.ts');\n";
   const seen = ts.preProcessFile(text, true, true).importedFiles.map((i) => i.fileName);
@@ -89,7 +109,7 @@ test('no import cycle in src/, type-only imports included', () => {
   assert.deepEqual(found, [], `import cycles in src/:\n${found.join('\n')}`);
 });
 
-test('docs/architecture.md names every folder of src/, and every file under its folder\'s heading', () => {
+test("docs/architecture.md names every folder of src/, and every file under its folder's heading", () => {
   const map = readFileSync(join(repoRoot, 'docs/architecture.md'), 'utf8');
   const files = sourceFiles(srcRoot).filter((f) => !f.endsWith('.test.ts') && !f.endsWith('.generated.ts'));
   const folders = [...new Set(files.map((f) => relative(repoRoot, dirname(f)) + '/'))];

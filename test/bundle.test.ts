@@ -32,9 +32,18 @@ test('loading the bundle loads neither node:http2 nor the index of undici', asyn
   assert.deepEqual(JSON.parse(stdout), []);
   // undici's index (which loads fetch, WebSocket and the rest at start) is not in the bundle.
   const chunks = readdirSync(join(repoRoot, 'dist/chunks')).map((f) => readFileSync(join(repoRoot, 'dist/chunks', f), 'utf8'));
-  assert.ok(chunks.some((text) => text.includes('node_modules/undici/lib/dispatcher/agent.js')), 'undici is bundled by module');
-  assert.ok(chunks.every((text) => !text.includes('node_modules/undici/index.js')), "undici's index is not bundled");
-  assert.ok(chunks.some((text) => text.includes('HTTP2_HEADER_AUTHORITY')), 'the stand-in is in the bundle');
+  assert.ok(
+    chunks.some((text) => text.includes('node_modules/undici/lib/dispatcher/agent.js')),
+    'undici is bundled by module',
+  );
+  assert.ok(
+    chunks.every((text) => !text.includes('node_modules/undici/index.js')),
+    "undici's index is not bundled",
+  );
+  assert.ok(
+    chunks.some((text) => text.includes('HTTP2_HEADER_AUTHORITY')),
+    'the stand-in is in the bundle',
+  );
 });
 
 /** The files `file` imports statically, itself included, transitively: what loads at start. */
@@ -61,7 +70,13 @@ test('modules for features foreman does not use are left out, and using one says
   const text = readdirSync(join(repoRoot, 'dist/chunks'))
     .map((f) => readFileSync(join(repoRoot, 'dist/chunks', f), 'utf8'))
     .join('\n');
-  for (const left of ['node_modules/ssh2/', 'node_modules/tar-fs/', 'node_modules/@balena/dockerignore/', 'node_modules/thread-stream/', 'node_modules/protobufjs/']) {
+  for (const left of [
+    'node_modules/ssh2/',
+    'node_modules/tar-fs/',
+    'node_modules/@balena/dockerignore/',
+    'node_modules/thread-stream/',
+    'node_modules/protobufjs/',
+  ]) {
     assert.ok(!text.includes(left), `${left} is not bundled`);
   }
   const standIn = require(join(repoRoot, 'src/executor/docker/unbundled.cjs')) as { Client: new () => unknown; pack: () => unknown } & (() => unknown);
@@ -85,8 +100,8 @@ test('the agent keeps WebAssembly on Liftoff: no TurboFan tier-up of a hot funct
     }
     console.log(%IsTurboFanFunction(f) ? 'turbofan' : 'liftoff');`;
   const run = (arg: string): Promise<string> =>
-    promisify(execFile)(process.execPath, ['--allow-natives-syntax', '--input-type=module', '-e', script, arg], { env: { PATH: process.env.PATH ?? '' } }).then((r) =>
-      r.stdout.trim().split('\n').at(-1) ?? '',
+    promisify(execFile)(process.execPath, ['--allow-natives-syntax', '--input-type=module', '-e', script, arg], { env: { PATH: process.env.PATH ?? '' } }).then(
+      (r) => r.stdout.trim().split('\n').at(-1) ?? '',
     );
   // Without main(), V8 tiers the function up (so the probe can tell); with it, it stays on Liftoff.
   assert.equal(await run('plain'), 'turbofan');

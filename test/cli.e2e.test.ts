@@ -99,7 +99,8 @@ describe('foreman with a bad configuration', () => {
       args: (file) => ['check', '--config', file],
       toml: '[core]\nurl = "http://127.0.0.1:9/"\ntoken = "t"\n',
       env: { FOREMAN_CORE_POLL_TIMEOUT: '-1' },
-      stderr: () => 'foreman: env FOREMAN_CORE_POLL_TIMEOUT: core.poll_timeout = -1: expected a non-negative integer number of milliseconds (at most 2147483647)\n',
+      stderr: () =>
+        'foreman: env FOREMAN_CORE_POLL_TIMEOUT: core.poll_timeout = -1: expected a non-negative integer number of milliseconds (at most 2147483647)\n',
     },
     {
       name: 'no url anywhere',
@@ -200,18 +201,30 @@ describe('foreman check', () => {
       FOREMAN_DOCKER_REGISTRIES_1_PASSWORD: 'env-registry-secret',
     });
     assert.equal(result.code, 0, result.stdout + result.stderr);
-    assert.match(result.stdout, new RegExp(`docker\\.registries\\[0\\] += 127\\.0\\.0\\.1:5000, username "ci", password: set \\(from file ${passwordFile}\\) +\\(file\\)`));
-    assert.match(result.stdout, /docker\.registries\[1\] += docker\.io, username "me", password: set \(from env FOREMAN_DOCKER_REGISTRIES_1_PASSWORD\) +\(env\)/);
+    assert.match(
+      result.stdout,
+      new RegExp(`docker\\.registries\\[0\\] += 127\\.0\\.0\\.1:5000, username "ci", password: set \\(from file ${passwordFile}\\) +\\(file\\)`),
+    );
+    assert.match(
+      result.stdout,
+      /docker\.registries\[1\] += docker\.io, username "me", password: set \(from env FOREMAN_DOCKER_REGISTRIES_1_PASSWORD\) +\(env\)/,
+    );
     assert.match(result.stdout, new RegExp(`note +registry credentials: 1 from ${file}, 1 from env`));
     for (const secret of ['file-registry-secret', 'env-registry-secret']) assert.ok(!(result.stdout + result.stderr).includes(secret), `${secret} leaked`);
 
     // None configured: Docker's config.json, named where it was found.
     const dockerConfig = join(workDir, 'docker-config');
     mkdirSync(dockerConfig, { recursive: true });
-    writeFileSync(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { '127.0.0.1:5000': { auth: Buffer.from('ci:json-registry-secret').toString('base64') } } }));
+    writeFileSync(
+      join(dockerConfig, 'config.json'),
+      JSON.stringify({ auths: { '127.0.0.1:5000': { auth: Buffer.from('ci:json-registry-secret').toString('base64') } } }),
+    );
     const fallback = await runCli(['check', '--config', checkConfig()], { DOCKER_CONFIG: dockerConfig });
     const jsonPath = join(dockerConfig, 'config.json');
-    assert.match(fallback.stdout, new RegExp(`docker\\.registries\\[0\\] += 127\\.0\\.0\\.1:5000, username "ci", password: set \\(in ${jsonPath}\\) +\\(${jsonPath}\\)`));
+    assert.match(
+      fallback.stdout,
+      new RegExp(`docker\\.registries\\[0\\] += 127\\.0\\.0\\.1:5000, username "ci", password: set \\(in ${jsonPath}\\) +\\(${jsonPath}\\)`),
+    );
     assert.match(fallback.stdout, new RegExp(`note +registry credentials: 1 from ${jsonPath}`));
     assert.ok(!fallback.stdout.includes('json-registry-secret'), 'the config.json password leaked');
   });

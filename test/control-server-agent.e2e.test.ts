@@ -32,7 +32,9 @@ test('a job canceled on the reference server is stopped by the agent within a se
     env = testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'cs-token', FOREMAN_CORE_LABELS_QUEUE: 'cancel-e2e', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '1' });
     const running = (agent = await startAgent(env));
     const kills: Array<{ signal: string; at: number }> = [];
-    events = await watchContainerEvents(['kill'], `foreman.agent=${running.agent.agentId}`, (e) => kills.push({ signal: e.Actor.Attributes.signal ?? '?', at: e.timeNano / 1e6 }));
+    events = await watchContainerEvents(['kill'], `foreman.agent=${running.agent.agentId}`, (e) =>
+      kills.push({ signal: e.Actor.Attributes.signal ?? '?', at: e.timeNano / 1e6 }),
+    );
     const job = async (id: string): Promise<JobView> => (await (await fetch(`${base}/jobs/${encodeURIComponent(id)}`)).json()) as JobView;
     const submit = async (body: unknown): Promise<string> => {
       const res = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -48,10 +50,14 @@ test('a job canceled on the reference server is stopped by the agent within a se
     const requestedAt = Date.now();
     const cancel = await fetch(`${base}/jobs/${sleeping}/cancel`, { method: 'POST' });
     assert.equal(cancel.status, 202);
-    const ended = await waitFor('the job to end', async () => {
-      const view = await job(sleeping);
-      return view.status === 'completed' ? view : undefined;
-    }, 30_000);
+    const ended = await waitFor(
+      'the job to end',
+      async () => {
+        const view = await job(sleeping);
+        return view.status === 'completed' ? view : undefined;
+      },
+      30_000,
+    );
     const sigterm = kills.find((k) => k.signal === '15');
     assert.ok(sigterm, JSON.stringify(kills));
     // The agent polls every 100 ms here, so the cancel reaches it with its next poll.
@@ -60,10 +66,14 @@ test('a job canceled on the reference server is stopped by the agent within a se
     assert.equal(ended.outcome, 'canceled');
 
     // The slot it freed goes to the waiting job.
-    const next = await waitFor('the second job to complete', async () => {
-      const view = await job(waiting);
-      return view.status === 'completed' ? view : undefined;
-    }, 30_000);
+    const next = await waitFor(
+      'the second job to complete',
+      async () => {
+        const view = await job(waiting);
+        return view.status === 'completed' ? view : undefined;
+      },
+      30_000,
+    );
     assert.equal(next.outcome, 'succeeded');
     assert.deepEqual(next.result, { result: 42 });
   } finally {

@@ -38,7 +38,12 @@ class Server {
   /** Polls as `agent`; returns the ids handed out and the raw x-foreman-cancel header. */
   async poll(agent: string, queue: string, capacity: number): Promise<{ ids: string[]; cancel: string | null }> {
     const response = await fetch(`${this.base}/job`, {
-      headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-agent-id': agent, 'x-foreman-labels': formatLabelsHeader({ queue }), 'x-foreman-capacity': String(capacity) },
+      headers: {
+        authorization: `Bearer ${TOKEN}`,
+        'x-foreman-agent-id': agent,
+        'x-foreman-labels': formatLabelsHeader({ queue }),
+        'x-foreman-capacity': String(capacity),
+      },
     });
     assert.equal(response.status, 200, await response.clone().text());
     const jobs = (await response.json()) as Array<{ id: string; callbackUrl: string }>;
@@ -49,10 +54,18 @@ class Server {
   async report(id: string, agent: string | undefined, headers: Record<string, string>, body?: unknown) {
     const response = await fetch(`${this.base}/job/${encodeURIComponent(id)}`, {
       method: 'PUT',
-      headers: { ...(agent === undefined ? {} : { 'x-foreman-agent-id': agent }), ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      headers: {
+        ...(agent === undefined ? {} : { 'x-foreman-agent-id': agent }),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...headers,
+      },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
-    return { status: response.status, body: (await response.json()) as { applied?: boolean; reason?: string }, cancel: response.headers.get('x-foreman-cancel') };
+    return {
+      status: response.status,
+      body: (await response.json()) as { applied?: boolean; reason?: string },
+      cancel: response.headers.get('x-foreman-cancel'),
+    };
   }
 
   async cancel(id: string): Promise<{ status: number; body: JobView & { error?: string } }> {
@@ -84,8 +97,18 @@ async function until<T>(what: string, check: () => T | undefined | Promise<T | u
 
 const CANCELED_REPORT = { outcome: 'canceled', reason: 'cancel', message: 'canceled by the control server', exitCode: 143 };
 // Delivery ids are unique across jobs, as the agent's UUIDs are.
-const finalHeaders = (seq: number) => ({ 'x-foreman-job-status': 'completed', 'x-foreman-job-outcome': 'canceled', 'x-foreman-delivery-id': randomUUID(), 'x-foreman-delivery-seq': String(seq) });
-const running = (seq: number, progress: string) => ({ 'x-foreman-job-status': 'running', 'x-foreman-job-progress': progress, 'x-foreman-delivery-id': randomUUID(), 'x-foreman-delivery-seq': String(seq) });
+const finalHeaders = (seq: number) => ({
+  'x-foreman-job-status': 'completed',
+  'x-foreman-job-outcome': 'canceled',
+  'x-foreman-delivery-id': randomUUID(),
+  'x-foreman-delivery-seq': String(seq),
+});
+const running = (seq: number, progress: string) => ({
+  'x-foreman-job-status': 'running',
+  'x-foreman-job-progress': progress,
+  'x-foreman-delivery-id': randomUUID(),
+  'x-foreman-delivery-seq': String(seq),
+});
 
 describe('control server: cancel and lost agents', () => {
   let dir: string;
@@ -253,7 +276,9 @@ describe('control server: lost agents', () => {
     assert.deepEqual(await pollUntilHanded('second', 'ended-copy', 1), [id]);
     await cs.report(id, 'first', finalHeaders(3), CANCELED_REPORT);
     // Now "second" falls silent while "first" keeps polling: the job goes back, but not to "first".
-    await until('the job to be requeued again', async () => ((await cs.poll('first', 'ended-copy', 1)).ids.length === 0 && (await cs.job(id)).requeues === 2 ? true : undefined));
+    await until('the job to be requeued again', async () =>
+      (await cs.poll('first', 'ended-copy', 1)).ids.length === 0 && (await cs.job(id)).requeues === 2 ? true : undefined,
+    );
     assert.equal((await cs.job(id)).status, 'queued');
     assert.deepEqual((await cs.poll('third', 'ended-copy', 1)).ids, [id]);
   });

@@ -40,7 +40,8 @@ interface JobView {
 }
 
 const line = (i: number, text = `line ${i}`, stream: Line['stream'] = i % 3 === 2 ? 'stderr' : 'stdout'): Line => ({ i, ts: TS, stream, text });
-const lines = (from: number, to: number, text = (i: number) => `line ${i}`): Line[] => Array.from({ length: to - from }, (_, k) => line(from + k, text(from + k)));
+const lines = (from: number, to: number, text = (i: number) => `line ${i}`): Line[] =>
+  Array.from({ length: to - from }, (_, k) => line(from + k, text(from + k)));
 const ndjson = (batch: Line[]): string => batch.map((l) => `${JSON.stringify(l)}\n`).join('');
 
 async function start(dbPath: string, extra: Partial<ControlServerOptions> = {}): Promise<{ server: ControlServer; base: string }> {
@@ -61,7 +62,12 @@ function eventReader(response: Response) {
         if (end >= 0) {
           const block = buffered.slice(0, end);
           buffered = buffered.slice(end + 2);
-          const fields = new Map(block.split('\n').filter((l) => !l.startsWith(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)] as const));
+          const fields = new Map(
+            block
+              .split('\n')
+              .filter((l) => !l.startsWith(':'))
+              .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)] as const),
+          );
           if (!fields.has('event') || (only !== undefined && fields.get('event') !== only)) continue;
           return { event: fields.get('event')!, id: fields.get('id'), data: JSON.parse(fields.get('data') ?? 'null') as unknown };
         }
@@ -89,9 +95,15 @@ describe('reference control server: live job logs', () => {
 
   /** Submits a job and has `agentId` take it; returns what GET /job handed out. */
   async function handOut(queue: string, agentId = `agent-${queue}`, id?: string): Promise<Handed> {
-    const created = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id, image: 'img', labels: { queue } }) });
+    const created = await fetch(`${base}/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ id, image: 'img', labels: { queue } }),
+    });
     assert.equal(created.status, 201);
-    const polled = await fetch(`${base}/job`, { headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-labels': `queue=${queue}`, 'x-foreman-agent-id': agentId } });
+    const polled = await fetch(`${base}/job`, {
+      headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-labels': `queue=${queue}`, 'x-foreman-agent-id': agentId },
+    });
     const handed = (await polled.json()) as Handed[];
     assert.equal(handed.length, 1);
     return handed[0]!;
@@ -128,9 +140,17 @@ describe('reference control server: live job logs', () => {
     const first = await send(job.logsUrl, lines(0, 3), { 'x-foreman-agent-id': 'agent-store' });
     assert.deepEqual([first.status, first.body], [200, { ok: true, stored: 3 }]);
     // The same batch again (its answer was lost), then one overlapping it, both with other text.
-    const again = await send(job.logsUrl, lines(0, 3, (i) => `changed ${i}`), { 'x-foreman-agent-id': 'agent-store' });
+    const again = await send(
+      job.logsUrl,
+      lines(0, 3, (i) => `changed ${i}`),
+      { 'x-foreman-agent-id': 'agent-store' },
+    );
     assert.deepEqual([again.status, again.body], [200, { ok: true, stored: 0 }]);
-    const overlapping = await send(job.logsUrl, lines(2, 5, (i) => `second copy ${i}`), { 'x-foreman-agent-id': 'agent-store' });
+    const overlapping = await send(
+      job.logsUrl,
+      lines(2, 5, (i) => `second copy ${i}`),
+      { 'x-foreman-agent-id': 'agent-store' },
+    );
     assert.deepEqual([overlapping.status, overlapping.body], [200, { ok: true, stored: 2 }]);
     assert.deepEqual(await logOf(job.id), {
       lines: [line(0), line(1), line(2), line(3, 'second copy 3'), line(4, 'second copy 4')],
@@ -162,7 +182,11 @@ describe('reference control server: live job logs', () => {
       assert.equal(reply.status, 400, body);
       assert.match(String(reply.body.error), expected);
     }
-    const invalidUtf8 = await fetch(job.logsUrl, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: Buffer.from([0x7b, 0xff, 0x7d, 0x0a]) });
+    const invalidUtf8 = await fetch(job.logsUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-ndjson' },
+      body: Buffer.from([0x7b, 0xff, 0x7d, 0x0a]),
+    });
     assert.deepEqual([invalidUtf8.status, await invalidUtf8.json()], [400, { error: 'the body is not valid UTF-8' }]);
     const wrongType = await fetch(job.logsUrl, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: good });
     assert.deepEqual([wrongType.status, await wrongType.json()], [415, { error: 'unsupported content-type text/plain: send application/x-ndjson' }]);
@@ -292,32 +316,81 @@ describe('reference control server: a job log when the job moves between agents'
     const controller = new AbortController();
     try {
       const poll = async (agentId: string): Promise<Handed[]> =>
-        (await (await fetch(`${base}/job`, { headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-labels': 'queue=moving', 'x-foreman-agent-id': agentId } })).json()) as Handed[];
+        (await (
+          await fetch(`${base}/job`, { headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-labels': 'queue=moving', 'x-foreman-agent-id': agentId } })
+        ).json()) as Handed[];
       const post = async (url: string, agentId: string, batch: Line[]) =>
-        fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-ndjson', 'x-foreman-agent-id': agentId, 'x-foreman-log-offset': String(batch[0]!.i) }, body: ndjson(batch) });
-      const created = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image":"img","labels":{"queue":"moving"}}' });
+        fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-ndjson', 'x-foreman-agent-id': agentId, 'x-foreman-log-offset': String(batch[0]!.i) },
+          body: ndjson(batch),
+        });
+      const created = await fetch(`${base}/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"image":"img","labels":{"queue":"moving"}}',
+      });
       const { id } = (await created.json()) as { id: string };
       const [handed] = await poll('agent-a');
       assert.equal(handed?.id, id);
-      assert.equal((await post(handed.logsUrl, 'agent-a', lines(0, 3, (i) => `a ${i}`))).status, 200);
+      assert.equal(
+        (
+          await post(
+            handed.logsUrl,
+            'agent-a',
+            lines(0, 3, (i) => `a ${i}`),
+          )
+        ).status,
+        200,
+      );
       const events = eventReader(await fetch(`${base}/jobs/${id}/logs/events`, { signal: controller.signal }));
       assert.equal(((await events.next())?.data as Line[]).length, 3);
 
       // Another agent's copy of the job is acknowledged and not stored.
-      const stray = await post(handed.logsUrl, 'agent-b', lines(3, 5, (i) => `b ${i}`));
+      const stray = await post(
+        handed.logsUrl,
+        'agent-b',
+        lines(3, 5, (i) => `b ${i}`),
+      );
       assert.deepEqual([stray.status, await stray.json()], [200, { ok: true, stored: 0, ignored: 'other-agent' }]);
 
       // agent-a stops polling: the job is requeued, and agent-b is handed it. Its copy numbers its lines from 0.
       await waitFor('the job requeued', async () => ((await (await fetch(`${base}/jobs/${id}`)).json()) as JobView).status === 'queued', 10_000);
-      assert.deepEqual((await poll('agent-b')).map((job) => job.id), [id]);
+      assert.deepEqual(
+        (await poll('agent-b')).map((job) => job.id),
+        [id],
+      );
       assert.deepEqual(await events.next(), { event: 'reset', id: '0', data: {} });
       assert.equal(((await (await fetch(`${base}/jobs/${id}`)).json()) as JobView).logLines, 0);
-      assert.equal((await post(handed.logsUrl, 'agent-b', lines(0, 2, (i) => `b ${i}`))).status, 200);
+      assert.equal(
+        (
+          await post(
+            handed.logsUrl,
+            'agent-b',
+            lines(0, 2, (i) => `b ${i}`),
+          )
+        ).status,
+        200,
+      );
       assert.deepEqual(await events.next(), { event: 'lines', id: '2', data: lines(0, 2, (i) => `b ${i}`) });
       // The old copy's late lines are ignored now.
-      assert.equal((await (await post(handed.logsUrl, 'agent-a', lines(3, 4, (i) => `a ${i}`))).json() as { ignored?: string }).ignored, 'other-agent');
+      assert.equal(
+        (
+          (await (
+            await post(
+              handed.logsUrl,
+              'agent-a',
+              lines(3, 4, (i) => `a ${i}`),
+            )
+          ).json()) as { ignored?: string }
+        ).ignored,
+        'other-agent',
+      );
       const page = (await (await fetch(`${base}/jobs/${id}/logs`)).json()) as Page;
-      assert.deepEqual(page.lines, lines(0, 2, (i) => `b ${i}`));
+      assert.deepEqual(
+        page.lines,
+        lines(0, 2, (i) => `b ${i}`),
+      );
     } finally {
       controller.abort();
       await server.close();
@@ -331,7 +404,11 @@ describe('reference control server: a job log when the job moves between agents'
     try {
       let running = await start(dbPath);
       await fetch(`${running.base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"id":"kept","image":"img"}' });
-      await fetch(`${running.base}/job/kept/logs`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson', 'x-foreman-log-end': '2' }, body: ndjson(lines(0, 2)) });
+      await fetch(`${running.base}/job/kept/logs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson', 'x-foreman-log-end': '2' },
+        body: ndjson(lines(0, 2)),
+      });
       await running.server.close();
       running = await start(dbPath);
       try {

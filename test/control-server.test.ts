@@ -108,22 +108,44 @@ describe('reference control server', () => {
     const plain = await submit({ image: 'img', labels: { queue: 'labels' } });
 
     const wrongValue = await poll({ 'x-foreman-labels': formatLabelsHeader({ queue: 'labels', 'gpu=kind': 'a' }), 'x-foreman-capacity': '5' });
-    assert.deepEqual((wrongValue.body as HandedJob[]).map((job) => job.id), [plain]);
+    assert.deepEqual(
+      (wrongValue.body as HandedJob[]).map((job) => job.id),
+      [plain],
+    );
 
     const noLabels = await poll({ 'x-foreman-capacity': '5' });
     assert.ok(!(noLabels.body as HandedJob[]).some((job) => job.id === gpu), 'a job with required labels went to an agent without labels');
 
     // Encoded "=" and "," decode back; extra agent labels don't matter.
     const matching = await poll({ 'x-foreman-labels': `${formatLabelsHeader({ 'gpu=kind': 'a,b', extra: 'x' })},queue=labels`, 'x-foreman-capacity': '5' });
-    assert.deepEqual((matching.body as HandedJob[]).map((job) => job.id), [gpu]);
+    assert.deepEqual(
+      (matching.body as HandedJob[]).map((job) => job.id),
+      [gpu],
+    );
   });
 
   it('returns the job fields, with a callbackUrl and a logsUrl pointing back at this server', async () => {
-    const id = await submit({ image: 'img:1', command: ['node', 'x.js'], env: { A: '1' }, body: { n: [1, 2] }, labels: { queue: 'fields' }, alwaysPull: false });
+    const id = await submit({
+      image: 'img:1',
+      command: ['node', 'x.js'],
+      env: { A: '1' },
+      body: { n: [1, 2] },
+      labels: { queue: 'fields' },
+      alwaysPull: false,
+    });
     const minimal = await submit({ image: 'img:2', labels: { queue: 'fields' } });
     const jobs = await pollJobs('fields', 2);
     assert.deepEqual(jobs, [
-      { id, image: 'img:1', command: ['node', 'x.js'], env: { A: '1' }, body: { n: [1, 2] }, alwaysPull: false, callbackUrl: `${base}/job/${id}`, logsUrl: `${base}/job/${id}/logs` },
+      {
+        id,
+        image: 'img:1',
+        command: ['node', 'x.js'],
+        env: { A: '1' },
+        body: { n: [1, 2] },
+        alwaysPull: false,
+        callbackUrl: `${base}/job/${id}`,
+        logsUrl: `${base}/job/${id}/logs`,
+      },
       { id: minimal, image: 'img:2', body: null, callbackUrl: `${base}/job/${minimal}`, logsUrl: `${base}/job/${minimal}/logs` },
     ]);
     assert.equal((await getJob(id)).status, 'assigned');
@@ -134,10 +156,19 @@ describe('reference control server', () => {
     const ids = [];
     for (let i = 0; i < 5; i++) ids.push(await submit({ image: 'img', body: i, labels: { queue: 'capacity' } }));
     assert.deepEqual(await pollJobs('capacity', 0), []);
-    assert.deepEqual((await pollJobs('capacity', 2)).map((job) => job.id), ids.slice(0, 2));
+    assert.deepEqual(
+      (await pollJobs('capacity', 2)).map((job) => job.id),
+      ids.slice(0, 2),
+    );
     const defaulted = await poll({ 'x-foreman-labels': 'queue=capacity' });
-    assert.deepEqual((defaulted.body as HandedJob[]).map((job) => job.id), ids.slice(2, 3));
-    assert.deepEqual((await pollJobs('capacity', 10)).map((job) => job.id), ids.slice(3));
+    assert.deepEqual(
+      (defaulted.body as HandedJob[]).map((job) => job.id),
+      ids.slice(2, 3),
+    );
+    assert.deepEqual(
+      (await pollJobs('capacity', 10)).map((job) => job.id),
+      ids.slice(3),
+    );
     assert.deepEqual(await pollJobs('capacity', 10), []);
   });
 
@@ -167,9 +198,20 @@ describe('reference control server', () => {
   });
 
   it('records agents seen with their labels, capacity and last poll', async () => {
-    await poll({ 'x-foreman-agent-id': 'seen-agent', 'x-foreman-labels': 'zone=eu%2C1', 'x-foreman-capacity': '7', 'user-agent': 'foreman/0.1.0 (linux, x64)' });
+    await poll({
+      'x-foreman-agent-id': 'seen-agent',
+      'x-foreman-labels': 'zone=eu%2C1',
+      'x-foreman-capacity': '7',
+      'user-agent': 'foreman/0.1.0 (linux, x64)',
+    });
     await poll({ 'x-foreman-capacity': '0', 'user-agent': 'anonymous-client' });
-    const agents = (await json(await fetch(`${base}/agents`))) as Array<{ id: string; labels: unknown; capacity: number; userAgent: string; lastPollAt: string }>;
+    const agents = (await json(await fetch(`${base}/agents`))) as Array<{
+      id: string;
+      labels: unknown;
+      capacity: number;
+      userAgent: string;
+      lastPollAt: string;
+    }>;
     const seen = agents.find((agent) => agent.id === 'seen-agent');
     assert.ok(seen, `seen-agent is not listed: ${JSON.stringify(agents)}`);
     assert.deepEqual(seen.labels, { zone: 'eu,1' });
@@ -230,7 +272,11 @@ describe('reference control server', () => {
     const failed = await submit({ image: 'img', labels: { queue: 'callback' } });
     await pollJobs('callback', 1);
     const report = { outcome: 'failed', reason: 'exited', message: 'exit code 3', exitCode: 3 };
-    await callback(failed, { 'x-foreman-job-status': 'completed', 'x-foreman-job-outcome': 'failed', 'content-type': 'application/json' }, JSON.stringify(report));
+    await callback(
+      failed,
+      { 'x-foreman-job-status': 'completed', 'x-foreman-job-outcome': 'failed', 'content-type': 'application/json' },
+      JSON.stringify(report),
+    );
     const failedJob = await getJob(failed);
     assert.deepEqual([failedJob.status, failedJob.outcome, failedJob.result], ['completed', 'failed', report]);
   });
@@ -254,13 +300,22 @@ describe('reference control server', () => {
   it('is idempotent on x-foreman-delivery-id', async () => {
     const id = await submit({ image: 'img', labels: { queue: 'dedupe' } });
     await pollJobs('dedupe', 1);
-    const headers = { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.4', 'x-foreman-delivery-id': 'delivery-1', 'x-foreman-delivery-seq': '1' };
+    const headers = {
+      'x-foreman-job-status': 'running',
+      'x-foreman-job-progress': '0.4',
+      'x-foreman-delivery-id': 'delivery-1',
+      'x-foreman-delivery-seq': '1',
+    };
     assert.equal((await callback(id, headers, 'first')).status, 200);
     const before = await getJob(id);
     const repeat = await callback(id, { ...headers, 'x-foreman-job-progress': '0.8' }, 'changed');
     assert.equal(repeat.status, 200);
     assert.deepEqual(await getJob(id), before);
-    const repeatedCompletion = await callback(id, { 'x-foreman-job-status': 'completed', 'x-foreman-delivery-id': 'delivery-1', 'x-foreman-delivery-seq': '2' });
+    const repeatedCompletion = await callback(id, {
+      'x-foreman-job-status': 'completed',
+      'x-foreman-delivery-id': 'delivery-1',
+      'x-foreman-delivery-seq': '2',
+    });
     assert.equal(repeatedCompletion.status, 200);
     assert.equal((await getJob(id)).status, 'running');
   });
@@ -269,7 +324,12 @@ describe('reference control server', () => {
     const id = await submit({ image: 'img', labels: { queue: 'seq' } });
     await pollJobs('seq', 1);
     const update = (seq: number, progress: string) =>
-      callback(id, { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': progress, 'x-foreman-delivery-id': `seq-${seq}`, 'x-foreman-delivery-seq': String(seq) });
+      callback(id, {
+        'x-foreman-job-status': 'running',
+        'x-foreman-job-progress': progress,
+        'x-foreman-delivery-id': `seq-${seq}`,
+        'x-foreman-delivery-seq': String(seq),
+      });
     assert.equal((await update(1, '0.1')).status, 200);
     assert.equal((await update(3, '0.3')).status, 200);
     const stale = await update(2, '0.2');
@@ -296,7 +356,10 @@ describe('reference control server', () => {
     const first = await submit({ image: 'img', labels: { queue: 'list' } });
     const second = await submit({ image: 'img', labels: { queue: 'list' } });
     const jobs = (await json(await fetch(`${base}/jobs`))) as Array<JobView & { image: string; createdAt: string; updatedAt: string }>;
-    assert.deepEqual(jobs.slice(0, 2).map((job) => job.id), [second, first]);
+    assert.deepEqual(
+      jobs.slice(0, 2).map((job) => job.id),
+      [second, first],
+    );
     const fields = 'agentId cancelRequested cancelRequestedAt createdAt id image labels logComplete logLines outcome progress requeues result status updatedAt';
     assert.deepEqual(Object.keys(jobs[0]!).sort(), fields.split(' '));
   });
@@ -348,12 +411,18 @@ describe('reference control server persistence', () => {
     const dbPath = join(dir, 'cs.db');
     try {
       let running = await start(dbPath);
-      const post = (body: unknown) => fetch(`${running.base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const post = (body: unknown) =>
+        fetch(`${running.base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
       const assignedId = ((await json(await post({ image: 'img', body: { keep: true } }))) as { id: string }).id;
       const handed = await fetch(`${running.base}/job`, { headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-agent-id': 'restart-agent' } });
       assert.equal(((await json(handed)) as HandedJob[])[0]?.id, assignedId);
       const queuedId = ((await json(await post({ image: 'img', labels: { never: 'matched' } }))) as { id: string }).id;
-      const progress = { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5', 'x-foreman-delivery-id': 'before-restart', 'x-foreman-delivery-seq': '5' };
+      const progress = {
+        'x-foreman-job-status': 'running',
+        'x-foreman-job-progress': '0.5',
+        'x-foreman-delivery-id': 'before-restart',
+        'x-foreman-delivery-seq': '5',
+      };
       assert.equal((await fetch(`${running.base}/job/${assignedId}`, { method: 'PUT', headers: progress })).status, 200);
       await running.server.close();
 

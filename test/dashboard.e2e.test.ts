@@ -32,7 +32,15 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
     // launch() gives the browser a fresh temporary profile and removes it on close.
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     });
     page = await browser.newPage();
     page.setDefaultTimeout(15_000);
@@ -57,7 +65,12 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
 
   async function pollAs(serverBase: string, agentId: string, queue: string, capacity: number): Promise<Response> {
     return fetch(`${serverBase}/job`, {
-      headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-capacity': String(capacity), 'x-foreman-labels': `queue=${queue}`, 'x-foreman-agent-id': agentId },
+      headers: {
+        authorization: `Bearer ${TOKEN}`,
+        'x-foreman-capacity': String(capacity),
+        'x-foreman-labels': `queue=${queue}`,
+        'x-foreman-agent-id': agentId,
+      },
     });
   }
 
@@ -83,7 +96,12 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
 
     // Play the agent: poll, then report progress through the callback URL we were given.
     const polled = await fetch(`${base}/job`, {
-      headers: { authorization: `Bearer ${TOKEN}`, 'x-foreman-capacity': '2', 'x-foreman-labels': 'queue=dashboard,gpu=none', 'x-foreman-agent-id': 'browser-test-agent' },
+      headers: {
+        authorization: `Bearer ${TOKEN}`,
+        'x-foreman-capacity': '2',
+        'x-foreman-labels': 'queue=dashboard,gpu=none',
+        'x-foreman-agent-id': 'browser-test-agent',
+      },
     });
     const jobs = (await polled.json()) as Array<{ id: string; callbackUrl: string }>;
     assert.deepEqual(
@@ -105,7 +123,13 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
 
     await put(
       id,
-      { 'x-foreman-job-status': 'completed', 'x-foreman-job-progress': '1', 'x-foreman-delivery-id': 'd3', 'x-foreman-delivery-seq': '3', 'content-type': 'application/json' },
+      {
+        'x-foreman-job-status': 'completed',
+        'x-foreman-job-progress': '1',
+        'x-foreman-delivery-id': 'd3',
+        'x-foreman-delivery-seq': '3',
+        'content-type': 'application/json',
+      },
       JSON.stringify({ answer: 42, note: 'done' }),
     );
     await bar('completed', '100%').waitFor();
@@ -120,7 +144,10 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
     await page.locator('#connection[data-state="live"]').waitFor();
     const queued = await submit(base, { image: 'img', labels: { queue: 'dashboard-never-polled' } });
     const held = await submit(base, { image: 'img', labels: { queue: 'dashboard-cancel' } });
-    assert.deepEqual(((await (await pollAs(base, 'cancel-agent', 'dashboard-cancel', 1)).json()) as Array<{ id: string }>).map((job) => job.id), [held]);
+    assert.deepEqual(
+      ((await (await pollAs(base, 'cancel-agent', 'dashboard-cancel', 1)).json()) as Array<{ id: string }>).map((job) => job.id),
+      [held],
+    );
     const row = (id: string) => page.locator(`#jobs tr[data-job-id="${id}"]`);
 
     await row(queued).locator('button.cancel').click();
@@ -135,7 +162,11 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
 
     // The agent's final report ends the row with the outcome it reported.
     const report = { outcome: 'canceled', reason: 'cancel', message: 'stopped' };
-    await put(held, { 'x-foreman-job-status': 'completed', 'x-foreman-job-outcome': 'canceled', 'x-foreman-agent-id': 'cancel-agent', 'content-type': 'application/json' }, JSON.stringify(report));
+    await put(
+      held,
+      { 'x-foreman-job-status': 'completed', 'x-foreman-job-outcome': 'canceled', 'x-foreman-agent-id': 'cancel-agent', 'content-type': 'application/json' },
+      JSON.stringify(report),
+    );
     const ended = page.locator(`#jobs tr[data-job-id="${held}"][data-status="completed"]`);
     await ended.locator('td.outcome', { hasText: 'canceled' }).waitFor();
     assert.equal(await ended.locator('.note.cancel-requested').count(), 0);
@@ -186,20 +217,26 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
       const created = await fetch(`${base}/jobs`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ image: 'foreman-test-job:latest', body: { action: 'progress', steps: 4, delayMs: 400, values: [19, 23] }, labels: { queue: 'real-agent' } }),
+        body: JSON.stringify({
+          image: 'foreman-test-job:latest',
+          body: { action: 'progress', steps: 4, delayMs: 400, values: [19, 23] },
+          labels: { queue: 'real-agent' },
+        }),
       });
       const { id } = (await created.json()) as { id: string };
       const row = (status: string) => page.locator(`#jobs tr[data-job-id="${id}"][data-status="${status}"]`);
       await row('completed').locator('td.outcome', { hasText: 'succeeded' }).waitFor({ timeout: 30_000 });
       await row('completed').locator('td.preview', { hasText: '{"result":42}' }).waitFor();
-      const seen = (await page.evaluate<string[]>('window.seen'))
-        .filter((entry) => entry.startsWith(`${id}|`))
-        .map((entry) => entry.slice(id.length + 1));
+      const seen = (await page.evaluate<string[]>('window.seen')).filter((entry) => entry.startsWith(`${id}|`)).map((entry) => entry.slice(id.length + 1));
       assert.equal(seen[0], 'queued|0%', JSON.stringify(seen));
       // The bar moved through the container's own updates before the job completed.
       const running = seen.filter((entry) => entry.startsWith('running|')).map((entry) => Number.parseFloat(entry.split('|')[1] ?? ''));
       assert.ok(running.filter((pct) => pct > 0 && pct < 100).length >= 2, JSON.stringify(seen));
-      assert.deepEqual(running, [...running].sort((a, b) => a - b), 'progress only moves forward');
+      assert.deepEqual(
+        running,
+        [...running].sort((a, b) => a - b),
+        'progress only moves forward',
+      );
       assert.equal(seen.at(-1), 'completed|100%', JSON.stringify(seen));
       await page.locator(`#agents tr[data-agent-id="${agent.agent.agentId}"]`).waitFor();
     } finally {
@@ -249,11 +286,18 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
       const partial = seen.filter(([count, status]) => Number(count) > 0 && Number(count) < 202 && status !== 'completed');
       assert.ok(new Set(partial.map(([count]) => count)).size >= 2, `the panel did not grow in steps while the job ran: ${JSON.stringify(seen)}`);
       const counts = seen.map(([count]) => Number(count));
-      assert.deepEqual(counts, [...counts].sort((a, b) => a - b), 'lines are only added');
+      assert.deepEqual(
+        counts,
+        [...counts].sort((a, b) => a - b),
+        'lines are only added',
+      );
 
       // Every line once, in line-number order; each stream in the order the job printed it.
       const shown = await panelLines();
-      assert.deepEqual(shown.map((l) => l.i), Array.from({ length: 202 }, (_, i) => i));
+      assert.deepEqual(
+        shown.map((l) => l.i),
+        Array.from({ length: 202 }, (_, i) => i),
+      );
       const printed = printedLines(shape);
       const of = (stream: string) => shown.filter((l) => l.stream === stream).map((l) => l.text);
       assert.deepEqual(of('stdout'), [`job ${id} action log`, ...printed.stdout, 'PUT completed -> 200']);
@@ -276,7 +320,11 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
         const i = from + k;
         return `${JSON.stringify({ i, ts: '2026-11-28T07:42:30.437418862Z', stream: i % 3 === 2 ? 'stderr' : 'stdout', text: i === 1 ? hostile : `line ${i}` })}\n`;
       }).join('');
-      const response = await fetch(handed.logsUrl, { method: 'POST', headers: { 'content-type': 'application/x-ndjson', 'x-foreman-log-offset': String(from), ...extra }, body });
+      const response = await fetch(handed.logsUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson', 'x-foreman-log-offset': String(from), ...extra },
+        body,
+      });
       assert.equal(response.status, 200, await response.text());
     };
     await page.goto(`${base}/`);

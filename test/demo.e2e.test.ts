@@ -17,7 +17,11 @@ it('npm run demo -- --once runs five jobs to success and leaves no containers', 
   // Only containers that appear during the run count: other work on this engine may have its own.
   const before = await managedContainers();
   // Killed before the test's own timeout: a demo that hangs fails the test instead of keeping this process alive.
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/demo/demo.ts', '--once'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], timeout: 220_000 });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/demo/demo.ts', '--once'], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 220_000,
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

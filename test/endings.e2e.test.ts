@@ -8,7 +8,6 @@ import { type EndingReport, job, reportOf } from './support/reports.ts';
 import { CallbackReceiver, FakeControlServer } from './support/servers.ts';
 import { waitFor } from './support/wait.ts';
 
-
 /** The completion timeout counts the launch too, and a swarm takes a second or more to place and start a task. */
 const COMPLETION_MS = testEngine === 'swarm' ? 6000 : 2000;
 
@@ -45,7 +44,10 @@ describe('endings', () => {
       assert.equal(report.outcome, 'failed');
       assert.equal(report.exitCode, 3);
       assert.match(report.message, /exited with code 3/);
-      assert.ok(report.logs?.some((l) => l.includes('boom: disk on fire')), JSON.stringify(report.logs));
+      assert.ok(
+        report.logs?.some((l) => l.includes('boom: disk on fire')),
+        JSON.stringify(report.logs),
+      );
       const record = running.store.get('crash-1');
       assert.equal(record?.outcome, 'failed');
       // The engine's die event drives the report: it arrives within 2 s of the exit, not on a polling tick.
@@ -91,7 +93,7 @@ describe('endings', () => {
     assert.deepEqual(JSON.parse(next.body.toString()), { result: 4 });
   });
 
-  test('an image reference the engine rejects is reported as pull-failed with the engine\'s reason', async () => {
+  test("an image reference the engine rejects is reported as pull-failed with the engine's reason", async () => {
     control.reply([job('badref-1', callbacks.url(), { values: [1] }, { image: 'UPPER/Image:1' })]);
     const { report, headers } = await endingOf('badref-1');
     assert.equal(headers['x-foreman-job-outcome'], 'pull-failed');
@@ -114,7 +116,12 @@ describe('endings', () => {
     const created = await endingOf('nocreate-1');
     assert.equal(created.headers['x-foreman-job-outcome'], 'start-failed');
     // A swarm service takes any env; the engine refuses it when the task's container is made.
-    assert.match(created.report.message, testEngine === 'swarm' ? /swarm could not start the job: .*invalid environment variable/ : /creating the container failed: .*invalid environment variable/);
+    assert.match(
+      created.report.message,
+      testEngine === 'swarm'
+        ? /swarm could not start the job: .*invalid environment variable/
+        : /creating the container failed: .*invalid environment variable/,
+    );
     const started = await endingOf('nostart-1');
     assert.equal(started.headers['x-foreman-job-outcome'], 'start-failed');
     assert.match(started.report.message, testEngine === 'swarm' ? /swarm could not start the job: / : /starting the container failed/);

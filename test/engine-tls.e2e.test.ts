@@ -188,8 +188,14 @@ describe('engines over TLS', () => {
       assert.match(readLog(s.agent.logFile), new RegExp(`"engine":"tcp://127\\.0\\.0\\.1:${front.port}".*connected to the Docker engine`));
       // The container was made, and exits watched, through the TLS front with the test's client certificate.
       assert.ok(front.clients.length > 0 && front.clients.every((cn) => cn === CLIENT_CN), JSON.stringify(front.clients));
-      assert.ok(front.requests.some((r) => /^POST (\/v[\d.]+)?\/containers\/create\?/.test(r)), JSON.stringify(front.requests));
-      assert.ok(front.requests.some((r) => /^GET (\/v[\d.]+)?\/events\?/.test(r)), JSON.stringify(front.requests));
+      assert.ok(
+        front.requests.some((r) => /^POST (\/v[\d.]+)?\/containers\/create\?/.test(r)),
+        JSON.stringify(front.requests),
+      );
+      assert.ok(
+        front.requests.some((r) => /^GET (\/v[\d.]+)?\/events\?/.test(r)),
+        JSON.stringify(front.requests),
+      );
     } finally {
       await s.close();
     }

@@ -261,11 +261,17 @@ describe('a network that already lets containers reach each other', () => {
       .split('\n')
       .filter((line) => line.includes('"level":40') && line.includes('lets job containers reach each other'));
     assert.equal(warnings.length, 1, 'one warning');
-    assert.match(warnings[0] ?? '', new RegExp(`network \\\\"${env.networkName}\\\\" lets job containers reach each other.*docker network rm ${env.networkName}`));
+    assert.match(
+      warnings[0] ?? '',
+      new RegExp(`network \\\\"${env.networkName}\\\\" lets job containers reach each other.*docker network rm ${env.networkName}`),
+    );
 
     const lines: string[] = [];
     await runCheck(loadTestConfig(env), (line) => lines.push(line));
-    assert.ok(lines.some((l) => /^ {2}warn {2}network ".*" lets job containers reach each other/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => /^ {2}warn {2}network ".*" lets job containers reach each other/.test(l)),
+      lines.join('\n'),
+    );
 
     // The positive control for the test above: on such a network the same probe gets through.
     const target = await serve(parts, 'open-server', env.networkName);
@@ -283,15 +289,24 @@ describe('a runtime the engine does not offer', () => {
         .split('\n')
         .filter((l) => l.includes('"level":50'));
       assert.equal(errors.length, 1, errors.join('\n'));
-      assert.match(errors[0] ?? '', /docker\.runtime \\"foreman-no-such-runtime\\" is not offered by the Docker engine \(it offers: [^)]*runc[^)]*\).*unset docker\.runtime/);
+      assert.match(
+        errors[0] ?? '',
+        /docker\.runtime \\"foreman-no-such-runtime\\" is not offered by the Docker engine \(it offers: [^)]*runc[^)]*\).*unset docker\.runtime/,
+      );
       assert.equal(s.control.polls.length, 0, 'it never polled');
       await assert.rejects(docker.getNetwork(s.env.networkName).inspect(), 'it made no network');
 
       const lines: string[] = [];
       const code = await runCheck(loadTestConfig({ ...s.env, env: { ...s.env.env, FOREMAN_DOCKER_CPUS: '4096' } }), (line) => lines.push(line));
       assert.equal(code, 1);
-      assert.ok(lines.some((l) => /^ {2}FAIL {2}docker\.runtime "foreman-no-such-runtime" is not offered/.test(l)), lines.join('\n'));
-      assert.ok(lines.some((l) => /^ {2}FAIL {2}docker\.cpus = 4096: expected 0 \(no limit\) or from 0\.01 to \d+/.test(l)), lines.join('\n'));
+      assert.ok(
+        lines.some((l) => /^ {2}FAIL {2}docker\.runtime "foreman-no-such-runtime" is not offered/.test(l)),
+        lines.join('\n'),
+      );
+      assert.ok(
+        lines.some((l) => /^ {2}FAIL {2}docker\.cpus = 4096: expected 0 \(no limit\) or from 0\.01 to \d+/.test(l)),
+        lines.join('\n'),
+      );
     } finally {
       await s.close();
     }

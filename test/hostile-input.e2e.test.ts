@@ -39,7 +39,8 @@ describe('hostile input', () => {
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as LogLine);
-  const rejected = (jobId: string): LogLine | undefined => lines().find((l) => l.msg === 'rejected an invalid job from the control server' && l.jobId === jobId);
+  const rejected = (jobId: string): LogLine | undefined =>
+    lines().find((l) => l.msg === 'rejected an invalid job from the control server' && l.jobId === jobId);
   const alive = (): void => assert.equal(agent().child.exitCode, null, `the agent exited:\n${readLog(agent().logFile).slice(-2000)}`);
 
   /** Sends a good job and waits for its result: the agent is alive and took everything before it. */
@@ -62,7 +63,10 @@ describe('hostile input', () => {
     events = await watchContainerEvents(['create'], 'foreman.managed=true', (e) => {
       if (e.Actor.Attributes['foreman.agent'] === agentId || agentId === '') created.add(e.Actor.Attributes['foreman.job-id'] ?? '');
     });
-    stack = await spawnStack({ FOREMAN_CORE_ENV_CORE_SECRET: 'core-env-secret-6' }, { controlUrl: (url) => url.replace('http://', 'http://agent:core-url-secret@') });
+    stack = await spawnStack(
+      { FOREMAN_CORE_ENV_CORE_SECRET: 'core-env-secret-6' },
+      { controlUrl: (url) => url.replace('http://', 'http://agent:core-url-secret@') },
+    );
     ({ control, callbacks, env } = stack);
     agentId = await stack.waitForAgentId();
   });
@@ -73,7 +77,7 @@ describe('hostile input', () => {
     await stack?.close();
   });
 
-  test('image references outside Docker\'s grammar (a//b, a/ …) are invalid and get no container', async () => {
+  test("image references outside Docker's grammar (a//b, a/ …) are invalid and get no container", async () => {
     const bad = { 'img-1': 'a//b', 'img-2': 'a/', 'img-3': 'a/../b', 'img-4': '/a' };
     control.reply(Object.entries(bad).map(([id, image]) => job(id, callbacks.url(), { values: [1] }, { image })));
     for (const id of Object.keys(bad)) {
@@ -131,7 +135,11 @@ describe('hostile input', () => {
         `{"id":${JSON.stringify(exotic)},"image":"foreman-test-job:latest","body":{"values":[5]},"callbackUrl":${cb}}`,
       ].join(',')}]`,
     });
-    for (const [id, reason] of [['sur-env', /env holds/], ['sur-cmd', /command holds/], ['sur-image', /image is not well-formed Unicode/]] as const) {
+    for (const [id, reason] of [
+      ['sur-env', /env holds/],
+      ['sur-cmd', /command holds/],
+      ['sur-image', /image is not well-formed Unicode/],
+    ] as const) {
       const { outcome, message } = await outcomeOf(id);
       assert.equal(outcome, 'invalid');
       assert.match(message, reason);
@@ -163,7 +171,11 @@ describe('hostile input', () => {
       assert.equal(outcome, 'start-failed');
       assert.match(message, /\[redacted\]/);
     }
-    await waitFor('sec-3 refused by its callback', () => lines().some((l) => l.jobId === 'sec-3' && l.msg === 'callback rejected the update; not retrying'), 30_000);
+    await waitFor(
+      'sec-3 refused by its callback',
+      () => lines().some((l) => l.jobId === 'sec-3' && l.msg === 'callback rejected the update; not retrying'),
+      30_000,
+    );
     await waitFor('sec-3 refused by its logs server', () => lines().some((l) => l.jobId === 'sec-3' && l.msg?.startsWith('the logs server refused')), 30_000);
     await waitFor('the bad poll replies logged', () => lines().filter((l) => /invalid JSON \(/.test(l.reason ?? '')).length > 0);
     await stillRunsJobs('after-sec');

@@ -20,7 +20,11 @@ after(() => stack?.close());
 test('an update recorded and forwarded gets its 200 even when malformed bytes follow it on the connection', async () => {
   const { control, callbacks, running } = stack;
   control.reply([job('keepalive-1', callbacks.url(), { action: 'sleep' })]);
-  const record = await waitFor('the job to run', () => (running.store.get('keepalive-1')?.state === 'started' ? running.store.get('keepalive-1') : undefined), 30_000);
+  const record = await waitFor(
+    'the job to run',
+    () => (running.store.get('keepalive-1')?.state === 'started' ? running.store.get('keepalive-1') : undefined),
+    30_000,
+  );
   const api = new URL(running.agent.jobApiUrl);
   const socket = connect(Number(api.port), api.hostname);
   const received: Buffer[] = [];
@@ -33,6 +37,8 @@ test('an update recorded and forwarded gets its 200 even when malformed bytes fo
   await closed;
   const text = Buffer.concat(received).toString();
   assert.match(text, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\{"status":"accepted"[^}]*\}HTTP\/1\.1 400 Bad Request\r\n/);
-  const forwarded = await waitFor('the update at the callback', () => callbacks.for('keepalive-1').find((r) => r.headers['x-foreman-job-status'] === 'running'));
+  const forwarded = await waitFor('the update at the callback', () =>
+    callbacks.for('keepalive-1').find((r) => r.headers['x-foreman-job-status'] === 'running'),
+  );
   assert.equal(forwarded.body.toString(), '{"step":"one"}');
 });

@@ -20,7 +20,6 @@ async function watchKills(jobId: string): Promise<{ kills: Array<{ signal: strin
   return { kills, stop: () => events.stop() };
 }
 
-
 describe('job control', () => {
   let stack: Stack;
 
@@ -36,7 +35,10 @@ describe('job control', () => {
     const watch = await watchKills('c-run');
     try {
       control.reply([job('c-run', callbacks.url(), { action: 'sleep' }), job('c-queued', callbacks.url(), { values: [1] })]);
-      await waitFor('c-run running, c-queued waiting', () => running.store.get('c-run')?.state === 'running' && running.store.get('c-queued')?.state === 'pending');
+      await waitFor(
+        'c-run running, c-queued waiting',
+        () => running.store.get('c-run')?.state === 'running' && running.store.get('c-queued')?.state === 'pending',
+      );
       const fullSince = Date.now();
       await waitFor('two heartbeat polls while full', () => control.polls.filter((p) => p.at > fullSince).length >= 2);
       assert.deepEqual(new Set(control.polls.filter((p) => p.at > fullSince).map((p) => p.headers['x-foreman-capacity'])), new Set(['0']));

@@ -55,10 +55,15 @@ describe('job flow', () => {
 
   test('the container gets the command, env (job, then core.env, then endpoints), labels, network and extra hosts', async () => {
     control.reply([
-      job('env-1', callbacks.url(), { action: 'sleep' }, {
-        env: { SHARED: 'from-job', ONLY_JOB: 'yes', FOREMAN_GET_JOB_ENDPOINT: 'spoofed' },
-        command: ['/usr/local/bin/node', '/job.mjs', 'extra-arg'],
-      }),
+      job(
+        'env-1',
+        callbacks.url(),
+        { action: 'sleep' },
+        {
+          env: { SHARED: 'from-job', ONLY_JOB: 'yes', FOREMAN_GET_JOB_ENDPOINT: 'spoofed' },
+          command: ['/usr/local/bin/node', '/job.mjs', 'extra-arg'],
+        },
+      ),
     ]);
     const record = await waitFor('env-1 to run', () => {
       const r = running.store.get('env-1');
@@ -146,7 +151,10 @@ describe('job flow', () => {
     ]);
     const done = await callbacks.waitForCompletion('prober-1');
     const probe = (JSON.parse(done.body.toString()) as { probe: Array<{ status: number }> }).probe;
-    assert.deepEqual(probe.map((p) => p.status), [404, 404, 404, 404]);
+    assert.deepEqual(
+      probe.map((p) => p.status),
+      [404, 404, 404, 404],
+    );
     assert.equal(callbacks.for('victim-1').length, 0);
     const victimRecord = running.store.get('victim-1');
     assert.equal(victimRecord?.state, 'running');
@@ -174,11 +182,7 @@ describe('job flow', () => {
     assert.deepEqual(await get.json(), { id: 'api-1', body: { action: 'sleep', ms: 20_000 } });
     assert.equal((await put({ 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5' })).status, 200);
     assert.equal((await put({ 'x-foreman-job-status': 'completed' }, '{"ok":true}')).status, 200);
-    for (const again of [
-      () => put({ 'x-foreman-job-status': 'running' }),
-      () => put({ 'x-foreman-job-status': 'completed' }),
-      () => fetch(url),
-    ]) {
+    for (const again of [() => put({ 'x-foreman-job-status': 'running' }), () => put({ 'x-foreman-job-status': 'completed' }), () => fetch(url)]) {
       const res = await again();
       assert.equal(res.status, 409);
       assert.match(((await res.json()) as { error: string }).error, /already ended/);
@@ -206,7 +210,10 @@ describe('job flow', () => {
     assert.ok(peak >= 1, 'container starts were seen');
     assert.equal(peak, 2, `peak concurrency ${peak}, expected exactly max_concurrent_jobs=2`);
     const capacities = control.polls.map((p) => Number(p.headers['x-foreman-capacity']));
-    assert.ok(capacities.every((c) => c >= 0 && c <= 2), `capacities offered outside 0..2: ${capacities.join(',')}`);
+    assert.ok(
+      capacities.every((c) => c >= 0 && c <= 2),
+      `capacities offered outside 0..2: ${capacities.join(',')}`,
+    );
   });
 });
 
@@ -228,7 +235,7 @@ async function hostGatewayAddress(): Promise<string | undefined> {
 // Podman has no host-gateway (it adds host.containers.internal itself); see the README's Podman section.
 const noHostGateway = testEngine === 'podman' ? 'Podman does not support host-gateway' : false;
 
-describe('the seed\'s development setup: hostname host.docker.internal with host-gateway', { skip: noHostGateway }, () => {
+describe("the seed's development setup: hostname host.docker.internal with host-gateway", { skip: noHostGateway }, () => {
   test('containers reach the agent through host.docker.internal, which listens on the default bridge gateway only', async () => {
     await testJobImage();
     const stack = await startStack({
@@ -240,7 +247,9 @@ describe('the seed\'s development setup: hostname host.docker.internal with host
       assert.match(running.agent.jobApiUrl, /^http:\/\/host\.docker\.internal:\d+$/);
       const gateway = await hostGatewayAddress();
       assert.ok(gateway, 'the engine or the kernel names the address host-gateway means');
-      const listening = readFileSync(running.logFile, 'utf8').split('\n').find((l) => l.includes('job API listening'));
+      const listening = readFileSync(running.logFile, 'utf8')
+        .split('\n')
+        .find((l) => l.includes('job API listening'));
       assert.match(listening ?? '', new RegExp(`"listen":"${gateway.replaceAll('.', '\\.')}:\\d+"`));
       control.reply([job('seed-dev-1', callbacks.url(), { values: [20, 22] })]);
       const done = await callbacks.waitForCompletion('seed-dev-1');

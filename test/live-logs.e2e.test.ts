@@ -36,7 +36,12 @@ describe('live job logs', () => {
     const shape = { lines: 3000, longEvery: 300, longBytes: 40_000 };
     // 300 lines every 50 ms: faster than the 1 s batches, so batches fill up between sends.
     control.reply([
-      job('log-1', callbacks.url(), { action: 'log', ...shape, perTick: 300, tickMs: 50, printEnv: ['DEPLOY_TOKEN', 'FOREMAN_GET_JOB_ENDPOINT'] }, { logsUrl: logs.url('logs/log-1') }),
+      job(
+        'log-1',
+        callbacks.url(),
+        { action: 'log', ...shape, perTick: 300, tickMs: 50, printEnv: ['DEPLOY_TOKEN', 'FOREMAN_GET_JOB_ENDPOINT'] },
+        { logsUrl: logs.url('logs/log-1') },
+      ),
     ]);
     const firstBatch = await waitFor('the first log batch', () => logs.requests.find((r) => r.method === 'POST'));
     const report = await callbacks.waitForCompletion('log-1');
@@ -61,8 +66,14 @@ describe('live job logs', () => {
     // [core.env] values and the job's own secret never reach the log.
     const secret = running.store.get('log-1')?.secret ?? '';
     assert.ok(secret.length > 0, 'the job has a secret in the store');
-    assert.ok(log.lines.some((l) => l.text === 'DEPLOY_TOKEN=[redacted]'), 'the [core.env] value is printed redacted');
-    assert.ok(log.lines.some((l) => l.text.startsWith('FOREMAN_GET_JOB_ENDPOINT=') && l.text.endsWith('token=[redacted]')), 'the job endpoint is printed with its token redacted');
+    assert.ok(
+      log.lines.some((l) => l.text === 'DEPLOY_TOKEN=[redacted]'),
+      'the [core.env] value is printed redacted',
+    );
+    assert.ok(
+      log.lines.some((l) => l.text.startsWith('FOREMAN_GET_JOB_ENDPOINT=') && l.text.endsWith('token=[redacted]')),
+      'the job endpoint is printed with its token redacted',
+    );
     assert.ok(!log.lines.some((l) => l.text.includes(SECRET) || l.text.includes(secret)), 'a log line holds the [core.env] value or the job secret');
 
     // The same lines in the same order as the engine's own `docker logs`.
@@ -78,14 +89,19 @@ describe('live job logs', () => {
 
   test('a job that fails: its log ends before the failure report, and neither shows a [core.env] value', async () => {
     const { control, callbacks } = stack;
-    control.reply([job('log-fail', callbacks.url(), { action: 'exit', code: 4, message: `could not log in with ${SECRET}` }, { logsUrl: logs.url('logs/log-fail') })]);
+    control.reply([
+      job('log-fail', callbacks.url(), { action: 'exit', code: 4, message: `could not log in with ${SECRET}` }, { logsUrl: logs.url('logs/log-fail') }),
+    ]);
     const report = await callbacks.waitForCompletion('log-fail');
     assert.equal(report.headers['x-foreman-job-outcome'], 'failed');
     const log = receivedLog(logs.requests, 'log-fail');
     assertWhole(log);
     assert.ok(log.end && log.end.at <= report.at, 'the log end arrived before the report');
     // stdout and stderr are separate pipes: the engine may store the stderr line before the stdout one printed earlier.
-    assert.ok(log.lines.some((l) => l.stream === 'stderr' && l.text === 'could not log in with [redacted]'), JSON.stringify(log.lines));
+    assert.ok(
+      log.lines.some((l) => l.stream === 'stderr' && l.text === 'could not log in with [redacted]'),
+      JSON.stringify(log.lines),
+    );
     assert.ok(reportOf(report).logs?.includes('could not log in with [redacted]'), JSON.stringify(reportOf(report).logs));
     assert.ok(!JSON.stringify(reportOf(report)).includes(SECRET), 'the failure report holds the [core.env] value');
   });
@@ -101,7 +117,10 @@ describe('live job logs', () => {
     assert.match(last?.text ?? '', /^\[foreman\] log truncated after (\d+) bytes$/);
     const bytes = Number(/(\d+) bytes$/.exec(last?.text ?? '')?.[1]);
     assert.ok(bytes <= 2 * 1024 * 1024 && bytes > 2 * 1024 * 1024 - 16_100, `truncated after ${bytes} bytes`);
-    assert.equal(log.lines.slice(0, -1).reduce((sum, l) => sum + Buffer.byteLength(l.text), 0), bytes);
+    assert.equal(
+      log.lines.slice(0, -1).reduce((sum, l) => sum + Buffer.byteLength(l.text), 0),
+      bytes,
+    );
   });
 
   test('a job without logsUrl streams nothing, and a logs server that refuses (4xx) stops only the log', async () => {

@@ -51,14 +51,33 @@ test('three agents share 60 jobs by label, and the jobs of one killed with -9 fi
     const base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
     const labels = { a: 'FOREMAN_CORE_LABELS_GPU', b: 'FOREMAN_CORE_LABELS_REGION', c: 'FOREMAN_CORE_LABELS_POOL' } as const;
     envs = {
-      a: testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'many-token', FOREMAN_CORE_LABELS_QUEUE: 'many', [labels.a]: 'true', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4' }),
-      b: testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'many-token', FOREMAN_CORE_LABELS_QUEUE: 'many', [labels.b]: 'eu', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4' }),
-      c: testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'many-token', FOREMAN_CORE_LABELS_QUEUE: 'many', [labels.c]: 'spare', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4' }),
+      a: testEnv(`${base}/job`, {
+        FOREMAN_CORE_TOKEN: 'many-token',
+        FOREMAN_CORE_LABELS_QUEUE: 'many',
+        [labels.a]: 'true',
+        FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4',
+      }),
+      b: testEnv(`${base}/job`, {
+        FOREMAN_CORE_TOKEN: 'many-token',
+        FOREMAN_CORE_LABELS_QUEUE: 'many',
+        [labels.b]: 'eu',
+        FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4',
+      }),
+      c: testEnv(`${base}/job`, {
+        FOREMAN_CORE_TOKEN: 'many-token',
+        FOREMAN_CORE_LABELS_QUEUE: 'many',
+        [labels.c]: 'spare',
+        FOREMAN_CORE_MAX_CONCURRENT_JOBS: '4',
+      }),
     };
     for (const k of ['a', 'b', 'c'] as const) agents[k] = spawnAgent(envs[k]);
     events = await watchContainerEvents(['create'], 'foreman.managed=true', (e) => creates.push(e.Actor.Attributes['foreman.job-id'] ?? ''));
     const submit = async (body: unknown, jobLabels: Record<string, string>): Promise<string> => {
-      const res = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: 'foreman-test-job:latest', labels: { queue: 'many', ...jobLabels }, body }) });
+      const res = await fetch(`${base}/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ image: 'foreman-test-job:latest', labels: { queue: 'many', ...jobLabels }, body }),
+      });
       assert.equal(res.status, 201);
       return ((await res.json()) as { id: string }).id;
     };
@@ -70,7 +89,8 @@ test('three agents share 60 jobs by label, and the jobs of one killed with -9 fi
       jobs.push({ id: await submit({ action: 'progress', steps: 8, delayMs: 250 }, {}), needs: 'shared' });
     }
     const view = async (id: string): Promise<JobView> => (await (await fetch(`${base}/jobs/${id}`)).json()) as JobView;
-    const agentsSeen = async (): Promise<Array<{ id: string; labels: Record<string, string> }>> => (await (await fetch(`${base}/agents`)).json()) as Array<{ id: string; labels: Record<string, string> }>;
+    const agentsSeen = async (): Promise<Array<{ id: string; labels: Record<string, string> }>> =>
+      (await (await fetch(`${base}/agents`)).json()) as Array<{ id: string; labels: Record<string, string> }>;
     await waitFor('three agents polling', async () => (await agentsSeen()).length === 3, 30_000);
     for (const agent of await agentsSeen()) {
       if (agent.labels.gpu === 'true') ids.a = agent.id;
@@ -79,17 +99,27 @@ test('three agents share 60 jobs by label, and the jobs of one killed with -9 fi
     }
 
     // Kill the agent of shared jobs only while it runs some.
-    await waitFor('the third agent to have finished shared jobs and to run more', async () => {
-      const mine = (await Promise.all(jobs.map((j) => view(j.id)))).filter((v) => v.agentId === ids.c);
-      const unfinished = mine.filter((v) => v.status !== 'completed');
-      return mine.length - unfinished.length >= 2 && unfinished.length >= 2;
-    }, 60_000, 100);
+    await waitFor(
+      'the third agent to have finished shared jobs and to run more',
+      async () => {
+        const mine = (await Promise.all(jobs.map((j) => view(j.id)))).filter((v) => v.agentId === ids.c);
+        const unfinished = mine.filter((v) => v.status !== 'completed');
+        return mine.length - unfinished.length >= 2 && unfinished.length >= 2;
+      },
+      60_000,
+      100,
+    );
     await stopAgent(agents.c as SpawnedAgent, 'SIGKILL');
 
-    const done = await waitFor('all 60 jobs to complete', async () => {
-      const views = await Promise.all(jobs.map((j) => view(j.id)));
-      return views.every((v) => v.status === 'completed') ? views : undefined;
-    }, 180_000, 500);
+    const done = await waitFor(
+      'all 60 jobs to complete',
+      async () => {
+        const views = await Promise.all(jobs.map((j) => view(j.id)));
+        return views.every((v) => v.status === 'completed') ? views : undefined;
+      },
+      180_000,
+      500,
+    );
 
     for (const [k, v] of done.entries()) {
       const needs = jobs[k]?.needs;
@@ -114,7 +144,9 @@ test('three agents share 60 jobs by label, and the jobs of one killed with -9 fi
       if (requeued.some((v) => v.id === j.id)) assert.ok(made === 1 || made === 2, `containers created for ${j.id}: ${made}`);
       else assert.equal(made, 1, `containers created for ${j.id}`);
     }
-    t.diagnostic(`60 jobs: ${done.filter((v) => v.agentId === ids.a).length} on a, ${done.filter((v) => v.agentId === ids.b).length} on b, ${done.filter((v) => v.agentId === ids.c).length} on c; ${requeued.length} requeued`);
+    t.diagnostic(
+      `60 jobs: ${done.filter((v) => v.agentId === ids.a).length} on a, ${done.filter((v) => v.agentId === ids.b).length} on b, ${done.filter((v) => v.agentId === ids.c).length} on c; ${requeued.length} requeued`,
+    );
   } finally {
     events?.stop();
     // The killed agent's containers are left running; they go with its cleanup.

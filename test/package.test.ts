@@ -50,12 +50,23 @@ describe('npm package', { timeout: 900_000 }, () => {
 
   test('holds the command, the bundle, the docs and the examples it names, and nothing else', () => {
     const paths = packed.files.map((f) => f.path);
-    for (const needed of ['package.json', 'bin/foreman.js', 'dist/foreman.mjs', 'README.md', 'LICENSE', 'foreman.example.toml', 'examples/systemd/foreman.service']) {
+    for (const needed of [
+      'package.json',
+      'bin/foreman.js',
+      'dist/foreman.mjs',
+      'README.md',
+      'LICENSE',
+      'foreman.example.toml',
+      'examples/systemd/foreman.service',
+    ]) {
       assert.ok(paths.includes(needed), `${needed} missing from ${paths.join(', ')}`);
     }
     const unwanted = paths.filter((p) => /^(test|bench|\.ci|src|scripts|docs|node_modules|dist\/sea)\//.test(p) || /\.test\.ts$/.test(p));
     assert.deepEqual(unwanted, []);
-    assert.deepEqual(paths.filter((p) => p.startsWith('examples/')), ['examples/systemd/foreman.service']);
+    assert.deepEqual(
+      paths.filter((p) => p.startsWith('examples/')),
+      ['examples/systemd/foreman.service'],
+    );
     // Every chunk the bundle imports is in it (a stale one left in dist/ would be shipped too).
     const bundleText = readFileSync(join(repoRoot, 'dist/foreman.mjs'), 'utf8');
     for (const chunk of bundleText.match(/chunks\/[\w-]+\.mjs/g) ?? []) assert.ok(paths.includes(`dist/${chunk}`), `dist/${chunk} missing`);
@@ -67,7 +78,11 @@ describe('npm package', { timeout: 900_000 }, () => {
     writeFileSync(join(install, 'package.json'), JSON.stringify({ name: 'foreman-install-test', private: true, allowScripts: { 'better-sqlite3': true } }));
     const started = Date.now();
     // --prefer-offline: better-sqlite3 and its few dependencies come from npm's cache when there.
-    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(work, packed.filename)], { cwd: install, env: cleanEnv(), maxBuffer: 16 << 20 });
+    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(work, packed.filename)], {
+      cwd: install,
+      env: cleanEnv(),
+      maxBuffer: 16 << 20,
+    });
     t.diagnostic(`npm install took ${((Date.now() - started) / 1000).toFixed(0)} s`);
 
     const modules = readdirSync(join(install, 'node_modules'));
@@ -94,12 +109,17 @@ describe('npm package', { timeout: 900_000 }, () => {
     try {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jobs`;
       const config = join(work, 'foreman.toml');
-      writeFileSync(config, `[core]\nurl = "${url}"\ntoken = "package-test-token"\nnetwork_name = "foreman-package-test-absent"\ndata_dir = "${join(work, 'data')}"\n`);
+      writeFileSync(
+        config,
+        `[core]\nurl = "${url}"\ntoken = "package-test-token"\nnetwork_name = "foreman-package-test-absent"\ndata_dir = "${join(work, 'data')}"\n`,
+      );
       // The other checks (engine, network) may fail on a given machine; exit 1 is fine then.
-      const check = await run('npx', ['foreman', 'check', '--config', config], { cwd: install, env }).catch((err: { stdout?: string; stderr?: string; code?: number }) => {
-        assert.equal(err.code, 1, `${err.stdout ?? ''}${err.stderr ?? ''}`);
-        return { stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
-      });
+      const check = await run('npx', ['foreman', 'check', '--config', config], { cwd: install, env }).catch(
+        (err: { stdout?: string; stderr?: string; code?: number }) => {
+          assert.equal(err.code, 1, `${err.stdout ?? ''}${err.stderr ?? ''}`);
+          return { stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
+        },
+      );
       assert.match(check.stdout, /ok +control server http:\/\/127\.0\.0\.1:\d+\/jobs answered HTTP 204/, check.stdout + check.stderr);
       assert.equal(seen?.authorization, 'Bearer package-test-token');
       assert.match(String(seen?.['user-agent']), new RegExp(`^foreman/${pkg.version.replaceAll('.', '\\.')} `));

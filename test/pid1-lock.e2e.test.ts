@@ -44,7 +44,11 @@ test('an agent killed while PID 1 leaves a lock with pid 1; the next PID 1 agent
     const lock = readFileSync(join(s.env.env.FOREMAN_CORE_DATA_DIR ?? '', 'agent.lock'), 'utf8');
     assert.equal(/^(?:\{"pid":)?(\d+)/.exec(lock)?.[1], '1', 'the agent ran as PID 1 and left its lock behind');
     const second = await s.restart();
-    await waitFor('the second agent to poll', () => readLog(second.logFile).includes('polling for jobs') || readLog(second.logFile).includes('another foreman agent'), 30_000);
+    await waitFor(
+      'the second agent to poll',
+      () => readLog(second.logFile).includes('polling for jobs') || readLog(second.logFile).includes('another foreman agent'),
+      30_000,
+    );
     assert.doesNotMatch(readLog(second.logFile), /another foreman agent/);
   } finally {
     await s.close({ signal: 'SIGKILL' });

@@ -70,7 +70,15 @@ test('job-flow and recovery pass against Podman', { skip: unavailable() ?? false
     const summary = (run.stdout.match(/^# (tests|pass|fail) \d+$/gm) ?? []).map((l) => l.slice(2)).join(', ');
     t.diagnostic(`against Podman in ${Math.round((Date.now() - started) / 1000)} s: ${summary}`);
     assert.equal(run.error, undefined, `the child run: ${String(run.error)}`);
-    assert.equal(run.status, 0, run.stdout.split('\n').filter((l) => /^\s*not ok|error:/.test(l)).slice(0, 20).join('\n'));
+    assert.equal(
+      run.status,
+      0,
+      run.stdout
+        .split('\n')
+        .filter((l) => /^\s*not ok|error:/.test(l))
+        .slice(0, 20)
+        .join('\n'),
+    );
     assert.match(run.stdout, /^# fail 0$/m);
   } finally {
     spawnSync('podman', [...podman, 'rm', '--all', '--force'], { env });

@@ -88,7 +88,10 @@ describe('recovery', () => {
         return running.length === 2;
       });
       const metrics = await waitFor('metrics showing two running jobs', async () => {
-        const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
+        const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+          (r) => r.text(),
+          () => '',
+        );
         return /^foreman_jobs_running 2$/m.test(text) ? text : undefined;
       });
       assert.match(metrics, /^foreman_process_resident_memory_bytes \d+/m);
@@ -131,7 +134,9 @@ describe('recovery', () => {
     try {
       const agentId = await s.waitForAgentId();
       s.control.reply([job('twice-1', s.callbacks.url(), { action: 'sleep' })]);
-      await waitFor('the container running', async () => (await containersOf(agentId)).find((x) => x.Labels['foreman.job-id'] === 'twice-1' && x.State === 'running'));
+      await waitFor('the container running', async () =>
+        (await containersOf(agentId)).find((x) => x.Labels['foreman.job-id'] === 'twice-1' && x.State === 'running'),
+      );
       s.agent.child.kill('SIGTERM');
       await waitFor('the first signal to be handled', () => readLog(s.agent.logFile).includes('send the signal again'));
       s.agent.child.kill('SIGTERM');

@@ -115,7 +115,11 @@ describe('private registry', { skip }, () => {
   let image = '';
 
   /** Drops the local tag, so only a pull brings the image back. */
-  const forgetLocal = (): Promise<unknown> => docker.getImage(image).remove().catch(() => undefined);
+  const forgetLocal = (): Promise<unknown> =>
+    docker
+      .getImage(image)
+      .remove()
+      .catch(() => undefined);
 
   before(async () => {
     const local = await testJobImage();
@@ -151,7 +155,13 @@ describe('private registry', { skip }, () => {
         throw new Error(`${err.message}\n${readLog(s.agent.logFile).slice(-3000)}`);
       });
       await s.stop();
-      return { report, everything: [...callbacks.requests], agentLog: readLog(s.agent.logFile), registryLog: registry.log.slice(mark), tookMs: report.at - offeredAt };
+      return {
+        report,
+        everything: [...callbacks.requests],
+        agentLog: readLog(s.agent.logFile),
+        registryLog: registry.log.slice(mark),
+        tookMs: report.at - offeredAt,
+      };
     } finally {
       await s.close({ signal: 'SIGKILL' });
     }
@@ -166,8 +176,7 @@ describe('private registry', { skip }, () => {
     }
   }
 
-  const authorizedPull = (): RegExp =>
-    new RegExp(`msg=GetImageManifest auth\\.user\\.name=${USER} .*http\\.request\\.uri="?/v2/foreman-test/job/manifests/`);
+  const authorizedPull = (): RegExp => new RegExp(`msg=GetImageManifest auth\\.user\\.name=${USER} .*http\\.request\\.uri="?/v2/foreman-test/job/manifests/`);
 
   test('[[docker.registries]] with the right password (password_file): the image is pulled and the job completes', async (t) => {
     const run = await offer('registry-file-1', (env) => {
@@ -184,7 +193,7 @@ describe('private registry', { skip }, () => {
     assertNoPassword(run, 'registry-file-1');
   });
 
-  test('a wrong password (set from the environment): reported pull-failed with the engine\'s reason, and no password anywhere', async (t) => {
+  test("a wrong password (set from the environment): reported pull-failed with the engine's reason, and no password anywhere", async (t) => {
     const run = await offer('registry-wrong-1', (env) =>
       spawnAgent(env, {
         FOREMAN_DOCKER_REGISTRIES_0_HOST: `127.0.0.1:${registry.port}`,
@@ -199,7 +208,7 @@ describe('private registry', { skip }, () => {
     assert.equal(report.message, `pulling image ${image} failed: unauthorized: authentication required`);
     assert.match(run.registryLog, new RegExp(`error authenticating user \\\\"${USER}\\\\"`), 'the registry refused the user');
     await assert.rejects(docker.getImage(image).inspect());
-    assert.match(run.agentLog, /unauthorized: authentication required/, 'the agent logged the engine\'s reason');
+    assert.match(run.agentLog, /unauthorized: authentication required/, "the agent logged the engine's reason");
     assertNoPassword(run, 'registry-wrong-1');
   });
 

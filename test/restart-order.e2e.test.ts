@@ -41,7 +41,11 @@ test('updates stored before a kill -9 go out before those the restarted agent ta
     callbacks.status = 200;
     await callbacks.waitForCompletion('order-1', 120_000);
     const firsts = firstArrivals(callbacks.for('order-1'));
-    assert.deepEqual(firsts, firsts.map((_, k) => k + 1), `first arrivals out of order: ${firsts.slice(0, 20).join(',')}…`);
+    assert.deepEqual(
+      firsts,
+      firsts.map((_, k) => k + 1),
+      `first arrivals out of order: ${firsts.slice(0, 20).join(',')}…`,
+    );
     t.diagnostic(`${firsts.length} updates, first arrivals in seq order across three kill -9 restarts`);
   } finally {
     await s.close();

@@ -76,7 +76,11 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
   after(async () => {
     if (!initialised) return;
     spawnSync('docker', ['swarm', 'leave', '--force']);
-    if (!hadGwBridge) await docker.getNetwork('docker_gwbridge').remove().catch(() => undefined);
+    if (!hadGwBridge)
+      await docker
+        .getNetwork('docker_gwbridge')
+        .remove()
+        .catch(() => undefined);
     assert.equal((await swarmState()).LocalNodeState, 'inactive');
   });
 
@@ -86,12 +90,18 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
     try {
       assert.equal(await exitCode(s.agent), 1);
       const log = readLog(s.agent.logFile);
-      assert.match(log, /core\.executor = \\"swarm\\" needs a swarm manager at docker\.url, but that engine is not in a swarm \(inactive\): run \\"docker swarm init\\" there/);
+      assert.match(
+        log,
+        /core\.executor = \\"swarm\\" needs a swarm manager at docker\.url, but that engine is not in a swarm \(inactive\): run \\"docker swarm init\\" there/,
+      );
       assert.doesNotMatch(log, /\n\s+at /, 'no stack trace');
       assert.equal(s.control.polls.length, 0, 'it never polled');
       const lines: string[] = [];
       assert.equal(await runCheck(loadTestConfig(s.env), (line) => lines.push(line)), 1);
-      assert.ok(lines.some((l) => /^ {2}FAIL {2}core\.executor = "swarm", but the engine is not in a swarm \(inactive\)/.test(l)), lines.join('\n'));
+      assert.ok(
+        lines.some((l) => /^ {2}FAIL {2}core\.executor = "swarm", but the engine is not in a swarm \(inactive\)/.test(l)),
+        lines.join('\n'),
+      );
     } finally {
       await s.close();
     }
@@ -101,7 +111,13 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
     if (skip) return t.skip(skip);
     const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
     const started = Date.now();
-    const files = ['test/job-flow.e2e.test.ts', 'test/recovery.e2e.test.ts', 'test/endings.e2e.test.ts', 'test/job-control.e2e.test.ts', 'test/live-logs.e2e.test.ts'];
+    const files = [
+      'test/job-flow.e2e.test.ts',
+      'test/recovery.e2e.test.ts',
+      'test/endings.e2e.test.ts',
+      'test/job-control.e2e.test.ts',
+      'test/live-logs.e2e.test.ts',
+    ];
     const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
       cwd: repoRoot,
       // A child run that hangs must fail this test: spawnSync blocks, so the describe's own timeout cannot fire.
@@ -118,7 +134,7 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
     assert.match(run.stdout, /^# fail 0$/m);
   });
 
-  describe('what is the Swarm executor\'s own', () => {
+  describe("what is the Swarm executor's own", () => {
     let stack: Stack;
 
     before(async () => {
@@ -154,7 +170,9 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
       const network = (await docker.getNetwork(env.networkName).inspect()) as { Driver: string; Scope: string; Attachable: boolean };
       assert.deepEqual([network.Driver, network.Scope, network.Attachable], ['overlay', 'swarm', true]);
 
-      const tasks = (await docker.listTasks({ filters: { service: [record.containerId ?? ''] } })) as Array<{ Status: { ContainerStatus: { ContainerID: string } } }>;
+      const tasks = (await docker.listTasks({ filters: { service: [record.containerId ?? ''] } })) as Array<{
+        Status: { ContainerStatus: { ContainerID: string } };
+      }>;
       const info = await docker.getContainer(tasks[0]?.Status.ContainerStatus.ContainerID ?? '').inspect();
       assert.deepEqual(info.HostConfig.CapDrop, ['ALL']);
       assert.deepEqual(info.HostConfig.CapAdd, ['NET_BIND_SERVICE']);
@@ -167,17 +185,28 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
       assert.equal(info.Config.Labels['foreman.job-id'], 'swarm-1');
       const lines: string[] = [];
       await runCheck(loadTestConfig(env), (line) => lines.push(line));
-      assert.ok(lines.some((l) => l === `  ok    swarm manager of 1 node; job containers reach the job API at the manager's node address ${node.NodeAddr}`), lines.join('\n'));
-      assert.ok(lines.some((l) => l.startsWith(`  note  network "${env.networkName}" is an overlay network`)), lines.join('\n'));
+      assert.ok(
+        lines.some((l) => l === `  ok    swarm manager of 1 node; job containers reach the job API at the manager's node address ${node.NodeAddr}`),
+        lines.join('\n'),
+      );
+      assert.ok(
+        lines.some((l) => l.startsWith(`  note  network "${env.networkName}" is an overlay network`)),
+        lines.join('\n'),
+      );
 
       const endpoint = `${running.agent.jobApiUrl}/job/swarm-1?token=${record.secret}`;
       assert.equal((await fetch(endpoint, { method: 'PUT', headers: { 'x-foreman-job-status': 'completed' } })).status, 200);
       await callbacks.waitForCompletion('swarm-1');
-      await waitFor('the service and its container to be removed', async () => {
-        const services = await docker.listServices({ filters: { label: ['foreman.job-id=swarm-1'] } });
-        const containers = await docker.listContainers({ all: true, filters: { label: ['foreman.job-id=swarm-1'] } });
-        return services.length === 0 && containers.length === 0;
-      }, 20_000, 200);
+      await waitFor(
+        'the service and its container to be removed',
+        async () => {
+          const services = await docker.listServices({ filters: { label: ['foreman.job-id=swarm-1'] } });
+          const containers = await docker.listContainers({ all: true, filters: { label: ['foreman.job-id=swarm-1'] } });
+          return services.length === 0 && containers.length === 0;
+        },
+        20_000,
+        200,
+      );
     });
 
     test('a failing job is reported with its exit code and last log lines; a canceled one is stopped with its grace period', async (t) => {
@@ -202,7 +231,7 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
       }
     });
 
-    test('a job no node can take (the only node drained) is start-failed with swarm\'s reason, at once', async (t) => {
+    test("a job no node can take (the only node drained) is start-failed with swarm's reason, at once", async (t) => {
       if (skip) return t.skip(skip);
       const { control, callbacks } = stack;
       const nodeId = ((await docker.info()) as { Swarm?: { NodeID?: string } }).Swarm?.NodeID ?? '';
@@ -210,16 +239,21 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
       // The manager bumps the node's version on its own (status, heartbeats), so an update
       // can lose the race with "update out of sequence": read the version again and retry.
       const setAvailability = async (availability: string): Promise<void> => {
-        await waitFor(`the node to be ${availability}`, async () => {
-          const current = (await node.inspect()) as { Version: { Index: number }; Spec: Record<string, unknown> };
-          if (current.Spec['Availability'] === availability) return true;
-          try {
-            await node.update({ version: current.Version.Index, ...current.Spec, Availability: availability });
-          } catch (err) {
-            if (!/out of sequence/.test(String(err))) throw err;
-          }
-          return false;
-        }, 10_000, 100);
+        await waitFor(
+          `the node to be ${availability}`,
+          async () => {
+            const current = (await node.inspect()) as { Version: { Index: number }; Spec: Record<string, unknown> };
+            if (current.Spec['Availability'] === availability) return true;
+            try {
+              await node.update({ version: current.Version.Index, ...current.Spec, Availability: availability });
+            } catch (err) {
+              if (!/out of sequence/.test(String(err))) throw err;
+            }
+            return false;
+          },
+          10_000,
+          100,
+        );
       };
       await setAvailability('drain');
       try {
@@ -229,7 +263,12 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
         assert.equal(ended.headers['x-foreman-job-outcome'], 'start-failed');
         assert.match(ended.body.toString(), /swarm cannot place the job: no suitable node/);
         t.diagnostic(`reported ${Date.now() - asked} ms after the job was handed out`);
-        await waitFor('its service to be removed', async () => (await docker.listServices({ filters: { label: ['foreman.job-id=swarm-nowhere'] } })).length === 0, 20_000, 200);
+        await waitFor(
+          'its service to be removed',
+          async () => (await docker.listServices({ filters: { label: ['foreman.job-id=swarm-nowhere'] } })).length === 0,
+          20_000,
+          200,
+        );
       } finally {
         await setAvailability('active');
       }

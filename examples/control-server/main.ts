@@ -40,7 +40,12 @@ async function main(): Promise<number> {
   }
   const host = values.host ?? env.CS_HOST ?? '127.0.0.1';
   const dbPath = values.db ?? env.CS_DB ?? './control-server.db';
-  const tokens = values.token ?? (env.CS_TOKENS ?? '').split(',').map((token) => token.trim()).filter((token) => token !== '');
+  const tokens =
+    values.token ??
+    (env.CS_TOKENS ?? '')
+      .split(',')
+      .map((token) => token.trim())
+      .filter((token) => token !== '');
   if (tokens.length === 0) {
     process.stderr.write(`at least one token is required (--token or CS_TOKENS)\n${USAGE}\n`);
     return 2;

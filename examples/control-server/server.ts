@@ -7,7 +7,18 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOption
 import { Type, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { CANCEL_HEADER, formatCancelHeader } from './cancel-header.ts';
-import { HttpError, IdParams, MAX_ID_LENGTH, callbackResult, describeValidation, header, openEventStream, parseAgentId, parseCallbackHeaders, parseCapacity } from './http.ts';
+import {
+  HttpError,
+  IdParams,
+  MAX_ID_LENGTH,
+  callbackResult,
+  describeValidation,
+  header,
+  openEventStream,
+  parseAgentId,
+  parseCallbackHeaders,
+  parseCapacity,
+} from './http.ts';
 import type { ValidationIssue } from './http.ts';
 import { parseLabelsHeader } from './labels.ts';
 import { registerLogRoutes } from './log-routes.ts';
@@ -158,7 +169,12 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
     const capacity = parseCapacity(header(request, 'x-foreman-capacity'));
     const userAgent = header(request, 'user-agent');
     // Never show the token itself: agents without an id are named by a hash of token and user agent.
-    const agentId = parseAgentId(request) ?? `anonymous-${createHash('sha256').update(`${token}\0${userAgent ?? ''}`).digest('hex').slice(0, 12)}`;
+    const agentId =
+      parseAgentId(request) ??
+      `anonymous-${createHash('sha256')
+        .update(`${token}\0${userAgent ?? ''}`)
+        .digest('hex')
+        .slice(0, 12)}`;
 
     const polled = store.poll({ id: agentId, labels: parsedLabels.labels, capacity, userAgent });
     broadcastAgent(polled.agent);

@@ -295,9 +295,7 @@ export class Store {
     for (const agent of newlyLost) markLost.run(now, agent.id);
     // Every silent agent, not only newly lost ones: a lost agent's report may have claimed a job since.
     const orphans = this.#db
-      .prepare<[number, number], JobRow>(
-        `SELECT * FROM jobs WHERE status IN ${HELD} AND agent_id IN (SELECT id FROM agents WHERE ${silent}) ORDER BY seq`,
-      )
+      .prepare<[number, number], JobRow>(`SELECT * FROM jobs WHERE status IN ${HELD} AND agent_id IN (SELECT id FROM agents WHERE ${silent}) ORDER BY seq`)
       .all(floor, cutoff);
     const cancel = this.#db.prepare<[string, number, string], unknown>(
       `UPDATE jobs SET status = 'canceled', outcome = 'canceled', result = ?, updated_at = ? WHERE id = ?`,

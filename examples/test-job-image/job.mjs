@@ -175,7 +175,10 @@ async function selfReport(urls, timeoutMs) {
     }
   }
   const report = { status, pidsMax };
-  for (const [name, dir] of [['root', '/'], ['tmp', '/tmp/']]) {
+  for (const [name, dir] of [
+    ['root', '/'],
+    ['tmp', '/tmp/'],
+  ]) {
     const file = `${dir}foreman-write-test-${process.pid}`;
     try {
       writeFileSync(file, 'x');
@@ -271,12 +274,7 @@ switch (opts.action) {
 
   case 'raw': {
     const headers = opts.headers && typeof opts.headers === 'object' ? opts.headers : {};
-    const payload =
-      typeof opts.payloadBase64 === 'string'
-        ? Buffer.from(opts.payloadBase64, 'base64')
-        : typeof opts.payload === 'string'
-          ? opts.payload
-          : '';
+    const payload = typeof opts.payloadBase64 === 'string' ? Buffer.from(opts.payloadBase64, 'base64') : typeof opts.payload === 'string' ? opts.payload : '';
     try {
       const status = await rawPut(headers, payload);
       process.stdout.write(`PUT raw -> ${status}\n`);

@@ -182,10 +182,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
     onCancel: (ids) => scheduler.cancel(ids),
   });
   const reconciler = new Reconciler({ store, executor, scheduler, log });
-  const oneShot = new OneShot(
-    { clock, log, idle: () => scheduler.idle && outbox.backlog === 0, allTaken: () => scheduler.allTaken },
-    deps.oneShot ?? {},
-  );
+  const oneShot = new OneShot({ clock, log, idle: () => scheduler.idle && outbox.backlog === 0, allTaken: () => scheduler.allTaken }, deps.oneShot ?? {});
   return new Supervisor(
     { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot },
     {

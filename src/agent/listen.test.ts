@@ -19,13 +19,19 @@ test('a hostname meaning host-gateway binds the default bridge gateway the engin
   executor.bridgeGateway = undefined;
   // An engine that reports none: the kernel's docker0 address, else a refusal.
   assert.deepEqual(await resolveListenAddress(seed, executor, () => Promise.resolve('172.31.0.1')), { advertise: 'host.docker.internal', bind: '172.31.0.1' });
-  await assert.rejects(resolveListenAddress(seed, executor, () => Promise.resolve(undefined)), /default bridge has no gateway address; set core\.listen_address/);
+  await assert.rejects(
+    resolveListenAddress(seed, executor, () => Promise.resolve(undefined)),
+    /default bridge has no gateway address; set core\.listen_address/,
+  );
   assert.deepEqual(await resolveListenAddress({ ...seed, listen_address: '0.0.0.0' }, executor), { advertise: 'host.docker.internal', bind: '0.0.0.0' });
 });
 
 test('a hostname that is a local address binds it; any other refuses to start rather than listen on every interface', async () => {
   const executor = new FakeExecutor();
   assert.deepEqual(await resolveListenAddress({ ...base, hostname: '127.0.0.1' }, executor), { advertise: '127.0.0.1', bind: '127.0.0.1' });
-  await assert.rejects(resolveListenAddress({ ...base, hostname: '192.0.2.7' }, executor), /core\.hostname 192\.0\.2\.7 is not an address of this host.*set core\.listen_address \(0\.0\.0\.0 listens on every interface\)/);
+  await assert.rejects(
+    resolveListenAddress({ ...base, hostname: '192.0.2.7' }, executor),
+    /core\.hostname 192\.0\.2\.7 is not an address of this host.*set core\.listen_address \(0\.0\.0\.0 listens on every interface\)/,
+  );
   await assert.rejects(resolveListenAddress({ ...base, hostname: 'nowhere.invalid' }, executor), /does not resolve here.*core\.listen_address/);
 });

@@ -65,7 +65,12 @@ export async function resolveListenAddress(core: ListenSettings, executor: Execu
     throw new Error(`core.hostname ${advertise} means host-gateway, but the engine's default bridge has no gateway address; set core.listen_address`);
   }
   const local = localAddresses();
-  const candidates = isIP(advertise) ? [advertise] : await lookup(advertise, { all: true }).then((r) => r.map((a) => a.address), () => []);
+  const candidates = isIP(advertise)
+    ? [advertise]
+    : await lookup(advertise, { all: true }).then(
+        (r) => r.map((a) => a.address),
+        () => [],
+      );
   const match = candidates.find((a) => local.has(a));
   if (match) return { advertise, bind: match };
   const seen = candidates.length > 0 ? ` (it resolves to ${candidates.join(', ')})` : ' (it does not resolve here)';

@@ -83,10 +83,12 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
 
   const metricsServer =
     metricsModule && metrics
-      ? await metricsModule.serveMetrics(metrics, config.metrics.address, { health: () => agent.health(), ready: () => agent.ready() }).catch((err: unknown) => {
-          log.error({ address: config.metrics.address, reason: describeHttpError(err) }, 'could not serve metrics');
-          return undefined;
-        })
+      ? await metricsModule
+          .serveMetrics(metrics, config.metrics.address, { health: () => agent.health(), ready: () => agent.ready() })
+          .catch((err: unknown) => {
+            log.error({ address: config.metrics.address, reason: describeHttpError(err) }, 'could not serve metrics');
+            return undefined;
+          })
       : undefined;
 
   let code = 0;

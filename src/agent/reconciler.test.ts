@@ -72,7 +72,11 @@ test('creating without a container goes back to the queue and starts again; one 
   await leftOver(kit, 'never-made', 'creating');
   const made = await leftOver(kit, 'made', 'creating', 'created');
   await reconcile(kit);
-  assert.deepEqual(kit.store.transitions.filter((t) => t.startsWith('never-made ')).slice(-3), ['never-made creating→pending', 'never-made pending→creating', 'never-made creating→started']);
+  assert.deepEqual(kit.store.transitions.filter((t) => t.startsWith('never-made ')).slice(-3), [
+    'never-made creating→pending',
+    'never-made pending→creating',
+    'never-made creating→started',
+  ]);
   assert.equal(kit.state('made'), 'started');
   assert.equal(kit.executor.containers.get(made ?? '')?.running, true);
   assert.equal(kit.executor.calls.filter((c) => c.startsWith('create')).length, 2, 'one new container, for never-made only');

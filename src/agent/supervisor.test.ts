@@ -91,7 +91,8 @@ test('start recovers what was left, runs polled jobs through the job API; close 
     store.admit(job('alive'), 'secret', 'c-alive');
     const alive = await executor.create({ name: 'c-alive', image: IMAGE, command: undefined, env: {}, labels: { [LABEL_JOB]: 'alive' } });
     await executor.start(alive);
-    for (const to of ['creating', 'started', 'running'] as const) store.transition('alive', to, to === 'started' ? { containerId: alive, startedAt: clock.now() } : {});
+    for (const to of ['creating', 'started', 'running'] as const)
+      store.transition('alive', to, to === 'started' ? { containerId: alive, startedAt: clock.now() } : {});
 
     cs.replies.push([job('new', { values: [1] })]);
     await agent.start();
@@ -126,7 +127,7 @@ test('an engine outage: no launches while it is away; after reconnecting, what e
     await agent.start();
     await until('the first job to start', () => store.get('first')?.state === 'started');
     const container = executor.containerOf('first');
-    assert.ok(container, 'the job\'s container exists in the engine');
+    assert.ok(container, "the job's container exists in the engine");
 
     executor.loseEngine();
     await settle();
@@ -212,8 +213,13 @@ test('a restart sends stored updates before its job API takes a new one (each jo
   try {
     // Left by a previous run: a running job with one update not yet delivered.
     store.admit(job('ordered'), 'secret', 'c-ordered');
-    for (const to of ['creating', 'started', 'running'] as const) store.transition('ordered', to, to === 'started' ? { containerId: 'gone', startedAt: clock.now() } : {});
-    store.recordUpdate('ordered', { url: `${cs.url}/cb`, headers: { 'x-foreman-job-status': 'running', 'x-foreman-job-id': 'ordered' }, body: Buffer.from('{"step":1}') });
+    for (const to of ['creating', 'started', 'running'] as const)
+      store.transition('ordered', to, to === 'started' ? { containerId: 'gone', startedAt: clock.now() } : {});
+    store.recordUpdate('ordered', {
+      url: `${cs.url}/cb`,
+      headers: { 'x-foreman-job-status': 'running', 'x-foreman-job-id': 'ordered' },
+      body: Buffer.from('{"step":1}'),
+    });
     executor.up = false;
     const starting = agent.start();
     await until('the stored update to be delivered', () => cs.callbacks.length === 1);

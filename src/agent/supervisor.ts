@@ -150,7 +150,7 @@ export class Supervisor {
   private async connectEngine(signal: AbortSignal): Promise<void> {
     const { executor, log, clock, scheduler } = this.parts;
     const engine = this.options.engineUrl;
-    for (let attempt = 0; ; ) {
+    for (let attempt = 0; ;) {
       try {
         await executor.prepare(signal);
         const version = await executor.version();
@@ -181,11 +181,15 @@ export class Supervisor {
       this.watchLoop = (async () => {
         while (!signal.aborted) {
           try {
-            await executor.watch((event) => scheduler.onEngineEvent(event), signal, () => {
-              scheduler.setEngineUp(true);
-              // Reconcile after every (re)subscription: exits may have happened while away.
-              void this.reconcile().then(firstReady);
-            });
+            await executor.watch(
+              (event) => scheduler.onEngineEvent(event),
+              signal,
+              () => {
+                scheduler.setEngineUp(true);
+                // Reconcile after every (re)subscription: exits may have happened while away.
+                void this.reconcile().then(firstReady);
+              },
+            );
           } catch (err) {
             if (signal.aborted) break;
             scheduler.setEngineUp(false);

@@ -72,7 +72,16 @@ test('the log tail keeps the last 20 lines, each cut at 1000 characters', () => 
 
 test('each attempt sends the delivery id and seq and our user agent, over whatever was stored', () => {
   const headers = wireHeaders(
-    { id: 'd-1', jobId: 'j', seq: 4, url: 'http://x/', headers: { 'x-a': '1', 'x-foreman-delivery-seq': '4' }, body: Buffer.alloc(0), createdAt: 0, attempts: 0 },
+    {
+      id: 'd-1',
+      jobId: 'j',
+      seq: 4,
+      url: 'http://x/',
+      headers: { 'x-a': '1', 'x-foreman-delivery-seq': '4' },
+      body: Buffer.alloc(0),
+      createdAt: 0,
+      attempts: 0,
+    },
     'foreman/1.0',
   );
   assert.deepEqual(headers, { 'x-a': '1', 'x-foreman-delivery-id': 'd-1', 'x-foreman-delivery-seq': '4', 'user-agent': 'foreman/1.0' });

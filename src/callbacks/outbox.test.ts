@@ -23,7 +23,15 @@ async function receiver(script: Record<string, number[]>) {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { base, seen, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+  return {
+    base,
+    seen,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
 }
 
 /** Time jumps forward by each requested sleep, so backoff costs nothing. */
@@ -75,9 +83,18 @@ test('5xx, 429, 408 and dropped connections are retried with backoff; order per 
   await outbox.close();
   await server.close();
   assert.deepEqual(server.seen, ['/a#1', '/a#1', '/a#1', '/a#1', '/a#1', '/b#2']);
-  assert.deepEqual(settled, [['j-1', 'delivered'], ['j-2', 'delivered']]);
-  assert.deepEqual(attempts.map(([, n]) => n), [1, 2, 3, 4]);
-  assert.ok(clock.slept.every((ms, i) => ms >= 50 * 2 ** i && ms <= Math.min(1000, 100 * 2 ** i)), JSON.stringify(clock.slept));
+  assert.deepEqual(settled, [
+    ['j-1', 'delivered'],
+    ['j-2', 'delivered'],
+  ]);
+  assert.deepEqual(
+    attempts.map(([, n]) => n),
+    [1, 2, 3, 4],
+  );
+  assert.ok(
+    clock.slept.every((ms, i) => ms >= 50 * 2 ** i && ms <= Math.min(1000, 100 * 2 ** i)),
+    JSON.stringify(clock.slept),
+  );
 });
 
 test('any other 4xx is final: the delivery is dropped and the next one goes out', async () => {
@@ -87,7 +104,10 @@ test('any other 4xx is final: the delivery is dropped and the next one goes out'
   await outbox.drain(AbortSignal.timeout(10_000));
   await outbox.close();
   await server.close();
-  assert.deepEqual(settled, [['j-1', 'rejected'], ['j-2', 'delivered']]);
+  assert.deepEqual(settled, [
+    ['j-1', 'rejected'],
+    ['j-2', 'delivered'],
+  ]);
   assert.deepEqual(completed, ['j-1', 'j-2']);
 });
 
@@ -157,10 +177,18 @@ test('beforeFinal holds a completed update until it resolves; running updates an
   assert.deepEqual(settled.at(-1), ['a-3', 'delivered']);
   assert.deepEqual(
     spy.issued.filter(([path]) => path === '/a'),
-    [['/a', false], ['/a', false], ['/a', true]],
+    [
+      ['/a', false],
+      ['/a', false],
+      ['/a', true],
+    ],
     'the completed update is sent only once beforeFinal resolved',
   );
-  assert.deepEqual(spy.issued.find(([path]) => path === '/b'), ['/b', false], 'another job\'s completed update is not held');
+  assert.deepEqual(
+    spy.issued.find(([path]) => path === '/b'),
+    ['/b', false],
+    "another job's completed update is not held",
+  );
 });
 
 test('closing the outbox while a completed update is held leaves it stored', async () => {

@@ -128,7 +128,15 @@ describe('defaults', () => {
 
   it('deeply freezes the result', () => {
     const loaded = loadConfig(setup({ env: { ...REQUIRED_ENV, FOREMAN_CORE_LABELS_QUEUE: 'high' } }).options);
-    for (const object of [loaded, loaded.config, loaded.config.core, loaded.config.core.labels, loaded.config.core.extra_hosts, loaded.sources, loaded.warnings]) {
+    for (const object of [
+      loaded,
+      loaded.config,
+      loaded.config.core,
+      loaded.config.core.labels,
+      loaded.config.core.extra_hosts,
+      loaded.sources,
+      loaded.warnings,
+    ]) {
       assert.ok(Object.isFrozen(object), 'the compiled config is frozen all the way down');
     }
     assert.throws(() => {
@@ -144,7 +152,14 @@ describe('precedence: env over file over default', () => {
     { name: 'env only', env: { FOREMAN_CORE_PORT: '5000' }, key: 'port', expected: 5000, source: 'env' },
     { name: 'env beats file', toml: 'port = 4000\n', env: { FOREMAN_CORE_PORT: '5000' }, key: 'port', expected: 5000, source: 'env' },
     { name: 'port 0 (ephemeral) is allowed', toml: 'port = 0\n', key: 'port', expected: 0, source: 'file' },
-    { name: 'env beats file for a string', toml: 'network_name = "a"\n', env: { FOREMAN_CORE_NETWORK_NAME: 'b' }, key: 'network_name', expected: 'b', source: 'env' },
+    {
+      name: 'env beats file for a string',
+      toml: 'network_name = "a"\n',
+      env: { FOREMAN_CORE_NETWORK_NAME: 'b' },
+      key: 'network_name',
+      expected: 'b',
+      source: 'env',
+    },
     { name: 'env beats file for url', env: { FOREMAN_CORE_URL: 'https://other.test/' }, key: 'url', expected: 'https://other.test/', source: 'env' },
     { name: 'env beats file for token', env: { FOREMAN_CORE_TOKEN: 'env-token' }, key: 'token', expected: 'env-token', source: 'env' },
   ];
@@ -169,11 +184,26 @@ describe('env variable mapping', () => {
   const cases: { variable: string; value: string; path: string[]; expected: unknown }[] = [
     { variable: 'FOREMAN_CORE_MAX_CONCURRENT_JOBS', value: '3', path: ['core', 'max_concurrent_jobs'], expected: 3 },
     { variable: 'FOREMAN_CORE_JOB_COMPLETION_TIMEOUT', value: '250', path: ['core', 'job_completion_timeout'], expected: 250 },
-    { variable: 'FOREMAN_CORE_REMOVE_STOPPED_CONTAINERS_ON_TERMINATE', value: 'false', path: ['core', 'remove_stopped_containers_on_terminate'], expected: false },
+    {
+      variable: 'FOREMAN_CORE_REMOVE_STOPPED_CONTAINERS_ON_TERMINATE',
+      value: 'false',
+      path: ['core', 'remove_stopped_containers_on_terminate'],
+      expected: false,
+    },
     { variable: 'FOREMAN_CORE_REMOVE_STOPPED_CONTAINERS_ON_TERMINATE', value: '0', path: ['core', 'remove_stopped_containers_on_terminate'], expected: false },
     { variable: 'FOREMAN_CORE_REMOVE_STOPPED_CONTAINERS_ON_TERMINATE', value: '1', path: ['core', 'remove_stopped_containers_on_terminate'], expected: true },
-    { variable: 'FOREMAN_CORE_REMOVE_STOPPED_CONTAINERS_ON_TERMINATE', value: 'TRUE', path: ['core', 'remove_stopped_containers_on_terminate'], expected: true },
-    { variable: 'FOREMAN_CORE_EXTRA_HOSTS', value: 'a:1.2.3.4, host.docker.internal:host-gateway', path: ['core', 'extra_hosts'], expected: ['a:1.2.3.4', 'host.docker.internal:host-gateway'] },
+    {
+      variable: 'FOREMAN_CORE_REMOVE_STOPPED_CONTAINERS_ON_TERMINATE',
+      value: 'TRUE',
+      path: ['core', 'remove_stopped_containers_on_terminate'],
+      expected: true,
+    },
+    {
+      variable: 'FOREMAN_CORE_EXTRA_HOSTS',
+      value: 'a:1.2.3.4, host.docker.internal:host-gateway',
+      path: ['core', 'extra_hosts'],
+      expected: ['a:1.2.3.4', 'host.docker.internal:host-gateway'],
+    },
     { variable: 'FOREMAN_CORE_EXTRA_HOSTS', value: '', path: ['core', 'extra_hosts'], expected: [] },
     { variable: 'FOREMAN_CORE_HOSTNAME', value: 'agent.internal', path: ['core', 'hostname'], expected: 'agent.internal' },
     { variable: 'FOREMAN_CORE_LISTEN_ADDRESS', value: '0.0.0.0', path: ['core', 'listen_address'], expected: '0.0.0.0' },
@@ -243,7 +273,8 @@ describe('errors', () => {
     {
       name: 'timer longer than Node timers allow',
       scenario: { env: { ...REQUIRED_ENV, FOREMAN_CORE_SHUTDOWN_TIMEOUT: '2147483648' } },
-      expected: () => 'env FOREMAN_CORE_SHUTDOWN_TIMEOUT: core.shutdown_timeout = 2147483648: expected a non-negative integer number of milliseconds (at most 2147483647)',
+      expected: () =>
+        'env FOREMAN_CORE_SHUTDOWN_TIMEOUT: core.shutdown_timeout = 2147483648: expected a non-negative integer number of milliseconds (at most 2147483647)',
     },
     {
       name: 'non-http url',
@@ -288,7 +319,8 @@ describe('errors', () => {
     {
       name: 'malformed extra_hosts entry names its index',
       scenario: { files: { [FILE]: REQUIRED_TOML + 'extra_hosts = ["a:1.2.3.4", "nocolon"]\n' } },
-      expected: (d) => `${join(d.cwd, 'foreman.toml')}: core.extra_hosts[1] = "nocolon": expected a list of "host:address" strings, e.g. ["host.docker.internal:host-gateway"]`,
+      expected: (d) =>
+        `${join(d.cwd, 'foreman.toml')}: core.extra_hosts[1] = "nocolon": expected a list of "host:address" strings, e.g. ["host.docker.internal:host-gateway"]`,
     },
     {
       name: 'label that is a table',

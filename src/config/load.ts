@@ -80,11 +80,7 @@ function findConfigFile(options: LoadConfigOptions): string | undefined {
     if (!stats) throw new ConfigError(`config file ${path} (from ${explicit.from}) does not exist`);
     return checkIsFile(path, stats);
   }
-  const candidates = [
-    join(options.cwd, 'foreman.toml'),
-    options.systemConfigPath ?? SYSTEM_CONFIG_PATH,
-    join(options.home, '.foreman', 'foreman.toml'),
-  ];
+  const candidates = [join(options.cwd, 'foreman.toml'), options.systemConfigPath ?? SYSTEM_CONFIG_PATH, join(options.home, '.foreman', 'foreman.toml')];
   for (const candidate of candidates) {
     const path = resolve(options.cwd, candidate);
     const stats = statOrThrow(path);
@@ -256,7 +252,12 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       const keyPath = path.slice(0, keyLength);
       const dotted = keyPath.join('.');
       if (problems.has(dotted)) continue;
-      const shownKey = dotted + path.slice(keyLength).map((index) => `[${index}]`).join('');
+      const shownKey =
+        dotted +
+        path
+          .slice(keyLength)
+          .map((index) => `[${index}]`)
+          .join('');
       const origin = originOf(raw, keyPath);
       problems.set(dotted, `${where(origin)}${shownKey} = ${show(dotted, valueAt(data, path))}: expected ${expectedAt(keyPath)}`);
     }

@@ -76,14 +76,21 @@ describe('[[docker.registries]] in the file', () => {
     const file = join(root, 'foreman.toml');
     assert.deepEqual(warnings, []);
     assert.deepEqual(config.docker.registries, [
-      { host: '127.0.0.1:5000', username: 'ci', password: `${SECRET}-file`, identitytoken: undefined, source: file, password_source: `from file ${join(root, 'secrets/registry')}` },
+      {
+        host: '127.0.0.1:5000',
+        username: 'ci',
+        password: `${SECRET}-file`,
+        identitytoken: undefined,
+        source: file,
+        password_source: `from file ${join(root, 'secrets/registry')}`,
+      },
       { host: 'docker.io', username: 'me', password: SECRET, identitytoken: undefined, source: file, password_source: `in ${file}` },
     ]);
     assert.equal(sources['docker.registries'], 'file');
     assert.ok(Object.isFrozen(config.docker.registries[0]), 'each registry entry is frozen');
   });
 
-  test('the environment sets entry N field by field; its password replaces the file\'s password_file', () => {
+  test("the environment sets entry N field by field; its password replaces the file's password_file", () => {
     const { config, sources, warnings, root } = load({
       toml: entry('host = "registry.example.com"\nusername = "file-user"\npassword_file = "missing-file"\n'),
       env: {
@@ -137,7 +144,11 @@ describe('errors are one line naming the entry, and never show a password', () =
     },
     {
       name: 'a user name with a colon, in the second entry',
-      scenario: { toml: entry(`host = "a.example.com"\nusername = "u"\npassword = "${SECRET}"\n`) + entry(`host = "b.example.com"\nusername = "u:x"\npassword = "${SECRET}"\n`) },
+      scenario: {
+        toml:
+          entry(`host = "a.example.com"\nusername = "u"\npassword = "${SECRET}"\n`) +
+          entry(`host = "b.example.com"\nusername = "u:x"\npassword = "${SECRET}"\n`),
+      },
       expected: (f) => `${f}: docker.registries[1].username = "u:x": expected a non-empty user name without ":"`,
     },
     {
@@ -148,7 +159,8 @@ describe('errors are one line naming the entry, and never show a password', () =
     {
       name: 'no password at all',
       scenario: { toml: entry('host = "r.example.com"\nusername = "u"\n') },
-      expected: (f) => `docker.registries[0].password or docker.registries[0].password_file is required: set one in ${f} or FOREMAN_DOCKER_REGISTRIES_0_PASSWORD`,
+      expected: (f) =>
+        `docker.registries[0].password or docker.registries[0].password_file is required: set one in ${f} or FOREMAN_DOCKER_REGISTRIES_0_PASSWORD`,
     },
     {
       name: 'both password and password_file',
@@ -162,12 +174,17 @@ describe('errors are one line naming the entry, and never show a password', () =
     },
     {
       name: 'an empty password from env',
-      scenario: { env: { FOREMAN_DOCKER_REGISTRIES_0_HOST: 'r.example.com', FOREMAN_DOCKER_REGISTRIES_0_USERNAME: 'u', FOREMAN_DOCKER_REGISTRIES_0_PASSWORD: '' } },
+      scenario: {
+        env: { FOREMAN_DOCKER_REGISTRIES_0_HOST: 'r.example.com', FOREMAN_DOCKER_REGISTRIES_0_USERNAME: 'u', FOREMAN_DOCKER_REGISTRIES_0_PASSWORD: '' },
+      },
       expected: () => 'env FOREMAN_DOCKER_REGISTRIES_0_PASSWORD: docker.registries[0].password = "": expected a non-empty password',
     },
     {
       name: 'the same registry twice (Docker Hub by two names)',
-      scenario: { toml: entry(`host = "docker.io"\nusername = "u"\npassword = "${SECRET}"\n`) + entry(`host = "index.docker.io"\nusername = "v"\npassword = "${SECRET}"\n`) },
+      scenario: {
+        toml:
+          entry(`host = "docker.io"\nusername = "u"\npassword = "${SECRET}"\n`) + entry(`host = "index.docker.io"\nusername = "v"\npassword = "${SECRET}"\n`),
+      },
       expected: (f) => `${f}: docker.registries[1].host = "index.docker.io": expected each registry once, but docker.registries[0] names it too`,
     },
     {
@@ -183,12 +200,14 @@ describe('errors are one line naming the entry, and never show a password', () =
     {
       name: 'a gap in the numbering',
       scenario: { env: { FOREMAN_DOCKER_REGISTRIES_2_HOST: 'r.example.com' } },
-      expected: () => 'env FOREMAN_DOCKER_REGISTRIES_2_HOST: docker.registries[2] is set but docker.registries[0] is not: entries are numbered 0, 1, 2, … without gaps',
+      expected: () =>
+        'env FOREMAN_DOCKER_REGISTRIES_2_HOST: docker.registries[2] is set but docker.registries[0] is not: entries are numbered 0, 1, 2, … without gaps',
     },
     {
       name: 'a single table instead of an array of tables',
       scenario: { toml: `[docker.registries]\nhost = "r.example.com"\n` },
-      expected: (f) => `${f}: docker.registries = a table: expected a list of [[docker.registries]] tables, each with host, username, and password or password_file`,
+      expected: (f) =>
+        `${f}: docker.registries = a table: expected a list of [[docker.registries]] tables, each with host, username, and password or password_file`,
     },
     {
       name: 'an entry that is not a table',
@@ -206,7 +225,9 @@ describe('errors are one line naming the entry, and never show a password', () =
   test('an unreadable password_file names the key', { skip: process.getuid?.() === 0 ? 'root reads any file' : false }, () => {
     const { root, load: run } = setup({ toml: entry('host = "r.example.com"\nusername = "u"\npassword_file = "locked"\n'), files: { locked: SECRET } });
     chmodSync(join(root, 'locked'), 0o000);
-    assert.throws(run, { message: `${join(root, 'foreman.toml')}: docker.registries[0].password_file = "locked": cannot read ${join(root, 'locked')}: permission denied` });
+    assert.throws(run, {
+      message: `${join(root, 'foreman.toml')}: docker.registries[0].password_file = "locked": cannot read ${join(root, 'locked')}: permission denied`,
+    });
   });
 
   test('a directory as password_file', () => {
@@ -222,7 +243,7 @@ describe('errors are one line naming the entry, and never show a password', () =
   });
 });
 
-describe('Docker\'s config.json when no registries are configured', () => {
+describe("Docker's config.json when no registries are configured", () => {
   const b64 = (text: string): string => Buffer.from(text).toString('base64');
   const dockerConfig = JSON.stringify({
     auths: {
@@ -250,12 +271,21 @@ describe('Docker\'s config.json when no registries are configured', () => {
       env: { DOCKER_CONFIG: '../elsewhere' },
       files: { 'home/.docker/config.json': dockerConfig, 'elsewhere/config.json': JSON.stringify({ auths: { 'r.example.com': { auth: b64('other:pw') } } }) },
     });
-    assert.deepEqual(config.docker.registries.map((r) => [r.host, r.username, r.source]), [['r.example.com', 'other', join(root, 'elsewhere', 'config.json')]]);
+    assert.deepEqual(
+      config.docker.registries.map((r) => [r.host, r.username, r.source]),
+      [['r.example.com', 'other', join(root, 'elsewhere', 'config.json')]],
+    );
   });
 
   test('is not read when [[docker.registries]] has entries', () => {
-    const { config } = load({ toml: entry(`host = "r.example.com"\nusername = "u"\npassword = "${SECRET}"\n`), files: { 'home/.docker/config.json': dockerConfig } });
-    assert.deepEqual(config.docker.registries.map((r) => r.host), ['r.example.com']);
+    const { config } = load({
+      toml: entry(`host = "r.example.com"\nusername = "u"\npassword = "${SECRET}"\n`),
+      files: { 'home/.docker/config.json': dockerConfig },
+    });
+    assert.deepEqual(
+      config.docker.registries.map((r) => r.host),
+      ['r.example.com'],
+    );
   });
 
   test('a missing file is no credentials, quietly', () => {
@@ -270,11 +300,17 @@ describe('Docker\'s config.json when no registries are configured', () => {
     assert.deepEqual(invalid.warnings, [`${join(invalid.root, 'home/.docker/config.json')} is not valid JSON; registry credentials in it are not used`]);
 
     const unreadable = load({ files: { 'home/.docker/config.json/x': '' } });
-    assert.deepEqual(unreadable.warnings, [`cannot read ${join(unreadable.root, 'home/.docker/config.json')}: it is a directory; registry credentials in it are not used`]);
+    assert.deepEqual(unreadable.warnings, [
+      `cannot read ${join(unreadable.root, 'home/.docker/config.json')}: it is a directory; registry credentials in it are not used`,
+    ]);
 
     const helpers = load({
       files: {
-        'home/.docker/config.json': JSON.stringify({ credsStore: 'desktop', credHelpers: { 'gcr.io': 'gcloud' }, auths: { 'bad.example.com': { auth: b64(SECRET) } } }),
+        'home/.docker/config.json': JSON.stringify({
+          credsStore: 'desktop',
+          credHelpers: { 'gcr.io': 'gcloud' },
+          auths: { 'bad.example.com': { auth: b64(SECRET) } },
+        }),
       },
     });
     const path = join(helpers.root, 'home/.docker/config.json');

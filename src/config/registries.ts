@@ -49,14 +49,21 @@ export class RegistrySettings {
 
   /** `docker.registries` as the file wrote it: an array of tables. */
   fromFile(file: string, value: unknown): void {
-    if (!Array.isArray(value)) throw new ConfigError(`${file}: ${REGISTRIES_KEY} = ${show(REGISTRIES_KEY, value)}: expected ${expectedAt(['docker', 'registries'])}`);
+    if (!Array.isArray(value))
+      throw new ConfigError(`${file}: ${REGISTRIES_KEY} = ${show(REGISTRIES_KEY, value)}: expected ${expectedAt(['docker', 'registries'])}`);
     value.forEach((table: unknown, index) => {
       const key = keyOf(index);
       if (!isTable(table)) throw new ConfigError(`${file}: ${key} = ${show(key, table)}: expected a table ([[docker.registries]])`);
       const entry: Entry = new Map();
       for (const [name, fieldValue] of Object.entries(table)) {
         if (isField(name)) entry.set(name, { value: fieldValue, origin: { kind: 'file', file } });
-        else this.warnings.push(`${file}: unknown key ${key}.${name} (ignored)${suggestion(`${key}.${name}`, FIELDS.map((f) => `${key}.${f}`))}`);
+        else
+          this.warnings.push(
+            `${file}: unknown key ${key}.${name} (ignored)${suggestion(
+              `${key}.${name}`,
+              FIELDS.map((f) => `${key}.${f}`),
+            )}`,
+          );
       }
       this.entries.set(index, entry);
     });
@@ -71,7 +78,10 @@ export class RegistrySettings {
       const hint =
         index === undefined
           ? `; registries are set with ${ENV_PREFIX}_<N>_HOST, _USERNAME, _PASSWORD or _PASSWORD_FILE (N = 0, 1, …)`
-          : suggestion(variable, FIELDS.map((field) => envVariableOf(Number(index), field)));
+          : suggestion(
+              variable,
+              FIELDS.map((field) => envVariableOf(Number(index), field)),
+            );
       this.warnings.push(`env ${variable}: unknown setting (ignored)${hint}`);
       return true;
     }
@@ -138,7 +148,9 @@ export class RegistrySettings {
       const key = keyOf(index);
       const first = seen.get(registryHostKey(registry.host));
       if (first !== undefined) {
-        throw new ConfigError(`${where(entry?.get('host')?.origin)}${key}.host = ${show('', registry.host)}: expected each registry once, but ${keyOf(first)} names it too`);
+        throw new ConfigError(
+          `${where(entry?.get('host')?.origin)}${key}.host = ${show('', registry.host)}: expected each registry once, but ${keyOf(first)} names it too`,
+        );
       }
       seen.set(registryHostKey(registry.host), index);
       let password: string;
@@ -220,7 +232,8 @@ function dockerConfigCredentials(context: RegistryContext, warnings: string[]): 
     return [];
   }
   const unsupported = 'foreman reads only "auths" (set such credentials in [[docker.registries]])';
-  if (typeof doc.credsStore === 'string' && doc.credsStore !== '') warnings.push(`${path}: credsStore ${JSON.stringify(doc.credsStore)} is not supported; ${unsupported}`);
+  if (typeof doc.credsStore === 'string' && doc.credsStore !== '')
+    warnings.push(`${path}: credsStore ${JSON.stringify(doc.credsStore)} is not supported; ${unsupported}`);
   if (isTable(doc.credHelpers) && Object.keys(doc.credHelpers).length > 0) {
     warnings.push(`${path}: credHelpers (for ${Object.keys(doc.credHelpers).join(', ')}) are not supported; ${unsupported}`);
   }
@@ -256,13 +269,18 @@ export function registryRows(registries: readonly RegistryCredentials[], configF
   if (registries.length === 0) return [[REGISTRIES_KEY, '(none)', 'default']];
   return registries.map((r, index) => {
     const secrets = [r.password ? `password: set (${r.password_source})` : '', r.identitytoken ? `identity token: set (${r.password_source})` : ''];
-    return [keyOf(index), [r.host, `username ${JSON.stringify(r.username)}`, ...secrets.filter(Boolean)].join(', '), r.source === configFile ? 'file' : r.source];
+    return [
+      keyOf(index),
+      [r.host, `username ${JSON.stringify(r.username)}`, ...secrets.filter(Boolean)].join(', '),
+      r.source === configFile ? 'file' : r.source,
+    ];
   });
 }
 
 /** `registry credentials: 2 from /etc/foreman/foreman.toml`, for `foreman check`. */
 export function registrySummary(registries: readonly RegistryCredentials[]): string {
-  if (registries.length === 0) return 'registry credentials: none ([[docker.registries]] is empty and Docker\'s config.json has no "auths"): images are pulled anonymously';
+  if (registries.length === 0)
+    return 'registry credentials: none ([[docker.registries]] is empty and Docker\'s config.json has no "auths"): images are pulled anonymously';
   const counts = new Map<string, number>();
   for (const { source } of registries) counts.set(source, (counts.get(source) ?? 0) + 1);
   return `registry credentials: ${[...counts].map(([source, count]) => `${count} from ${source}`).join(', ')}`;

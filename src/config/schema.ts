@@ -16,11 +16,47 @@ const hostLike = (what: string) => Type.String({ minLength: 1, pattern: '^[^\\s/
 
 /** Linux capabilities by their kernel names (without `CAP_`), as `docker.cap_add` accepts them. */
 export const CAPABILITIES = [
-  'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP', 'LINUX_IMMUTABLE',
-  'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT',
-  'SYS_PTRACE', 'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD', 'LEASE',
-  'AUDIT_WRITE', 'AUDIT_CONTROL', 'SETFCAP', 'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG', 'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ',
-  'PERFMON', 'BPF', 'CHECKPOINT_RESTORE',
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'DAC_READ_SEARCH',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'SETGID',
+  'SETUID',
+  'SETPCAP',
+  'LINUX_IMMUTABLE',
+  'NET_BIND_SERVICE',
+  'NET_BROADCAST',
+  'NET_ADMIN',
+  'NET_RAW',
+  'IPC_LOCK',
+  'IPC_OWNER',
+  'SYS_MODULE',
+  'SYS_RAWIO',
+  'SYS_CHROOT',
+  'SYS_PTRACE',
+  'SYS_PACCT',
+  'SYS_ADMIN',
+  'SYS_BOOT',
+  'SYS_NICE',
+  'SYS_RESOURCE',
+  'SYS_TIME',
+  'SYS_TTY_CONFIG',
+  'MKNOD',
+  'LEASE',
+  'AUDIT_WRITE',
+  'AUDIT_CONTROL',
+  'SETFCAP',
+  'MAC_OVERRIDE',
+  'MAC_ADMIN',
+  'SYSLOG',
+  'WAKE_ALARM',
+  'BLOCK_SUSPEND',
+  'AUDIT_READ',
+  'PERFMON',
+  'BPF',
+  'CHECKPOINT_RESTORE',
 ] as const;
 
 const CAPABILITY_PATTERN = `^(CAP_)?(${CAPABILITIES.join('|')})$`;
@@ -80,7 +116,7 @@ export const ConfigSchema = Type.Object({
       expected: 'a unix://, tcp://, http:// or https:// URL',
     }),
     // TLS to the engine, like DOCKER_CERT_PATH's ca.pem, cert.pem and key.pem; relative paths are relative to the file that set them.
-    ca: Type.Optional(Type.String({ minLength: 1, expected: 'the path of a PEM file with the CA certificate(s) the engine\'s certificate is checked against' })),
+    ca: Type.Optional(Type.String({ minLength: 1, expected: "the path of a PEM file with the CA certificate(s) the engine's certificate is checked against" })),
     cert: Type.Optional(Type.String({ minLength: 1, expected: 'the path of a PEM file with the client certificate the agent shows the engine' })),
     key: Type.Optional(Type.String({ minLength: 1, expected: 'the path of a PEM file with the private key of docker.cert' })),
     memory_limit: Type.Integer({
@@ -91,14 +127,17 @@ export const ConfigSchema = Type.Object({
     }),
     // The engine refuses a value below 0.01 or above its CPU count: checked at start, where that count is known.
     cpus: Type.Number({ minimum: 0, maximum: 65_536, default: 0, expected: 'a non-negative number of CPUs, e.g. 1.5 (0 for no limit)' }),
-    pids_limit: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 1024, expected: 'a non-negative integer number of processes (0 for no limit)' }),
+    pids_limit: Type.Integer({
+      minimum: 0,
+      maximum: Number.MAX_SAFE_INTEGER,
+      default: 1024,
+      expected: 'a non-negative integer number of processes (0 for no limit)',
+    }),
     cap_add: Type.Array(Type.String({ pattern: CAPABILITY_PATTERN }), {
       default: [],
       expected: 'a list of Linux capability names, e.g. ["NET_BIND_SERVICE"] (upper case, "CAP_" prefix optional; "ALL" is not accepted)',
     }),
-    user: Type.Optional(
-      Type.String({ pattern: `^${USER_PART}(:${USER_PART})?$`, expected: 'a user or user:group, by name or numeric id (e.g. "1000:1000")' }),
-    ),
+    user: Type.Optional(Type.String({ pattern: `^${USER_PART}(:${USER_PART})?$`, expected: 'a user or user:group, by name or numeric id (e.g. "1000:1000")' })),
     read_only_rootfs: Type.Boolean({ default: false, expected: 'true or false' }),
     runtime: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', expected: 'the name of a runtime the engine offers, e.g. "runsc"' })),
     allowed_images: Type.Array(Type.String({ pattern: '^\\S+$' }), {

@@ -26,7 +26,11 @@ test('replies: an array, one object, [] , empty and 204 are jobs; anything else 
     [500, '', /answered 500/],
     [404, '', /answered 404/],
   ];
-  for (const [status, text, message] of bad) assert.throws(() => parsePollReply(status, text), (e: unknown) => e instanceof PollError && message.test(e.message));
+  for (const [status, text, message] of bad)
+    assert.throws(
+      () => parsePollReply(status, text),
+      (e: unknown) => e instanceof PollError && message.test(e.message),
+    );
 });
 
 test('an invalid reply is described by where it breaks, never by its text (it may hold env values)', () => {
@@ -55,7 +59,14 @@ async function server(handler: (req: IncomingMessage, res: ServerResponse) => vo
   const s = createServer(handler);
   s.listen(0, '127.0.0.1');
   await once(s, 'listening');
-  return { url: `http://127.0.0.1:${(s.address() as AddressInfo).port}/job`, close: () => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); }) };
+  return {
+    url: `http://127.0.0.1:${(s.address() as AddressInfo).port}/job`,
+    close: () =>
+      new Promise<void>((r) => {
+        s.closeAllConnections();
+        s.close(() => r());
+      }),
+  };
 }
 
 function options(url: string, overrides: Partial<PollerOptions>): PollerOptions {
@@ -86,7 +97,13 @@ test('a poll that gets no reply within poll_timeout fails with a clear reason, t
     // A minute of poll_timeout, so only the manual clock can end this poll within the test's timeout.
     const poller = new Poller(options(hanging.url, { clock, pollTimeoutMs: 60_000 }));
     let settled = false;
-    const polled = poller.pollOnce(new AbortController().signal).then(() => undefined, (err: unknown) => err).finally(() => (settled = true));
+    const polled = poller
+      .pollOnce(new AbortController().signal)
+      .then(
+        () => undefined,
+        (err: unknown) => err,
+      )
+      .finally(() => (settled = true));
     await asked;
     await clock.advance(59_999);
     assert.equal((() => settled)(), false, 'still waiting 1 ms before poll_timeout');
@@ -178,7 +195,11 @@ test('x-foreman-cancel on any poll reply, a 204 or an error too, is handed over 
   const poller = new Poller(options(control.url, { onCancel: (ids) => cancels.push(ids) }));
   try {
     for (let i = 0; i < 3; i++) await poller.pollOnce(new AbortController().signal).catch(() => undefined);
-    assert.deepEqual(cancels, [['a,b/ü', 'plain'], ['a,b/ü', 'plain'], ['a,b/ü', 'plain']]);
+    assert.deepEqual(cancels, [
+      ['a,b/ü', 'plain'],
+      ['a,b/ü', 'plain'],
+      ['a,b/ü', 'plain'],
+    ]);
   } finally {
     await control.close();
   }

@@ -138,7 +138,8 @@ export class Poller {
         if (signal.aborted) return;
         this.failures++;
         const problem = describeHttpError(err);
-        if (problem !== this.lastProblem) log.warn({ url: redactUrl(this.options.url), reason: problem }, 'polling the control server failed; retrying with backoff');
+        if (problem !== this.lastProblem)
+          log.warn({ url: redactUrl(this.options.url), reason: problem }, 'polling the control server failed; retrying with backoff');
         this.lastProblem = problem;
         delay = backoffDelay(this.options.backoff, this.failures);
       }

@@ -32,7 +32,9 @@ test('GET and PUT with the right id and secret reach the backend, body byte for 
   assert.deepEqual(get.json(), { id: 'a/b c', body: { values: [1] } });
 
   const payload = Buffer.from('{"result":  6 }\n');
-  const put = await (await api.app()).inject({
+  const put = await (
+    await api.app()
+  ).inject({
     method: 'PUT',
     url,
     headers: { 'x-foreman-job-status': 'completed', 'x-foreman-job-progress': '0.5', 'content-type': 'application/json' },
@@ -72,7 +74,9 @@ test('bad headers get 400 with a message; oversized bodies get 413', async () =>
     assert.equal(res.statusCode, status, JSON.stringify(headers));
     assert.match(res.json<{ error: string }>().error, message);
   }
-  const big = await (await api.app()).inject({
+  const big = await (
+    await api.app()
+  ).inject({
     method: 'PUT',
     url,
     headers: { 'x-foreman-job-status': 'running', 'content-type': 'text/plain' },

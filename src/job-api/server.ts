@@ -50,7 +50,12 @@ class ConnectionTracker {
   clientError(err: Error & { code?: string }, socket: Duplex): void {
     const close = (): void => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
-      const [status, text] = err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large'] : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout'] : [400, 'Bad Request'];
+      const [status, text] =
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'Request Header Fields Too Large']
+          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? [408, 'Request Timeout']
+            : [400, 'Bad Request'];
       const body = JSON.stringify({ error: status === 400 ? 'malformed HTTP request' : text.toLowerCase() });
       const answer = `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
       if (socket.writable) socket.end(answer, () => socket.destroy());

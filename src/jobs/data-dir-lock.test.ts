@@ -43,7 +43,10 @@ test(
       const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
       const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
       writeFileSync(file, JSON.stringify({ pid, start, boot }));
-      assert.throws(() => lockDataDir(dir), (err: unknown) => err instanceof DataDirInUseError && err.message.includes(`pid ${pid}`));
+      assert.throws(
+        () => lockDataDir(dir),
+        (err: unknown) => err instanceof DataDirInUseError && err.message.includes(`pid ${pid}`),
+      );
       writeFileSync(file, JSON.stringify({ pid, start: `${start}0`, boot }));
       lockDataDir(dir)();
       writeFileSync(file, JSON.stringify({ pid, start, boot: 'another-boot' }));

@@ -174,7 +174,16 @@ export class MemoryStore implements JobStore {
   private insertDelivery(jobId: string, delivery: NewDelivery): Delivery {
     const seq = (this.seqs.get(jobId) ?? 0) + 1;
     this.seqs.set(jobId, seq);
-    const stored: Delivery = { id: randomUUID(), jobId, seq, url: delivery.url, headers: delivery.headers, body: delivery.body, createdAt: this.now(), attempts: 0 };
+    const stored: Delivery = {
+      id: randomUUID(),
+      jobId,
+      seq,
+      url: delivery.url,
+      headers: delivery.headers,
+      body: delivery.body,
+      createdAt: this.now(),
+      attempts: 0,
+    };
     this.deliveries.set(stored.id, stored);
     return stored;
   }

@@ -49,7 +49,10 @@ test('agent id, jobs and deliveries survive reopening', async () => {
     assert.equal(job?.startedAt, 1234);
     assert.equal(job?.secret, 'secret');
     const pending = second.pendingDeliveries();
-    assert.deepEqual(pending.map((d) => d.seq), [1, 2]);
+    assert.deepEqual(
+      pending.map((d) => d.seq),
+      [1, 2],
+    );
     // Headers are kept as given: the outbox adds the delivery id and seq when it sends.
     assert.deepEqual(pending[0]?.headers, { 'x-n': '1' });
     assert.equal(pending[1]?.body.toString(), 'b2');
@@ -105,11 +108,20 @@ test('batched writes of one turn commit together; a failing one rolls back alone
       store.batch(() => store.recordUpdate('job-1', delivery(2), 'pending')), // illegal
       store.batch(() => store.recordUpdate('job-1', delivery(3), 'completed', { outcome: 'succeeded' })),
     ]);
-    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
     assert.equal(store.get('job-1')?.state, 'completed');
-    assert.deepEqual(store.pendingDeliveries().map((d) => d.body.toString()), ['b1', 'b3']);
+    assert.deepEqual(
+      store.pendingDeliveries().map((d) => d.body.toString()),
+      ['b1', 'b3'],
+    );
     store.close();
-    await assert.rejects(store.batch(() => 1), /closed/);
+    await assert.rejects(
+      store.batch(() => 1),
+      /closed/,
+    );
   });
 });
 
@@ -120,7 +132,11 @@ test('delivered marks ride along with the next synced commit, or commit alone wi
   const store = SqliteStore.open({ dataDir: dir, log: pino({ level: 'silent' }), clock });
   // A second connection sees only what was committed.
   const reader = new Database(join(dir, 'foreman.db'), { readonly: true });
-  const stored = (): string[] => reader.prepare('SELECT body FROM deliveries ORDER BY seq').all().map((r) => String((r as { body: Buffer }).body));
+  const stored = (): string[] =>
+    reader
+      .prepare('SELECT body FROM deliveries ORDER BY seq')
+      .all()
+      .map((r) => String((r as { body: Buffer }).body));
   const synchronous = (): unknown => (store as unknown as { db: Database.Database }).db.pragma('synchronous', { simple: true });
   try {
     store.admit(spec, 's', 'n');

@@ -74,7 +74,6 @@ export class SqliteStore implements JobStore {
     this.agentId = this.loadAgentId();
   }
 
-
   private toJob(row: JobRow): JobRecord {
     let spec = this.specs.get(row.id);
     if (!spec) {
@@ -125,10 +124,9 @@ export class SqliteStore implements JobStore {
   admit(spec: JobSpec, secret: string, containerName: string): boolean {
     const now = this.clock.now();
     const result = this.stmt(
-        `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
+      `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
          VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-      )
-      .run(spec.id, JSON.stringify(spec), secret, containerName, now, now);
+    ).run(spec.id, JSON.stringify(spec), secret, containerName, now, now);
     if (result.changes === 1) this.log.info({ jobId: spec.id, to: 'pending' }, 'job received');
     return result.changes === 1;
   }
@@ -139,10 +137,9 @@ export class SqliteStore implements JobStore {
       const now = this.clock.now();
       // Stored as pending and moved through the table like any other ending, in one transaction.
       const inserted = this.stmt(
-          `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
+        `INSERT INTO jobs (id, spec, secret, state, container_name, received_at, updated_at)
            VALUES (?, '{}', '', 'pending', '', ?, ?) ON CONFLICT (id) DO NOTHING`,
-        )
-        .run(id, now, now);
+      ).run(id, now, now);
       if (inserted.changes === 0) return undefined;
       this.applyTransition(id, decision.to, { outcome: decision.outcome });
       return { delivery: delivery ? this.insertDelivery(id, delivery, now) : undefined };
@@ -176,10 +173,9 @@ export class SqliteStore implements JobStore {
     return this.inTransaction(() => {
       const now = this.clock.now();
       const changed = this.stmt(
-          `UPDATE jobs SET cancel_requested_at = ?, updated_at = ?
+        `UPDATE jobs SET cancel_requested_at = ?, updated_at = ?
            WHERE id = ? AND cancel_requested_at IS NULL AND state IN ('pending', 'creating', 'started', 'running')`,
-        )
-        .run(now, now, id).changes;
+      ).run(now, now, id).changes;
       if (changed === 0) return undefined;
       const job = this.mustGet(id);
       this.log.info({ jobId: id, state: job.state }, 'cancel requested by the control server');
@@ -198,14 +194,13 @@ export class SqliteStore implements JobStore {
     transition(id, current.state, to);
     const now = this.clock.now();
     this.stmt(
-        `UPDATE jobs SET state = ?, updated_at = ?,
+      `UPDATE jobs SET state = ?, updated_at = ?,
            container_id = COALESCE(?, container_id),
            outcome = COALESCE(?, outcome),
            started_at = COALESCE(?, started_at),
            stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END
          WHERE id = ?`,
-      )
-      .run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, id);
+    ).run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, id);
     const next = this.mustGet(id);
     this.log.info({ jobId: id, from: current.state, to, ...(patch.outcome ? { outcome: patch.outcome } : {}) }, 'job state');
     return next;
@@ -214,19 +209,23 @@ export class SqliteStore implements JobStore {
   private insertDelivery(jobId: string, delivery: NewDelivery, now: number, lastUpdateAt?: number): Delivery {
     // One statement: the seq, and the stall clock when a container's update is recorded.
     const { last_seq } = this.stmt<{ last_seq: number }>(
-        'UPDATE jobs SET last_seq = last_seq + 1, last_update_at = COALESCE(?, last_update_at) WHERE id = ? RETURNING last_seq',
-      )
-      .get(lastUpdateAt ?? null, jobId) ?? { last_seq: 1 };
+      'UPDATE jobs SET last_seq = last_seq + 1, last_update_at = COALESCE(?, last_update_at) WHERE id = ? RETURNING last_seq',
+    ).get(lastUpdateAt ?? null, jobId) ?? { last_seq: 1 };
     const id = randomUUID();
-    this.stmt('INSERT INTO deliveries (id, job_id, seq, url, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(id, jobId, last_seq, delivery.url, JSON.stringify(delivery.headers), delivery.body, now);
+    this.stmt('INSERT INTO deliveries (id, job_id, seq, url, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+      id,
+      jobId,
+      last_seq,
+      delivery.url,
+      JSON.stringify(delivery.headers),
+      delivery.body,
+      now,
+    );
     return { id, jobId, seq: last_seq, url: delivery.url, headers: delivery.headers, body: delivery.body, createdAt: now, attempts: 0 };
   }
 
   pendingDeliveries(): Delivery[] {
-    return this.stmt<DeliveryRow>('SELECT * FROM deliveries ORDER BY job_id, seq')
-      .all()
-      .map(toDelivery);
+    return this.stmt<DeliveryRow>('SELECT * FROM deliveries ORDER BY job_id, seq').all().map(toDelivery);
   }
 
   batch<T>(work: () => T): Promise<T> {
@@ -314,10 +313,9 @@ export class SqliteStore implements JobStore {
 
   purgeRemoved(before: number): number {
     return this.stmt(
-        `DELETE FROM jobs WHERE state = 'removed' AND updated_at < ?
+      `DELETE FROM jobs WHERE state = 'removed' AND updated_at < ?
            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.id)`,
-      )
-      .run(before).changes;
+    ).run(before).changes;
   }
 
   close(): void {

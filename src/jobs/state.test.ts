@@ -53,10 +53,7 @@ test('the happy path is legal from end to end', () => {
 });
 
 test('a slot is held from creating until stopped', () => {
-  assert.deepEqual(
-    states.filter(holdsSlot),
-    ['creating', 'started', 'running', 'completed'],
-  );
+  assert.deepEqual(states.filter(holdsSlot), ['creating', 'started', 'running', 'completed']);
 });
 
 test('container exited: completed jobs finish stopping; running ones end failed or oom-killed; others ignore it', () => {
@@ -89,7 +86,8 @@ test('container missing: a never-made container re-queues, a running job is lost
 
 test('shutdown: queued jobs are dropped (removed), launching and running ones stopped, completed ones finish stopping', () => {
   assert.deepEqual(onShutdown('pending'), { kind: 'end', outcome: 'agent-shutdown', to: 'removed' });
-  for (const state of ['creating', 'started', 'running'] as const) assert.deepEqual(onShutdown(state), { kind: 'end', outcome: 'agent-shutdown', to: 'stopped' });
+  for (const state of ['creating', 'started', 'running'] as const)
+    assert.deepEqual(onShutdown(state), { kind: 'end', outcome: 'agent-shutdown', to: 'stopped' });
   assert.deepEqual(onShutdown('completed'), { kind: 'finish-stop' });
   assert.equal(onShutdown('stopped').kind, 'ignore');
 });
@@ -133,7 +131,10 @@ test('re-adoption: every stored state × container phase × cancel flag has its 
     started: { plain: ['missing', 'start', 'adopt', 'exited'], canceling: ['missing', 'start', 'stop-canceled', 'exited'] },
     running: { plain: ['missing', 'exited', 'adopt', 'exited'], canceling: ['missing', 'exited', 'stop-canceled', 'exited'] },
     completed: { plain: ['missing', 'exited', 'finish-stop', 'exited'], canceling: ['missing', 'exited', 'finish-stop', 'exited'] },
-    stopped: { plain: ['missing', 'resume-removal', 'resume-removal', 'resume-removal'], canceling: ['missing', 'resume-removal', 'resume-removal', 'resume-removal'] },
+    stopped: {
+      plain: ['missing', 'resume-removal', 'resume-removal', 'resume-removal'],
+      canceling: ['missing', 'resume-removal', 'resume-removal', 'resume-removal'],
+    },
     removed: { plain: ['ignore', 'ignore', 'ignore', 'ignore'], canceling: ['ignore', 'ignore', 'ignore', 'ignore'] },
   };
   let rows = 0;
@@ -147,7 +148,8 @@ test('re-adoption: every stored state × container phase × cancel flag has its 
       });
       assert.deepEqual(got, expected, `${state}${canceling ? ', canceling' : ''} with a container ${phases.join('/')}`);
       // Where the phase is not looked at, it must not matter.
-      if (!readoptLooksAtContainer(state, canceling)) assert.equal(new Set(got).size, 1, `${state}${canceling ? ', canceling' : ''}: the container is not looked at`);
+      if (!readoptLooksAtContainer(state, canceling))
+        assert.equal(new Set(got).size, 1, `${state}${canceling ? ', canceling' : ''}: the container is not looked at`);
     }
   }
   assert.equal(rows, 7 * 4 * 2, 'every combination was decided');

@@ -19,17 +19,7 @@ export type JobState = 'pending' | 'creating' | 'started' | 'running' | 'complet
 
 /** How a job ended. `succeeded` is the container's own `completed`; the others are reported by the agent. */
 export type Outcome =
-  | 'succeeded'
-  | 'failed'
-  | 'oom-killed'
-  | 'timed-out'
-  | 'pull-failed'
-  | 'start-failed'
-  | 'invalid'
-  | 'agent-shutdown'
-  | 'lost'
-  | 'canceled'
-  | 'stalled';
+  'succeeded' | 'failed' | 'oom-killed' | 'timed-out' | 'pull-failed' | 'start-failed' | 'invalid' | 'agent-shutdown' | 'lost' | 'canceled' | 'stalled';
 
 const allowed: Readonly<Record<JobState, readonly JobState[]>> = {
   // pending → removed: the job is dropped before it ever ran (shutdown, or invalid on arrival)
@@ -179,9 +169,7 @@ export function onFetch(state: JobState): FetchDecision {
 
 /** What a container's PUT of a status update does. */
 export type UpdateDecision =
-  | { readonly kind: 'refuse-ended' }
-  | { readonly kind: 'refuse-not-running' }
-  | { readonly kind: 'accept'; readonly to?: JobState; readonly outcome?: Outcome };
+  { readonly kind: 'refuse-ended' } | { readonly kind: 'refuse-not-running' } | { readonly kind: 'accept'; readonly to?: JobState; readonly outcome?: Outcome };
 
 /** A `completed` during a cancel's grace period is the job's last update, and its outcome is `canceled`. */
 export function onUpdate(state: JobState, status: 'running' | 'completed', canceling = false): UpdateDecision {

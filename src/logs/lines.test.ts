@@ -24,8 +24,14 @@ test('the trailing newline is dropped; a message without one (part of a longer l
 
 test('a line of exactly 16384 bytes is one line; one byte more is two', () => {
   const cutter = plainCutter();
-  assert.deepEqual(cutter.cut(msg('stdout', `${'x'.repeat(MAX_LINE_BYTES)}\n`)).map((l) => l.text.length), [MAX_LINE_BYTES]);
-  assert.deepEqual(cutter.cut(msg('stdout', `${'x'.repeat(MAX_LINE_BYTES + 1)}\n`)).map((l) => l.text.length), [MAX_LINE_BYTES, 1]);
+  assert.deepEqual(
+    cutter.cut(msg('stdout', `${'x'.repeat(MAX_LINE_BYTES)}\n`)).map((l) => l.text.length),
+    [MAX_LINE_BYTES],
+  );
+  assert.deepEqual(
+    cutter.cut(msg('stdout', `${'x'.repeat(MAX_LINE_BYTES + 1)}\n`)).map((l) => l.text.length),
+    [MAX_LINE_BYTES, 1],
+  );
 });
 
 test('text over 16384 bytes is split at character boundaries: no U+FFFD, parts concatenate to the original', () => {
@@ -59,27 +65,60 @@ test('a long line is redacted before it is split', () => {
   const lines = cutter.cut(msg('stdout', `${text}\n`));
   const joined = lines.map((l) => l.text).join('');
   assert.equal(joined, text.replace('s3cr3t-value', '[redacted]'));
-  assert.ok(lines.every((l) => Buffer.byteLength(l.text) <= MAX_LINE_BYTES && !l.text.includes('s3cr3t')), 'every line is within MAX_LINE_BYTES and redacted');
+  assert.ok(
+    lines.every((l) => Buffer.byteLength(l.text) <= MAX_LINE_BYTES && !l.text.includes('s3cr3t')),
+    'every line is within MAX_LINE_BYTES and redacted',
+  );
 });
 
 test('secrets are redacted, also a secret cut between a partial message and the next one of the same stream', () => {
   const cutter = secretCutter('supersecret');
-  assert.deepEqual(cutter.cut(msg('stdout', 'a supersecret here\n')).map((l) => l.text), ['a [redacted] here']);
-  assert.deepEqual(cutter.cut(msg('stdout', 'token=supers')).map((l) => l.text), ['token=[redacted]']);
-  assert.deepEqual(cutter.cut(msg('stdout', 'ecret rest\n')).map((l) => l.text), ['[redacted] rest']);
+  assert.deepEqual(
+    cutter.cut(msg('stdout', 'a supersecret here\n')).map((l) => l.text),
+    ['a [redacted] here'],
+  );
+  assert.deepEqual(
+    cutter.cut(msg('stdout', 'token=supers')).map((l) => l.text),
+    ['token=[redacted]'],
+  );
+  assert.deepEqual(
+    cutter.cut(msg('stdout', 'ecret rest\n')).map((l) => l.text),
+    ['[redacted] rest'],
+  );
   // The piece after a complete line is no continuation.
-  assert.deepEqual(cutter.cut(msg('stdout', 'cret alone\n')).map((l) => l.text), ['cret alone']);
+  assert.deepEqual(
+    cutter.cut(msg('stdout', 'cret alone\n')).map((l) => l.text),
+    ['cret alone'],
+  );
 });
 
-test('a partial message on one stream does not make the other stream\'s next message a continuation', () => {
+test("a partial message on one stream does not make the other stream's next message a continuation", () => {
   const cutter = secretCutter('supersecret');
-  assert.deepEqual(cutter.cut(msg('stdout', 'token=supers')).map((l) => l.text), ['token=[redacted]']);
-  assert.deepEqual(cutter.cut(msg('stderr', 'ecret on stderr\n')).map((l) => l.text), ['ecret on stderr']);
-  assert.deepEqual(cutter.cut(msg('stdout', 'ecret on stdout\n')).map((l) => l.text), ['[redacted] on stdout']);
+  assert.deepEqual(
+    cutter.cut(msg('stdout', 'token=supers')).map((l) => l.text),
+    ['token=[redacted]'],
+  );
+  assert.deepEqual(
+    cutter.cut(msg('stderr', 'ecret on stderr\n')).map((l) => l.text),
+    ['ecret on stderr'],
+  );
+  assert.deepEqual(
+    cutter.cut(msg('stdout', 'ecret on stdout\n')).map((l) => l.text),
+    ['[redacted] on stdout'],
+  );
   // And a partial on stderr does not carry over to stdout.
-  assert.deepEqual(cutter.cut(msg('stderr', 'x supe')).map((l) => l.text), ['x [redacted]']);
-  assert.deepEqual(cutter.cut(msg('stdout', 'cret on stdout\n')).map((l) => l.text), ['cret on stdout']);
-  assert.deepEqual(cutter.cut(msg('stderr', 'rsecret on stderr\n')).map((l) => l.text), ['[redacted] on stderr']);
+  assert.deepEqual(
+    cutter.cut(msg('stderr', 'x supe')).map((l) => l.text),
+    ['x [redacted]'],
+  );
+  assert.deepEqual(
+    cutter.cut(msg('stdout', 'cret on stdout\n')).map((l) => l.text),
+    ['cret on stdout'],
+  );
+  assert.deepEqual(
+    cutter.cut(msg('stderr', 'rsecret on stderr\n')).map((l) => l.text),
+    ['[redacted] on stderr'],
+  );
 });
 
 // ---- ResumeFilter --------------------------------------------------------------------------
@@ -95,7 +134,10 @@ const MS = 1_000_000n;
 test('from the start it takes everything and counts it', () => {
   const filter = new ResumeFilter({ since: null, count: 0 });
   const messages = [at(T0 + 5n, 'stderr'), at(T0), at(T0 + 3n, 'stderr'), at(T0 - 10n * MS)];
-  assert.deepEqual(messages.map((m) => filter.take(m)), [true, true, true, true]);
+  assert.deepEqual(
+    messages.map((m) => filter.take(m)),
+    [true, true, true, true],
+  );
   assert.deepEqual(filter.cursor, { since: null, count: 4 });
 });
 
@@ -172,7 +214,7 @@ function engineAnswer(messages: readonly LogMessage[], upTo: number, cursor: Log
   return cursor.since === null ? produced : produced.filter((m) => m.ts >= (cursor.since ?? ''));
 }
 
-test('after since moved, a new filter fed the engine\'s answer for the reported cursor takes exactly what was not taken', () => {
+test("after since moved, a new filter fed the engine's answer for the reported cursor takes exactly what was not taken", () => {
   const { messages, inversions } = engineOutput(7);
   assert.ok(inversions > 500, `stamps out of order: ${inversions}`);
   for (const stop of [1, 4095, 4096, 4097, 5000, 8192, 10_000, 12_289, 16_384, 19_999, 20_000]) {
@@ -189,7 +231,11 @@ test('after since moved, a new filter fed the engine\'s answer for the reported 
     const replay = engineAnswer(messages, messages.length, cursor);
     assert.ok(replay.length < messages.length || cursor.since === null || stop < 4096, 'the replay resumed from the cursor');
     const rest = replay.filter((m) => second.take(m));
-    assert.deepEqual([...taken, ...rest].map((m) => m.text.toString()), messages.map((m) => m.text.toString()), `stopped after ${stop}`);
+    assert.deepEqual(
+      [...taken, ...rest].map((m) => m.text.toString()),
+      messages.map((m) => m.text.toString()),
+      `stopped after ${stop}`,
+    );
   }
 });
 
@@ -204,10 +250,13 @@ test('many restarts in a row, each reading from the last stored cursor, take eve
     cursor = filter.cursor;
   }
   assert.notEqual(cursor.since, null);
-  assert.deepEqual(taken.map((m) => m.text.toString()), messages.map((m) => m.text.toString()));
+  assert.deepEqual(
+    taken.map((m) => m.text.toString()),
+    messages.map((m) => m.text.toString()),
+  );
 });
 
-test('tsToNs and nsToTs round-trip the engine\'s fixed-width stamps, and the text sorts in time order', () => {
+test("tsToNs and nsToTs round-trip the engine's fixed-width stamps, and the text sorts in time order", () => {
   for (const ts of ['2026-11-28T07:42:30.437418862Z', '1970-01-01T00:00:01.000000000Z', '2000-02-29T23:59:59.999999999Z', '2026-01-01T00:00:00.000000001Z']) {
     const ns = tsToNs(ts);
     assert.notEqual(ns, undefined, ts);
@@ -215,7 +264,8 @@ test('tsToNs and nsToTs round-trip the engine\'s fixed-width stamps, and the tex
   }
   assert.equal(tsToNs('2026-11-28T07:42:30Z'), BigInt(Date.UTC(2026, 10, 28, 7, 42, 30)) * MS);
   assert.equal(tsToNs('2026-11-28T07:42:30.5Z'), BigInt(Date.UTC(2026, 10, 28, 7, 42, 30)) * MS + 500_000_000n);
-  for (const bad of ['', 'x', '2026-11-28T07:42:30.1234567890Z', '2026-11-28T07:42:30+01:00', '2026-13-40T00:00:00Z']) assert.equal(tsToNs(bad), undefined, bad);
+  for (const bad of ['', 'x', '2026-11-28T07:42:30.1234567890Z', '2026-11-28T07:42:30+01:00', '2026-13-40T00:00:00Z'])
+    assert.equal(tsToNs(bad), undefined, bad);
   const stamps = [T0 + 1n, T0 + 999_999_999n, T0 + 1_000_000_000n, T0 + 86_400_000_000_000n].map(nsToTs);
   assert.deepEqual([...stamps].sort(), stamps);
 });

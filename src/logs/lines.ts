@@ -35,7 +35,7 @@ export class LineCutter {
     }
     if (bytes.length <= MAX_LINE_BYTES) return [{ stream, ts, text: bytes.toString('utf8') }];
     const lines: LogLine[] = [];
-    for (let at = 0; at < bytes.length; ) {
+    for (let at = 0; at < bytes.length;) {
       let end = Math.min(at + MAX_LINE_BYTES, bytes.length);
       // Never cut inside a character: back up over continuation bytes (10xxxxxx).
       while (end < bytes.length && end > at + 1 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;

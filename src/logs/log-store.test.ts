@@ -74,11 +74,27 @@ test('read takes lines from a number up to a limit; lines reads the same one at 
   store.open('j2', URL_A);
   store.append('j1', lines('a', 'b', 'c', 'd', 'e'), { since: null, count: 5 }, { bytes: 5, truncated: false });
   store.append('j2', lines('other'), { since: null, count: 1 }, { bytes: 5, truncated: false });
-  assert.deepEqual(store.read('j1', 1, 3).map((l) => [l.i, l.text]), [[1, 'b'], [2, 'c'], [3, 'd']]);
-  assert.deepEqual(store.read('j1', 4, 10).map((l) => l.i), [4]);
+  assert.deepEqual(
+    store.read('j1', 1, 3).map((l) => [l.i, l.text]),
+    [
+      [1, 'b'],
+      [2, 'c'],
+      [3, 'd'],
+    ],
+  );
+  assert.deepEqual(
+    store.read('j1', 4, 10).map((l) => l.i),
+    [4],
+  );
   assert.deepEqual(store.read('j1', 5, 10), []);
-  assert.deepEqual([...store.lines('j1', 2, 2)].map((l) => l.text), ['c', 'd']);
-  assert.deepEqual(store.read('j2', 0, 10).map((l) => l.text), ['other']);
+  assert.deepEqual(
+    [...store.lines('j1', 2, 2)].map((l) => l.text),
+    ['c', 'd'],
+  );
+  assert.deepEqual(
+    store.read('j2', 0, 10).map((l) => l.text),
+    ['other'],
+  );
   store.close();
 });
 
@@ -99,11 +115,21 @@ test('ack deletes the lines below a number and records it; it never moves back',
   store.append('j1', lines('a', 'b', 'c', 'd'), { since: null, count: 4 }, { bytes: 4, truncated: false });
   store.ack('j1', 3);
   assert.equal(store.get('j1')?.acked, 3);
-  assert.deepEqual(store.read('j1', 0, 10).map((l) => l.i), [3]);
+  assert.deepEqual(
+    store.read('j1', 0, 10).map((l) => l.i),
+    [3],
+  );
   store.ack('j1', 1);
   assert.equal(store.get('j1')?.acked, 3);
   store.append('j1', lines('e'), { since: null, count: 5 }, { bytes: 1, truncated: false });
-  assert.deepEqual(store.read('j1', 0, 10).map((l) => [l.i, l.text]), [[3, 'd'], [4, 'e']], 'numbering goes on after acks');
+  assert.deepEqual(
+    store.read('j1', 0, 10).map((l) => [l.i, l.text]),
+    [
+      [3, 'd'],
+      [4, 'e'],
+    ],
+    'numbering goes on after acks',
+  );
   store.close();
 });
 
@@ -116,7 +142,7 @@ test('markFollowed records that the output was read to its end', () => {
   store.close();
 });
 
-test('settle deletes the stream\'s lines, marks it followed, and makes append refuse more', () => {
+test("settle deletes the stream's lines, marks it followed, and makes append refuse more", () => {
   const { store } = memoryStore();
   store.open('j1', URL_A);
   store.open('j2', URL_A);
@@ -130,7 +156,10 @@ test('settle deletes the stream\'s lines, marks it followed, and makes append re
   assert.equal(store.append('j1', lines('c'), { since: null, count: 3 }, { bytes: 1, truncated: false }), false);
   assert.deepEqual(store.read('j1', 0, 10), []);
   assert.equal(store.get('j1')?.nextLine, 2, 'nothing counted after settling');
-  assert.deepEqual(store.read('j2', 0, 10).map((l) => l.text), ['kept']);
+  assert.deepEqual(
+    store.read('j2', 0, 10).map((l) => l.text),
+    ['kept'],
+  );
   store.close();
 });
 
@@ -140,7 +169,10 @@ test('unsettled lists only the streams not settled, oldest first', () => {
   store.settle('j2', 'ended');
   store.markFollowed('j3');
   store.settle('j4', 'abandoned');
-  assert.deepEqual(store.unsettled().map((s) => s.jobId), ['j1', 'j3']);
+  assert.deepEqual(
+    store.unsettled().map((s) => s.jobId),
+    ['j1', 'j3'],
+  );
   store.close();
 });
 
@@ -181,8 +213,27 @@ test('a store on disk keeps streams, lines and cursor across close and reopen', 
 
   const second = new LogStore(path);
   const stream = second.get('j1');
-  assert.deepEqual(stream, { jobId: 'j1', url: URL_A, nextLine: 3, acked: 1, bytes: 3, truncated: false, cursor: { since: TS, count: 17 }, followed: true, settled: null });
-  assert.deepEqual(second.read('j1', 0, 10).map((l) => [l.i, l.stream, l.text]), [[1, 'stderr', 'b'], [2, 'stdout', 'c']]);
-  assert.deepEqual(second.unsettled().map((s) => s.jobId), ['j1']);
+  assert.deepEqual(stream, {
+    jobId: 'j1',
+    url: URL_A,
+    nextLine: 3,
+    acked: 1,
+    bytes: 3,
+    truncated: false,
+    cursor: { since: TS, count: 17 },
+    followed: true,
+    settled: null,
+  });
+  assert.deepEqual(
+    second.read('j1', 0, 10).map((l) => [l.i, l.stream, l.text]),
+    [
+      [1, 'stderr', 'b'],
+      [2, 'stdout', 'c'],
+    ],
+  );
+  assert.deepEqual(
+    second.unsettled().map((s) => s.jobId),
+    ['j1'],
+  );
   second.close();
 });

@@ -78,7 +78,6 @@ export class LogStore {
     this.db.exec(SCHEMA);
   }
 
-
   /** Starts a job's stream; one that exists is kept as it is. */
   open(jobId: string, url: string): LogStream {
     this.stmt('INSERT OR IGNORE INTO log_streams (job_id, url, updated_at) VALUES (?, ?, ?)').run(jobId, url, this.now());
@@ -131,17 +130,18 @@ export class LogStore {
    * before any other call on this store.
    */
   *lines(jobId: string, from: number, limit: number): Generator<StoredLine, void, undefined> {
-    const rows = this.stmt<{ i: number; ts: string; stream: number; text: string }>('SELECT i, ts, stream, text FROM log_lines WHERE job_id = ? AND i >= ? ORDER BY i LIMIT ?').iterate(
-      jobId,
-      from,
-      limit,
-    );
+    const rows = this.stmt<{ i: number; ts: string; stream: number; text: string }>(
+      'SELECT i, ts, stream, text FROM log_lines WHERE job_id = ? AND i >= ? ORDER BY i LIMIT ?',
+    ).iterate(jobId, from, limit);
     for (const r of rows) yield { i: r.i, ts: r.ts, stream: r.stream === 2 ? 'stderr' : 'stdout', text: r.text };
   }
 
   /** Approximate bytes of the lines waiting to be sent. */
   waitingBytes(jobId: string, from: number): number {
-    const row = this.stmt<{ n: number | null }>('SELECT SUM(LENGTH(CAST(text AS BLOB))) + 64 * COUNT(*) AS n FROM log_lines WHERE job_id = ? AND i >= ?').get(jobId, from);
+    const row = this.stmt<{ n: number | null }>('SELECT SUM(LENGTH(CAST(text AS BLOB))) + 64 * COUNT(*) AS n FROM log_lines WHERE job_id = ? AND i >= ?').get(
+      jobId,
+      from,
+    );
     return row?.n ?? 0;
   }
 

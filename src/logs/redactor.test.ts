@@ -10,7 +10,10 @@ test('every occurrence of every value is replaced by [redacted]', () => {
 });
 
 test('a value that contains another is hidden whole (longest first), whatever the order given', () => {
-  for (const values of [['abc', 'xxabcxx', 'abcdef'], ['xxabcxx', 'abcdef', 'abc']]) {
+  for (const values of [
+    ['abc', 'xxabcxx', 'abcdef'],
+    ['xxabcxx', 'abcdef', 'abc'],
+  ]) {
     const redactor = new Redactor(values);
     assert.equal(redactor.redact('1 xxabcxx 2 abc 3 abcdef 4'), '1 [redacted] 2 [redacted] 3 [redacted] 4', JSON.stringify(values));
   }

@@ -82,9 +82,13 @@ function stored(store: LogStore, jobId: string, texts: string[]): LogLine[] {
   return lines;
 }
 
-const ndjson = (body: string): unknown[] => body.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as unknown);
+const ndjson = (body: string): unknown[] =>
+  body
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as unknown);
 
-test('lines go out as NDJSON batches within the byte limit, in order, one request at a time, with the job\'s headers', async (t) => {
+test("lines go out as NDJSON batches within the byte limit, in order, one request at a time, with the job's headers", async (t) => {
   const server = await logsServer(t);
   const { store, shipper } = setup(t, { batchBytes: 200 });
   const jobId = 'job/ä 1';
@@ -126,7 +130,10 @@ test('a line bigger than the byte limit goes out alone', async (t) => {
   stored(store, 'j', ['short', 'x'.repeat(500), 'after']);
   shipper.notify('j');
   await until('every line accepted', () => store.get('j')?.acked === 3);
-  assert.deepEqual(server.received.map((r) => ndjson(r.body).length), [1, 1, 1]);
+  assert.deepEqual(
+    server.received.map((r) => ndjson(r.body).length),
+    [1, 1, 1],
+  );
 });
 
 test('after a 503 the same lines are sent again at the same offset, after a backoff', async (t) => {
@@ -181,7 +188,7 @@ test('a 404 settles the stream rejected; nothing more of it is stored or sent', 
   store.open('k', `${server.base}/fine`);
   stored(store, 'k', ['other']);
   shipper.notify('k');
-  await until('the other job\'s line', () => store.get('k')?.acked === 1);
+  await until("the other job's line", () => store.get('k')?.acked === 1);
   await settle();
   assert.equal(server.of('/gone').length, 1);
 });
@@ -218,7 +225,10 @@ test('a stream followed with no lines at all ends with x-foreman-log-end 0', asy
   shipper.notify('quiet');
   await shipper.settled('quiet', AbortSignal.timeout(5000));
   assert.equal(store.get('quiet')?.settled, 'ended');
-  assert.deepEqual(server.received.map((r) => [r.headers['x-foreman-log-offset'], r.headers['x-foreman-log-end'], r.body]), [['0', '0', '']]);
+  assert.deepEqual(
+    server.received.map((r) => [r.headers['x-foreman-log-offset'], r.headers['x-foreman-log-end'], r.body]),
+    [['0', '0', '']],
+  );
 });
 
 test('settled resolves at once for a job with no stream, and when its signal aborts', async (t) => {
@@ -255,7 +265,10 @@ test('a small batch waits for the batch interval unless the byte limit is reache
   stored(store, 'j', ['fourth']);
   shipper.notify('j', 1000);
   await until('the third batch, without waiting', () => store.get('j')?.acked === 4);
-  assert.deepEqual(server.received.map((r) => ndjson(r.body).length), [1, 1, 2]);
+  assert.deepEqual(
+    server.received.map((r) => ndjson(r.body).length),
+    [1, 1, 2],
+  );
 });
 
 test('resume sends what a previous run left, from the first line not accepted; settled streams are left alone', async (t) => {
@@ -271,10 +284,13 @@ test('resume sends what a previous run left, from the first line not accepted; s
   shipper.resume();
   await shipper.settled('left', AbortSignal.timeout(5000));
   assert.equal(store.get('left')?.settled, 'ended');
-  assert.deepEqual(server.received.map((r) => [r.path, r.headers['x-foreman-log-offset'], ndjson(r.body).length]), [
-    ['/left', '1', 2],
-    ['/left', '3', 0],
-  ]);
+  assert.deepEqual(
+    server.received.map((r) => [r.path, r.headers['x-foreman-log-offset'], ndjson(r.body).length]),
+    [
+      ['/left', '1', 2],
+      ['/left', '3', 0],
+    ],
+  );
 });
 
 test('close is safe twice, stops sending, and leaves lines not accepted stored for the next start', async (t) => {
@@ -294,7 +310,10 @@ test('close is safe twice, stops sending, and leaves lines not accepted stored f
   const stream = store.get('j');
   assert.equal(stream?.settled, null);
   assert.equal(stream.acked, 0);
-  assert.deepEqual(store.read('j', 0, 10).map((l) => l.text), ['a', 'b']);
+  assert.deepEqual(
+    store.read('j', 0, 10).map((l) => l.text),
+    ['a', 'b'],
+  );
   shipper.notify('j');
   await clock.advance(60_000);
   assert.equal(server.received.length, 1, 'nothing sent after close');
@@ -319,5 +338,8 @@ test('a lane that fails on its store starts again a few seconds later, so the jo
   await clock.advance(5000);
   await until('the log end', () => store.get('j')?.settled === 'ended');
   // The batch was sent again (the store had not recorded it accepted), then the end.
-  assert.deepEqual(server.received.map((r) => r.headers['x-foreman-log-end'] ?? r.body.trim().split('\n').length), [1, 1, '1']);
+  assert.deepEqual(
+    server.received.map((r) => r.headers['x-foreman-log-end'] ?? r.body.trim().split('\n').length),
+    [1, 1, '1'],
+  );
 });

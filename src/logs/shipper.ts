@@ -139,7 +139,11 @@ export class LogShipper {
         lane.waiting = Math.max(0, lane.waiting - bytes);
         backlog = full || count >= BATCH_LINES;
       } else if (stream.followed) {
-        const sent = await this.post(stream, { 'x-foreman-log-offset': String(stream.nextLine), 'x-foreman-log-end': String(stream.nextLine) }, Buffer.alloc(0));
+        const sent = await this.post(
+          stream,
+          { 'x-foreman-log-offset': String(stream.nextLine), 'x-foreman-log-end': String(stream.nextLine) },
+          Buffer.alloc(0),
+        );
         if (sent === undefined) return;
         store.settle(jobId, sent === 'accepted' ? 'ended' : sent);
         if (sent === 'accepted') this.options.log.info({ jobId, lines: stream.nextLine, truncated: stream.truncated }, 'job log sent in full');

@@ -13,8 +13,16 @@ test('backoff doubles per attempt and stays within [cap/2, cap]', () => {
     [50, 5000],
   ];
   for (const [attempt, cap] of cases) {
-    assert.equal(backoffDelay(policy, attempt, () => 0), cap / 2, `low end, attempt ${attempt}`);
-    assert.equal(backoffDelay(policy, attempt, () => 1), cap, `high end, attempt ${attempt}`);
+    assert.equal(
+      backoffDelay(policy, attempt, () => 0),
+      cap / 2,
+      `low end, attempt ${attempt}`,
+    );
+    assert.equal(
+      backoffDelay(policy, attempt, () => 1),
+      cap,
+      `high end, attempt ${attempt}`,
+    );
   }
 });
 
@@ -32,7 +40,10 @@ test('retry classification: 408, 429 and 5xx retry; other 4xx are final', () => 
 test('error descriptions: code and message, every address of an aggregate, never a stack', () => {
   const refused = (address: string) => Object.assign(new Error(`connect ECONNREFUSED ${address}`), { code: 'ECONNREFUSED' });
   assert.equal(describeHttpError(refused('127.0.0.1:9')), 'connect ECONNREFUSED 127.0.0.1:9');
-  assert.equal(describeHttpError(new AggregateError([refused('::1:9'), refused('127.0.0.1:9')], '')), 'connect ECONNREFUSED ::1:9; connect ECONNREFUSED 127.0.0.1:9');
+  assert.equal(
+    describeHttpError(new AggregateError([refused('::1:9'), refused('127.0.0.1:9')], '')),
+    'connect ECONNREFUSED ::1:9; connect ECONNREFUSED 127.0.0.1:9',
+  );
   assert.equal(describeHttpError(Object.assign(new Error(''), { code: 'ECONNRESET' })), 'ECONNRESET');
   assert.equal(describeHttpError(Object.assign(new Error('socket hang up'), { code: 'UND_ERR_SOCKET' })), 'UND_ERR_SOCKET: socket hang up');
   assert.equal(describeHttpError('plain'), 'plain');

@@ -4,7 +4,7 @@ import { IMAGE_REFERENCE, httpUrlProblem, isWellFormedText, showText } from './j
 
 const image = new RegExp(IMAGE_REFERENCE, 'u');
 
-test('image references that follow Docker\'s grammar pass (letter case is the engine\'s to judge)', () => {
+test("image references that follow Docker's grammar pass (letter case is the engine's to judge)", () => {
   for (const ref of [
     'img',
     'foreman-test-job:latest',
@@ -23,7 +23,26 @@ test('image references that follow Docker\'s grammar pass (letter case is the en
 });
 
 test('image references the engine would redirect or refuse fail', () => {
-  for (const ref of ['a//b', 'a/', '/a', 'a/./b', 'a/../b', '..', 'a:', 'a@', 'a:b:c', '-a', 'a-', 'a..b', 'a@sha256:xyz', `name:${'t'.repeat(129)}`, 'a b', 'a?b', 'a#b', 'a%2Fb']) {
+  for (const ref of [
+    'a//b',
+    'a/',
+    '/a',
+    'a/./b',
+    'a/../b',
+    '..',
+    'a:',
+    'a@',
+    'a:b:c',
+    '-a',
+    'a-',
+    'a..b',
+    'a@sha256:xyz',
+    `name:${'t'.repeat(129)}`,
+    'a b',
+    'a?b',
+    'a#b',
+    'a%2Fb',
+  ]) {
     assert.ok(!image.test(ref), ref);
   }
 });

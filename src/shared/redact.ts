@@ -51,7 +51,17 @@ export function redactValues(text: string, values: Iterable<string>): string {
   return text.replace(new RegExp(sorted.map(escapeRegExp).join('|'), 'g'), REDACTED);
 }
 
-const GO_ESCAPES: Record<string, string> = { '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v', '"': '\\"', '\\': '\\\\' };
+const GO_ESCAPES: Record<string, string> = {
+  '\x07': '\\a',
+  '\b': '\\b',
+  '\f': '\\f',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+  '\v': '\\v',
+  '"': '\\"',
+  '\\': '\\\\',
+};
 const PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]$/u;
 
 /** The inside of Go's strconv.Quote(value) (what `%q` prints), close enough to find a value in it. */

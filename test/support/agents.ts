@@ -141,7 +141,10 @@ function signal(agent: SpawnedAgent, sig: NodeJS.Signals): void {
 export async function exitCode(agent: SpawnedAgent, timeoutMs = 30_000): Promise<number | null> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the agent did not exit within ${timeoutMs} ms; its log ends:\n${readLog(agent.logFile).slice(-2000)}`)), timeoutMs);
+    timer = setTimeout(
+      () => reject(new Error(`the agent did not exit within ${timeoutMs} ms; its log ends:\n${readLog(agent.logFile).slice(-2000)}`)),
+      timeoutMs,
+    );
   });
   try {
     return await Promise.race([agent.exited, late]);
@@ -236,12 +239,7 @@ export async function startStack(overrides: Record<string, string> = {}): Promis
   return {
     ...started,
     close() {
-      closing ??= closeAll([
-        () => running.close(),
-        () => control.close(),
-        () => started.callbacks.stop(),
-        () => cleanup(started.env, running.agent.agentId),
-      ]);
+      closing ??= closeAll([() => running.close(), () => control.close(), () => started.callbacks.stop(), () => cleanup(started.env, running.agent.agentId)]);
       return closing;
     },
   };
@@ -294,7 +292,8 @@ export async function spawnStack(overrides: Record<string, string> = {}, options
   const control = await new FakeControlServer().start();
   let callbacks: CallbackReceiver | undefined;
   let env: TestEnv | undefined;
-  const start = (t: TestEnv): SpawnedAgent => (options.spawn ? options.spawn(t) : spawnAgent(t, options.extraEnv, options.nodeFlags, options.args, options.executable));
+  const start = (t: TestEnv): SpawnedAgent =>
+    options.spawn ? options.spawn(t) : spawnAgent(t, options.extraEnv, options.nodeFlags, options.args, options.executable);
   let agent: SpawnedAgent;
   try {
     callbacks = await new CallbackReceiver().start();

@@ -30,21 +30,37 @@ export async function jobContainer(handle: string | null | undefined): Promise<D
 /** Takes away a job's container behind the agent's back: the container, or with the swarm executor the whole service. */
 export async function removeJobContainers(agentId: string): Promise<void> {
   if (testEngine === 'swarm') {
-    for (const s of await docker.listServices({ filters: { label: [`foreman.agent=${agentId}`] } })) await docker.getService(s.ID).remove().catch(() => undefined);
+    for (const s of await docker.listServices({ filters: { label: [`foreman.agent=${agentId}`] } }))
+      await docker
+        .getService(s.ID)
+        .remove()
+        .catch(() => undefined);
     return;
   }
-  for (const c of await containersOf(agentId)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+  for (const c of await containersOf(agentId))
+    await docker
+      .getContainer(c.Id)
+      .remove({ force: true })
+      .catch(() => undefined);
 }
 
 /** Removes the test's containers (services on a swarm), network and temp dir. */
 export async function cleanup(t: { readonly dir: string; readonly networkName: string }, agentId?: string): Promise<void> {
   if (agentId) {
     await removeJobContainers(agentId);
-    if (testEngine === 'swarm') await waitFor('the services\' containers to go', async () => (await containersOf(agentId)).length === 0, 30_000, 200).catch(() => undefined);
+    if (testEngine === 'swarm')
+      await waitFor("the services' containers to go", async () => (await containersOf(agentId)).length === 0, 30_000, 200).catch(() => undefined);
     await removeJobContainers(agentId);
-    for (const c of await containersOf(agentId)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    for (const c of await containersOf(agentId))
+      await docker
+        .getContainer(c.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
   }
-  await docker.getNetwork(t.networkName).remove().catch(() => undefined);
+  await docker
+    .getNetwork(t.networkName)
+    .remove()
+    .catch(() => undefined);
   rmSync(t.dir, { recursive: true, force: true });
 }
 

@@ -115,7 +115,7 @@ function hostPrefixes(): Array<{ base: number; bits: number }> {
 function overlaps(a: { base: number; bits: number }, b: { base: number; bits: number }): boolean {
   const bits = Math.min(a.bits, b.bits);
   const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return ((a.base & mask) >>> 0) === ((b.base & mask) >>> 0);
+  return (a.base & mask) >>> 0 === (b.base & mask) >>> 0;
 }
 
 /** A 10.N.0.0/16 that no route or address of this host touches (10.64–10.254: clear of the usual 10.0.x). */
@@ -231,7 +231,10 @@ class Engine implements PrivateEngine {
     this.pidFile = join(dir, 'd.pid');
     this.logFile = join(dir, 'dockerd.log');
     // Interface names: at most 15 characters. "fmt" and the dir's random suffix: 9.
-    this.bridge = `fmt${name.replace(/^fe-/, '').replace(/[^a-zA-Z0-9]/g, '0').slice(0, 12)}`;
+    this.bridge = `fmt${name
+      .replace(/^fe-/, '')
+      .replace(/[^a-zA-Z0-9]/g, '0')
+      .slice(0, 12)}`;
     this.cgroupName = existsSync('/sys/fs/cgroup/cgroup.controllers') ? undefined : name;
     this.range = `10.${n}.0.0/16`;
     this.docker = new Docker({ socketPath: this.socket });

@@ -29,5 +29,9 @@ export function seqs(requests: RecordedRequest[]): number[] {
 export function assertInOrder(requests: RecordedRequest[]): void {
   const firsts: number[] = [];
   for (const s of seqs(requests)) if (!firsts.includes(s)) firsts.push(s);
-  assert.deepEqual(firsts, firsts.map((_, i) => i + 1), `delivery order ${JSON.stringify(seqs(requests))}`);
+  assert.deepEqual(
+    firsts,
+    firsts.map((_, i) => i + 1),
+    `delivery order ${JSON.stringify(seqs(requests))}`,
+  );
 }

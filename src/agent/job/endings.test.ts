@@ -11,7 +11,7 @@ const job = {
   spec: { id: 'j1', image: 'img', body: null, callbackUrl: 'http://h/cb', env: { '': 'job-value', BAD: 'nul\u0000job-value-2' } },
 } as unknown as JobRecord;
 
-test('an engine message that echoes env entries is reported with the job\'s, [core.env]\'s and the secret\'s values hidden', () => {
+test("an engine message that echoes env entries is reported with the job's, [core.env]'s and the secret's values hidden", () => {
   const secrets = secretsOf(job, { CORE: 'core-value' });
   const messages = [
     'creating the container failed: invalid environment variable: =job-value',

@@ -21,7 +21,12 @@ const CANCELED_BEFORE_START: Partial<Record<JobState, string>> = {
 function canceled(from: JobState, exitCode: number | null): EndDetails {
   const before = CANCELED_BEFORE_START[from];
   if (before) return { reason: 'cancel', message: before };
-  return { reason: 'cancel', message: `the control server canceled the job; its container exited with code ${exitCode ?? 'unknown'}`, exitCode, includeLogs: true };
+  return {
+    reason: 'cancel',
+    message: `the control server canceled the job; its container exited with code ${exitCode ?? 'unknown'}`,
+    exitCode,
+    includeLogs: true,
+  };
 }
 
 /** The container exited by itself, was OOM-killed, or exited after a cancel. */
@@ -62,7 +67,8 @@ export function missingDetails(): DetailsFor {
 
 export function shutdownDetails(): DetailsFor {
   return (outcome, from) => {
-    if (outcome === 'canceled') return { reason: 'cancel', message: 'the control server canceled the job; the agent stopped its container while shutting down', includeLogs: true };
+    if (outcome === 'canceled')
+      return { reason: 'cancel', message: 'the control server canceled the job; the agent stopped its container while shutting down', includeLogs: true };
     if (from === 'pending') return { reason: 'shutdown', message: 'the agent shut down before the job could start' };
     if (from === 'creating') return { reason: 'shutdown', message: 'the agent shut down before the job container started' };
     return { reason: 'shutdown', message: 'the agent shut down while the job was running; its container was stopped', includeLogs: true };

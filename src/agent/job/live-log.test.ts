@@ -79,7 +79,7 @@ function job(id: string, containerId: string | null, logsUrl: string | null = 'h
 
 const texts = (store: LogStore, jobId: string): string[] => store.read(jobId, 0, 10_000).map((l) => `${l.stream}:${l.text}`);
 
-test('a started container\'s output is followed into the store, the shipper is told, and the stream is followed once it exited', async (t) => {
+test("a started container's output is followed into the store, the shipper is told, and the stream is followed once it exited", async (t) => {
   const w = world();
   const { store, notified, live } = agent(t, w);
   const cid = await startContainer(w, 'j1');
@@ -201,7 +201,7 @@ test('max_log_bytes counts across a restart: the truncation line is never added 
   assert.deepEqual(texts(second.store, 'j1'), ['stdout:12345678', 'stdout:[foreman] log truncated after 8 bytes']);
 });
 
-test('[core.env] values and the job\'s secret are hidden in the stored lines, also across a split message', async (t) => {
+test("[core.env] values and the job's secret are hidden in the stored lines, also across a split message", async (t) => {
   const w = world();
   const { store, live } = agent(t, w, { secrets: ['core-env-value-42', ''] });
   const cid = await startContainer(w, 'j1');
@@ -213,7 +213,7 @@ test('[core.env] values and the job\'s secret are hidden in the stored lines, al
   assert.deepEqual(texts(store, 'j1'), ['stdout:env [redacted] and secret [redacted] end', 'stderr:token=[redacted]', 'stderr:[redacted] rest']);
 });
 
-test('hide redacts a report\'s log tail with [core.env] values and the given secret', (t) => {
+test("hide redacts a report's log tail with [core.env] values and the given secret", (t) => {
   const w = world();
   const { live } = agent(t, w, { secrets: ['core-env-value-42'] });
   const log = live.forJob('j1');
@@ -234,7 +234,7 @@ test('lost: the log ends with what was read, once', (t) => {
   assert.equal(notified.length, 1, 'ended once');
 });
 
-test('followed: waits for the follower to read a stopped container\'s output to its end', async (t) => {
+test("followed: waits for the follower to read a stopped container's output to its end", async (t) => {
   const w = world();
   const { store, live } = agent(t, w);
   const cid = await startContainer(w, 'j1');
@@ -289,5 +289,8 @@ test('at the exit, the output is read again only when the last stored message is
   const reads = w.executor.calls.filter((c) => c.startsWith('readLogs'));
   // The follow, then one look at the last message; no second full read.
   assert.equal(reads.length, 2, reads.join(', '));
-  assert.deepEqual(store.read('j1', 0, 10).map((l) => l.text), ['one']);
+  assert.deepEqual(
+    store.read('j1', 0, 10).map((l) => l.text),
+    ['one'],
+  );
 });

@@ -163,7 +163,11 @@ export class JobLog {
       if (!stream || stream.followed || this.live.closing.signal.aborted) return;
       log.warn({ jobId: this.jobId, lines: stream.nextLine }, 'removing the job container before its output was read to the end; the log ends here');
       // Said in the log itself, so a logs server can tell this end from a whole log.
-      const note = { stream: 'stderr' as const, ts: new Date(clock.now()).toISOString().replace('Z', '000000Z'), text: '[foreman] log cut short: the container was removed before its output was read to the end' };
+      const note = {
+        stream: 'stderr' as const,
+        ts: new Date(clock.now()).toISOString().replace('Z', '000000Z'),
+        text: '[foreman] log cut short: the container was removed before its output was read to the end',
+      };
       store.append(this.jobId, [note], stream.cursor, { bytes: 0, truncated: stream.truncated });
       this.end();
     } catch (err) {
@@ -181,7 +185,7 @@ export class JobLog {
     const { executor, clock, log } = this.live.parts;
     const signal = this.live.closing.signal;
     let lastProblem: string | undefined;
-    for (let attempt = 0; !signal.aborted; ) {
+    for (let attempt = 0; !signal.aborted;) {
       try {
         if ((await this.read(containerId, true)) > 0) attempt = 0;
         // The output ended: the container stopped, or the engine closed the stream (a restart).

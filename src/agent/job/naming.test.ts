@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { containerNameFor, jobEndpoint } from './naming.ts';
 
-test('container names stay within Docker\'s charset and differ for ids that sanitise alike', () => {
+test("container names stay within Docker's charset and differ for ids that sanitise alike", () => {
   const ids = ['simple', 'a/b', 'a?b', 'ünïcødé ✓', '../../etc', 'x'.repeat(256), '-leading'];
   const names = ids.map((id) => containerNameFor('0123456789abcdef', id));
   for (const name of names) assert.match(name, /^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}$/);

@@ -41,7 +41,8 @@ export function jobPolicy(settings: JobPolicySettings): JobPolicy {
     for (const { field, key } of LIMITS) {
       const value = asked[field];
       const maximum = settings[field];
-      if (value !== undefined && maximum > 0 && value > maximum) problems.push(`resources.${field} ${value} is more than this agent allows (${key} = ${maximum})`);
+      if (value !== undefined && maximum > 0 && value > maximum)
+        problems.push(`resources.${field} ${value} is more than this agent allows (${key} = ${maximum})`);
     }
     return problems.length > 0 ? problems.join('; ') : undefined;
   };

@@ -9,7 +9,7 @@ async function running(kit: Kit, id: string, extra: Record<string, unknown> = {}
   kit.scheduler.receive([jobSpec(id, extra)]);
   await settle();
   const cid = kit.executor.containerOf(id)?.id;
-  assert.ok(cid, 'the job\'s container was created');
+  assert.ok(cid, "the job's container was created");
   return cid;
 }
 
@@ -20,7 +20,11 @@ test('cancel of a queued job: dropped before it starts, reported canceled, its p
   kit.scheduler.cancel(['b', 'unknown', 'b']);
   await settle();
   assert.deepEqual(kit.reports('b'), [
-    { status: 'completed', outcome: 'canceled', body: { outcome: 'canceled', reason: 'cancel', message: 'the control server canceled the job before it started' } },
+    {
+      status: 'completed',
+      outcome: 'canceled',
+      body: { outcome: 'canceled', reason: 'cancel', message: 'the control server canceled the job before it started' },
+    },
   ]);
   assert.equal(kit.state('b'), 'removed');
   assert.equal(kit.scheduler.queued, 1);
@@ -51,7 +55,7 @@ test('cancel of a running job: stop signal at once, kill after the grace period,
   kit.executor.stubbornStops.add(cid);
   kit.scheduler.cancel(['r']);
   await settle();
-  assert.ok(kit.executor.calls.includes(`stop ${cid} 2000`), 'the job\'s own grace period wins over core.cancel_grace_period');
+  assert.ok(kit.executor.calls.includes(`stop ${cid} 2000`), "the job's own grace period wins over core.cancel_grace_period");
   assert.equal(kit.reports('r').length, 0, 'not reported while the grace period runs');
   await kit.clock.advance(1999);
   assert.ok(!kit.executor.calls.includes(`kill ${cid}`), 'no kill before the grace period ends');
@@ -69,7 +73,7 @@ test('cancel of a running job: stop signal at once, kill after the grace period,
   assert.equal(kit.reports('r').length, 1, 'a repeated cancel of an ended job is ignored');
 });
 
-test('a completed update during the grace period is the job\'s last word: forwarded with outcome canceled, no second report', async () => {
+test("a completed update during the grace period is the job's last word: forwarded with outcome canceled, no second report", async () => {
   const kit = makeKit();
   const cid = await running(kit, 'r');
   kit.executor.stubbornStops.add(cid);
@@ -80,7 +84,12 @@ test('a completed update during the grace period is the job\'s last word: forwar
   const backend = createJobApiBackend({ store: kit.store, runner: (id) => kit.scheduler.runnerFor(id) });
   const progress = await backend.updateJob('r', { status: 'running', progress: 0.9, headers: { 'x-foreman-job-status': 'running' }, body: Buffer.from('{}') });
   assert.equal(progress.status, 200, 'updates are still accepted during the grace period');
-  const last = await backend.updateJob('r', { status: 'completed', progress: 1, headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.from('{"partial":true}') });
+  const last = await backend.updateJob('r', {
+    status: 'completed',
+    progress: 1,
+    headers: { 'x-foreman-job-status': 'completed' },
+    body: Buffer.from('{"partial":true}'),
+  });
   assert.equal(last.status, 200);
   kit.executor.exit(cid, 0);
   await settle();
@@ -100,10 +109,16 @@ test('the stall timeout counts from container start, then from the last accepted
   const kit = makeKit({ stallTimeoutMs: 5000 });
   await running(kit, 's');
   await kit.clock.advance(4000);
-  const update = await kit.scheduler.track('s').containerUpdated({ status: 'running', headers: { 'x-foreman-job-status': 'running' }, body: Buffer.from('{}') });
+  const update = await kit.scheduler
+    .track('s')
+    .containerUpdated({ status: 'running', headers: { 'x-foreman-job-status': 'running' }, body: Buffer.from('{}') });
   assert.equal(update.kind, 'accepted', 'the update was stored');
   await kit.clock.advance(4000);
-  assert.deepEqual(kit.reports('s').map((r) => r.status), ['running'], 'an update 4 s in kept it alive: only the update itself was forwarded');
+  assert.deepEqual(
+    kit.reports('s').map((r) => r.status),
+    ['running'],
+    'an update 4 s in kept it alive: only the update itself was forwarded',
+  );
   await kit.clock.advance(1000);
   const report = kit.reports('s')[1];
   assert.equal(report?.outcome, 'stalled');
@@ -111,7 +126,7 @@ test('the stall timeout counts from container start, then from the last accepted
   assert.equal(kit.clock.timers > 0, true, 'the removal is scheduled');
 });
 
-test('a job\'s stallTimeout wins over core.stall_timeout, and 0 turns it off', async () => {
+test("a job's stallTimeout wins over core.stall_timeout, and 0 turns it off", async () => {
   const kit = makeKit({ stallTimeoutMs: 1000, completionTimeoutMs: 600_000 });
   await running(kit, 'off', { stallTimeout: 0 });
   await running(kit, 'own', { stallTimeout: 3000 });

@@ -45,7 +45,13 @@ test('an exit without completed: reported failed with exit code and log tail, sl
     {
       status: 'completed',
       outcome: 'failed',
-      body: { outcome: 'failed', reason: 'exit', message: 'the container exited with code 3 without reporting completed', exitCode: 3, logs: ['starting', 'boom: disk on fire'] },
+      body: {
+        outcome: 'failed',
+        reason: 'exit',
+        message: 'the container exited with code 3 without reporting completed',
+        exitCode: 3,
+        logs: ['starting', 'boom: disk on fire'],
+      },
     },
   ]);
   assert.equal(kit.state('j1'), 'stopped');
@@ -70,22 +76,25 @@ test('an OOM kill is reported as oom-killed', async () => {
 test('completed: the container is stopped and removed, and the agent adds no report of its own', async () => {
   const kit = makeKit();
   const cid = await launched(kit, 'j1');
-  const result = await kit.scheduler.track('j1').containerUpdated({ status: 'completed', headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.from('{"ok":true}') });
+  const result = await kit.scheduler
+    .track('j1')
+    .containerUpdated({ status: 'completed', headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.from('{"ok":true}') });
   assert.equal(result.kind, 'accepted', 'the completed update was stored');
   await settle();
   assert.ok(kit.executor.calls.includes(`stop ${cid} 10000`), 'the container was stopped with the stop grace');
   assert.equal(kit.state('j1'), 'stopped');
   assert.equal(kit.scheduler.running, 0);
-  assert.deepEqual(kit.reports('j1').map((r) => [r.status, r.outcome]), [['completed', 'succeeded']], 'the container\'s own update only, no report of the agent\'s own');
+  assert.deepEqual(
+    kit.reports('j1').map((r) => [r.status, r.outcome]),
+    [['completed', 'succeeded']],
+    "the container's own update only, no report of the agent's own",
+  );
   await kit.clock.advance(10_000);
   assert.equal(kit.state('j1'), 'removed');
-  assert.deepEqual(kit.store.transitions.filter((t) => t.startsWith('j1 ')), [
-    'j1 pending→creating',
-    'j1 creating→started',
-    'j1 started→completed',
-    'j1 completed→stopped',
-    'j1 stopped→removed',
-  ]);
+  assert.deepEqual(
+    kit.store.transitions.filter((t) => t.startsWith('j1 ')),
+    ['j1 pending→creating', 'j1 creating→started', 'j1 started→completed', 'j1 completed→stopped', 'j1 stopped→removed'],
+  );
 });
 
 test('no completed within job_completion_timeout of container start: stopped and reported timed-out', async () => {

@@ -23,16 +23,7 @@ import type { Delivery, JobRecord } from '../../jobs/store.ts';
 import type { JobUpdate } from '../../job-api/types.ts';
 import { backoffDelay, describeHttpError } from '../../shared/backoff.ts';
 import { TimerSet } from '../../shared/timer-set.ts';
-import {
-  cancelDetails,
-  exitDetails,
-  launchFailedDetails,
-  missingDetails,
-  shutdownDetails,
-  stallDetails,
-  timeoutDetails,
-  type DetailsFor,
-} from './endings.ts';
+import { cancelDetails, exitDetails, launchFailedDetails, missingDetails, shutdownDetails, stallDetails, timeoutDetails, type DetailsFor } from './endings.ts';
 import { containerSpec, JobContainer, secretsOf } from './container.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
@@ -194,7 +185,10 @@ export class JobRunner {
       const decision = onUpdate(job.state, update.status, job.cancelRequestedAt !== null);
       if (decision.kind === 'refuse-ended') return { kind: 'ended', job };
       if (decision.kind === 'refuse-not-running') return { kind: 'not-running', job };
-      const message = forwardedUpdate({ jobId: this.id, agentId, callbackUrl: job.spec.callbackUrl }, { outcome: decision.outcome, headers: update.headers, body: update.body });
+      const message = forwardedUpdate(
+        { jobId: this.id, agentId, callbackUrl: job.spec.callbackUrl },
+        { outcome: decision.outcome, headers: update.headers, body: update.body },
+      );
       const patch = decision.outcome ? { outcome: decision.outcome, lastUpdateAt: at } : { lastUpdateAt: at };
       const recorded = store.recordUpdate(this.id, message, decision.to, patch);
       return { kind: 'stored', delivery: recorded.delivery, outcome: decision.outcome };
@@ -250,7 +244,9 @@ export class JobRunner {
     // While pulling and creating, the completion timeout counts from the launch; it restarts at container start.
     this.timers.set('launch', timeoutMs, () => {
       this.abortLaunch('launch-timeout');
-      void this.step(() => this.act(onTimeout, timeoutDetails('the image pull and container start did not finish', timeoutMs), 'job did not start in time; abandoning it'));
+      void this.step(() =>
+        this.act(onTimeout, timeoutDetails('the image pull and container start did not finish', timeoutMs), 'job did not start in time; abandoning it'),
+      );
     });
     const signal = this.abort.signal;
     try {
@@ -396,14 +392,20 @@ export class JobRunner {
     const { store, metrics } = this.ctx;
     this.timers.cancel('launch', 'completion', 'stall');
     const before = store.get(this.id);
-    const logs = details.includeLogs && before?.containerId ? await this.container.tailLogs(before.containerId, (lines) => this.logs?.hide(lines, before.secret) ?? lines) : undefined;
+    const logs =
+      details.includeLogs && before?.containerId
+        ? await this.container.tailLogs(before.containerId, (lines) => this.logs?.hide(lines, before.secret) ?? lines)
+        : undefined;
     const job = store.get(this.id);
     if (!job) return;
     const decision = decide(job.state);
     // The container reported completed while we gathered its logs.
     if (decision.kind !== 'end') return;
     const { includeLogs: _, ...ending } = details;
-    const report = endingReport({ jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl }, { ...ending, outcome: decision.outcome, logs });
+    const report = endingReport(
+      { jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl },
+      { ...ending, outcome: decision.outcome, logs },
+    );
     const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
     this.ctx.deliver(recorded.delivery);
     metrics?.jobsEnded.inc({ outcome: decision.outcome });

@@ -12,10 +12,16 @@ test('slots are counted from the runners: never more launched than max_concurren
   assert.equal(kit.scheduler.running, 2);
   assert.equal(kit.scheduler.queued, 2);
   assert.equal(kit.scheduler.freeSlots(), 0);
-  assert.deepEqual(['a', 'b', 'c', 'd'].map((id) => kit.state(id)), ['started', 'started', 'pending', 'pending']);
+  assert.deepEqual(
+    ['a', 'b', 'c', 'd'].map((id) => kit.state(id)),
+    ['started', 'started', 'pending', 'pending'],
+  );
   kit.executor.exit(kit.executor.containerOf('b')?.id ?? '', 0);
   await settle();
-  assert.deepEqual(['a', 'b', 'c', 'd'].map((id) => kit.state(id)), ['started', 'stopped', 'started', 'pending']);
+  assert.deepEqual(
+    ['a', 'b', 'c', 'd'].map((id) => kit.state(id)),
+    ['started', 'stopped', 'started', 'pending'],
+  );
 });
 
 test('waitUntilNoneRunning resolves once the last running job stops, and at once on abort', async () => {
@@ -39,7 +45,11 @@ test('waitUntilNoneRunning resolves once the last running job stops, and at once
 
 test('an invalid job is remembered as removed and reported invalid when it has an id and a callback URL', async () => {
   const kit = makeKit();
-  kit.scheduler.receive([{ id: 'bad-1', image: 'x', callbackUrl: 'http://127.0.0.1:9/cb' }, { image: 'no id', body: 1, callbackUrl: 'http://127.0.0.1:9/cb' }, 42]);
+  kit.scheduler.receive([
+    { id: 'bad-1', image: 'x', callbackUrl: 'http://127.0.0.1:9/cb' },
+    { image: 'no id', body: 1, callbackUrl: 'http://127.0.0.1:9/cb' },
+    42,
+  ]);
   await settle();
   assert.equal(kit.state('bad-1'), 'removed');
   assert.deepEqual(kit.store.transitions, ['bad-1 pending→removed']);

@@ -106,7 +106,11 @@ export class Scheduler {
   track(id: string): JobRunner {
     let run = this.runners.get(id);
     if (!run) {
-      const made: JobRunner = new JobRunner(id, this.ctx, this.hooksFor(() => made));
+      const made: JobRunner = new JobRunner(
+        id,
+        this.ctx,
+        this.hooksFor(() => made),
+      );
       this.runners.set(id, made);
       run = made;
     }
@@ -161,7 +165,8 @@ export class Scheduler {
     const result = checked.ok ? this.applyPolicy(checked.job) : checked;
     if (!result.ok) {
       // shownId: an id with a lone surrogate cannot be stored or echoed, but is logged escaped.
-      if (this.firstTime(`invalid ${result.shownId ?? ''} ${result.reason}`)) this.log.warn({ jobId: result.shownId, reason: result.reason }, 'rejected an invalid job from the control server');
+      if (this.firstTime(`invalid ${result.shownId ?? ''} ${result.reason}`))
+        this.log.warn({ jobId: result.shownId, reason: result.reason }, 'rejected an invalid job from the control server');
       this.ctx.metrics?.jobsEnded.inc({ outcome: 'invalid' });
       if (result.id === undefined) return false;
       const report = result.callbackUrl

@@ -132,9 +132,13 @@ async function checkDocker(config: Config): Promise<CheckLine[]> {
   try {
     const info = (await withDeadline(docker.info(), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`)) as EngineInfo;
     // Only what the engine is checked against; a swarm has no runtime setting at all: checkSwarm says so instead.
-    const problems = settingProblems({ memoryLimit: config.docker.memory_limit, cpus: config.docker.cpus, runtime: swarm ? undefined : config.docker.runtime }, info);
+    const problems = settingProblems(
+      { memoryLimit: config.docker.memory_limit, cpus: config.docker.cpus, runtime: swarm ? undefined : config.docker.runtime },
+      info,
+    );
     for (const text of problems) lines.push({ status: 'FAIL', text });
-    if (problems.length === 0 && config.docker.runtime && !swarm) lines.push({ status: 'ok', text: `docker.runtime "${config.docker.runtime}" is offered by the engine` });
+    if (problems.length === 0 && config.docker.runtime && !swarm)
+      lines.push({ status: 'ok', text: `docker.runtime "${config.docker.runtime}" is offered by the engine` });
   } catch (err) {
     lines.push({ status: 'FAIL', text: `could not read the engine's runtimes and CPUs: ${describeHttpError(err)}` });
   }
@@ -195,7 +199,6 @@ async function checkControlServer(core: Pick<Config['core'], 'url' | 'token' | '
     await dispatcher.destroy();
   }
 }
-
 
 async function withDeadline<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: Timer | undefined;

@@ -24,7 +24,10 @@ export async function checkSwarm(
   try {
     const swarm = ((await deadline(docker.info())) as SwarmInfo).Swarm;
     if (swarm?.LocalNodeState !== 'active') {
-      lines.push({ status: 'FAIL', text: `core.executor = "swarm", but the engine is not in a swarm (${swarm?.LocalNodeState || 'inactive'}): run "docker swarm init" there, or point docker.url at a manager` });
+      lines.push({
+        status: 'FAIL',
+        text: `core.executor = "swarm", but the engine is not in a swarm (${swarm?.LocalNodeState || 'inactive'}): run "docker swarm init" there, or point docker.url at a manager`,
+      });
     } else if (!swarm.ControlAvailable) {
       lines.push({ status: 'FAIL', text: 'core.executor = "swarm", but the engine is a swarm worker: point docker.url at a manager' });
     } else {
@@ -35,15 +38,22 @@ export async function checkSwarm(
   } catch (err) {
     lines.push({ status: 'FAIL', text: `could not read the engine's swarm state: ${describeHttpError(err)}` });
   }
-  if (settings.runtime) lines.push({ status: 'FAIL', text: `docker.runtime "${settings.runtime}" cannot be used with core.executor = "swarm": services have no runtime setting` });
+  if (settings.runtime)
+    lines.push({ status: 'FAIL', text: `docker.runtime "${settings.runtime}" cannot be used with core.executor = "swarm": services have no runtime setting` });
 
   const name = settings.networkName;
   try {
     const network = (await deadline(docker.getNetwork(name).inspect())) as { Driver?: string; Scope?: string };
     if (network.Driver === 'overlay' && network.Scope === 'swarm') {
-      lines.push({ status: 'note', text: `network "${name}" is an overlay network; job containers on it can reach each other (overlays have no enable_icc=false)` });
+      lines.push({
+        status: 'note',
+        text: `network "${name}" is an overlay network; job containers on it can reach each other (overlays have no enable_icc=false)`,
+      });
     } else {
-      lines.push({ status: 'FAIL', text: `network "${name}" is a ${network.Scope ?? 'local'} ${network.Driver ?? ''} network; the swarm executor needs an overlay: set another core.network_name` });
+      lines.push({
+        status: 'FAIL',
+        text: `network "${name}" is a ${network.Scope ?? 'local'} ${network.Driver ?? ''} network; the swarm executor needs an overlay: set another core.network_name`,
+      });
     }
   } catch (err) {
     if ((err as { statusCode?: unknown }).statusCode === 404) {

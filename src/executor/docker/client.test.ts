@@ -10,7 +10,10 @@ const dir = mkdtempSync(join(tmpdir(), 'foreman-client-'));
 const file = (name: string): string => join(dir, name);
 
 /** What docker-modem was built with (its typings leave out protocol, host, port and the TLS files). */
-function modemOf(engineUrl: string, tls?: EngineTls): { protocol: string; host?: string; port?: number; socketPath?: string; ca?: Buffer; cert?: Buffer; key?: Buffer } {
+function modemOf(
+  engineUrl: string,
+  tls?: EngineTls,
+): { protocol: string; host?: string; port?: number; socketPath?: string; ca?: Buffer; cert?: Buffer; key?: Buffer } {
   return createDockerClient(engineUrl, tls).modem as unknown as ReturnType<typeof modemOf>;
 }
 
@@ -27,7 +30,9 @@ function settingError(engineUrl: string, tls: EngineTls): string {
 before(() => {
   // A self-signed certificate serves as CA and client certificate alike: only reading and pairing are checked here.
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  execFileSync('openssl', ['req', '-x509', ...ec, '-keyout', file('key.pem'), '-out', file('cert.pem'), '-days', '1', '-subj', '/CN=unit'], { stdio: 'ignore' });
+  execFileSync('openssl', ['req', '-x509', ...ec, '-keyout', file('key.pem'), '-out', file('cert.pem'), '-days', '1', '-subj', '/CN=unit'], {
+    stdio: 'ignore',
+  });
   execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-out', file('other-key.pem')], { stdio: 'ignore' });
   writeFileSync(file('not-pem.txt'), 'hello\n');
 });
@@ -72,7 +77,10 @@ describe('createDockerClient', () => {
   });
 
   test('cert without key (or the reverse), a non-PEM file and a key of another certificate are refused', () => {
-    assert.equal(settingError('tcp://h', { ca: file('cert.pem'), cert: file('cert.pem') }), 'docker.cert is set but docker.key is not: a client certificate needs both');
+    assert.equal(
+      settingError('tcp://h', { ca: file('cert.pem'), cert: file('cert.pem') }),
+      'docker.cert is set but docker.key is not: a client certificate needs both',
+    );
     assert.equal(settingError('tcp://h', { key: file('key.pem') }), 'docker.key is set but docker.cert is not: a client certificate needs both');
     assert.equal(settingError('tcp://h', { ca: file('not-pem.txt') }), `docker.ca ${file('not-pem.txt')} holds no PEM certificate`);
     assert.equal(settingError('tcp://h', { cert: file('key.pem'), key: file('key.pem') }), `docker.cert ${file('key.pem')} holds no PEM certificate`);
@@ -91,7 +99,10 @@ describe('describeEngineError', () => {
 
   test('an engine certificate from another CA names docker.ca, or the system CAs without it', () => {
     for (const code of ['SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_SIGNATURE_FAILURE']) {
-      assert.equal(describeEngineError(url, fail(code, 'x'), tls), `Docker engine at ${url}: the engine's TLS certificate is not signed by docker.ca (/etc/foreman/ca.pem)`);
+      assert.equal(
+        describeEngineError(url, fail(code, 'x'), tls),
+        `Docker engine at ${url}: the engine's TLS certificate is not signed by docker.ca (/etc/foreman/ca.pem)`,
+      );
     }
     assert.equal(
       describeEngineError('https://h', fail('SELF_SIGNED_CERT_IN_CHAIN', 'x')),
@@ -111,16 +122,23 @@ describe('describeEngineError', () => {
   });
 
   test('the engine refusing the client certificate, or wanting one', () => {
-    const required = fail('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:rec_layer_s3.c:1601:SSL alert number 116\n', {
-      reason: 'tlsv13 alert certificate required',
-    });
+    const required = fail(
+      'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+      'error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:rec_layer_s3.c:1601:SSL alert number 116\n',
+      {
+        reason: 'tlsv13 alert certificate required',
+      },
+    );
     assert.equal(
       describeEngineError(url, required, { ca: tls.ca }),
       `Docker engine at ${url}: the engine requires a client certificate: set docker.cert and docker.key (TLS alert "certificate required")`,
     );
     // TLS 1.2 reports the alert on write, as EPROTO with the alert only in the message.
     const bad = fail('EPROTO', 'write EPROTO 80AC:error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate:rec_layer_s3.c:1601:');
-    assert.equal(describeEngineError(url, bad, tls), `Docker engine at ${url}: the engine refused the client certificate docker.cert (/etc/foreman/cert.pem) (TLS alert "bad certificate")`);
+    assert.equal(
+      describeEngineError(url, bad, tls),
+      `Docker engine at ${url}: the engine refused the client certificate docker.cert (/etc/foreman/cert.pem) (TLS alert "bad certificate")`,
+    );
     assert.equal(
       describeEngineError(url, fail('ECONNRESET', 'socket hang up'), tls),
       `Docker engine at ${url}: the engine closed the connection during the TLS exchange: it may have refused the client certificate docker.cert (/etc/foreman/cert.pem)`,
@@ -141,6 +159,9 @@ describe('describeEngineError', () => {
       describeEngineError(url, fail('ECONNREFUSED', 'connect ECONNREFUSED 10.0.0.5:2376'), tls),
       `no Docker engine at ${url}: start Docker or set docker.url (connect ECONNREFUSED 10.0.0.5:2376)`,
     );
-    assert.equal(describeEngineError(url, new EngineSettingError('docker.ca /x cannot be read: no such file')), `Docker engine at ${url}: docker.ca /x cannot be read: no such file`);
+    assert.equal(
+      describeEngineError(url, new EngineSettingError('docker.ca /x cannot be read: no such file')),
+      `Docker engine at ${url}: docker.ca /x cannot be read: no such file`,
+    );
   });
 });

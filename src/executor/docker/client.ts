@@ -159,7 +159,9 @@ function describeTlsFailure(err: unknown, tls: EngineTls): string | undefined {
   // Node gives an alert as code ERR_SSL_<VERSION>_ALERT_<NAME>, or (TLS 1.2, on write) as EPROTO with the name in the message.
   const alert = /alert ([a-z ]+?)(?::|$)/m.exec(typeof reason === 'string' ? reason : err.message)?.[1];
   if (alert && CLIENT_CERT_ALERTS.has(alert)) {
-    return cert ? `the engine refused the client certificate ${cert} (TLS alert "${alert}")` : `the engine requires a client certificate: set docker.cert and docker.key (TLS alert "${alert}")`;
+    return cert
+      ? `the engine refused the client certificate ${cert} (TLS alert "${alert}")`
+      : `the engine requires a client certificate: set docker.cert and docker.key (TLS alert "${alert}")`;
   }
   if (alert) return `the TLS handshake with the engine failed (TLS alert "${alert}")`;
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/.test(err.message)) {

@@ -14,7 +14,15 @@ import {
   type LogReadOptions,
 } from '../executor.ts';
 import { isRedirectRefusal } from './client.ts';
-import { allowsInterContainerTraffic, hardenedHostConfig, iccWarning, ICC_OPTION, settingProblems, type ContainerSettings, type EngineInfo } from './hardening.ts';
+import {
+  allowsInterContainerTraffic,
+  hardenedHostConfig,
+  iccWarning,
+  ICC_OPTION,
+  settingProblems,
+  type ContainerSettings,
+  type EngineInfo,
+} from './hardening.ts';
 import { tailLines } from './log-frames.ts';
 import { readLogBatches, type OpenLogs } from './log-stream.ts';
 import type { RegistryAuth } from './registry-auth.ts';
@@ -161,7 +169,9 @@ export class DockerExecutor implements Executor {
   private async pull(image: string, signal: AbortSignal | undefined): Promise<void> {
     signal?.throwIfAborted();
     const authconfig = this.options.registryAuth?.authFor(image);
-    const stream = (await this.docker.pull(image, { abortSignal: signal, ...(authconfig ? { authconfig } : {}) })) as NodeJS.ReadableStream & { destroy(error?: Error): void };
+    const stream = (await this.docker.pull(image, { abortSignal: signal, ...(authconfig ? { authconfig } : {}) })) as NodeJS.ReadableStream & {
+      destroy(error?: Error): void;
+    };
     await new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
         stream.destroy();

@@ -33,8 +33,11 @@ test('settings the engine cannot honour are named, one line each', () => {
   assert.deepEqual(settingProblems({ memoryLimit: 0, runtime: 'runc', cpus: 2 }, info), []);
   assert.deepEqual(settingProblems({ memoryLimit: 0 }, {}), []);
   const [runtime, cpus] = settingProblems({ memoryLimit: 0, runtime: 'runsc', cpus: 3 }, info);
-  assert.match(runtime ?? '', /^docker\.runtime "runsc" is not offered by the Docker engine \(it offers: runc, io\.containerd\.runc\.v2\);.*unset docker\.runtime$/);
-  assert.equal(cpus, 'docker.cpus = 3: expected 0 (no limit) or from 0.01 to 2 (the engine\'s host has 2 CPUs)');
+  assert.match(
+    runtime ?? '',
+    /^docker\.runtime "runsc" is not offered by the Docker engine \(it offers: runc, io\.containerd\.runc\.v2\);.*unset docker\.runtime$/,
+  );
+  assert.equal(cpus, "docker.cpus = 3: expected 0 (no limit) or from 0.01 to 2 (the engine's host has 2 CPUs)");
   assert.match(settingProblems({ memoryLimit: 0, cpus: 0.001 }, info)[0] ?? '', /^docker\.cpus = 0\.001/);
 });
 

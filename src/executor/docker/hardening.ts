@@ -64,7 +64,9 @@ export function settingProblems(settings: ContainerSettings, info: EngineInfo): 
   const cpus = settings.cpus ?? 0;
   const hostCpus = info.NCPU ?? 0;
   if (cpus > 0 && (cpus < 0.01 || (hostCpus > 0 && cpus > hostCpus))) {
-    problems.push(`docker.cpus = ${cpus}: expected 0 (no limit) or from 0.01 to ${hostCpus || 'the number of CPUs'} (the engine's host has ${hostCpus || 'an unknown number of'} CPUs)`);
+    problems.push(
+      `docker.cpus = ${cpus}: expected 0 (no limit) or from 0.01 to ${hostCpus || 'the number of CPUs'} (the engine's host has ${hostCpus || 'an unknown number of'} CPUs)`,
+    );
   }
   return problems;
 }

@@ -62,7 +62,7 @@ test('buffered counts the bytes of a frame not yet complete', () => {
   assert.equal(parser.buffered, 3);
 });
 
-test('a partial frame is copied: reusing the caller\'s chunk afterwards does not change it', () => {
+test("a partial frame is copied: reusing the caller's chunk afterwards does not change it", () => {
   const parser = new LogFrameParser();
   const one = frame(2, `${TS2} kept intact\n`);
   const chunk = Buffer.from(one.subarray(0, 20));
@@ -75,7 +75,10 @@ test('a payload without a timestamp is kept whole, with ts empty', () => {
   const parser = new LogFrameParser();
   const payloads = ['no timestamp here\n', 'x'.repeat(30), '2026 has a dash too late\n', 'nospaceatallbutlongerthanfortycharacters-------'];
   const out = parser.push(Buffer.concat(payloads.map((p) => frame(1, p))));
-  assert.deepEqual(plain(out), payloads.map((text) => ({ stream: 'stdout', ts: '', text })));
+  assert.deepEqual(
+    plain(out),
+    payloads.map((text) => ({ stream: 'stdout', ts: '', text })),
+  );
 });
 
 test('a timestamp with an offset and a short fraction is split off like a UTC one', () => {
@@ -124,19 +127,21 @@ test('sinceParam: a UTC offset is honoured', () => {
 });
 
 test('sinceParam: garbage, and a time at or before the epoch, give 0', () => {
-  for (const bad of ['', 'garbage', '2026-11-28', '2026-11-28T07:42:30.1234567890Z', '2026-13-45T99:99:99Z', 'xxxx-xx-xxTxx:xx:xx.123Z', '1970-01-01T00:00:00.000Z']) {
+  for (const bad of [
+    '',
+    'garbage',
+    '2026-11-28',
+    '2026-11-28T07:42:30.1234567890Z',
+    '2026-13-45T99:99:99Z',
+    'xxxx-xx-xxTxx:xx:xx.123Z',
+    '1970-01-01T00:00:00.000Z',
+  ]) {
     assert.equal(sinceParam(bad), '0', JSON.stringify(bad));
   }
 });
 
 test('tailLines: the last n non-empty lines of both streams, a line split over frames joined, stdin dropped', () => {
-  const raw = Buffer.concat([
-    frame(1, 'one\n'),
-    frame(2, 'two\n\n'),
-    frame(0, 'typed on stdin\n'),
-    frame(1, 'thr'),
-    frame(1, 'ee ünï\nfour'),
-  ]);
+  const raw = Buffer.concat([frame(1, 'one\n'), frame(2, 'two\n\n'), frame(0, 'typed on stdin\n'), frame(1, 'thr'), frame(1, 'ee ünï\nfour')]);
   assert.deepEqual(tailLines(raw, 3), ['two', 'three ünï', 'four']);
   assert.deepEqual(tailLines(raw, 10), ['one', 'two', 'three ünï', 'four']);
   assert.deepEqual(tailLines(Buffer.alloc(0), 5), []);

@@ -67,5 +67,8 @@ export function sinceParam(ts: string): string {
  */
 export function tailLines(raw: Buffer, n: number): string[] {
   const text = Buffer.concat(new LogFrameParser().push(raw).map((m) => m.text)).toString('utf8');
-  return text.split('\n').filter((l) => l.length > 0).slice(-n);
+  return text
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .slice(-n);
 }

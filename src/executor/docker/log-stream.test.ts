@@ -39,14 +39,19 @@ test('no such log: nothing to read, and the signal is let go', async () => {
 test('a followed read ends when endFollow ends the stream; endFollow is told once the read is over', async () => {
   const stream = new PassThrough();
   let told: AbortSignal | undefined;
-  const read = readLogBatches(() => Promise.resolve(stream), { since: undefined, follow: true }, new AbortController().signal, async (_stream, signal) => {
-    told = signal;
-    stream.write(frame('2026-11-28T10:00:01Z', 'last\n'));
-    stream.end();
-    await Promise.resolve();
-  });
+  const read = readLogBatches(
+    () => Promise.resolve(stream),
+    { since: undefined, follow: true },
+    new AbortController().signal,
+    async (_stream, signal) => {
+      told = signal;
+      stream.write(frame('2026-11-28T10:00:01Z', 'last\n'));
+      stream.end();
+      await Promise.resolve();
+    },
+  );
   assert.deepEqual(await texts(read), [['last\n']]);
-  assert.ok(told?.aborted, 'the reader\'s signal was aborted');
+  assert.ok(told?.aborted, "the reader's signal was aborted");
 });
 
 test("the caller's abort aborts the request", async () => {

@@ -31,7 +31,15 @@ export async function* readLogBatches(open: OpenLogs, options: LogReadOptions, s
   // A signal that has aborted already fires no event: the request starts aborted.
   if (signal.aborted) forward();
   else signal.addEventListener('abort', forward, { once: true });
-  const query = { stdout: true, stderr: true, timestamps: true, since, ...(options.tail === undefined ? {} : { tail: options.tail }), follow: options.follow, abortSignal: reading.signal };
+  const query = {
+    stdout: true,
+    stderr: true,
+    timestamps: true,
+    since,
+    ...(options.tail === undefined ? {} : { tail: options.tail }),
+    follow: options.follow,
+    abortSignal: reading.signal,
+  };
   let stream: Readable | undefined;
   let ending = Promise.resolve();
   try {

@@ -13,7 +13,7 @@ const auth = new RegistryAuth([
   { host: 'localhost', username: 'lh', password: 'lh-secret' },
 ]);
 
-test('credentials are chosen by the image\'s registry, found as Docker finds it', () => {
+test("credentials are chosen by the image's registry, found as Docker finds it", () => {
   const cases: Array<[string, string | undefined]> = [
     ['127.0.0.1:5000/foreman-test/job:1', 'local'],
     ['registry.example.com/ci/build@sha256:' + 'a'.repeat(64), 'ci'],
@@ -27,7 +27,12 @@ test('credentials are chosen by the image\'s registry, found as Docker finds it'
   ];
   for (const [image, user] of cases) assert.equal((auth.authFor(image) as { username?: string } | undefined)?.username, user, image);
   assert.deepEqual(auth.authFor('127.0.0.1:5000/x'), { username: 'local', password: 'local-secret', serveraddress: '127.0.0.1:5000' });
-  assert.deepEqual(auth.authFor('alpine'), { username: 'hub', password: 'hub-secret', serveraddress: 'https://index.docker.io/v1/', identitytoken: 'hub-token' });
+  assert.deepEqual(auth.authFor('alpine'), {
+    username: 'hub',
+    password: 'hub-secret',
+    serveraddress: 'https://index.docker.io/v1/',
+    identitytoken: 'hub-token',
+  });
   assert.equal(new RegistryAuth().authFor('alpine'), undefined);
 });
 
@@ -61,7 +66,7 @@ test('the executor pulls with the matching auth config, and without one for othe
   assert.equal('authconfig' in (pulls[1]?.opts ?? {}), false);
 });
 
-test('a refused pull is a pull error with the engine\'s message, and no secret in it', async () => {
+test("a refused pull is a pull error with the engine's message, and no secret in it", async () => {
   const { docker } = fakeDocker('Head "http://127.0.0.1:5000/v2/x/manifests/1": unauthorized: bad password local-secret');
   const executor = new DockerExecutor({ docker, registryAuth: auth, ...settings });
   await assert.rejects(executor.ensureImage('127.0.0.1:5000/x:1', true), (err: unknown) => {

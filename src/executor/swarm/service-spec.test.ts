@@ -30,7 +30,17 @@ test('a job becomes a replicated job that never restarts, labelled, hardened and
       labels: { 'foreman.job-id': 'job.1' },
       resources: { memory: 1000, pids: 10 },
     },
-    { agentId: 'agent-1', networkName: 'net', hosts: ['10.0.0.5 db'], memoryLimit: 5000, cpus: 1.5, pidsLimit: 100, capAdd: ['NET_BIND_SERVICE'], user: '1000', readOnlyRootfs: true },
+    {
+      agentId: 'agent-1',
+      networkName: 'net',
+      hosts: ['10.0.0.5 db'],
+      memoryLimit: 5000,
+      cpus: 1.5,
+      pidsLimit: 100,
+      capAdd: ['NET_BIND_SERVICE'],
+      user: '1000',
+      readOnlyRootfs: true,
+    },
   ) as { Name: string; Labels: Record<string, string>; TaskTemplate: Record<string, unknown>; Mode: unknown };
   const labels = { 'foreman.job-id': 'job.1', 'foreman.managed': 'true', 'foreman.agent': 'agent-1' };
   assert.equal(spec.Name, serviceNameFor('foreman-a-job.1-abc'));
@@ -55,7 +65,10 @@ test('a job becomes a replicated job that never restarts, labelled, hardened and
     RestartPolicy: { Condition: 'none', MaxAttempts: 0 },
     Networks: [{ Target: 'net' }],
   });
-  const bare = serviceSpec({ name: 'n', image: 'i', command: undefined, env: {}, labels: {} }, { agentId: 'a', networkName: 'net', hosts: [], memoryLimit: 0 }) as {
+  const bare = serviceSpec(
+    { name: 'n', image: 'i', command: undefined, env: {}, labels: {} },
+    { agentId: 'a', networkName: 'net', hosts: [], memoryLimit: 0 },
+  ) as {
     TaskTemplate: { ContainerSpec: Record<string, unknown>; Resources: unknown };
   };
   assert.equal('Args' in bare.TaskTemplate.ContainerSpec, false, "no command keeps the image's");
@@ -74,13 +87,22 @@ test('task states: which ended, which ran a container, which cannot be placed, a
 
   assert.ok(containerStarted(task('running')), 'a running task started its container');
   assert.ok(containerStarted(task('complete')), 'a complete task started its container');
-  assert.ok(containerStarted(task('failed', { Message: 'started', Err: 'task: non-zero exit (3)' })), 'a task that failed after starting started its container');
+  assert.ok(
+    containerStarted(task('failed', { Message: 'started', Err: 'task: non-zero exit (3)' })),
+    'a task that failed after starting started its container',
+  );
   assert.ok(containerStarted(task('shutdown', { Message: 'started' })), 'a shut-down task that had started started its container');
   assert.ok(!containerStarted(task('rejected', { Err: 'No such image: x' })), 'a rejected task never started a container');
-  assert.ok(!containerStarted(task('failed', { Message: 'starting', Err: 'starting container failed: invalid env' })), 'a task that failed while starting never started a container');
+  assert.ok(
+    !containerStarted(task('failed', { Message: 'starting', Err: 'starting container failed: invalid env' })),
+    'a task that failed while starting never started a container',
+  );
   assert.ok(!containerStarted(task('starting')), 'a starting task has not started its container yet');
 
-  assert.equal(unschedulable(task('pending', { Err: 'no suitable node (1 node not available for new tasks)' })), 'no suitable node (1 node not available for new tasks)');
+  assert.equal(
+    unschedulable(task('pending', { Err: 'no suitable node (1 node not available for new tasks)' })),
+    'no suitable node (1 node not available for new tasks)',
+  );
   assert.equal(unschedulable(task('pending', { Message: 'pending task scheduling' })), undefined);
 
   const newest = task('running', {}, '2026-11-28T10:00:05Z');

@@ -43,7 +43,14 @@ class FakeSwarm {
       const s = this.services.get(id);
       if (!s) return [];
       const ended = ['complete', 'failed', 'shutdown'].includes(s.state);
-      return [{ ServiceID: id, NodeID: s.node, CreatedAt: '2026-11-28T10:00:00Z', Status: { State: s.state, Message: 'started', ContainerStatus: { ContainerID: `c-${id}`, ...(ended ? { ExitCode: s.exitCode } : {}) } } }];
+      return [
+        {
+          ServiceID: id,
+          NodeID: s.node,
+          CreatedAt: '2026-11-28T10:00:00Z',
+          Status: { State: s.state, Message: 'started', ContainerStatus: { ContainerID: `c-${id}`, ...(ended ? { ExitCode: s.exitCode } : {}) } },
+        },
+      ];
     };
     return {
       ping: () => Promise.resolve('OK'),
@@ -60,7 +67,11 @@ class FakeSwarm {
         },
         inspect: () => {
           this.calls.push(`inspect container ${id}`);
-          return Promise.resolve({ Id: id, Config: { Labels: {} }, State: { Running: true, ExitCode: 0, OOMKilled: this.oomKilled.has(id), StartedAt: '2026-11-28T10:00:01Z' } });
+          return Promise.resolve({
+            Id: id,
+            Config: { Labels: {} },
+            State: { Running: true, ExitCode: 0, OOMKilled: this.oomKilled.has(id), StartedAt: '2026-11-28T10:00:01Z' },
+          });
         },
       }),
       getEvents: () => Promise.resolve(new PassThrough()),
@@ -75,7 +86,17 @@ class FakeSwarm {
 
 async function prepared(fake: FakeSwarm): Promise<SwarmExecutor> {
   const registryAuth = new RegistryAuth([{ host: 'registry.example.com:5000', username: 'ci', password: 'hunter2' }]);
-  const executor = new SwarmExecutor({ docker: fake.client(), agentId: 'agent-1', networkName: 'jobs', extraHosts: [], memoryLimit: 0, clock: systemClock, taskPollMs: 10, remoteLogGraceMs: 50, registryAuth });
+  const executor = new SwarmExecutor({
+    docker: fake.client(),
+    agentId: 'agent-1',
+    networkName: 'jobs',
+    extraHosts: [],
+    memoryLimit: 0,
+    clock: systemClock,
+    taskPollMs: 10,
+    remoteLogGraceMs: 50,
+    registryAuth,
+  });
   await executor.prepare();
   return executor;
 }
@@ -122,7 +143,11 @@ test('watch reports a task that ended on another node once, and a service remove
   const events: ExecutorEvent[] = [];
   const stop = new AbortController();
   let ready = false;
-  const watching = executor.watch((event) => events.push(event), stop.signal, () => (ready = true));
+  const watching = executor.watch(
+    (event) => events.push(event),
+    stop.signal,
+    () => (ready = true),
+  );
   await waitUntil(() => ready);
   fake.services.set('a', { state: 'failed', exitCode: 3, node: 'worker-2' });
   fake.services.delete('b');

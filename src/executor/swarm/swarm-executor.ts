@@ -18,7 +18,17 @@ import {
   type ExecutorEvent,
   type LogReadOptions,
 } from '../executor.ts';
-import { containerStarted, isTerminal, latestTask, SERVICE_ID_LABEL, serviceHosts, serviceNameFor, serviceSpec, unschedulable, type Task } from './service-spec.ts';
+import {
+  containerStarted,
+  isTerminal,
+  latestTask,
+  SERVICE_ID_LABEL,
+  serviceHosts,
+  serviceNameFor,
+  serviceSpec,
+  unschedulable,
+  type Task,
+} from './service-spec.ts';
 
 export interface SwarmExecutorOptions extends DockerExecutorOptions {
   readonly clock: Clock;
@@ -29,7 +39,13 @@ export interface SwarmExecutorOptions extends DockerExecutorOptions {
 }
 
 interface SwarmInfo extends EngineInfo {
-  readonly Swarm?: { readonly NodeID?: string; readonly NodeAddr?: string; readonly LocalNodeState?: string; readonly ControlAvailable?: boolean; readonly Nodes?: number };
+  readonly Swarm?: {
+    readonly NodeID?: string;
+    readonly NodeAddr?: string;
+    readonly LocalNodeState?: string;
+    readonly ControlAvailable?: boolean;
+    readonly Nodes?: number;
+  };
 }
 
 interface ServiceInfo {
@@ -70,10 +86,15 @@ export class SwarmExecutor implements Executor {
     const swarm = info.Swarm;
     if (swarm?.LocalNodeState !== 'active' || !swarm.ControlAvailable) {
       const state = swarm?.LocalNodeState === 'active' ? 'a swarm worker, not a manager' : `not in a swarm (${swarm?.LocalNodeState || 'inactive'})`;
-      throw new ExecutorSetupError(`core.executor = "swarm" needs a swarm manager at docker.url, but that engine is ${state}: run "docker swarm init" there, or point docker.url at a manager`);
+      throw new ExecutorSetupError(
+        `core.executor = "swarm" needs a swarm manager at docker.url, but that engine is ${state}: run "docker swarm init" there, or point docker.url at a manager`,
+      );
     }
     const problems = settingProblems({ ...this.options, runtime: undefined }, info);
-    if (this.options.runtime) problems.push(`docker.runtime "${this.options.runtime}" cannot be used with core.executor = "swarm": services have no runtime setting; unset docker.runtime, or set the runtime as the default of each node's engine`);
+    if (this.options.runtime)
+      problems.push(
+        `docker.runtime "${this.options.runtime}" cannot be used with core.executor = "swarm": services have no runtime setting; unset docker.runtime, or set the runtime as the default of each node's engine`,
+      );
     if (problems.length > 0) throw new ExecutorSetupError(problems.join('; '));
     this.node = { id: swarm.NodeID ?? '', address: swarm.NodeAddr ?? '', nodes: swarm.Nodes ?? 1 };
     await this.ensureNetwork();
@@ -84,7 +105,7 @@ export class SwarmExecutor implements Executor {
     const name = this.options.networkName;
     let existing: { Driver?: string; Scope?: string } | undefined;
     try {
-      existing = (await this.docker.getNetwork(name).inspect());
+      existing = await this.docker.getNetwork(name).inspect();
     } catch (err) {
       if (statusOf(err) !== 404) throw err;
     }
@@ -94,9 +115,11 @@ export class SwarmExecutor implements Executor {
         `network "${name}" is a ${existing.Scope ?? 'local'} ${existing.Driver ?? ''} network; core.executor = "swarm" needs an overlay network: set another core.network_name (or remove that network)`,
       );
     }
-    await this.docker.createNetwork({ Name: name, Driver: 'overlay', Attachable: true, CheckDuplicate: true, Labels: { [LABEL_MANAGED]: 'true' } }).catch((err: unknown) => {
-      if (statusOf(err) !== 409) throw err;
-    });
+    await this.docker
+      .createNetwork({ Name: name, Driver: 'overlay', Attachable: true, CheckDuplicate: true, Labels: { [LABEL_MANAGED]: 'true' } })
+      .catch((err: unknown) => {
+        if (statusOf(err) !== 409) throw err;
+      });
   }
 
   /**
@@ -154,7 +177,11 @@ export class SwarmExecutor implements Executor {
         if (task.Status?.State === 'running' || containerStarted(task)) return;
         const stuck = unschedulable(task);
         if (stuck) throw new ExecutorJobError('start', `swarm cannot place the job: ${stuck}`);
-        if (isTerminal(task)) throw new ExecutorJobError('start', `swarm could not start the job: ${this.redact(task.Status?.Err || task.Status?.Message || task.Status?.State || '')}`);
+        if (isTerminal(task))
+          throw new ExecutorJobError(
+            'start',
+            `swarm could not start the job: ${this.redact(task.Status?.Err || task.Status?.Message || task.Status?.State || '')}`,
+          );
       }
       await this.options.clock.sleep(Math.min(this.pollMs, 250), signal);
     }
@@ -235,7 +262,10 @@ export class SwarmExecutor implements Executor {
 
   async logsTail(serviceId: string, lines: number): Promise<string[]> {
     // Without a follow dockerode answers a buffer, whatever its types say.
-    const raw = (await this.docker.getService(serviceNameFor(serviceId)).logs({ stdout: true, stderr: true, tail: lines, follow: false }).catch(undefinedIfMissing)) as Buffer | undefined;
+    const raw = (await this.docker
+      .getService(serviceNameFor(serviceId))
+      .logs({ stdout: true, stderr: true, tail: lines, follow: false })
+      .catch(undefinedIfMissing)) as Buffer | undefined;
     return raw ? tailLines(raw, lines) : [];
   }
 
