@@ -102,6 +102,14 @@ export class MemoryStore implements JobStore {
     });
   }
 
+  recordStart(id: string, startedAt: number): JobRecord | undefined {
+    const job = this.jobs.get(id);
+    if (!job || (job.state !== 'started' && job.state !== 'running')) return undefined;
+    const next = { ...job, startedAt, updatedAt: this.now() };
+    this.jobs.set(id, next);
+    return next;
+  }
+
   requestCancel(id: string): JobRecord | undefined {
     return this.write(() => {
       const job = this.jobs.get(id);

@@ -169,6 +169,15 @@ export class SqliteStore implements JobStore {
     });
   }
 
+  recordStart(id: string, startedAt: number): JobRecord | undefined {
+    const changed = this.stmt("UPDATE jobs SET started_at = ?, updated_at = ? WHERE id = ? AND state IN ('started', 'running')").run(
+      startedAt,
+      this.clock.now(),
+      id,
+    ).changes;
+    return changed === 0 ? undefined : this.mustGet(id);
+  }
+
   requestCancel(id: string): JobRecord | undefined {
     return this.inTransaction(() => {
       const now = this.clock.now();

@@ -53,6 +53,11 @@ export interface JobStore {
   listActive(): JobRecord[];
   transition(id: string, to: JobState, patch?: TransitionPatch): JobRecord;
   /**
+   * The engine says the job's container runs: its completion and stall clocks count from `startedAt`.
+   * The job stays in its state; undefined when it is no longer `started` or `running`.
+   */
+  recordStart(id: string, startedAt: number): JobRecord | undefined;
+  /**
    * Stores a cancel for a job that has not ended. Undefined when there is nothing to cancel (no such
    * job, it ended, or a cancel is stored already); otherwise the job with `cancelRequestedAt` set.
    */

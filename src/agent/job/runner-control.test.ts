@@ -167,3 +167,20 @@ test('a cancel stored before a crash is finished by reconciliation: queued and l
   assert.equal(kit.reports('q')[0]?.outcome, 'canceled');
   assert.equal(kit.state('q'), 'removed');
 });
+
+test('the stall and completion clocks start when the engine says the container runs, not before the start call', async () => {
+  const kit = makeKit({ stallTimeoutMs: 2000, completionTimeoutMs: 5000 });
+  kit.executor.holdStarts = true;
+  await running(kit, 'slow');
+  // The engine takes 3 s to start the container (a swarm placing its task): longer than the stall timeout.
+  await kit.clock.advance(3000);
+  assert.equal(kit.reports('slow').length, 0, 'nothing fires while the start call is under way');
+  kit.executor.releaseStarts();
+  await settle();
+  const startedAt = kit.clock.now();
+  assert.equal(kit.store.get('slow')?.startedAt, startedAt, 'the start is recorded when the engine answered');
+  await kit.clock.advance(1999);
+  assert.equal(kit.reports('slow').length, 0, 'the whole stall timeout is given, counted from the start');
+  await kit.clock.advance(1);
+  assert.equal(kit.reports('slow')[0]?.outcome, 'stalled', 'stalled 2000 ms after the container started');
+});

@@ -271,13 +271,21 @@ export class JobRunner {
       if (!this.abortReason) await this.failLaunch(err);
       return;
     }
-    const job = this.ctx.store.get(this.id);
-    if (job) this.logs?.follow(job);
-    if (job && !hasEnded(job.state)) {
-      this.ctx.log.info({ jobId: this.id, containerId, image: job.spec.image }, 'job container started');
-      if (job.startedAt !== null) this.ctx.metrics?.startLatency.observe(Math.max(0, job.startedAt - job.receivedAt) / 1000);
-      this.armTimeouts(job);
+    const { store, clock, log } = this.ctx;
+    const stored = store.get(this.id);
+    if (stored) this.logs?.follow(stored);
+    if (!stored || hasEnded(stored.state)) return;
+    // The job's clocks count from now, when the engine says the container runs, not from before the start call
+    // (about 0.6 s earlier on Docker here, seconds on a swarm): a job gets its whole timeout.
+    let job = stored;
+    try {
+      job = store.recordStart(this.id, clock.now()) ?? stored;
+    } catch (err) {
+      log.error({ jobId: this.id, reason: describeHttpError(err) }, 'could not record the container start; its timeouts count from before it');
     }
+    log.info({ jobId: this.id, containerId, image: job.spec.image }, 'job container started');
+    if (job.startedAt !== null) this.ctx.metrics?.startLatency.observe(Math.max(0, job.startedAt - job.receivedAt) / 1000);
+    this.armTimeouts(job);
   }
 
   private async failLaunch(err: unknown): Promise<void> {

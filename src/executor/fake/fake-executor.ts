@@ -57,6 +57,9 @@ export class FakeExecutor implements Executor {
   readonly hangingPulls = new Set<string>();
   /** Environment variable names that make `create` fail (as an invalid env entry does in Docker). */
   readonly badEnv = new Set<string>();
+  /** While set, `start` calls wait for `releaseStarts()`. */
+  holdStarts = false;
+  private readonly heldStarts: Array<() => void> = [];
   /** Container names whose `start` fails. */
   readonly failingStarts = new Set<string>();
   /** Container ids that ignore their stop signal: only `kill` (or `remove`) ends them. */
@@ -124,17 +127,23 @@ export class FakeExecutor implements Executor {
     return Promise.resolve(id);
   }
 
-  start(containerId: string, signal?: AbortSignal): Promise<void> {
+  async start(containerId: string, signal?: AbortSignal): Promise<void> {
     this.enter(`start ${containerId}`);
     signal?.throwIfAborted();
     const c = this.find(containerId);
-    if (!c) return Promise.reject(new ExecutorJobError('start', 'starting the container failed: no such container'));
-    if (c.running) return Promise.resolve();
-    if (this.failingStarts.has(c.name)) return Promise.reject(new ExecutorJobError('start', 'starting the container failed: exec format error'));
+    if (!c) throw new ExecutorJobError('start', 'starting the container failed: no such container');
+    if (c.running) return;
+    if (this.failingStarts.has(c.name)) throw new ExecutorJobError('start', 'starting the container failed: exec format error');
+    // A held start returns once released, as the engine's start call takes its time (a swarm's, seconds).
+    if (this.holdStarts) await new Promise<void>((resolve) => this.heldStarts.push(resolve));
     c.running = true;
     c.exitCode = null;
     c.startedAt = this.now();
-    return Promise.resolve();
+  }
+
+  /** Ends every held start call (see `holdStarts`). */
+  releaseStarts(): void {
+    for (const release of this.heldStarts.splice(0)) release();
   }
 
   stop(containerId: string, graceMs: number): Promise<void> {
