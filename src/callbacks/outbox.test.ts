@@ -57,6 +57,7 @@ function run(deliveries: Delivery[], clock: Clock, maxAgeMs = 60_000, extra: Par
   const settled: Array<[string, DeliveryResult]> = [];
   const store: OutboxStore = {
     pendingDeliveries: () => deliveries,
+    durable: () => Promise.resolve(),
     completeDelivery: (id) => (completed.push(id), Promise.resolve()),
     recordAttempt: (id, n) => void attempts.push([id, n]),
   };

@@ -11,6 +11,8 @@ import { wireHeaders } from './messages.ts';
 /** The part of the store the outbox needs. */
 export interface OutboxStore {
   pendingDeliveries(): Delivery[];
+  /** Resolves once what was written is on disk: a delivery never leaves before it is. */
+  durable(): Promise<void>;
   completeDelivery(id: string): Promise<void>;
   recordAttempt(id: string, attempts: number, error: string): void;
 }
@@ -116,6 +118,18 @@ export class CallbackOutbox {
         await this.options.beforeFinal(jobId, signal);
         if (signal.aborted) return;
       }
+      // Stored, and on disk before it leaves the host: a power loss cannot take back what the server heard.
+      try {
+        await this.options.store.durable();
+      } catch (err) {
+        if (!signal.aborted)
+          this.options.log.error(
+            { jobId, deliveryId: delivery.id, reason: describeHttpError(err) },
+            'the store could not sync; the delivery waits for the next start',
+          );
+        return;
+      }
+      if (signal.aborted) return;
       const result = await this.deliver(delivery, signal);
       if (result === undefined) return; // closed mid-delivery; the store keeps it
       this.options.store.completeDelivery(delivery.id).catch((err: unknown) => {

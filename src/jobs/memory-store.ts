@@ -102,6 +102,10 @@ export class MemoryStore implements JobStore {
     });
   }
 
+  durable(): Promise<void> {
+    return this.closed ? Promise.reject(new Error('the store is closed')) : Promise.resolve();
+  }
+
   recordStart(id: string, startedAt: number): JobRecord | undefined {
     const job = this.jobs.get(id);
     if (!job || (job.state !== 'started' && job.state !== 'running')) return undefined;

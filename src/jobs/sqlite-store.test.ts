@@ -125,7 +125,7 @@ test('batched writes of one turn commit together; a failing one rolls back alone
   });
 });
 
-test('delivered marks ride along with the next synced commit, or commit alone without a sync', async () => {
+test('delivered marks ride along with the next batch, or commit alone after 100 ms; commits never sync on this thread', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'foreman-store-'));
   // A manual clock: a mark commits with a batch, or once its 100 ms have been let pass, never on its own timer.
   const clock = new ManualClock();
@@ -155,14 +155,14 @@ test('delivered marks ride along with the next synced commit, or commit alone wi
     assert.deepEqual(stored(), ['b2', 'b3']);
     await mark;
 
-    // Marked with no batch to ride along with: it commits on its own after 100 ms, and the connection syncs again.
+    // Marked with no batch to ride along with: it commits on its own after 100 ms.
     const alone = store.completeDelivery(second.id);
     await clock.advance(99);
     assert.deepEqual(stored(), ['b2', 'b3']);
     await clock.advance(1);
     await alone;
     assert.deepEqual(stored(), ['b3']);
-    assert.equal(synchronous(), 2, 'back to synchronous = FULL');
+    assert.equal(synchronous(), 0, 'commits never sync on this thread (synchronous = OFF): WalSync syncs in the thread pool');
 
     // A mark still waiting at close is committed by close.
     const third = store.pendingDeliveries()[0];

@@ -10,6 +10,7 @@ import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from
 import { systemClock, type Clock, type Timer } from '../shared/clock.ts';
 import { statementCache } from '../shared/statements.ts';
 import { sqliteOptions } from '../shared/sqlite-binding.ts';
+import { WalSync, type FileSync } from '../shared/wal-sync.ts';
 import { migrations, toDelivery, type DeliveryRow, type JobRow } from './sqlite-schema.ts';
 
 export interface SqliteStoreOptions {
@@ -19,12 +20,18 @@ export interface SqliteStoreOptions {
   readonly clock?: Pick<Clock, 'now' | 'after'>;
   /** How long a write waits for a lock held by another connection before failing. */
   readonly busyTimeoutMs?: number;
+  /** Flushes a file to disk off the event loop; tests pass a slow one. */
+  readonly fsync?: FileSync;
 }
 
 /** How long a delivered mark waits for a batch to commit with before it commits alone. */
 const SETTLE_DELAY_MS = 100;
 
-/** JobStore on SQLite (WAL) in `<dataDir>/foreman.db`. */
+/**
+ * JobStore on SQLite (WAL) in `<dataDir>/foreman.db`. Every write commits at once on this thread
+ * without a disk sync, so a killed agent keeps it; `durable()` and `batch()` resolve once it is
+ * synced too, by one sync off the event loop for whatever committed meanwhile (see WalSync).
+ */
 export class SqliteStore implements JobStore {
   readonly agentId: string;
   private readonly db: Database.Database;
@@ -44,13 +51,16 @@ export class SqliteStore implements JobStore {
   private settled: Array<{ id: string; resolve: () => void; reject: (error: unknown) => void }> = [];
   private settleTimer: Timer | undefined;
   private readonly clock: Pick<Clock, 'now' | 'after'>;
+  /** Group commit: every disk sync of this database, off the event loop. */
+  private readonly wal: WalSync;
 
   /** Opens (creating when needed) the store; throws DataDirInUseError when another agent has it. */
   static open(options: SqliteStoreOptions): SqliteStore {
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     const unlock = lockDataDir(options.dataDir);
     try {
-      return new SqliteStore(new Database(join(options.dataDir, 'foreman.db'), sqliteOptions()), options, unlock);
+      const path = join(options.dataDir, 'foreman.db');
+      return new SqliteStore(new Database(path, sqliteOptions()), path, options, unlock);
     } catch (err) {
       unlock();
       throw err;
@@ -59,7 +69,7 @@ export class SqliteStore implements JobStore {
 
   private readonly unlock: () => void;
 
-  private constructor(db: Database.Database, options: SqliteStoreOptions, unlock: () => void) {
+  private constructor(db: Database.Database, path: string, options: SqliteStoreOptions, unlock: () => void) {
     this.db = db;
     this.stmt = statementCache(db);
     this.unlock = unlock;
@@ -68,10 +78,21 @@ export class SqliteStore implements JobStore {
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 1000}`);
+    // Migrations and the agent id are synced as they commit: nothing is served yet.
     this.migrate();
     const wrapper = db.transaction((work: () => unknown) => work());
     this.transactional = <T>(work: () => T): T => wrapper(work) as T;
     this.agentId = this.loadAgentId();
+    this.wal = new WalSync(db, {
+      path,
+      fsync: options.fsync,
+      onError: (err) =>
+        this.log.warn({ reason: err instanceof Error ? err.message : String(err) }, 'a background checkpoint of the store failed; retrying later'),
+    });
+  }
+
+  durable(): Promise<void> {
+    return this.wal.durable();
   }
 
   private toJob(row: JobRow): JobRecord {
@@ -252,9 +273,9 @@ export class SqliteStore implements JobStore {
   }
 
   /**
-   * Commits the queued batch and delivered marks. Marks alone commit without a disk sync (`synchronous =
-   * NORMAL`): a process crash keeps them all the same, and losing one to a power cut only repeats a delivery,
-   * which at-least-once allows. The next synced commit makes them durable too, as WAL frames are synced in order.
+   * Commits the queued batch and delivered marks in one transaction. Batched work resolves once it is
+   * on disk (one sync off the event loop for all of it, see WalSync); marks once committed: losing one
+   * to a power cut only repeats a delivery, which at-least-once allows.
    */
   private flush(): void {
     this.flushQueued = false;
@@ -263,10 +284,8 @@ export class SqliteStore implements JobStore {
     const items = this.batched.splice(0);
     const settled = this.settled.splice(0);
     if (items.length === 0 && settled.length === 0) return;
-    const relaxed = items.length === 0;
     const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
-      if (relaxed) this.stmt('PRAGMA synchronous = NORMAL').run();
       this.transactional(() => {
         for (const mark of settled) this.stmt('DELETE FROM deliveries WHERE id = ?').run(mark.id);
         for (const item of items) {
@@ -284,24 +303,22 @@ export class SqliteStore implements JobStore {
     } catch (error) {
       for (const item of [...settled, ...items]) item.reject(error);
       return;
-    } finally {
-      if (relaxed) this.syncFully();
     }
     for (const mark of settled) mark.resolve();
-    items.forEach((item, i) => {
-      const result = results[i];
-      if (result?.ok) item.resolve(result.value);
-      else item.reject(result?.error);
-    });
-  }
-
-  /** Back to syncing every commit; runs from a timer, so it logs rather than throws. */
-  private syncFully(): void {
-    try {
-      this.stmt('PRAGMA synchronous = FULL').run();
-    } catch (err) {
-      this.log.error({ reason: err instanceof Error ? err.message : String(err) }, 'could not set synchronous = FULL again');
+    if (items.length === 0) {
+      this.wal.maybeCheckpoint();
+      return;
     }
+    const settle = (): void =>
+      items.forEach((item, i) => {
+        const result = results[i];
+        if (result?.ok) item.resolve(result.value);
+        else item.reject(result?.error);
+      });
+    this.wal.durable().then(settle, (error: unknown) => {
+      // Committed but not known to be on disk: the caller must not say it is.
+      for (const item of items) item.reject(error);
+    });
   }
 
   /** Waits up to SETTLE_DELAY_MS for a batch to ride along with, so an update costs one disk sync, not two. */
@@ -331,7 +348,12 @@ export class SqliteStore implements JobStore {
     if (this.closed) return;
     this.flush();
     this.closed = true;
-    this.db.close();
-    this.unlock();
+    try {
+      // SQLite's own synced checkpoint: the agent is stopping, so a blocking sync harms no one.
+      this.wal.closeNow();
+    } finally {
+      this.db.close();
+      this.unlock();
+    }
   }
 }

@@ -36,7 +36,10 @@ export interface TransitionPatch {
 /**
  * Everything the agent remembers, behind one interface. Every state change goes through
  * `transition` (or `recordUpdate`), which enforces the state machine and logs it.
- * Writes are durable when the call returns; a failed write throws and changes nothing.
+ * A write is committed when the call returns (a killed agent keeps it) and on disk, safe from a
+ * power loss too, once `durable()` resolves after it; `batch` resolves only then. Nothing leaves
+ * the host before it is on disk: a container's update is answered, and a delivery sent, after
+ * `durable()`. A failed write throws and changes nothing.
  */
 export interface JobStore {
   /** Stable id of this agent, created on first use. */
@@ -66,10 +69,12 @@ export interface JobStore {
   recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch?: TransitionPatch): { job: JobRecord; delivery: Delivery };
   /**
    * Runs `work` in a transaction shared with every other `batch` call of the same event-loop
-   * turn, so that they share one disk sync (group commit). Resolves once committed; a `work`
-   * that throws rolls back only its own changes.
+   * turn. Resolves once it is on disk, by a sync shared with whatever else committed meanwhile
+   * (group commit); a `work` that throws rolls back only its own changes.
    */
   batch<T>(work: () => T): Promise<T>;
+  /** Resolves once every write made so far is on disk (one shared sync off the event loop). */
+  durable(): Promise<void>;
   /** Undelivered callbacks, ordered by job then seq. */
   pendingDeliveries(): Delivery[];
   /** Deletes a settled delivery (batched: losing it to a crash only means a repeat delivery). */

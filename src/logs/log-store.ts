@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import type { LogLine } from '../shared/log-line.ts';
 import { statementCache } from '../shared/statements.ts';
 import { sqliteOptions } from '../shared/sqlite-binding.ts';
+import { WalSync } from '../shared/wal-sync.ts';
 import type { LogCursor } from './lines.ts';
 
 /** How a job's log stream ended: every line accepted and the end sent, refused (4xx), or given up on. */
@@ -57,9 +58,10 @@ const SCHEMA = `
 
 /**
  * Job logs on disk (`logs.db` in `data_dir`), apart from the job store so that a chatty job's
- * writes never queue behind, or slow, the fsync of a status update. WAL with `synchronous=NORMAL`:
- * a killed agent loses nothing committed; a lost machine may lose the last lines, which the
- * engine still holds and the next start reads again from the stored cursor.
+ * writes never queue behind, or slow, the sync of a status update. Lines commit without a disk sync,
+ * a read chunk at a time: a killed agent loses nothing committed; a lost machine may lose the last
+ * lines, which the engine still holds and the next start reads again from the stored cursor. The
+ * WAL moves into the database file in the background, its syncs off the event loop (WalSync).
  */
 export class LogStore {
   private readonly db: Database.Database;
@@ -67,15 +69,18 @@ export class LogStore {
   /** Statements are compiled once and reused. */
   private readonly stmt: ReturnType<typeof statementCache>;
   private closed = false;
+  /** Background checkpoints of a file store, their syncs off the event loop; none in memory. */
+  private readonly wal: WalSync | undefined;
 
   constructor(path: string, now: () => number = Date.now) {
     this.db = new Database(path, sqliteOptions());
     this.stmt = statementCache(this.db);
     this.now = now;
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 1000');
     this.db.exec(SCHEMA);
+    // Writes commit without a sync, and checkpoints run in the background (see WalSync).
+    this.wal = path === ':memory:' ? undefined : new WalSync(this.db, { path });
   }
 
   /** Starts a job's stream; one that exists is kept as it is. */
@@ -101,7 +106,7 @@ export class LogStore {
    * last. False when the stream is settled (or gone): nothing more is kept for it.
    */
   append(jobId: string, lines: readonly LogLine[], cursor: LogCursor, change: { bytes: number; truncated: boolean }): boolean {
-    return this.db.transaction(() => {
+    const appended = this.db.transaction(() => {
       const row = this.stmt<{ next_line: number }>('SELECT next_line FROM log_streams WHERE job_id = ? AND settled IS NULL').get(jobId);
       if (!row) return false;
       const insert = this.stmt('INSERT INTO log_lines (job_id, i, ts, stream, text) VALUES (?, ?, ?, ?, ?)');
@@ -112,6 +117,8 @@ export class LogStore {
       ).run(i, change.bytes, change.truncated ? 1 : 0, cursor.since, cursor.count, this.now(), jobId);
       return true;
     })();
+    this.wal?.maybeCheckpoint();
+    return appended;
   }
 
   /** The container's output was read to its end (or its container is gone). */
@@ -170,7 +177,11 @@ export class LogStore {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.db.close();
+    try {
+      this.wal?.closeNow();
+    } finally {
+      this.db.close();
+    }
   }
 }
 
