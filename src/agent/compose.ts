@@ -44,6 +44,8 @@ export const BACKOFF = {
 const STOP_GRACE_MS = 10_000;
 /** How long removing a stopped container waits for its output to be read to the end. */
 const FOLLOW_WAIT_MS = 60_000;
+/** How long lines read from a container wait to be stored together (one transaction for all of them). */
+const LOG_FLUSH_MS = 100;
 /** Wait before starting jobs again after the store refused to record a start. */
 const LAUNCH_RETRY_MS = 1000;
 
@@ -105,7 +107,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
   });
   const logs = new LiveLogs(
     { store: logStore, shipper, executor, log, clock },
-    { maxBytes: core.max_log_bytes, secrets: Object.values(core.env), backoff: BACKOFF.logReads, followWaitMs: FOLLOW_WAIT_MS },
+    { maxBytes: core.max_log_bytes, secrets: Object.values(core.env), backoff: BACKOFF.logReads, followWaitMs: FOLLOW_WAIT_MS, flushMs: LOG_FLUSH_MS },
   );
   const outbox = new CallbackOutbox({
     store,

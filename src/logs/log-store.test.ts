@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LogLine } from '../shared/log-line.ts';
-import { LogStore } from './log-store.ts';
+import Database from 'better-sqlite3';
+import { encodeLine, LogStore } from './log-store.ts';
 
 const URL_A = 'http://127.0.0.1:9/logs/a';
 const TS = '2026-11-28T07:42:30.437418862Z';
@@ -88,7 +89,7 @@ test('read takes lines from a number up to a limit; lines reads the same one at 
   );
   assert.deepEqual(store.read('j1', 5, 10), []);
   assert.deepEqual(
-    [...store.lines('j1', 2, 2)].map((l) => l.text),
+    store.read('j1', 2, 2).map((l) => l.text),
     ['c', 'd'],
   );
   assert.deepEqual(
@@ -98,21 +99,52 @@ test('read takes lines from a number up to a limit; lines reads the same one at 
   store.close();
 });
 
-test('waitingBytes: the UTF-8 bytes of the lines from a number, plus 64 a line', () => {
+test('waitingBytes: the NDJSON bytes of the chunks holding lines from a number on', () => {
   const { store } = memoryStore();
   store.open('j1', URL_A);
   assert.equal(store.waitingBytes('j1', 0), 0);
-  store.append('j1', lines('abc', 'é€', ''), { since: null, count: 3 }, { bytes: 8, truncated: false });
-  assert.equal(store.waitingBytes('j1', 0), 3 + 5 + 0 + 3 * 64);
-  assert.equal(store.waitingBytes('j1', 1), 5 + 0 + 2 * 64);
-  assert.equal(store.waitingBytes('j1', 3), 0);
+  const [a, b, c] = lines('abc', 'é€', '');
+  store.append('j1', [a, b] as LogLine[], { since: null, count: 2 }, { bytes: 8, truncated: false });
+  store.append('j1', [c] as LogLine[], { since: null, count: 3 }, { bytes: 0, truncated: false });
+  const size = (i: number, line: LogLine | undefined): number => Buffer.byteLength(encodeLine(i, line as LogLine));
+  assert.equal(store.waitingBytes('j1', 0), size(0, a) + size(1, b) + size(2, c), 'both chunks');
+  assert.equal(store.waitingBytes('j1', 2), size(2, c), 'the second chunk only');
+  assert.equal(store.waitingBytes('j1', 3), 0, 'nothing from the end on');
   store.close();
 });
 
-test('ack deletes the lines below a number and records it; it never moves back', () => {
+test('nextBatch: whole chunks up to the byte limit (at least one), encoded once when stored; from inside a chunk, its rest', () => {
   const { store } = memoryStore();
   store.open('j1', URL_A);
-  store.append('j1', lines('a', 'b', 'c', 'd'), { since: null, count: 4 }, { bytes: 4, truncated: false });
+  store.append('j1', lines('a', 'b', 'c'), { since: null, count: 3 }, { bytes: 3, truncated: false });
+  store.append('j1', lines('d'), { since: null, count: 4 }, { bytes: 1, truncated: false });
+  const all = store.nextBatch('j1', 0, 1_000_000);
+  assert.deepEqual(
+    all.body
+      .toString()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { i: number }).i),
+    [0, 1, 2, 3],
+    'both chunks, in order',
+  );
+  assert.deepEqual([all.count, all.bytes, all.full], [4, all.body.length, false], 'count, bytes, nothing left');
+  const first = store.nextBatch('j1', 0, 10);
+  assert.deepEqual([first.count, first.full], [3, true], 'a chunk bigger than the limit goes alone, and says more is stored');
+  const tail = store.nextBatch('j1', 1, 1_000_000);
+  assert.equal(
+    tail.body.toString(),
+    encodeLine(1, lines('a', 'b')[1] as LogLine) + encodeLine(2, lines('a', 'b', 'c')[2] as LogLine) + encodeLine(3, lines('d')[0] as LogLine),
+  );
+  assert.equal(tail.count, 3, 'from line 1: the rest of the first chunk and the second');
+  store.close();
+});
+
+test('ack deletes the chunks below a number and records it; it never moves back', () => {
+  const { store } = memoryStore();
+  store.open('j1', URL_A);
+  store.append('j1', lines('a', 'b', 'c'), { since: null, count: 3 }, { bytes: 3, truncated: false });
+  store.append('j1', lines('d'), { since: null, count: 4 }, { bytes: 1, truncated: false });
   store.ack('j1', 3);
   assert.equal(store.get('j1')?.acked, 3);
   assert.deepEqual(
@@ -225,7 +257,7 @@ test('a store on disk keeps streams, lines and cursor across close and reopen', 
     settled: null,
   });
   assert.deepEqual(
-    second.read('j1', 0, 10).map((l) => [l.i, l.stream, l.text]),
+    second.read('j1', stream?.acked ?? 0, 10).map((l) => [l.i, l.stream, l.text]),
     [
       [1, 'stderr', 'b'],
       [2, 'stdout', 'c'],
@@ -236,4 +268,47 @@ test('a store on disk keeps streams, lines and cursor across close and reopen', 
     ['j1'],
   );
   second.close();
+});
+
+test('lines an earlier version stored a row each are moved into chunks at open, in order, and still go out', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'foreman-logstore-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'logs.db');
+  const old = new Database(path);
+  old.exec(`
+    CREATE TABLE log_streams (job_id TEXT PRIMARY KEY, url TEXT NOT NULL, next_line INTEGER NOT NULL DEFAULT 0, acked INTEGER NOT NULL DEFAULT 0,
+      bytes INTEGER NOT NULL DEFAULT 0, truncated INTEGER NOT NULL DEFAULT 0, cursor_since TEXT, cursor_count INTEGER NOT NULL DEFAULT 0,
+      followed INTEGER NOT NULL DEFAULT 0, settled TEXT, updated_at INTEGER NOT NULL);
+    CREATE TABLE log_lines (job_id TEXT NOT NULL, i INTEGER NOT NULL, ts TEXT NOT NULL, stream INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY (job_id, i)) WITHOUT ROWID;
+  `);
+  old.prepare("INSERT INTO log_streams (job_id, url, next_line, acked, updated_at) VALUES ('j1', ?, 2503, 1, 0)").run(URL_A);
+  const insert = old.prepare("INSERT INTO log_lines (job_id, i, ts, stream, text) VALUES ('j1', ?, ?, ?, ?)");
+  for (let i = 1; i < 2503; i++) insert.run(i, TS, i % 2 === 0 ? 2 : 1, `line ${i}`);
+  old.close();
+
+  const store = new LogStore(path);
+  try {
+    const read = store.read('j1', 1, 10_000);
+    assert.equal(read.length, 2502, 'every unsent line is kept');
+    assert.deepEqual(read[0], { i: 1, ts: TS, stream: 'stdout', text: 'line 1' });
+    assert.deepEqual(read.at(-1), { i: 2502, ts: TS, stream: 'stderr', text: 'line 2502' });
+    const batch = store.nextBatch('j1', 1, 1_000_000);
+    assert.equal(batch.count, 2502, 'the shipper sends them all');
+    assert.equal(store.nextBatch('j1', 1, 1).count, 1000, 'in chunks of 1000 lines');
+    store.append('j1', lines('new'), { since: null, count: 1 }, { bytes: 3, truncated: false });
+    assert.deepEqual(
+      store.read('j1', 2503, 10).map((l) => [l.i, l.text]),
+      [[2503, 'new']],
+      'numbering goes on',
+    );
+  } finally {
+    store.close();
+  }
+  const reopened = new Database(path, { readonly: true });
+  try {
+    assert.equal(reopened.prepare("SELECT 1 FROM sqlite_master WHERE name = 'log_lines'").get(), undefined, 'the old table is gone');
+    assert.equal(reopened.pragma('user_version', { simple: true }), 1, 'version 1');
+  } finally {
+    reopened.close();
+  }
 });

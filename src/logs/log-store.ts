@@ -29,6 +29,16 @@ export interface StoredLine extends LogLine {
   readonly i: number;
 }
 
+/** Stored lines from a number on, as one NDJSON body ready to send. */
+export interface LogBatch {
+  readonly body: Buffer;
+  /** Lines in the body (numbered from the `from` asked for). */
+  readonly count: number;
+  readonly bytes: number;
+  /** More is stored: the next chunk did not fit. */
+  readonly full: boolean;
+}
+
 interface StreamRow {
   job_id: string;
   url: string;
@@ -50,16 +60,25 @@ const SCHEMA = `
     cursor_since TEXT, cursor_count INTEGER NOT NULL DEFAULT 0,
     followed INTEGER NOT NULL DEFAULT 0, settled TEXT, updated_at INTEGER NOT NULL
   );
-  CREATE TABLE IF NOT EXISTS log_lines (
-    job_id TEXT NOT NULL, i INTEGER NOT NULL, ts TEXT NOT NULL, stream INTEGER NOT NULL, text TEXT NOT NULL,
-    PRIMARY KEY (job_id, i)
+  CREATE TABLE IF NOT EXISTS log_chunks (
+    job_id TEXT NOT NULL, first INTEGER NOT NULL, count INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (job_id, first)
   ) WITHOUT ROWID;
 `;
 
+/** Lines per chunk when lines stored one per row by an earlier version are moved into chunks. */
+const MIGRATED_CHUNK_LINES = 1000;
+
+/** One line as the logs server receives it: `{"i":…,"ts":…,"stream":…,"text":…}` and a newline. */
+export function encodeLine(i: number, line: LogLine): string {
+  return `{"i":${i},"ts":${JSON.stringify(line.ts)},"stream":"${line.stream}","text":${JSON.stringify(line.text)}}\n`;
+}
+
 /**
  * Job logs on disk (`logs.db` in `data_dir`), apart from the job store so that a chatty job's
- * writes never queue behind, or slow, the sync of a status update. Lines commit without a disk sync,
- * a read chunk at a time: a killed agent loses nothing committed; a lost machine may lose the last
+ * writes never queue behind, or slow, the sync of a status update. Lines are stored a read chunk at
+ * a time, as one row of NDJSON encoded once (what the shipper sends as it is), and commit without a
+ * disk sync: a killed agent loses nothing committed; a lost machine may lose the last
  * lines, which the engine still holds and the next start reads again from the stored cursor. The
  * WAL moves into the database file in the background, its syncs off the event loop (WalSync).
  */
@@ -79,6 +98,7 @@ export class LogStore {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 1000');
     this.db.exec(SCHEMA);
+    this.migrate();
     // Writes commit without a sync, and checkpoints run in the background (see WalSync).
     this.wal = path === ':memory:' ? undefined : new WalSync(this.db, { path });
   }
@@ -103,18 +123,21 @@ export class LogStore {
 
   /**
    * Stores lines read up to `cursor` in one transaction, numbering them on from the stream's
-   * last. False when the stream is settled (or gone): nothing more is kept for it.
+   * last: one row for the chunk. False when the stream is settled (or gone): nothing more is kept for it.
    */
   append(jobId: string, lines: readonly LogLine[], cursor: LogCursor, change: { bytes: number; truncated: boolean }): boolean {
     const appended = this.db.transaction(() => {
       const row = this.stmt<{ next_line: number }>('SELECT next_line FROM log_streams WHERE job_id = ? AND settled IS NULL').get(jobId);
       if (!row) return false;
-      const insert = this.stmt('INSERT INTO log_lines (job_id, i, ts, stream, text) VALUES (?, ?, ?, ?, ?)');
-      let i = row.next_line;
-      for (const line of lines) insert.run(jobId, i++, line.ts, line.stream === 'stderr' ? 2 : 1, line.text);
+      const first = row.next_line;
+      if (lines.length > 0) {
+        let body = '';
+        for (let n = 0; n < lines.length; n++) body += encodeLine(first + n, lines[n] as LogLine);
+        this.stmt('INSERT INTO log_chunks (job_id, first, count, body) VALUES (?, ?, ?, ?)').run(jobId, first, lines.length, Buffer.from(body));
+      }
       this.stmt(
         'UPDATE log_streams SET next_line = ?, bytes = bytes + ?, truncated = truncated OR ?, cursor_since = ?, cursor_count = ?, updated_at = ? WHERE job_id = ?',
-      ).run(i, change.bytes, change.truncated ? 1 : 0, cursor.since, cursor.count, this.now(), jobId);
+      ).run(first + lines.length, change.bytes, change.truncated ? 1 : 0, cursor.since, cursor.count, this.now(), jobId);
       return true;
     })();
     this.wal?.maybeCheckpoint();
@@ -126,36 +149,67 @@ export class LogStore {
     this.stmt('UPDATE log_streams SET followed = 1, updated_at = ? WHERE job_id = ?').run(this.now(), jobId);
   }
 
-  /** Lines from number `from`, in order, up to `limit`. */
-  read(jobId: string, from: number, limit: number): StoredLine[] {
-    return [...this.lines(jobId, from, limit)];
-  }
-
   /**
-   * `read`, one line at a time: rows are fetched only as far as the caller goes, so a batch that
-   * fills up after a few long lines does not read (and drop) thousands more. Use it up, or stop,
-   * before any other call on this store.
+   * The stored lines from number `from` on, whole chunks up to `maxBytes` (at least one chunk), as the
+   * NDJSON body to send: encoded when stored, so sending copies bytes and encodes nothing.
    */
-  *lines(jobId: string, from: number, limit: number): Generator<StoredLine, void, undefined> {
-    const rows = this.stmt<{ i: number; ts: string; stream: number; text: string }>(
-      'SELECT i, ts, stream, text FROM log_lines WHERE job_id = ? AND i >= ? ORDER BY i LIMIT ?',
-    ).iterate(jobId, from, limit);
-    for (const r of rows) yield { i: r.i, ts: r.ts, stream: r.stream === 2 ? 'stderr' : 'stdout', text: r.text };
+  nextBatch(jobId: string, from: number, maxBytes: number): LogBatch {
+    const parts: Buffer[] = [];
+    let bytes = 0;
+    let count = 0;
+    let full = false;
+    for (const chunk of this.chunksFrom(jobId, from)) {
+      if (parts.length > 0 && bytes + chunk.body.length > maxBytes) {
+        full = true;
+        break;
+      }
+      parts.push(chunk.body);
+      bytes += chunk.body.length;
+      count += chunk.count;
+    }
+    return { body: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts), count, bytes, full };
   }
 
-  /** Approximate bytes of the lines waiting to be sent. */
+  /** Lines from number `from`, in order, up to `limit`, decoded (for inspection and tests; the shipper sends `nextBatch`). */
+  read(jobId: string, from: number, limit: number): StoredLine[] {
+    const out: StoredLine[] = [];
+    for (const chunk of this.chunksFrom(jobId, from)) {
+      for (const text of chunk.body.toString('utf8').split('\n')) {
+        if (text === '' || out.length >= limit) continue;
+        out.push(JSON.parse(text) as StoredLine);
+      }
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** The stored chunks holding lines from `from` on; the first cut to start at `from` when it holds earlier lines. */
+  private *chunksFrom(jobId: string, from: number): Generator<{ count: number; body: Buffer }, void, undefined> {
+    const rows = this.stmt<{ first: number; count: number; body: Buffer }>(
+      'SELECT first, count, body FROM log_chunks WHERE job_id = ? AND first + count > ? ORDER BY first',
+    ).iterate(jobId, from);
+    for (const row of rows) {
+      if (row.first >= from) {
+        yield { count: row.count, body: row.body };
+        continue;
+      }
+      // Partly accepted (by an earlier version, which acknowledged line by line): from its line `from` on.
+      let at = 0;
+      for (let skip = from - row.first; skip > 0; skip--) at = row.body.indexOf(0x0a, at) + 1;
+      yield { count: row.count - (from - row.first), body: row.body.subarray(at) };
+    }
+  }
+
+  /** Bytes of the batches waiting to be sent from line `from` on. */
   waitingBytes(jobId: string, from: number): number {
-    const row = this.stmt<{ n: number | null }>('SELECT SUM(LENGTH(CAST(text AS BLOB))) + 64 * COUNT(*) AS n FROM log_lines WHERE job_id = ? AND i >= ?').get(
-      jobId,
-      from,
-    );
+    const row = this.stmt<{ n: number | null }>('SELECT SUM(LENGTH(body)) AS n FROM log_chunks WHERE job_id = ? AND first + count > ?').get(jobId, from);
     return row?.n ?? 0;
   }
 
   /** The logs server accepted every line below `upTo`: they are deleted. */
   ack(jobId: string, upTo: number): void {
     this.db.transaction(() => {
-      this.stmt('DELETE FROM log_lines WHERE job_id = ? AND i < ?').run(jobId, upTo);
+      this.stmt('DELETE FROM log_chunks WHERE job_id = ? AND first + count <= ?').run(jobId, upTo);
       this.stmt('UPDATE log_streams SET acked = MAX(acked, ?), updated_at = ? WHERE job_id = ?').run(upTo, this.now(), jobId);
     })();
   }
@@ -163,7 +217,7 @@ export class LogStore {
   /** The stream is over: its lines are deleted; the row stays, so the job's log is never sent again. */
   settle(jobId: string, how: LogSettlement): void {
     this.db.transaction(() => {
-      this.stmt('DELETE FROM log_lines WHERE job_id = ?').run(jobId);
+      this.stmt('DELETE FROM log_chunks WHERE job_id = ?').run(jobId);
       this.stmt('UPDATE log_streams SET settled = ?, followed = 1, updated_at = ? WHERE job_id = ?').run(how, this.now(), jobId);
     })();
   }
@@ -171,6 +225,43 @@ export class LogStore {
   /** Forgets settled streams last touched before `before` (as the job store forgets finished jobs). */
   purge(before: number): number {
     return this.stmt('DELETE FROM log_streams WHERE settled IS NOT NULL AND updated_at < ?').run(before).changes;
+  }
+
+  /**
+   * Version 1 keeps lines in chunks (`log_chunks`); version 0 kept a row per line (`log_lines`). Lines an
+   * earlier version stored and did not send yet are moved into chunks, in order, so they still go out.
+   */
+  private migrate(): void {
+    if ((this.db.pragma('user_version', { simple: true }) as number) >= 1) return;
+    this.db.transaction(() => {
+      const legacy = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_lines'").get();
+      if (legacy) {
+        // A page at a time: better-sqlite3 runs no statement while another one iterates.
+        const page = this.db.prepare<[string, number], { job_id: string; i: number; ts: string; stream: number; text: string }>(
+          'SELECT job_id, i, ts, stream, text FROM log_lines WHERE (job_id, i) > (?, ?) ORDER BY job_id, i LIMIT 1000',
+        );
+        const insert = this.db.prepare('INSERT INTO log_chunks (job_id, first, count, body) VALUES (?, ?, ?, ?)');
+        let chunk: { jobId: string; first: number; count: number; body: string } | undefined;
+        const flush = (): void => {
+          if (chunk) insert.run(chunk.jobId, chunk.first, chunk.count, Buffer.from(chunk.body));
+          chunk = undefined;
+        };
+        for (let after: [string, number] = ['', -1]; ;) {
+          const rows = page.all(...after);
+          if (rows.length === 0) break;
+          for (const row of rows) {
+            if (chunk && (chunk.jobId !== row.job_id || chunk.first + chunk.count !== row.i || chunk.count >= MIGRATED_CHUNK_LINES)) flush();
+            chunk ??= { jobId: row.job_id, first: row.i, count: 0, body: '' };
+            chunk.body += encodeLine(row.i, { ts: row.ts, stream: row.stream === 2 ? 'stderr' : 'stdout', text: row.text });
+            chunk.count++;
+            after = [row.job_id, row.i];
+          }
+        }
+        flush();
+        this.db.exec('DROP TABLE log_lines');
+      }
+      this.db.pragma('user_version = 1');
+    })();
   }
 
   /** Safe to call twice. */

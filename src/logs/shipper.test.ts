@@ -75,10 +75,13 @@ function setup(t: TestContext, extra: Partial<LogShipperOptions> = {}) {
 
 const TS = '2026-11-28T07:42:30.437418862Z';
 
+/** Stores each text as a line read on its own (one chunk each), as a job printing slowly gives them. */
 function stored(store: LogStore, jobId: string, texts: string[]): LogLine[] {
   const before = store.get(jobId)?.nextLine ?? 0;
   const lines: LogLine[] = texts.map((text, n) => ({ stream: (before + n) % 3 === 0 ? 'stderr' : 'stdout', ts: TS, text }));
-  assert.ok(store.append(jobId, lines, { since: null, count: before + lines.length }, { bytes: 0, truncated: false }), 'the lines were appended');
+  lines.forEach((line, n) =>
+    assert.ok(store.append(jobId, [line], { since: null, count: before + n + 1 }, { bytes: 0, truncated: false }), 'the line was appended'),
+  );
   return lines;
 }
 

@@ -4,15 +4,13 @@ import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy 
 import type { Clock } from '../shared/clock.ts';
 import { redactUrl } from '../shared/redact.ts';
 import { Waiters } from '../shared/waiters.ts';
-import type { LogSettlement, LogStore, LogStream, StoredLine } from './log-store.ts';
+import type { LogSettlement, LogStore, LogStream } from './log-store.ts';
 
 /** A batch goes out once this much is waiting, or `BATCH_INTERVAL_MS` after the previous one. */
 export const BATCH_BYTES = 256 * 1024;
 export const BATCH_INTERVAL_MS = 1000;
 /** Wait before a lane that failed (not its logs server: the store) starts again. */
 const LANE_RETRY_MS = 5000;
-/** Lines read from the store for one batch at most (short lines). */
-const BATCH_LINES = 8192;
 
 export interface LogShipperOptions {
   readonly store: LogStore;
@@ -131,13 +129,13 @@ export class LogShipper {
           continue;
         }
         lastSentAt = clock.now();
-        const { body, count, bytes, full } = encodeBatch(store.lines(jobId, stream.acked, BATCH_LINES), batchBytes);
+        const { body, count, bytes, full } = store.nextBatch(jobId, stream.acked, batchBytes);
         const sent = await this.post(stream, { 'x-foreman-log-offset': String(stream.acked) }, body);
         if (sent === undefined) return;
         if (sent !== 'accepted') return store.settle(jobId, sent);
         store.ack(jobId, stream.acked + count);
         lane.waiting = Math.max(0, lane.waiting - bytes);
-        backlog = full || count >= BATCH_LINES;
+        backlog = full;
       } else if (stream.followed) {
         const sent = await this.post(
           stream,
@@ -219,25 +217,4 @@ export class LogShipper {
       }
     }
   }
-}
-
-/**
- * NDJSON lines up to `maxBytes` (at least one line); stops taking from `lines` at the first that
- * does not fit. `full`: a line was left out for want of room.
- */
-export function encodeBatch(lines: Iterable<StoredLine>, maxBytes: number): { body: Buffer; count: number; bytes: number; full: boolean } {
-  const parts: string[] = [];
-  let bytes = 0;
-  let full = false;
-  for (const line of lines) {
-    const json = `${JSON.stringify({ i: line.i, ts: line.ts, stream: line.stream, text: line.text })}\n`;
-    const size = Buffer.byteLength(json);
-    if (parts.length > 0 && bytes + size > maxBytes) {
-      full = true;
-      break;
-    }
-    parts.push(json);
-    bytes += size;
-  }
-  return { body: Buffer.from(parts.join('')), count: parts.length, bytes, full };
 }

@@ -60,6 +60,10 @@ export class WalSync {
   private current: Promise<void> | undefined;
   private next: Deferred | undefined;
   private checkpointing: Promise<void> | undefined;
+  /** The WAL's size when the last checkpoint ended: the next begins once it has grown `checkpointBytes` past it. */
+  private checkpointedAt = 0;
+  /** A connection of its own whose read transaction pins the WAL during a checkpoint; opened at the first one. */
+  private pin: { readonly db: Database.Database; readonly begin: () => void; readonly end: () => void } | undefined;
   private closed = false;
 
   constructor(db: Database.Database, options: WalSyncOptions) {
@@ -68,6 +72,8 @@ export class WalSync {
     this.sync = options.fsync ?? threadPoolSync;
     db.pragma('synchronous = OFF');
     db.pragma('wal_autocheckpoint = 0');
+    // Once rewound after a checkpoint, the WAL file is cut back to this size, so its size tells how much it grew.
+    db.pragma(`journal_size_limit = ${this.limit}`);
     this.changes = db.prepare<[], { n: number }>('SELECT total_changes() AS n');
   }
 
@@ -81,15 +87,23 @@ export class WalSync {
     return this.next.promise;
   }
 
-  /** Background checkpoint when the WAL has grown past its limit; never throws. */
+  /** Background checkpoint once the WAL has grown `checkpointBytes` since the last one; never throws. */
   maybeCheckpoint(): void {
     if (this.checkpointing || this.closed) return;
-    if (this.walBytes() < (this.options.checkpointBytes ?? 4 * 1024 * 1024)) return;
+    const size = this.walBytes();
+    // Smaller than after the last checkpoint: a writer rewound the WAL and cut it back.
+    if (size < this.checkpointedAt) this.checkpointedAt = 0;
+    if (size < this.checkpointedAt + this.limit) return;
     this.checkpointing = this.checkpoint()
       .catch((err: unknown) => this.options.onError?.(err))
       .finally(() => {
+        this.checkpointedAt = this.walBytes();
         this.checkpointing = undefined;
       });
+  }
+
+  private get limit(): number {
+    return this.options.checkpointBytes ?? 4 * 1024 * 1024;
   }
 
   /** Resolves once no sync or checkpoint is under way. */
@@ -110,6 +124,8 @@ export class WalSync {
   closeNow(): void {
     if (this.closed) return;
     this.closed = true;
+    // A checkpoint under way holds the WAL: let go, so the final checkpoint can move all of it.
+    this.pin?.end();
     this.finalCheckpoint();
     this.next?.resolve();
     this.next = undefined;
@@ -148,19 +164,36 @@ export class WalSync {
   private async checkpoint(): Promise<void> {
     // A read transaction on a connection of its own: while it lasts, no writer rewinds the WAL, so the
     // frames being copied stay there until the database file holding the copy is synced.
-    const pin = new Database(this.options.path, { ...sqliteOptions(), readonly: true, fileMustExist: true });
+    const pin = this.pinConnection();
+    pin.begin();
     try {
-      pin.prepare('BEGIN').run();
-      pin.prepare('SELECT count(*) FROM sqlite_master').get();
       // Every frame the pin sees is older than this sync: SQLite syncs the WAL before it copies it.
       await this.sync(this.walFile());
       if (this.closed) return;
       this.db.pragma('wal_checkpoint(PASSIVE)');
       await this.sync(this.dbFile());
-      pin.prepare('COMMIT').run();
     } finally {
-      pin.close();
+      pin.end();
     }
+  }
+
+  private pinConnection(): NonNullable<WalSync['pin']> {
+    if (this.pin) return this.pin;
+    const db = new Database(this.options.path, { ...sqliteOptions(), readonly: true, fileMustExist: true });
+    const begin = db.prepare('BEGIN');
+    const read = db.prepare('SELECT count(*) FROM sqlite_master');
+    const commit = db.prepare('COMMIT');
+    this.pin = {
+      db,
+      begin: () => {
+        begin.run();
+        read.get();
+      },
+      end: () => {
+        if (db.inTransaction) commit.run();
+      },
+    };
+    return this.pin;
   }
 
   private walBytes(): number {
@@ -182,6 +215,8 @@ export class WalSync {
   }
 
   private closeFiles(): void {
+    this.pin?.db.close();
+    this.pin = undefined;
     for (const fd of [this.walFd, this.dbFd]) if (fd !== undefined) close(fd, () => undefined);
     this.walFd = undefined;
     this.dbFd = undefined;

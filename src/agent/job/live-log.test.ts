@@ -46,7 +46,7 @@ function agent(t: TestContext, w: World, options: Partial<LiveLogsOptions> = {},
   } as unknown as LogShipper;
   const live = new LiveLogs(
     { store, shipper, executor: w.executor, log: pino({ level: 'silent' }), clock: w.clock },
-    { maxBytes: 1_000_000, secrets: [], backoff: { baseMs: 100, maxMs: 1000 }, followWaitMs: 5000, ...options },
+    { maxBytes: 1_000_000, secrets: [], backoff: { baseMs: 100, maxMs: 1000 }, followWaitMs: 5000, flushMs: 0, ...options },
   );
   t.after(() => live.close());
   return { store, notified, live };
@@ -143,6 +143,36 @@ test('after a restart the log goes on from the stored cursor, without a line twi
   await until('followed to the end', () => second.store.get('j1')?.followed === true);
   assert.deepEqual(texts(second.store, 'j1'), ['stdout:line 0', 'stderr:line 1', 'stdout:line 2', 'stdout:line 3', 'stderr:line 4', 'stdout:line 5']);
   assert.deepEqual(second.store.get('j1')?.cursor, { since: null, count: 6 });
+});
+
+test('lines read are stored together every flushMs, with their cursor; ones not yet stored are read again after a restart', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'foreman-live-logs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'logs.db');
+  const w = world();
+  const cid = await startContainer(w, 'j1');
+  const first = agent(t, w, { flushMs: 100 }, path);
+  first.live.forJob('j1').follow(job('j1', cid));
+  for (let n = 0; n < 3; n++) w.executor.print(cid, 'stdout', `line ${n}`);
+  await until('the lines to be read and held', () => w.clock.timers === 1);
+  assert.equal(first.store.get('j1')?.nextLine, 0, 'held for flushMs, not stored one read at a time');
+  await w.clock.advance(100);
+  assert.equal(first.store.get('j1')?.nextLine, 3, 'stored together once flushMs passed');
+  assert.deepEqual(first.store.get('j1')?.cursor, { since: null, count: 3 }, 'with the cursor after them');
+  assert.equal(first.notified.length, 1, 'the shipper is told once for the three');
+  // Read but not yet stored when the agent goes away: the store neither has them nor counts them.
+  w.executor.print(cid, 'stderr', 'line 3');
+  await until('the fourth line to be held', () => w.clock.timers === 1);
+  first.store.close();
+  await first.live.close().catch(() => undefined);
+
+  const second = agent(t, w, { flushMs: 100 }, path);
+  second.live.forJob('j1').follow(job('j1', cid));
+  await until('the held line to be read again', () => w.clock.timers === 1);
+  await w.clock.advance(100);
+  w.executor.exit(cid, 0);
+  await until('followed to the end', () => second.store.get('j1')?.followed === true);
+  assert.deepEqual(texts(second.store, 'j1'), ['stdout:line 0', 'stdout:line 1', 'stdout:line 2', 'stderr:line 3'], 'each line once, in order');
 });
 
 test('an engine that goes away while following is read again after a backoff, without a line twice', async (t) => {

@@ -6,7 +6,7 @@ import type { LogStore } from '../../logs/log-store.ts';
 import { Redactor } from '../../logs/redactor.ts';
 import type { LogShipper } from '../../logs/shipper.ts';
 import { backoffDelay, describeHttpError, type BackoffPolicy } from '../../shared/backoff.ts';
-import type { Clock } from '../../shared/clock.ts';
+import type { Clock, Timer } from '../../shared/clock.ts';
 import type { LogLine, LogMessage } from '../../shared/log-line.ts';
 
 export interface LiveLogsOptions {
@@ -18,6 +18,8 @@ export interface LiveLogsOptions {
   readonly backoff: BackoffPolicy;
   /** How long a removal waits for the reading of a stopped container's output to end. */
   readonly followWaitMs: number;
+  /** How long lines read from the engine wait to be stored together (one transaction); 0 stores each read at once. */
+  readonly flushMs: number;
 }
 
 export interface LiveLogsParts {
@@ -30,6 +32,8 @@ export interface LiveLogsParts {
 
 /** Per-line overhead in a batch, for the shipper's estimate of what is waiting. */
 const LINE_OVERHEAD = 64;
+/** Lines read from the engine and not yet stored are stored at once when they reach this size. */
+const FLUSH_BYTES = 256 * 1024;
 
 /**
  * Live job logs: the store and shipper the agent shares, and a `JobLog` per job (held by its
@@ -233,9 +237,13 @@ export class JobLog {
     return !stream || stream.settled !== null;
   }
 
-  /** Reads from the stored cursor into the store; the number of new messages. Stops once the stream is settled. */
+  /**
+   * Reads from the stored cursor into the store; the number of new messages. Stops once the stream is settled.
+   * Lines are stored together with the cursor that follows them, up to `flushMs` or `FLUSH_BYTES` at a time (one
+   * transaction, not one per engine message): a killed agent reads again from the stored cursor, so nothing is lost.
+   */
   private async read(containerId: string, follow: boolean): Promise<number> {
-    const { store, executor, shipper } = this.live.parts;
+    const { store, executor, shipper, clock } = this.live.parts;
     const cutter = this.cutter;
     const start = store.get(this.jobId);
     if (!start || start.settled || !cutter) return 0;
@@ -244,29 +252,67 @@ export class JobLog {
     let bytes = start.bytes;
     let truncated = start.truncated;
     let taken = 0;
-    for await (const batch of executor.readLogs(containerId, { since: start.cursor.since ?? undefined, follow }, this.live.closing.signal)) {
-      const lines: LogLine[] = [];
-      let added = 0;
-      for (const message of batch) {
-        if (!filter.take(message)) continue;
-        taken++;
-        this.lastTaken = message;
-        if (truncated) continue;
-        for (const line of cutter.cut(message)) {
-          const size = Buffer.byteLength(line.text);
-          if (bytes + added + size > maxBytes) {
-            lines.push({ stream: line.stream, ts: line.ts, text: `[foreman] log truncated after ${bytes + added} bytes` });
-            truncated = true;
-            break;
-          }
-          lines.push(line);
-          added += size;
-        }
+    const pending: { lines: LogLine[]; bytes: number; dirty: boolean; timer: Timer | undefined; refused: boolean; failed: Error | undefined } = {
+      lines: [],
+      bytes: 0,
+      dirty: false,
+      timer: undefined,
+      refused: false,
+      failed: undefined,
+    };
+    const flush = (): void => {
+      pending.timer?.cancel();
+      pending.timer = undefined;
+      if (!pending.dirty || pending.refused || pending.failed !== undefined) return;
+      const { lines, bytes: added } = pending;
+      pending.lines = [];
+      pending.bytes = 0;
+      pending.dirty = false;
+      if (!store.append(this.jobId, lines, filter.cursor, { bytes: added, truncated })) {
+        pending.refused = true;
+        return;
       }
-      if (!store.append(this.jobId, lines, filter.cursor, { bytes: added, truncated })) return taken;
       bytes += added;
       if (lines.length > 0) shipper.notify(this.jobId, added + LINE_OVERHEAD * lines.length);
+    };
+    // From a timer: a store error is kept and thrown by the reading loop, which then reads again from the stored cursor.
+    const flushLater = (): void => {
+      try {
+        flush();
+      } catch (err) {
+        pending.failed = err instanceof Error ? err : new Error(String(err));
+      }
+    };
+    try {
+      for await (const batch of executor.readLogs(containerId, { since: start.cursor.since ?? undefined, follow }, this.live.closing.signal)) {
+        for (const message of batch) {
+          if (!filter.take(message)) continue;
+          taken++;
+          pending.dirty = true;
+          this.lastTaken = message;
+          if (truncated) continue;
+          for (const line of cutter.cut(message)) {
+            const size = Buffer.byteLength(line.text);
+            if (bytes + pending.bytes + size > maxBytes) {
+              pending.lines.push({ stream: line.stream, ts: line.ts, text: `[foreman] log truncated after ${bytes + pending.bytes} bytes` });
+              truncated = true;
+              break;
+            }
+            pending.lines.push(line);
+            pending.bytes += size;
+          }
+        }
+        if (pending.failed !== undefined) throw pending.failed;
+        const flushMs = this.live.options.flushMs;
+        if (pending.bytes >= FLUSH_BYTES || flushMs <= 0) flush();
+        else if (pending.dirty) pending.timer ??= clock.after(flushMs, flushLater);
+        if (pending.refused) return taken;
+      }
+    } finally {
+      pending.timer?.cancel();
     }
+    if (pending.failed !== undefined) throw pending.failed;
+    flush();
     return taken;
   }
 }
