@@ -77,9 +77,10 @@ export function executorSettings(config: Config): Omit<DockerExecutorOptions, 'd
   };
 }
 
-/** The executor `core.executor` names, on the engine at `docker.url`. */
-export function createExecutor(config: Config, docker: Docker, agentId: string, log: Logger, clock: Clock): Executor {
-  const options = { docker, agentId, log, ...executorSettings(config) };
+/** The executor `core.executor` names, on the engine at `docker.url`; `metrics`, when served, times its pulls. */
+export function createExecutor(config: Config, docker: Docker, agentId: string, log: Logger, clock: Clock, metrics?: AgentMetrics): Executor {
+  const onPull = metrics ? (result: 'success' | 'failure' | 'canceled', seconds: number) => metrics.pullDuration.observe({ result }, seconds) : undefined;
+  const options = { docker, agentId, log, onPull, ...executorSettings(config) };
   return config.core.executor === 'swarm' ? new SwarmExecutor({ ...options, clock }) : new DockerExecutor(options);
 }
 
@@ -174,6 +175,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
     clock,
     log,
     freeSlots: () => scheduler.freeSlots(),
+    onPolled: metrics ? (result) => metrics.polls.inc({ result }) : undefined,
     onJobs: (entries) => {
       // Containers call the job API soon after they start.
       jobApi.prepare();

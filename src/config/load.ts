@@ -2,11 +2,12 @@ import { readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { ConfigError } from './errors.ts';
-import { expectedAt, LEAF_KEYS, leafKind, SECTIONS, TABLES, type TableKey, type ValidConfig } from './schema.ts';
+import { expectedAt, isDurationKey, LEAF_KEYS, leafKind, SECTIONS, TABLES, TOKEN_PATTERN, type TableKey, type ValidConfig } from './schema.ts';
+import { parseDuration } from './formats.ts';
 // ConfigSchema compiled by ajv at development time (scripts/validators.ts), so the agent never runs ajv's compiler.
 import { validate } from './config-validator.generated.ts';
 import type { Config, ConfigSource, LoadedConfig } from './types.ts';
-import { show, suggestion, where, type Origin } from './messages.ts';
+import { readProblem, show, suggestion, where, type Origin } from './messages.ts';
 import { RegistrySettings, REGISTRIES_KEY } from './registries.ts';
 
 export { ConfigError } from './errors.ts';
@@ -23,6 +24,8 @@ export interface LoadConfigOptions {
   home: string;
   /** The system-wide file; only tests change it. */
   systemConfigPath?: string;
+  /** Settings from command-line flags (`--log-level`), which win over the environment and the file. */
+  flags?: ReadonlyArray<{ readonly key: string; readonly flag: string; readonly value: string }>;
 }
 
 export const SYSTEM_CONFIG_PATH = '/etc/foreman/foreman.toml';
@@ -62,7 +65,8 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   const file = findConfigFile(options);
   if (file !== undefined) readConfigFile(file, raw, warnings);
   applyEnv(options.env, raw, warnings);
-  const config = compile(raw, file, options);
+  for (const { key, flag, value } of options.flags ?? []) raw.leaves.set(key, { value: coerceEnvValue(key, value), origin: { kind: 'flag', flag } });
+  const config = compile(raw, file, options, warnings);
   return deepFreeze({ config, file, sources: sourcesOf(raw), warnings });
 }
 
@@ -192,8 +196,24 @@ function applyEnv(env: LoadConfigOptions['env'], raw: RawSettings, warnings: str
       raw.tables[table].set(table === 'core.labels' ? name.toLowerCase() : name, { value, origin });
       continue;
     }
-    warnings.push(`env ${variable}: unknown setting (ignored)${suggestion(variable, [...leafByVariable.keys()])}`);
+    warnings.push(`env ${variable}: unknown setting (ignored)${suggestion(variable, envCandidates(variable, [...leafByVariable.keys()]), 3)}`);
   }
+}
+
+/** Prefixes under which the rest of a variable's name is a name of its own (a label, a container variable, a registry entry). */
+const NAME_PREFIXES = [...Object.values(TABLE_ENV_PREFIXES), 'FOREMAN_DOCKER_REGISTRIES_'];
+
+/**
+ * What a misspelled variable may have meant: every setting's variable, FOREMAN_CONFIG, and for a slip in a
+ * prefix (`FOREMAN_CORE_LABEL_QUEUE`, `FOREMAN_DOCKER_REGISTRY_0_HOST`) the right prefix with the same rest.
+ */
+function envCandidates(variable: string, leafVariables: readonly string[]): string[] {
+  const parts = variable.split('_');
+  const renamed = NAME_PREFIXES.flatMap((prefix) => {
+    const rest = parts.slice(prefix.split('_').length - 1).join('_');
+    return parts.length >= prefix.split('_').length && rest !== '' ? [`${prefix}${rest}`] : [];
+  });
+  return [...leafVariables, CONFIG_ENV_VARIABLE, ...renamed.filter((candidate) => candidate !== variable)];
 }
 
 /** Env values are text; turn them into the type the key wants, or leave them for validation to reject. */
@@ -219,11 +239,21 @@ function coerceEnvValue(dotted: string, value: string): unknown {
   }
 }
 
-function compile(raw: RawSettings, file: string | undefined, options: LoadConfigOptions): Config {
+function compile(raw: RawSettings, file: string | undefined, options: LoadConfigOptions, warnings: string[]): Config {
   const data: Record<string, Record<string, unknown>> = Object.fromEntries(SECTIONS.map((section) => [section, {}]));
+  /** Durations written with a unit, as written: a message shows what the user wrote, not the milliseconds. */
+  const written = new Map<string, unknown>();
   for (const [dotted, setting] of raw.leaves) {
     const [section = '', key = ''] = dotted.split('.');
-    (data[section] ??= {})[key] = setting.value;
+    let value = setting.value;
+    if (isDurationKey(dotted) && typeof value === 'string') {
+      const ms = parseDuration(value);
+      if (ms !== undefined) {
+        written.set(dotted, value);
+        value = ms;
+      }
+    }
+    (data[section] ??= {})[key] = value;
   }
   const core = (data.core ??= {});
   core.data_dir ??= join(options.home, '.foreman', 'data');
@@ -231,8 +261,11 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
   core.labels = Object.fromEntries([...raw.tables['core.labels']].map(([name, setting]) => [name, setting.value]));
   (data.docker ??= {}).registries = raw.registries.data();
 
-  if (!validate(data)) {
-    const problems = new Map<string, string>();
+  const problems = new Map<string, string>();
+  const token = readTokenFile(raw, core, options, warnings);
+  if (token.problem) problems.set('core.token_file', token.problem);
+
+  if (!validate(data) || problems.size > 0) {
     for (const error of validate.errors ?? []) {
       const path = error.instancePath
         .split('/')
@@ -245,6 +278,15 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       }
       if (error.keyword === 'required') {
         const dotted = [...path, String(error.params.missingProperty)].join('.');
+        if (dotted === 'core.token') {
+          if (!problems.has('core.token_file')) {
+            problems.set(
+              dotted,
+              `core.token or core.token_file is required: set one in ${file ?? 'foreman.toml'}, FOREMAN_CORE_TOKEN or FOREMAN_CORE_TOKEN_FILE`,
+            );
+          }
+          continue;
+        }
         problems.set(dotted, `${dotted} is required: set it in ${file ?? 'foreman.toml'} or ${envVariableFor(dotted)}`);
         continue;
       }
@@ -259,23 +301,27 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
           .map((index) => `[${index}]`)
           .join('');
       const origin = originOf(raw, keyPath);
-      problems.set(dotted, `${where(origin)}${shownKey} = ${show(dotted, valueAt(data, path))}: expected ${expectedAt(keyPath)}`);
+      const value = path.length === keyLength && written.has(dotted) ? written.get(dotted) : valueAt(data, path);
+      problems.set(dotted, `${where(origin)}${shownKey} = ${show(dotted, value)}: expected ${expectedAt(keyPath)}`);
     }
     throw new ConfigError([...problems.values()]);
   }
 
   const valid = data as unknown as ValidConfig;
+  checkJobTimeouts(raw, valid.core);
   const dataDirOrigin = raw.leaves.get('core.data_dir')?.origin;
   return {
     core: {
       url: valid.core.url,
       token: valid.core.token,
+      token_file: token.path,
       hostname: valid.core.hostname,
       port: valid.core.port,
       listen_address: valid.core.listen_address,
       executor: valid.core.executor,
       network_name: valid.core.network_name,
       job_completion_timeout: valid.core.job_completion_timeout,
+      max_job_timeout: valid.core.max_job_timeout,
       job_removal_timeout: valid.core.job_removal_timeout,
       remove_stopped_containers_on_terminate: valid.core.remove_stopped_containers_on_terminate,
       extra_hosts: [...valid.core.extra_hosts],
@@ -311,8 +357,62 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       registries: raw.registries.compile(valid.docker.registries, (path, origin) => resolvePath(path, origin, options), options),
     },
     metrics: { address: valid.metrics.address },
-    log: { level: valid.log.level },
+    health: { address: valid.health.address },
+    log: { level: valid.log.level, format: valid.log.format },
   };
+}
+
+/** A job's own `timeout` may not exceed `max_job_timeout`, so neither may the default every other job gets. */
+function checkJobTimeouts(raw: RawSettings, core: ValidConfig['core']): void {
+  const max = core.max_job_timeout;
+  if (max === 0 || core.job_completion_timeout <= max) return;
+  const origin = raw.leaves.get('core.job_completion_timeout')?.origin ?? raw.leaves.get('core.max_job_timeout')?.origin;
+  throw new ConfigError(
+    `${where(origin)}core.job_completion_timeout = ${core.job_completion_timeout}: expected at most core.max_job_timeout (${max}), the longest a job may run`,
+  );
+}
+
+/**
+ * `core.token_file`: read into `core.token` for the schema to check. One of token and token_file is given:
+ * the environment's (or a flag's) replaces the file's, as for registry passwords; both from the same place
+ * is an error. A file others may read is a warning. Returns the file's absolute path, or the problem.
+ */
+function readTokenFile(raw: RawSettings, core: Record<string, unknown>, options: LoadConfigOptions, warnings: string[]): { path?: string; problem?: string } {
+  const token = raw.leaves.get('core.token');
+  const tokenFile = raw.leaves.get('core.token_file');
+  if (!tokenFile) return {};
+  if (token) {
+    const rank = (origin: Origin): number => ['file', 'env', 'flag'].indexOf(origin.kind);
+    if (rank(token.origin) === rank(tokenFile.origin)) {
+      delete core.token;
+      return { problem: `${where(tokenFile.origin)}core.token and core.token_file are both set: expected exactly one` };
+    }
+    if (rank(token.origin) > rank(tokenFile.origin)) {
+      delete core.token_file;
+      return {};
+    }
+  }
+  delete core.token;
+  if (typeof tokenFile.value !== 'string' || tokenFile.value === '') return {}; // the schema says what is wrong with it
+  const path = resolvePath(tokenFile.value, tokenFile.origin, options);
+  const what = `${where(tokenFile.origin)}core.token_file = ${show('core.token_file', tokenFile.value)}`;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    return { problem: `${what}: cannot read ${path}: ${readProblem(err)}` };
+  }
+  // `echo token > file` ends it in a newline that is no part of the token.
+  const value = text.replace(/[\r\n]+$/, '');
+  if (value === '') return { problem: `${what}: ${path} is empty: expected the token` };
+  if (!new RegExp(TOKEN_PATTERN).test(value)) return { problem: `${what}: ${path} does not hold a token: expected ${expectedAt(['core', 'token'])}` };
+  core.token = value;
+  const mode = statSync(path).mode & 0o777;
+  if ((mode & 0o044) !== 0) {
+    const who = (mode & 0o004) !== 0 ? 'every user' : 'its group';
+    warnings.push(`${what}: ${path} may be read by ${who} (mode ${mode.toString(8).padStart(4, '0')}); make it readable by the agent's user alone (chmod 600)`);
+  }
+  return { path };
 }
 
 /** Relative paths are relative to the file that set them (or the cwd for env); `~/` means the home directory. */

@@ -276,7 +276,6 @@ export class Scheduler {
       void run.launch();
     }
     // Each launch took its slot at once, so `running` is the count now.
-    this.ctx.metrics?.setJobs(running, this.queue.length);
     if (running === 0) this.noneRunning.wakeAll();
   }
 
