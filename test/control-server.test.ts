@@ -152,6 +152,33 @@ describe('reference control server', () => {
     assert.equal((await getJob(id)).agentId, 'agent-fields');
   });
 
+  it('takes how the agent runs a job (timeout, stallTimeout, cancelGracePeriod, resources) and hands it out as given', async () => {
+    const run = { timeout: 3_600_000, stallTimeout: 60_000, cancelGracePeriod: 0, resources: { cpus: 0.5, memory: 268_435_456, pids: 64 } };
+    const id = await submit({ image: 'img:3', labels: { queue: 'run-options' }, ...run });
+    const only = await submit({ image: 'img:4', labels: { queue: 'run-options' }, timeout: 1 });
+    const jobs = await pollJobs('run-options', 2);
+    assert.deepEqual(
+      jobs.map((job) => ({ ...job, callbackUrl: undefined, logsUrl: undefined })),
+      [
+        { id, image: 'img:3', body: null, ...run, callbackUrl: undefined, logsUrl: undefined },
+        { id: only, image: 'img:4', body: null, timeout: 1, callbackUrl: undefined, logsUrl: undefined },
+      ],
+      'each field as it was submitted, none added',
+    );
+    for (const [body, expected] of [
+      ['{"image":"x","timeout":0}', /body\.timeout must be >= 1/],
+      ['{"image":"x","timeout":1.5}', /body\.timeout must be integer/],
+      ['{"image":"x","stallTimeout":-1}', /body\.stallTimeout must be >= 0/],
+      ['{"image":"x","cancelGracePeriod":2147483648}', /body\.cancelGracePeriod must be <= 2147483647/],
+      ['{"image":"x","resources":{"gpus":1}}', /body\.resources has unknown field\(s\): gpus/],
+      ['{"image":"x","resources":{"memory":1024}}', /body\.resources\.memory must be >= 6291456/],
+    ] as const) {
+      const response = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(response.status, 400, body);
+      assert.match(((await json(response)) as { error: string }).error, expected, body);
+    }
+  });
+
   it('honours capacity: at most that many, oldest first; missing means 1; 0 means none', async () => {
     const ids = [];
     for (let i = 0; i < 5; i++) ids.push(await submit({ image: 'img', body: i, labels: { queue: 'capacity' } }));

@@ -155,6 +155,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
         cpus: config.docker.cpus,
         memory: config.docker.memory_limit,
         pids: config.docker.pids_limit,
+        maxTimeout: core.max_job_timeout,
       }),
     },
   );
