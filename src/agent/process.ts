@@ -16,7 +16,7 @@ import { probeSocketPath, serveProbesOnAddress, serveProbesOnSocket, type Health
 
 // The command line reaches the rest of the agent only through this module.
 export { ConfigError } from '../config/errors.ts';
-export { loadConfig } from '../config/load.ts';
+export { loadConfig, loadDataDir } from '../config/load.ts';
 export { probeSocketPath, socketPathProblem } from './probes.ts';
 // For the single executable (src/cli/sea.ts), which carries better-sqlite3's native addon itself.
 export { setSqliteNativeBinding } from '../shared/sqlite-binding.ts';
@@ -63,8 +63,8 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
   const metricsModule = config.metrics.address ? await import('./metrics.ts') : undefined;
   const metrics = metricsModule ? new metricsModule.AgentMetrics({ version: options.version, node: process.version }) : undefined;
   const executor = createExecutor(config, createDockerClient(config.docker.url, config.docker), store.agentId, log, systemClock, metrics);
-  await logBanner(log, { config, version: options.version, agentId: store.agentId, executor });
-  for (const warning of loaded.warnings) log.warn(warning);
+  // Asked now, answered while the rest is built: the first line waits for it, nothing else does.
+  const engine = engineVersion(executor);
   let logStore: LogStore;
   try {
     logStore = new LogStore(join(config.core.data_dir, 'logs.db'));
@@ -75,6 +75,19 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
   }
   const agent = composeAgent(config, { store, executor, log, clock: systemClock, version: options.version, metrics, oneShot: options.oneShot, logStore });
   metrics?.observe(() => agent.snapshot());
+  log.info(
+    {
+      version: options.version,
+      node: process.version,
+      agentId: store.agentId,
+      executor: config.core.executor,
+      engine: redactUrl(config.docker.url),
+      ...(await engine),
+      dataDir: config.core.data_dir,
+    },
+    `foreman ${options.version} starting`,
+  );
+  for (const warning of loaded.warnings) log.warn(warning);
 
   const signals = options.signals ?? process;
   let stopRequested: () => void = () => undefined;
@@ -128,24 +141,22 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
   return code;
 }
 
-/** The first line an agent logs: what runs, where, against which engine. */
-async function logBanner(log: Logger, about: { config: Config; version: string; agentId: string; executor: Executor }): Promise<void> {
-  const { config, version, agentId, executor } = about;
+/** The engine's version for the first log line, or why there is none yet (it does not wait long: the agent waits for an engine later). */
+async function engineVersion(executor: Executor): Promise<{ engineVersion: string } | { engineProblem: string }> {
   let timer: Timer | undefined;
-  const engine = await Promise.race([
-    executor.version().then(
-      (engineVersion) => ({ engineVersion }),
-      (err: unknown) => ({ engineProblem: describeHttpError(err) }),
-    ),
-    new Promise<{ engineProblem: string }>((resolve) => {
-      timer = systemClock.after(BANNER_ENGINE_WAIT_MS, () => resolve({ engineProblem: `no answer within ${BANNER_ENGINE_WAIT_MS} ms` }));
-    }),
-  ]);
-  timer?.cancel();
-  log.info(
-    { version, node: process.version, agentId, executor: config.core.executor, engine: redactUrl(config.docker.url), ...engine, dataDir: config.core.data_dir },
-    `foreman ${version} starting`,
-  );
+  try {
+    return await Promise.race([
+      executor.version().then(
+        (version) => ({ engineVersion: version }),
+        (err: unknown) => ({ engineProblem: describeHttpError(err) }),
+      ),
+      new Promise<{ engineProblem: string }>((resolve) => {
+        timer = systemClock.after(BANNER_ENGINE_WAIT_MS, () => resolve({ engineProblem: `no answer within ${BANNER_ENGINE_WAIT_MS} ms` }), { unref: true });
+      }),
+    ]);
+  } finally {
+    timer?.cancel();
+  }
 }
 
 /** The probes on the agent's socket in data_dir (for `foreman ping`) and on `health.address`; a listener that fails is logged, not fatal. */

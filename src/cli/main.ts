@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import pkg from '../../package.json' with { type: 'json' };
-import { ConfigError, loadConfig, probeSocketPath, runAgentProcess, socketPathProblem } from '../agent/process.ts';
+import { ConfigError, loadConfig, loadDataDir, probeSocketPath, runAgentProcess, socketPathProblem } from '../agent/process.ts';
 import { ping } from './ping.ts';
 
 const HELP = `Usage: foreman [command] [options]
@@ -174,8 +174,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
 }
 
 /**
- * `foreman ping`: the config only says where data_dir is (its warnings are not repeated: a HEALTHCHECK runs
- * this every few seconds); then one line, exit 0 or 1, also for a config that does not load.
+ * `foreman ping`: the config only says where data_dir is (nothing else of it is checked, and no warning is
+ * repeated: a HEALTHCHECK runs this every few seconds); then one line, exit 0 or 1, also for a config that
+ * cannot be read.
  */
 async function runPing(
   configPath: string | undefined,
@@ -186,8 +187,7 @@ async function runPing(
 ): Promise<number> {
   let socketPath: string;
   try {
-    const { config } = loadConfig({ argvConfigPath: configPath, env, cwd: process.cwd(), home: env.HOME || homedir() });
-    socketPath = probeSocketPath(config.core.data_dir);
+    socketPath = probeSocketPath(loadDataDir({ argvConfigPath: configPath, env, cwd: process.cwd(), home: env.HOME || homedir() }));
   } catch (err) {
     complain(`cannot ping: ${err instanceof ConfigError ? err.problems.join('; ') : err instanceof Error ? err.message : String(err)}`);
     return 1;

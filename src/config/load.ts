@@ -70,6 +70,24 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   return deepFreeze({ config, file, sources: sourcesOf(raw), warnings });
 }
 
+/**
+ * Only `core.data_dir`, found as `loadConfig` finds it (file, then FOREMAN_* and flags), for `foreman ping`:
+ * it needs no url or token, and reads no token file. Throws ConfigError when the file cannot be read or
+ * data_dir itself is not a path.
+ */
+export function loadDataDir(options: LoadConfigOptions): string {
+  const raw: RawSettings = { leaves: new Map(), tables: { 'core.env': new Map(), 'core.labels': new Map() }, registries: new RegistrySettings([]) };
+  const file = findConfigFile(options);
+  if (file !== undefined) readConfigFile(file, raw, []);
+  applyEnv(options.env, raw, []);
+  const setting = raw.leaves.get('core.data_dir');
+  if (setting === undefined) return join(options.home, '.foreman', 'data');
+  if (typeof setting.value !== 'string' || setting.value === '') {
+    throw new ConfigError(`${where(setting.origin)}core.data_dir = ${show('core.data_dir', setting.value)}: expected ${expectedAt(['core', 'data_dir'])}`);
+  }
+  return resolvePath(setting.value, setting.origin, options);
+}
+
 function findConfigFile(options: LoadConfigOptions): string | undefined {
   const explicit =
     options.argvConfigPath !== undefined
