@@ -2,13 +2,17 @@ import { readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { ConfigError } from './errors.ts';
-import { expectedAt, isDurationKey, LEAF_KEYS, leafKind, SECTIONS, TABLES, TOKEN_PATTERN, type TableKey, type ValidConfig } from './schema.ts';
+import { expectedAt, isDurationKey, LEAF_KEYS, SECTIONS, TABLES, type TableKey, type ValidConfig } from './schema.ts';
 import { parseDuration } from './formats.ts';
 // ConfigSchema compiled by ajv at development time (scripts/validators.ts), so the agent never runs ajv's compiler.
 import { validate } from './config-validator.generated.ts';
 import type { Config, ConfigSource, LoadedConfig } from './types.ts';
-import { readProblem, show, suggestion, where, type Origin } from './messages.ts';
+import { show, suggestion, where, type Origin } from './messages.ts';
+import { readTokenFile } from './token.ts';
+import { applyEnv, coerceEnvValue, CONFIG_ENV_VARIABLE, envVariableFor, type RawSettings } from './env.ts';
 import { RegistrySettings, REGISTRIES_KEY } from './registries.ts';
+
+export { CONFIG_ENV_VARIABLE, envVariableFor } from './env.ts';
 
 export { ConfigError } from './errors.ts';
 export { isSecretKey, show } from './messages.ts';
@@ -29,30 +33,6 @@ export interface LoadConfigOptions {
 }
 
 export const SYSTEM_CONFIG_PATH = '/etc/foreman/foreman.toml';
-export const CONFIG_ENV_VARIABLE = 'FOREMAN_CONFIG';
-
-interface Setting {
-  readonly value: unknown;
-  readonly origin: Origin;
-}
-
-/** Values gathered from the file and env before validation, keyed by dotted key. */
-interface RawSettings {
-  readonly leaves: Map<string, Setting>;
-  readonly tables: Record<TableKey, Map<string, Setting>>;
-  /** `[[docker.registries]]`: entries set field by field, so they are gathered apart from the leaves. */
-  readonly registries: RegistrySettings;
-}
-
-const TABLE_ENV_PREFIXES: Record<TableKey, string> = {
-  'core.env': 'FOREMAN_CORE_ENV_',
-  'core.labels': 'FOREMAN_CORE_LABELS_',
-};
-
-/** `core.max_concurrent_jobs` → `FOREMAN_CORE_MAX_CONCURRENT_JOBS`. */
-export function envVariableFor(dotted: string): string {
-  return `FOREMAN_${dotted.replaceAll('.', '_').toUpperCase()}`;
-}
 
 /**
  * Finds, reads and validates the configuration: file values first, then
@@ -191,72 +171,6 @@ function isTableKey(dotted: string): dotted is TableKey {
   return (TABLES as readonly string[]).includes(dotted);
 }
 
-function applyEnv(env: LoadConfigOptions['env'], raw: RawSettings, warnings: string[]): void {
-  const leafByVariable = new Map(LEAF_KEYS.map((key) => [envVariableFor(key), key]));
-  const names = Object.keys(env)
-    .filter((name) => name.startsWith('FOREMAN_') && name !== CONFIG_ENV_VARIABLE)
-    .sort();
-  for (const variable of names) {
-    const value = env[variable];
-    if (value === undefined) continue;
-    if (raw.registries.fromEnv(variable, value)) continue;
-    const origin: Origin = { kind: 'env', variable };
-    const leaf = leafByVariable.get(variable);
-    if (leaf !== undefined) {
-      raw.leaves.set(leaf, { value: coerceEnvValue(leaf, value), origin });
-      continue;
-    }
-    const table = TABLES.find((t) => variable.startsWith(TABLE_ENV_PREFIXES[t]) && variable.length > TABLE_ENV_PREFIXES[t].length);
-    if (table !== undefined) {
-      const name = variable.slice(TABLE_ENV_PREFIXES[table].length);
-      // Env variable names are upper case by convention but labels are usually lower case;
-      // the container env var names keep their case because programs read them verbatim.
-      raw.tables[table].set(table === 'core.labels' ? name.toLowerCase() : name, { value, origin });
-      continue;
-    }
-    warnings.push(`env ${variable}: unknown setting (ignored)${suggestion(variable, envCandidates(variable, [...leafByVariable.keys()]), 3)}`);
-  }
-}
-
-/** Prefixes under which the rest of a variable's name is a name of its own (a label, a container variable, a registry entry). */
-const NAME_PREFIXES = [...Object.values(TABLE_ENV_PREFIXES), 'FOREMAN_DOCKER_REGISTRIES_'];
-
-/**
- * What a misspelled variable may have meant: every setting's variable, FOREMAN_CONFIG, and for a slip in a
- * prefix (`FOREMAN_CORE_LABEL_QUEUE`, `FOREMAN_DOCKER_REGISTRY_0_HOST`) the right prefix with the same rest.
- */
-function envCandidates(variable: string, leafVariables: readonly string[]): string[] {
-  const parts = variable.split('_');
-  const renamed = NAME_PREFIXES.flatMap((prefix) => {
-    const rest = parts.slice(prefix.split('_').length - 1).join('_');
-    return parts.length >= prefix.split('_').length && rest !== '' ? [`${prefix}${rest}`] : [];
-  });
-  return [...leafVariables, CONFIG_ENV_VARIABLE, ...renamed.filter((candidate) => candidate !== variable)];
-}
-
-/** Env values are text; turn them into the type the key wants, or leave them for validation to reject. */
-function coerceEnvValue(dotted: string, value: string): unknown {
-  const trimmed = value.trim();
-  switch (leafKind(dotted)) {
-    case 'integer':
-    case 'number':
-      return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(trimmed) ? Number(trimmed) : value;
-    case 'boolean': {
-      const lower = trimmed.toLowerCase();
-      if (lower === 'true' || lower === '1') return true;
-      if (lower === 'false' || lower === '0') return false;
-      return value;
-    }
-    case 'list':
-      return value
-        .split(',')
-        .map((item) => item.trim())
-        .filter((item) => item !== '');
-    case 'string':
-      return value;
-  }
-}
-
 function compile(raw: RawSettings, file: string | undefined, options: LoadConfigOptions, warnings: string[]): Config {
   const data: Record<string, Record<string, unknown>> = Object.fromEntries(SECTIONS.map((section) => [section, {}]));
   /** Durations written with a unit, as written: a message shows what the user wrote, not the milliseconds. */
@@ -280,7 +194,12 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
   (data.docker ??= {}).registries = raw.registries.data();
 
   const problems = new Map<string, string>();
-  const token = readTokenFile(raw, core, options, warnings);
+  const token = readTokenFile(
+    { token: raw.leaves.get('core.token'), tokenFile: raw.leaves.get('core.token_file') },
+    core,
+    (path, origin) => resolvePath(path, origin, options),
+    warnings,
+  );
   if (token.problem) problems.set('core.token_file', token.problem);
 
   if (!validate(data) || problems.size > 0) {
@@ -388,49 +307,6 @@ function checkJobTimeouts(raw: RawSettings, core: ValidConfig['core']): void {
   throw new ConfigError(
     `${where(origin)}core.job_completion_timeout = ${core.job_completion_timeout}: expected at most core.max_job_timeout (${max}), the longest a job may run`,
   );
-}
-
-/**
- * `core.token_file`: read into `core.token` for the schema to check. One of token and token_file is given:
- * the environment's (or a flag's) replaces the file's, as for registry passwords; both from the same place
- * is an error. A file others may read is a warning. Returns the file's absolute path, or the problem.
- */
-function readTokenFile(raw: RawSettings, core: Record<string, unknown>, options: LoadConfigOptions, warnings: string[]): { path?: string; problem?: string } {
-  const token = raw.leaves.get('core.token');
-  const tokenFile = raw.leaves.get('core.token_file');
-  if (!tokenFile) return {};
-  if (token) {
-    const rank = (origin: Origin): number => ['file', 'env', 'flag'].indexOf(origin.kind);
-    if (rank(token.origin) === rank(tokenFile.origin)) {
-      delete core.token;
-      return { problem: `${where(tokenFile.origin)}core.token and core.token_file are both set: expected exactly one` };
-    }
-    if (rank(token.origin) > rank(tokenFile.origin)) {
-      delete core.token_file;
-      return {};
-    }
-  }
-  delete core.token;
-  if (typeof tokenFile.value !== 'string' || tokenFile.value === '') return {}; // the schema says what is wrong with it
-  const path = resolvePath(tokenFile.value, tokenFile.origin, options);
-  const what = `${where(tokenFile.origin)}core.token_file = ${show('core.token_file', tokenFile.value)}`;
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    return { problem: `${what}: cannot read ${path}: ${readProblem(err)}` };
-  }
-  // `echo token > file` ends it in a newline that is no part of the token.
-  const value = text.replace(/[\r\n]+$/, '');
-  if (value === '') return { problem: `${what}: ${path} is empty: expected the token` };
-  if (!new RegExp(TOKEN_PATTERN).test(value)) return { problem: `${what}: ${path} does not hold a token: expected ${expectedAt(['core', 'token'])}` };
-  core.token = value;
-  const mode = statSync(path).mode & 0o777;
-  if ((mode & 0o044) !== 0) {
-    const who = (mode & 0o004) !== 0 ? 'every user' : 'its group';
-    warnings.push(`${what}: ${path} may be read by ${who} (mode ${mode.toString(8).padStart(4, '0')}); make it readable by the agent's user alone (chmod 600)`);
-  }
-  return { path };
 }
 
 /** Relative paths are relative to the file that set them (or the cwd for env); `~/` means the home directory. */
