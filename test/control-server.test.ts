@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -494,5 +496,48 @@ describe('reference control server persistence', () => {
 
   it('refuses to start without a token', async () => {
     await assert.rejects(createControlServer({ dbPath: ':memory:', tokens: [''] }), /at least one non-empty token/);
+  });
+});
+
+describe('the control server command', () => {
+  it('--token-file (CS_TOKEN_FILE) reads the tokens agents may use from a file, one a line; an unreadable one is exit 2', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-main-'));
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      spawn(process.execPath, ['--import', 'tsx', 'examples/control-server/main.ts', '--port', '0', '--db', join(dir, 'cs.db'), ...args], {
+        cwd: join(import.meta.dirname, '..'),
+        env: { PATH: process.env.PATH ?? '', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    try {
+      await writeFile(join(dir, 'tokens'), 'from-file-1\nfrom-file-2\n', { mode: 0o600 });
+      const child = run([], { CS_TOKEN_FILE: join(dir, 'tokens') });
+      try {
+        let out = '';
+        child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+        const deadline = Date.now() + 20_000;
+        while (!/dashboard: (http:\/\/\S+)\//.test(out) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+        const base = /dashboard: (http:\/\/\S+)\//.exec(out)?.[1];
+        assert.ok(base, `the server started: ${out}`);
+        for (const [token, status] of [
+          ['from-file-1', 200],
+          ['from-file-2', 200],
+          ['other', 401],
+        ] as const) {
+          const response = await fetch(`${base}/job`, { headers: { authorization: `Bearer ${token}`, 'x-foreman-capacity': '0' } });
+          assert.equal(response.status, status, `a poll with ${token}`);
+        }
+      } finally {
+        child.kill('SIGTERM');
+        await once(child, 'close');
+      }
+      const missing = run(['--token-file', join(dir, 'nope')]);
+      let err = '';
+      missing.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+      const [code] = (await once(missing, 'close')) as [number | null];
+      assert.equal(code, 2, 'an unreadable token file is a usage error');
+      assert.match(err, /^cannot read the token file .*nope: ENOENT/, err);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
