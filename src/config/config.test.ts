@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { ConfigError, loadConfig, type LoadConfigOptions } from './load.ts';
+import { ConfigError, loadConfig, loadDataDir, type LoadConfigOptions } from './load.ts';
 import { isDurationKey, LEAF_KEYS, TABLES } from './schema.ts';
 import type { LoadedConfig } from './types.ts';
 
@@ -576,6 +576,19 @@ describe('flags', () => {
     });
     assert.deepEqual(config.log, { level: 'debug', format: 'text' }, 'the flags apply');
     assert.equal(sources['log.level'], 'flag', 'and are their source');
+  });
+});
+
+describe('loadDataDir (foreman ping)', () => {
+  it('finds data_dir as loadConfig does, with no url or token and without reading a token file', () => {
+    const fromFile = setup({ files: { 'etc/foreman.toml': '[core]\ndata_dir = "state"\ntoken_file = "/nonexistent"\n' } });
+    assert.equal(loadDataDir(fromFile.options), join(fromFile.dirs.root, 'etc', 'state'), 'relative to the file that set it');
+    const fromEnv = setup({ files: { 'etc/foreman.toml': '[core]\ndata_dir = "state"\n' }, env: { FOREMAN_CORE_DATA_DIR: '/var/lib/foreman' } });
+    assert.equal(loadDataDir(fromEnv.options), '/var/lib/foreman', 'the environment wins');
+    const none = setup({});
+    assert.equal(loadDataDir(none.options), join(none.dirs.home, '.foreman', 'data'), 'the default');
+    const bad = setup({ files: { 'cwd/foreman.toml': '[core]\ndata_dir = 5\n' } });
+    assert.throws(() => loadDataDir(bad.options), /core\.data_dir = 5: expected a non-empty directory path/, 'a data_dir that is not a path');
   });
 });
 
