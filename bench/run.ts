@@ -9,7 +9,7 @@
  *
  * The agent is the built bundle (bin/foreman.js → dist/): run `npm run build` after changing src/.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -506,17 +506,22 @@ async function benchLogCpu(): Promise<void> {
     const cpuRun = async (
       stack: Awaited<ReturnType<typeof logStack>>,
       logs: boolean,
-    ): Promise<{ cpu: number; wholeCpu: number; rss: number; printed: number; delivered: number; lag: number }> => {
+    ): Promise<{ cpu: number; wholeCpu: number; rss: number; printed: number; delivered: number; lag: number; floor: number }> => {
       const { pid } = stack;
       const id = `bench-cpu-${serial++}`;
       const done = stack.viaAgent(id, paced, lines, logs);
       done.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
       const started = await stack.startOf(id);
       const cpuAtStart = cpuSeconds(pid);
+      // Beside the agent that does not follow this job's output: a bare follower of the same container, the floor.
+      const [container] = logs ? [] : await docker.listContainers({ filters: { label: [`foreman.job-id=${id}`] } });
+      const follower = container ? spawn(process.execPath, ['--import', 'tsx', 'bench/follow-floor.ts', container.Id], { stdio: 'ignore' }) : undefined;
+      const followerExit = follower ? new Promise((resolve) => follower.once('exit', resolve)) : Promise.resolve();
       const wallAtStart = performance.now();
       // The steady part: from 2 s after the start to 8 s.
       await sleepMs(Math.max(0, started + 2000 - Date.now()));
       const from = cpuSeconds(pid);
+      const followerFrom = follower?.pid ? cpuSeconds(follower.pid) : NaN;
       const t0 = performance.now();
       const rss: number[] = [];
       while (performance.now() - t0 < 6000) {
@@ -524,7 +529,10 @@ async function benchLogCpu(): Promise<void> {
         await sleepMs(250);
       }
       const cpu = (cpuSeconds(pid) - from) / ((performance.now() - t0) / 1000);
+      const floor = follower?.pid ? (cpuSeconds(follower.pid) - followerFrom) / ((performance.now() - t0) / 1000) : NaN;
       const run = await done;
+      follower?.kill();
+      await followerExit;
       const wholeCpu = (cpuSeconds(pid) - cpuAtStart) / ((performance.now() - wallAtStart) / 1000);
       const died = stack.events.get(id)?.die ?? NaN;
       return {
@@ -535,6 +543,7 @@ async function benchLogCpu(): Promise<void> {
         delivered: logs ? lines / (run.allMs / 1000) : NaN,
         // How long after the container's end the last line arrived.
         lag: logs ? started + run.allMs - died : NaN,
+        floor,
       };
     };
     const withLogs: Array<Awaited<ReturnType<typeof cpuRun>>> = [];
@@ -565,6 +574,10 @@ async function benchLogCpu(): Promise<void> {
     console.log(row('with logsUrl', withLogs, streaming.pid, idleRss[1]));
     console.log(
       `idle agent (polling every 250 ms): ${fmt(100 * idleCpu)} % of a core; streaming costs ${fmt(100 * (m(withLogs, (x) => x.cpu) - m(without, (x) => x.cpu)))} points of a core at ${rate} lines/s. ${machineLoad()} at the end (${loadAtStart} at the start)`,
+    );
+    const floor = m(without, (x) => x.floor);
+    console.log(
+      `floor: a bare process following the same output (bench/follow-floor.ts: dockerode, counting frames, nothing stored or sent) used ${fmt(100 * floor)} % of a core in the same 2–8 s; the agent streaming used ${fmt(m(withLogs, (x) => x.cpu) / floor, 2)}× that`,
     );
   } finally {
     await streaming.close();

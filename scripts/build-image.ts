@@ -19,7 +19,7 @@ const APP = '/app';
 export const AGENT_DATA_DIR = '/var/lib/foreman';
 const HASH_LABEL = 'dev.foreman.agent.inputs-hash';
 // Bump when the layout below changes, so old images with the same inputs get rebuilt.
-const RECIPE_VERSION = '2';
+const RECIPE_VERSION = '3';
 /** Read only when present: lets the agent trust what the host trusts for an https control server. */
 const HOST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 /** better-sqlite3's dependencies used only by `npm install` (it fetches prebuilt binaries); not at run time. */
@@ -64,6 +64,9 @@ export async function buildAgentImage(opts: BuildAgentImageOptions = {}): Promis
       // No init needed: the agent handles SIGTERM and SIGINT itself, also as PID 1, and starts no child processes.
       `ENTRYPOINT ${JSON.stringify([NODE_IN_IMAGE, '--max-semi-space-size=1', `${APP}/bin/foreman.js`])}`,
       'CMD ["run"]',
+      // Liveness over the agent's socket in data_dir (FOREMAN_CORE_DATA_DIR above): no metrics listener needed.
+      // A start period covers a slow first start; an agent waiting for its engine is alive all the same.
+      `HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ${JSON.stringify([NODE_IN_IMAGE, '--max-semi-space-size=1', `${APP}/bin/foreman.js`, 'ping'])}`,
     ],
     quiet: opts.quiet ?? true,
   });

@@ -43,6 +43,7 @@ export function generateValidators(): Generated[] {
   const configOptions: Options = { allErrors: true, useDefaults: true, strict: true, code: { source: true, esm: true, formats: _`formats` } };
   const config = new Ajv(configOptions);
   config.addKeyword({ keyword: 'expected', schemaType: 'string' });
+  config.addKeyword({ keyword: 'duration', schemaType: 'boolean' });
   // Stand-ins at generation: the generated code calls the functions the prelude names.
   for (const name of ['http-url', 'docker-url', 'host-port-or-empty']) config.addFormat(name, () => true);
   const configCode = standalone.default(config, config.compile(ConfigSchema as TSchema));

@@ -108,6 +108,11 @@ describe('agent container image', { skip }, () => {
       await waitFor('the agent in the container to poll', () => pollsSince(runAt) > 0, 30_000);
       const startMs = (control.polls.find((p) => p.at >= runAt)?.at ?? 0) - runAt;
 
+      // The image's HEALTHCHECK is `foreman ping`, over the agent's socket in data_dir; run here as Docker runs it.
+      const check = JSON.parse(await docker('image', 'inspect', '--format', '{{json .Config.Healthcheck.Test}}', image)) as string[];
+      assert.deepEqual(check, ['CMD', '/usr/local/bin/node', '--max-semi-space-size=1', '/app/bin/foreman.js', 'ping'], 'the HEALTHCHECK pings');
+      assert.equal(await docker('exec', name, ...check.slice(1)), 'ok: the agent is alive (/var/lib/foreman/foreman.sock)', 'and passes');
+
       // PID 1 of its container is the agent itself: no shell, no init in between.
       const cmdline = await docker('exec', name, '/usr/local/bin/node', '-e', 'process.stdout.write(require("fs").readFileSync("/proc/1/cmdline", "utf8"))');
       assert.deepEqual(cmdline.split('\0').filter(Boolean), ['/usr/local/bin/node', '--max-semi-space-size=1', '/app/bin/foreman.js', 'run']);

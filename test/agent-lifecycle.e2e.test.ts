@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { testJobImage } from './support/image.ts';
 import { exitCode, readLog, spawnStack, type SpawnedStack } from './support/agents.ts';
 import { containersOf, watchContainerEvents } from './support/containers.ts';
+import pkg from '../package.json' with { type: 'json' };
+import { FakeRegistry } from './support/fake-registry.ts';
 import { freePort } from './support/ports.ts';
 import { job, seqs } from './support/reports.ts';
 import { waitFor } from './support/wait.ts';
@@ -152,12 +154,12 @@ test('--exit-when-idle exits 0 once nothing ran for that long, after the job it 
   }
 });
 
-test('/healthz is 503 with the reason while the engine is unreachable; /readyz is 503 until a poll succeeds; histograms are served', async () => {
+test('an engine that does not answer: alive, not ready, foreman_engine_up 0; a healthy agent: ready, and its metrics count what it did', async () => {
   await unreachableEngine();
   await healthyAgent();
 });
 
-/** An agent whose engine does not answer: /healthz names it, /readyz waits for a first poll. */
+/** An agent whose engine does not answer is alive (a restart would not help: it rides the outage out), but not ready. */
 async function unreachableEngine(): Promise<void> {
   const metricsPort = await freePort();
   const s = await spawnStack({ FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`, FOREMAN_DOCKER_URL: 'unix:///nonexistent/docker.sock' });
@@ -166,33 +168,56 @@ async function unreachableEngine(): Promise<void> {
       const r = await get(`http://127.0.0.1:${metricsPort}/healthz`);
       return r.status === 0 ? undefined : r;
     });
-    assert.equal(health.status, 503);
-    assert.match(health.text, /^the Docker engine at unix:\/\/\/nonexistent\/docker\.sock does not answer: .*ENOENT/);
-    assert.doesNotMatch(health.text, /\n\s+at /);
+    assert.equal(health.status, 200, `alive: ${health.text}`);
+    assert.equal(health.text, 'ok\n');
     const ready = await get(`http://127.0.0.1:${metricsPort}/readyz`);
-    assert.equal(ready.status, 503);
-    assert.match(ready.text, /no poll has been answered yet/);
+    assert.equal(ready.status, 503, 'not ready');
+    assert.match(ready.text, /^the Docker engine at unix:\/\/\/nonexistent\/docker\.sock does not answer: .*ENOENT/, 'readiness names the engine');
+    assert.doesNotMatch(ready.text, /\n\s+at /, 'no stack trace');
+    const metrics = (await get(`http://127.0.0.1:${metricsPort}/metrics`)).text;
+    assert.match(metrics, /^foreman_engine_up 0$/m, 'the metric says the engine is down');
   } finally {
     await s.close();
   }
 }
 
-/** A healthy agent: both probes pass, and the histograms count the job it ran. */
+/** A healthy agent: both probes pass, and the metrics count the job it ran and the pull that failed. */
 async function healthyAgent(): Promise<void> {
   const metricsPort = await freePort();
-  const s: SpawnedStack = await spawnStack({ FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}` });
+  const registry = await new FakeRegistry('drop').start();
+  const s: SpawnedStack = await spawnStack({ FOREMAN_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`, FOREMAN_CORE_MAX_CONCURRENT_JOBS: '3' });
   try {
-    s.control.reply([job('h-1', s.callbacks.url(), { values: [1] })]);
+    s.control.reply([job('h-1', s.callbacks.url(), { values: [1] }), job('h-pull', s.callbacks.url(), {}, { image: registry.image('nope') })]);
     await s.callbacks.waitForCompletion('h-1', 30_000);
-    assert.equal((await get(`http://127.0.0.1:${metricsPort}/healthz`)).status, 200);
-    assert.equal((await get(`http://127.0.0.1:${metricsPort}/readyz`)).status, 200);
+    assert.equal((await s.callbacks.waitForCompletion('h-pull', 60_000)).headers['x-foreman-job-outcome'], 'pull-failed', 'the pull failed');
+    assert.equal((await get(`http://127.0.0.1:${metricsPort}/healthz`)).status, 200, 'alive');
+    assert.equal((await get(`http://127.0.0.1:${metricsPort}/readyz`)).status, 200, 'ready');
     const metrics = await waitFor('the histograms to count the job', async () => {
       const text = (await get(`http://127.0.0.1:${metricsPort}/metrics`)).text;
       return /^foreman_job_run_seconds_count\{outcome="succeeded"\} 1$/m.test(text) ? text : undefined;
     });
-    assert.match(metrics, /^foreman_job_start_seconds_count 1$/m);
-    assert.match(metrics, /^foreman_callback_delivery_seconds_count\{result="delivered"\} 1$/m);
+    for (const [pattern, what] of [
+      [/^foreman_job_start_latency_seconds_count 1$/m, 'the start latency, under its new name'],
+      [/^foreman_callback_delivery_seconds_count\{result="delivered"\} [12]$/m, 'deliveries'],
+      [
+        new RegExp(`^foreman_build_info\\{version="${pkg.version.replaceAll('.', '\\.')}",node="${process.version.replaceAll('.', '\\.')}"\\} 1$`, 'm'),
+        'the build',
+      ],
+      [/^foreman_job_slots 3$/m, 'the configured slots'],
+      [/^foreman_job_slots_free 3$/m, 'the free slots'],
+      [/^foreman_polls_total\{result="jobs"\} 1$/m, 'the poll that brought the jobs'],
+      [/^foreman_polls_total\{result="empty"\} \d+$/m, 'the empty polls'],
+      [/^foreman_callback_backlog 0$/m, 'the outbox backlog'],
+      [/^foreman_callback_backlog_oldest_age_seconds 0$/m, 'the age of its oldest entry'],
+      [/^foreman_log_backlog_lines 0$/m, 'the log-shipping backlog'],
+      [/^foreman_image_pull_duration_seconds_count\{result="failure"\} 1$/m, 'the failed pull'],
+      [/^foreman_engine_up 1$/m, 'the engine'],
+    ] as const) {
+      assert.match(metrics, pattern, what);
+    }
+    assert.doesNotMatch(metrics, /^foreman_job_start_seconds/m, 'the old name is gone');
   } finally {
     await s.close();
+    await registry.close();
   }
 }

@@ -100,7 +100,7 @@ describe('foreman with a bad configuration', () => {
       toml: '[core]\nurl = "http://127.0.0.1:9/"\ntoken = "t"\n',
       env: { FOREMAN_CORE_POLL_TIMEOUT: '-1' },
       stderr: () =>
-        'foreman: env FOREMAN_CORE_POLL_TIMEOUT: core.poll_timeout = -1: expected a non-negative integer number of milliseconds (at most 2147483647)\n',
+        'foreman: env FOREMAN_CORE_POLL_TIMEOUT: core.poll_timeout = -1: expected a duration of at most 2147483647 ms (about 24.8 days): whole milliseconds (e.g. 1500) or a string with a unit: "500ms", "90s", "15m", "2h", "7d", or combined as "1h30m"\n',
     },
     {
       name: 'no url anywhere',
@@ -118,6 +118,56 @@ describe('foreman with a bad configuration', () => {
       assertNoStackTrace(result);
     });
   }
+
+  it('several problems: one line each, each naming where its value came from, exit 2', async () => {
+    const file = writeConfig('[core]\nport = "abc"\npoll_frequency = "soon"\n');
+    const result = await runCli(['run', '--config', file], { FOREMAN_CORE_STALL_TIMEOUT: '-1', FOREMAN_LOG_FORMAT: 'yaml' });
+    assert.equal(result.code, 2, result.stderr);
+    const forms = 'whole milliseconds (e.g. 1500) or a string with a unit: "500ms", "90s", "15m", "2h", "7d", or combined as "1h30m"';
+    assert.deepEqual(
+      result.stderr.split('\n').filter(Boolean),
+      [
+        `foreman: core.url is required: set it in ${file} or FOREMAN_CORE_URL`,
+        `foreman: core.token or core.token_file is required: set one in ${file}, FOREMAN_CORE_TOKEN or FOREMAN_CORE_TOKEN_FILE`,
+        `foreman: ${file}: core.port = "abc": expected an integer from 0 to 65535`,
+        `foreman: ${file}: core.poll_frequency = "soon": expected a duration of at most 2147483647 ms (about 24.8 days): ${forms}`,
+        `foreman: env FOREMAN_CORE_STALL_TIMEOUT: core.stall_timeout = -1: expected a duration of at most 2147483647 ms (about 24.8 days): ${forms}`,
+        'foreman: env FOREMAN_LOG_FORMAT: log.format = "yaml": expected one of json, text',
+      ],
+      'one line per problem',
+    );
+    assertNoStackTrace(result);
+  });
+
+  it('a misspelled FOREMAN_ variable gets a did-you-mean, as a misspelled key does', async () => {
+    const file = writeConfig('[core]\nurl = "http://127.0.0.1:9/"\ntoken = "t"\npoll_frequncy = 5\n');
+    const result = await runCli(['ping', '--config', file], { FOREMAN_CORE_LABEL_QUEUE: 'high' });
+    // ping repeats no warning (a HEALTHCHECK runs it every few seconds); run and check do.
+    assert.doesNotMatch(result.stderr, /warning/, 'ping prints no config warning');
+    const check = await runCli(['check', '--config', file, '--log-level', 'silent'], {
+      FOREMAN_CORE_LABEL_QUEUE: 'high',
+      FOREMAN_DOCKER_URL: 'unix:///nonexistent.sock',
+    });
+    assert.match(check.stderr, /^foreman: warning: env FOREMAN_CORE_LABEL_QUEUE: unknown setting \(ignored\); did you mean FOREMAN_CORE_LABELS_QUEUE\?$/m);
+    assert.match(
+      check.stderr,
+      new RegExp(`^foreman: warning: ${file}: unknown key core.poll_frequncy \\(ignored\\); did you mean core.poll_frequency\\?$`, 'm'),
+    );
+  });
+
+  it('ping with no agent running: one line on stderr, exit 1 (never 2, which Docker reserves)', async () => {
+    const dataDir = join(workDir, 'ping-data');
+    const result = await runCli(['ping'], { FOREMAN_CORE_URL: 'http://127.0.0.1:9/', FOREMAN_CORE_TOKEN: 't', FOREMAN_CORE_DATA_DIR: dataDir });
+    assert.equal(result.code, 1, result.stderr);
+    assert.equal(result.stdout, '');
+    assert.equal(result.stderr, `foreman: no agent answers at ${join(dataDir, 'foreman.sock')}: is it running, with this core.data_dir?\n`);
+    // It needs data_dir alone: no url, no token, no token file it may not read.
+    const bare = await runCli(['ping'], { FOREMAN_CORE_DATA_DIR: dataDir, FOREMAN_CORE_TOKEN_FILE: '/nonexistent/token' });
+    assert.equal(bare.stderr, result.stderr, 'the same answer with nothing but data_dir set');
+    const unreadable = await runCli(['ping', '--config', join(workDir, 'missing.toml')]);
+    assert.equal(unreadable.code, 1, 'a config file that cannot be read is exit 1 too');
+    assert.equal(unreadable.stderr, `foreman: cannot ping: config file ${join(workDir, 'missing.toml')} (from --config) does not exist\n`, 'in one line');
+  });
 
   it('a missing --config file is an error', async () => {
     const result = await runCli(['check', '--config', 'missing.toml']);
@@ -172,7 +222,7 @@ describe('foreman check', () => {
     assert.match(result.stdout, /ok +control server http:\/\/127\.0\.0\.1:\d+\/jobs answered HTTP 204/);
     assert.match(result.stdout, /core\.token +=  ?<redacted> +\(file\)/);
     assert.match(result.stdout, /core\.env\.API_KEY +=  ?<redacted> +\(file\)/);
-    assert.match(result.stdout, /core\.poll_timeout += 5000 +\(env\)/);
+    assert.match(result.stdout, /core\.poll_timeout += 5000 \(5s\) +\(env\)/);
     assert.match(result.stdout, /core\.port += 3000 +\(default\)/);
     assert.match(result.stdout, /core\.labels\.queue += "high" +\(file\)/);
     assert.match(result.stdout, new RegExp(`core\\.data_dir += "${join(workDir, '.foreman', 'data')}"`));
@@ -185,6 +235,28 @@ describe('foreman check', () => {
     assert.equal(lastHeaders?.['user-agent'], `foreman/${pkg.version} (${platform()}, ${arch()})`);
     assert.equal(lastHeaders?.['x-foreman-capacity'], '0');
     assert.equal(lastHeaders?.['x-foreman-labels'], 'queue=high');
+  });
+
+  it('warns about a completion timeout under a minute and a token sent over plain http to another host; reads a token file', async () => {
+    status = 204;
+    const tokenFile = join(workDir, 'check-token');
+    writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+    const file = writeConfig(`[core]\nurl = "${serverUrl}"\ntoken_file = "check-token"\nnetwork_name = "${networkName}"\n`);
+    const quiet = await runCli(['check', '--config', file], { FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '1h' });
+    assert.equal(quiet.code, 0, quiet.stdout + quiet.stderr);
+    assert.doesNotMatch(quiet.stdout, /^ {2}warn /m, 'no warning for an hour over loopback');
+    assert.match(quiet.stdout, new RegExp(`core\\.token += <redacted> +\\(core\\.token_file ${tokenFile}\\)`), 'the token row names its file');
+    assert.match(quiet.stdout, new RegExp(`core\\.token_file += "${tokenFile}" +\\(file\\)`));
+    assert.equal(lastHeaders?.authorization, `Bearer ${TOKEN}`, 'the token from the file is sent');
+
+    const warned = await runCli(['check', '--config', file], { FOREMAN_CORE_URL: 'http://control.invalid:8888/jobs', FOREMAN_CORE_POLL_TIMEOUT: '2000' });
+    assert.equal(warned.code, 1, 'the control server cannot be reached; the warnings alone would not fail the check');
+    assert.match(warned.stdout, /^ {2}warn {2}core\.job_completion_timeout is 10s, under a minute: .*e\.g\. "1h"$/m);
+    assert.match(
+      warned.stdout,
+      /^ {2}warn {2}core\.url sends the token over plain http:\/\/ to control\.invalid, which is not this host's loopback: .*use https:\/\/$/m,
+    );
+    assert.ok(!(warned.stdout + warned.stderr).includes(TOKEN), 'token leaked');
   });
 
   it('shows registries by host, user and where the password is, never the password', async () => {

@@ -84,3 +84,54 @@ test('a job canceled on the reference server is stopped by the agent within a se
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("a job's own timeout, submitted to the reference server: the agent holds the job to it, and refuses one above core.max_job_timeout", async () => {
+  await testJobImage();
+  const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-agent-'));
+  let server: ControlServer | undefined;
+  let env: TestEnv | undefined;
+  let agent: InProcessAgent | undefined;
+  try {
+    server = await createControlServer({ dbPath: join(dir, 'cs.db'), tokens: ['cs-token'] });
+    await server.app.listen({ host: '127.0.0.1', port: 0 });
+    const base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
+    env = testEnv(`${base}/job`, {
+      FOREMAN_CORE_TOKEN: 'cs-token',
+      FOREMAN_CORE_LABELS_QUEUE: 'timeout-e2e',
+      FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '2m',
+      FOREMAN_CORE_MAX_JOB_TIMEOUT: '1h',
+    });
+    const running = (agent = await startAgent(env));
+    const submit = async (body: unknown): Promise<string> => {
+      const res = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      assert.equal(res.status, 201, await res.clone().text());
+      return ((await res.json()) as { id: string }).id;
+    };
+    const ended = (id: string): Promise<JobView & { result: { message?: string; reason?: string } }> =>
+      waitFor(
+        `${id} to end`,
+        async () => {
+          const view = (await (await fetch(`${base}/jobs/${id}`)).json()) as JobView & { result: { message?: string; reason?: string } };
+          return view.status === 'completed' ? view : undefined;
+        },
+        60_000,
+      );
+    const short = await submit({ image: 'foreman-test-job:latest', labels: { queue: 'timeout-e2e' }, body: { action: 'sleep' }, timeout: 1500 });
+    const tooLong = await submit({ image: 'foreman-test-job:latest', labels: { queue: 'timeout-e2e' }, body: { values: [1] }, timeout: 7_200_000 });
+    const timedOut = await ended(short);
+    assert.equal(timedOut.outcome, 'timed-out', 'the sleeping job is stopped at its own timeout, not at job_completion_timeout (2 minutes)');
+    assert.equal(timedOut.result.message, 'the job did not report completed within its timeout (1500 ms)');
+    const started = running.store.get(short)?.startedAt ?? 0;
+    const stopped = running.store.get(short)?.stoppedAt ?? 0;
+    assert.ok(stopped - started >= 1500, `stopped ${stopped - started} ms after its container started: no earlier than its timeout`);
+    const refused = await ended(tooLong);
+    assert.equal(refused.outcome, 'invalid', 'a job asking for more than core.max_job_timeout is refused');
+    assert.equal(refused.result.message, 'the job failed validation: timeout 7200000 is more than this agent allows (core.max_job_timeout = 3600000)');
+    assert.equal(running.store.get(tooLong)?.containerId ?? null, null, 'and gets no container');
+  } finally {
+    await agent?.close();
+    await server?.close();
+    if (env) await cleanup(env, agent?.agent.agentId);
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,6 +152,33 @@ describe('reference control server', () => {
     ]);
     assert.equal((await getJob(id)).status, 'assigned');
     assert.equal((await getJob(id)).agentId, 'agent-fields');
+  });
+
+  it('takes how the agent runs a job (timeout, stallTimeout, cancelGracePeriod, resources) and hands it out as given', async () => {
+    const run = { timeout: 3_600_000, stallTimeout: 60_000, cancelGracePeriod: 0, resources: { cpus: 0.5, memory: 268_435_456, pids: 64 } };
+    const id = await submit({ image: 'img:3', labels: { queue: 'run-options' }, ...run });
+    const only = await submit({ image: 'img:4', labels: { queue: 'run-options' }, timeout: 1 });
+    const jobs = await pollJobs('run-options', 2);
+    assert.deepEqual(
+      jobs.map((job) => ({ ...job, callbackUrl: undefined, logsUrl: undefined })),
+      [
+        { id, image: 'img:3', body: null, ...run, callbackUrl: undefined, logsUrl: undefined },
+        { id: only, image: 'img:4', body: null, timeout: 1, callbackUrl: undefined, logsUrl: undefined },
+      ],
+      'each field as it was submitted, none added',
+    );
+    for (const [body, expected] of [
+      ['{"image":"x","timeout":0}', /body\.timeout must be >= 1/],
+      ['{"image":"x","timeout":1.5}', /body\.timeout must be integer/],
+      ['{"image":"x","stallTimeout":-1}', /body\.stallTimeout must be >= 0/],
+      ['{"image":"x","cancelGracePeriod":2147483648}', /body\.cancelGracePeriod must be <= 2147483647/],
+      ['{"image":"x","resources":{"gpus":1}}', /body\.resources has unknown field\(s\): gpus/],
+      ['{"image":"x","resources":{"memory":1024}}', /body\.resources\.memory must be >= 6291456/],
+    ] as const) {
+      const response = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(response.status, 400, body);
+      assert.match(((await json(response)) as { error: string }).error, expected, body);
+    }
   });
 
   it('honours capacity: at most that many, oldest first; missing means 1; 0 means none', async () => {
@@ -467,5 +496,48 @@ describe('reference control server persistence', () => {
 
   it('refuses to start without a token', async () => {
     await assert.rejects(createControlServer({ dbPath: ':memory:', tokens: [''] }), /at least one non-empty token/);
+  });
+});
+
+describe('the control server command', () => {
+  it('--token-file (CS_TOKEN_FILE) reads the tokens agents may use from a file, one a line; an unreadable one is exit 2', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-main-'));
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      spawn(process.execPath, ['--import', 'tsx', 'examples/control-server/main.ts', '--port', '0', '--db', join(dir, 'cs.db'), ...args], {
+        cwd: join(import.meta.dirname, '..'),
+        env: { PATH: process.env.PATH ?? '', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    try {
+      await writeFile(join(dir, 'tokens'), 'from-file-1\nfrom-file-2\n', { mode: 0o600 });
+      const child = run([], { CS_TOKEN_FILE: join(dir, 'tokens') });
+      try {
+        let out = '';
+        child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+        const deadline = Date.now() + 20_000;
+        while (!/dashboard: (http:\/\/\S+)\//.test(out) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+        const base = /dashboard: (http:\/\/\S+)\//.exec(out)?.[1];
+        assert.ok(base, `the server started: ${out}`);
+        for (const [token, status] of [
+          ['from-file-1', 200],
+          ['from-file-2', 200],
+          ['other', 401],
+        ] as const) {
+          const response = await fetch(`${base}/job`, { headers: { authorization: `Bearer ${token}`, 'x-foreman-capacity': '0' } });
+          assert.equal(response.status, status, `a poll with ${token}`);
+        }
+      } finally {
+        child.kill('SIGTERM');
+        await once(child, 'close');
+      }
+      const missing = run(['--token-file', join(dir, 'nope')]);
+      let err = '';
+      missing.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+      const [code] = (await once(missing, 'close')) as [number | null];
+      assert.equal(code, 2, 'an unreadable token file is a usage error');
+      assert.match(err, /^cannot read the token file .*nope: ENOENT/, err);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

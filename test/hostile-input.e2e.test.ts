@@ -144,14 +144,21 @@ describe('hostile input', () => {
       assert.equal(outcome, 'invalid');
       assert.match(message, reason);
     }
-    // Not reported (the id cannot be echoed), but logged with the id escaped.
+    // Logged with the id escaped, and reported: the id percent-encoded (the lone surrogate as its WTF-8 bytes) and in the body.
     const line = await waitFor('the lone-surrogate id rejected', () => rejected('\\ud800'));
     assert.match(line.reason ?? '', /id is not well-formed Unicode/);
+    const illFormed = await waitFor('the lone-surrogate job reported', () => callbacks.requests.find((r) => r.headers['x-foreman-job-id'] === '%ED%A0%80'));
+    assert.equal(illFormed.headers['x-foreman-job-outcome'], 'invalid', 'reported invalid');
+    assert.equal(illFormed.headers['x-foreman-job-status'], 'completed', 'as a final update');
+    const report = JSON.parse(illFormed.body.toString()) as { id: string; reason: string; message: string };
+    assert.equal(report.id, '\ud800', 'the body gives the id back exactly');
+    assert.match(report.message, /id is not well-formed Unicode/, 'and says why');
     const done = await callbacks.waitForCompletion(exotic);
     assert.equal(decodeURIComponent(String(done.headers['x-foreman-job-id'])), exotic);
     assert.deepEqual(JSON.parse(done.body.toString()), { result: 5 });
     await stillRunsJobs('after-sur');
-    assert.ok(!callbacks.requests.some((r) => decodeURIComponent(String(r.headers['x-foreman-job-id'])).includes('\ufffd')), 'no id was changed on the way');
+    const wellFormed = callbacks.requests.filter((r) => r !== illFormed);
+    assert.ok(!wellFormed.some((r) => decodeURIComponent(String(r.headers['x-foreman-job-id'])).includes('\ufffd')), 'no id was changed on the way');
     for (const id of ['sur-env', 'sur-cmd', 'sur-image']) assert.ok(!created.has(id), id);
   });
 

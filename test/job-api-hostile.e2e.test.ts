@@ -42,3 +42,42 @@ test('an update recorded and forwarded gets its 200 even when malformed bytes fo
   );
   assert.equal(forwarded.body.toString(), '{"step":"one"}');
 });
+
+test('a PUT whose chunked body is malformed gets a 400 at once, its connection is closed, and nothing of it is recorded or forwarded', async () => {
+  const { control, callbacks, running } = stack;
+  control.reply([job('chunked-1', callbacks.url(), { action: 'sleep' })]);
+  const record = await waitFor(
+    'the job to run',
+    () => (running.store.get('chunked-1')?.state === 'started' ? running.store.get('chunked-1') : undefined),
+    30_000,
+  );
+  const api = new URL(running.agent.jobApiUrl);
+  const head = `PUT /job/chunked-1?token=${record.secret} HTTP/1.1\r\nhost: ${api.host}\r\nx-foreman-job-status: running\r\ntransfer-encoding: chunked\r\n\r\n`;
+  for (const body of ['zz\r\nabc\r\n0\r\n\r\n', '5\r\nchunk\r\nqq\r\n0\r\n\r\n']) {
+    const socket = connect(Number(api.port), api.hostname);
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.on('error', () => undefined);
+    socket.write(head + body);
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([
+      once(socket, 'close').then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 4000))),
+    ]);
+    clearTimeout(timer);
+    socket.destroy();
+    const text = Buffer.concat(received).toString();
+    assert.ok(closed, `the agent closed the connection within 4 s (it answered ${JSON.stringify(text)})`);
+    assert.match(text, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*\{"error":"malformed HTTP request"\}$/, `one 400 for ${JSON.stringify(body)}`);
+  }
+  // A good update after them is forwarded first of all: the malformed ones left nothing in the outbox.
+  const good = await fetch(`${running.agent.jobApiUrl}/job/chunked-1?token=${record.secret}`, {
+    method: 'PUT',
+    headers: { 'x-foreman-job-status': 'running' },
+    body: 'after',
+  });
+  assert.equal(good.status, 200, 'a well-formed update is accepted');
+  const forwarded = await waitFor('the good update at the callback', () => callbacks.for('chunked-1')[0]);
+  assert.equal(forwarded.body.toString(), 'after', 'the first update forwarded is the good one');
+  assert.equal(forwarded.headers['x-foreman-delivery-seq'], '1', 'no delivery was queued for the malformed ones');
+});

@@ -133,6 +133,32 @@ describe('job control', () => {
     assert.equal(report.reason, 'stall');
     assert.match(report.message, /no update within its stall timeout \(1500 ms\)/);
   });
+
+  test('the stall clock starts when the engine says the container started: a job that never PUTs gets its whole stall timeout', async (t) => {
+    const { callbacks, control } = stack;
+    const seen: Array<{ action: string; signal: string | undefined; at: number }> = [];
+    const events = await watchContainerEvents(['start', 'kill'], 'foreman.job-id=c-silent', (e: EngineEvent) =>
+      seen.push({ action: e.Action, signal: e.Actor.Attributes.signal, at: e.timeNano / 1e6 }),
+    );
+    try {
+      control.reply([job('c-silent', callbacks.url(), { action: 'sleep' }, { stallTimeout: 2000 })]);
+      const ended = await callbacks.waitForCompletion('c-silent');
+      const started = seen.find((e) => e.action === 'start');
+      const stopped = await waitFor('the stop signal', () => seen.find((e) => e.action === 'kill' && e.signal === '15'));
+      assert.ok(started, `the engine reported the container's start: ${JSON.stringify(seen)}`);
+      const signalMs = stopped.at - started.at;
+      const reportMs = ended.at - started.at;
+      t.diagnostic(`stop signal ${Math.round(signalMs)} ms, stalled report ${Math.round(reportMs)} ms after the engine's start event (stall timeout 2000)`);
+      assert.ok(signalMs >= 2000, `the stop signal came ${signalMs} ms after the engine's start event: less than the stall timeout (2000)`);
+      assert.ok(reportMs >= 2000, `the report came ${reportMs} ms after the engine's start event: less than the stall timeout (2000)`);
+      assert.ok(signalMs < 5000, `the stop signal came ${signalMs} ms after the engine's start event`);
+      assert.equal(ended.headers['x-foreman-job-outcome'], 'stalled', 'reported stalled');
+      assert.match(reportOf(ended).message, /no update within its stall timeout \(2000 ms\)/, 'the report names the stall timeout');
+      assert.equal(callbacks.for('c-silent').length, 1, 'the job sent no update of its own');
+    } finally {
+      events.stop();
+    }
+  });
 });
 
 test('kill -9 during a cancel grace period: the restarted agent finishes the cancel (the cancel is not sent again)', async (t) => {

@@ -100,7 +100,59 @@ describe('the systemd unit', () => {
     assert.equal(value('Install', 'WantedBy'), 'multi-user.target');
   });
 
+  it('reads the token from a systemd credential, and shows the environment-file way beside it', () => {
+    assert.deepEqual(values('Service', 'LoadCredential'), ['token:/etc/foreman/token'], 'LoadCredential= hands the agent /etc/foreman/token');
+    assert.ok(
+      values('Service', 'Environment').includes('FOREMAN_CORE_TOKEN_FILE=%d/token'),
+      'core.token_file names the credential (%d: $CREDENTIALS_DIRECTORY)',
+    );
+    assert.match(text, /^#EnvironmentFile=-\/etc\/foreman\/foreman\.env$/m, 'the EnvironmentFile= way is shown, commented out');
+    assert.match(text, /FOREMAN_CORE_TOKEN=/, 'and what that file holds');
+  });
+
+  it('is sandboxed: read-only system with its state and cache directories writable, no capabilities, few address families', () => {
+    const expected: Record<string, string> = {
+      ProtectSystem: 'strict',
+      ProtectHome: 'true',
+      PrivateDevices: 'true',
+      PrivateTmp: 'true',
+      ProtectKernelTunables: 'true',
+      ProtectKernelModules: 'true',
+      ProtectControlGroups: 'true',
+      RestrictNamespaces: 'true',
+      LockPersonality: 'true',
+      SystemCallArchitectures: 'native',
+      UMask: '0077',
+      NoNewPrivileges: 'true',
+      CapabilityBoundingSet: '',
+      StateDirectory: 'foreman',
+      CacheDirectory: 'foreman',
+    };
+    for (const [key, want] of Object.entries(expected)) assert.equal(value('Service', key), want, `${key}=${want}`);
+    assert.deepEqual(words('Service', 'RestrictAddressFamilies').sort(), ['AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_UNIX'], 'RestrictAddressFamilies=');
+    assert.ok(values('Unit', 'Documentation').length > 0, 'Documentation= is set');
+    // V8 writes the code it compiles (Node aborts with it); the docker group would not map inside a user namespace.
+    for (const key of ['MemoryDenyWriteExecute', 'PrivateUsers', 'ProcSubset']) assert.equal(value('Service', key), undefined, `${key}= is left out`);
+    assert.equal(value('Service', 'ReadOnlyPaths'), undefined, 'nothing else is taken away');
+  });
+
   const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
+  it(
+    'scores MEDIUM or better (at most 5.9) with systemd-analyze security, and the docs give the score',
+    { skip: analyze.status === 0 ? false : 'systemd-analyze is not installed' },
+    (t) => {
+      const result = spawnSync('systemd-analyze', ['security', '--offline=true', '--no-pager', UNIT], { encoding: 'utf8' });
+      assert.equal(result.status, 0, result.stderr);
+      const score = /Overall exposure level for foreman\.service: (\d+\.\d) (\w+)/.exec(result.stdout);
+      assert.ok(score, `an overall exposure level in:\n${result.stdout.slice(-500)}`);
+      const [, level = '', word = ''] = score;
+      t.diagnostic(`systemd-analyze security: ${level} ${word}`);
+      assert.ok(Number(level) <= 5.9, `exposure ${level} ${word}: above MEDIUM (5.9)`);
+      const docs = readFileSync(join(repoRoot, 'docs/security.md'), 'utf8');
+      assert.ok(docs.includes(`${level} ${word}`), `docs/security.md gives the score, ${level} ${word}`);
+      assert.ok(text.includes(`${level} ${word}`), `the unit's header gives it too`);
+    },
+  );
   it('passes systemd-analyze verify', { skip: analyze.status === 0 ? false : 'systemd-analyze is not installed' }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'foreman-unit-'));
     try {

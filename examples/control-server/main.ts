@@ -1,11 +1,12 @@
 // Runs the reference control server:
 //   node --import tsx examples/control-server/main.ts --port 8888 --host 127.0.0.1 --db ./cs.db --token T
-// Every flag has an environment fallback: CS_PORT, CS_HOST, CS_DB, CS_TOKENS (comma-separated), CS_PUBLIC_URL,
-// CS_AGENT_TIMEOUT.
+// Every flag has an environment fallback: CS_PORT, CS_HOST, CS_DB, CS_TOKENS (comma-separated), CS_TOKEN_FILE,
+// CS_PUBLIC_URL, CS_AGENT_TIMEOUT.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createControlServer } from './server.ts';
 
-const USAGE = `usage: control-server [--port 8888] [--host 127.0.0.1] [--db ./control-server.db] --token TOKEN [--token TOKEN2] [--public-url URL] [--agent-timeout MS]`;
+const USAGE = `usage: control-server [--port 8888] [--host 127.0.0.1] [--db ./control-server.db] (--token TOKEN [--token TOKEN2] | --token-file FILE) [--public-url URL] [--agent-timeout MS]`;
 
 async function main(): Promise<number> {
   let values;
@@ -16,6 +17,7 @@ async function main(): Promise<number> {
         host: { type: 'string' },
         db: { type: 'string' },
         token: { type: 'string', multiple: true },
+        'token-file': { type: 'string' },
         'public-url': { type: 'string' },
         'agent-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -40,14 +42,20 @@ async function main(): Promise<number> {
   }
   const host = values.host ?? env.CS_HOST ?? '127.0.0.1';
   const dbPath = values.db ?? env.CS_DB ?? './control-server.db';
-  const tokens =
-    values.token ??
-    (env.CS_TOKENS ?? '')
-      .split(',')
-      .map((token) => token.trim())
-      .filter((token) => token !== '');
+  // A token file (a compose or systemd secret) holds one token a line.
+  const tokenFile = values['token-file'] ?? env.CS_TOKEN_FILE;
+  let fileTokens: string[] = [];
+  if (tokenFile !== undefined) {
+    try {
+      fileTokens = readFileSync(tokenFile, 'utf8').split('\n');
+    } catch (error) {
+      process.stderr.write(`cannot read the token file ${tokenFile}: ${(error as Error).message}\n`);
+      return 2;
+    }
+  }
+  const tokens = [...(values.token ?? (env.CS_TOKENS ?? '').split(',')), ...fileTokens].map((token) => token.trim()).filter((token) => token !== '');
   if (tokens.length === 0) {
-    process.stderr.write(`at least one token is required (--token or CS_TOKENS)\n${USAGE}\n`);
+    process.stderr.write(`at least one token is required (--token, --token-file, CS_TOKENS or CS_TOKEN_FILE)\n${USAGE}\n`);
     return 2;
   }
   const publicUrl = values['public-url'] ?? env.CS_PUBLIC_URL;

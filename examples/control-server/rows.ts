@@ -36,6 +36,10 @@ export interface AssignedJob {
   env?: Record<string, string>;
   body: unknown;
   alwaysPull?: boolean;
+  timeout?: number;
+  stallTimeout?: number;
+  cancelGracePeriod?: number;
+  resources?: { cpus?: number; memory?: number; pids?: number };
 }
 
 export interface AgentView {
@@ -59,6 +63,8 @@ export interface JobRow {
   body: string;
   labels: string;
   always_pull: number | null;
+  /** timeout, stallTimeout, cancelGracePeriod and resources as JSON, when any was given. */
+  run_options: string | null;
   status: JobStatus;
   progress: number | null;
   outcome: string | null;
@@ -144,6 +150,8 @@ const ADDED_COLUMNS: Array<[table: string, column: string, definition: string]> 
   ['jobs', 'log_lines', 'INTEGER NOT NULL DEFAULT 0'],
   ['jobs', 'log_total', 'INTEGER'],
   ['jobs', 'log_agent_id', 'TEXT'],
+  // How the agent runs the job: timeout, stallTimeout, cancelGracePeriod, resources (JSON).
+  ['jobs', 'run_options', 'TEXT'],
 ];
 
 export function migrate(db: Database.Database): void {
@@ -190,6 +198,7 @@ export function toAssignedJob(row: JobRow): AssignedJob {
   if (row.command !== null) job.command = parseJson(row.command) as string[];
   if (row.env !== null) job.env = parseJson(row.env) as Record<string, string>;
   if (row.always_pull !== null) job.alwaysPull = row.always_pull === 1;
+  if (row.run_options !== null) Object.assign(job, parseJson(row.run_options));
   return job;
 }
 

@@ -61,6 +61,20 @@ const NewJobSchema = Type.Object(
     body: Type.Optional(Type.Unknown()),
     labels: Type.Optional(Type.Record(Type.String(), Type.String())),
     alwaysPull: Type.Optional(Type.Boolean()),
+    // Handed to the agent as they are (see the job fields in the README): the agent enforces its own maxima.
+    timeout: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS })),
+    stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS })),
+    cancelGracePeriod: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS })),
+    resources: Type.Optional(
+      Type.Object(
+        {
+          cpus: Type.Optional(Type.Number({ minimum: 0.01, maximum: 65_536 })),
+          memory: Type.Optional(Type.Integer({ minimum: 6_291_456, maximum: Number.MAX_SAFE_INTEGER })),
+          pids: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 );

@@ -16,6 +16,11 @@ export interface NewJob {
   /** Labels an agent must carry (same values) to be handed this job. */
   labels?: Record<string, string> | undefined;
   alwaysPull?: boolean | undefined;
+  /** How the agent runs it (ms, and the container's limits): handed out as they are. */
+  timeout?: number | undefined;
+  stallTimeout?: number | undefined;
+  cancelGracePeriod?: number | undefined;
+  resources?: { cpus?: number | undefined; memory?: number | undefined; pids?: number | undefined } | undefined;
 }
 
 export interface CallbackUpdate {
@@ -118,10 +123,13 @@ export class Store {
   /** undefined when a job with the requested id already exists. */
   createJob(input: NewJob, now = Date.now()): JobView | undefined {
     const id = input.id ?? randomUUID();
+    const run = Object.fromEntries(
+      (['timeout', 'stallTimeout', 'cancelGracePeriod', 'resources'] as const).flatMap((field) => (input[field] === undefined ? [] : [[field, input[field]]])),
+    );
     const inserted = this.#db
       .prepare(
-        `INSERT OR IGNORE INTO jobs (id, image, command, env, body, labels, always_pull, status, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
+        `INSERT OR IGNORE INTO jobs (id, image, command, env, body, labels, always_pull, run_options, status, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
       )
       .run(
         id,
@@ -131,6 +139,7 @@ export class Store {
         JSON.stringify(input.body ?? null),
         JSON.stringify(input.labels ?? {}),
         input.alwaysPull === undefined ? null : input.alwaysPull ? 1 : 0,
+        Object.keys(run).length === 0 ? null : JSON.stringify(run),
         now,
         now,
       );

@@ -79,9 +79,10 @@ export function executorSettings(config: Config): Omit<DockerExecutorOptions, 'd
   };
 }
 
-/** The executor `core.executor` names, on the engine at `docker.url`. */
-export function createExecutor(config: Config, docker: Docker, agentId: string, log: Logger, clock: Clock): Executor {
-  const options = { docker, agentId, log, ...executorSettings(config) };
+/** The executor `core.executor` names, on the engine at `docker.url`; `metrics`, when served, times its pulls. */
+export function createExecutor(config: Config, docker: Docker, agentId: string, log: Logger, clock: Clock, metrics?: AgentMetrics): Executor {
+  const onPull = metrics ? (result: 'success' | 'failure' | 'canceled', seconds: number) => metrics.pullDuration.observe({ result }, seconds) : undefined;
+  const options = { docker, agentId, log, onPull, ...executorSettings(config) };
   return config.core.executor === 'swarm' ? new SwarmExecutor({ ...options, clock }) : new DockerExecutor(options);
 }
 
@@ -156,6 +157,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
         cpus: config.docker.cpus,
         memory: config.docker.memory_limit,
         pids: config.docker.pids_limit,
+        maxTimeout: core.max_job_timeout,
       }),
     },
   );
@@ -176,6 +178,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
     clock,
     log,
     freeSlots: () => scheduler.freeSlots(),
+    onPolled: metrics ? (result) => metrics.polls.inc({ result }) : undefined,
     onJobs: (entries) => {
       // Containers call the job API soon after they start.
       jobApi.prepare();

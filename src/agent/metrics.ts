@@ -1,7 +1,35 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { splitAddress, type HealthProbes } from './probes.ts';
 
-/** Prometheus metrics of one agent, on a registry of its own. */
+/** What the agent holds right now, read when Prometheus scrapes (src/agent/supervisor.ts gives it). */
+export interface AgentSnapshot {
+  /** `core.max_concurrent_jobs`. */
+  readonly slots: number;
+  /** Jobs holding a slot, and those waiting for one. */
+  readonly running: number;
+  readonly pending: number;
+  /** Callback deliveries not yet settled, and when the oldest of them was stored (undefined: none). */
+  readonly callbackBacklog: number;
+  readonly callbackOldestAt: number | undefined;
+  /** Live log lines stored and not yet accepted by their logs servers. */
+  readonly logBacklogLines: number;
+  /** Whether the agent is connected to the engine (it has not lost it since it last answered). */
+  readonly engineUp: boolean;
+  /** Now, on the agent's clock, for the oldest delivery's age. */
+  readonly now: number;
+}
+
+/** How an image pull ended. */
+export type PullResult = 'success' | 'failure' | 'canceled';
+
+/** How a poll ended: it brought jobs, none, was refused for its token, or failed (network, timeout, another status, a bad reply). */
+export type PollResult = 'jobs' | 'empty' | 'unauthorized' | 'error';
+
+/**
+ * Prometheus metrics of one agent, on a registry of its own. Names follow Prometheus conventions: counters end in
+ * `_total`, durations are histograms in `_seconds`, and what the agent holds is read at scrape time.
+ */
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly jobsEnded = new Counter({
@@ -16,8 +44,14 @@ export class AgentMetrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly polls = new Counter({
+    name: 'foreman_polls_total',
+    help: 'Polls of the control server, by result: jobs (the reply brought some), empty, unauthorized (401/403), error',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly startLatency = new Histogram({
-    name: 'foreman_job_start_seconds',
+    name: 'foreman_job_start_latency_seconds',
     help: 'From the poll reply that brought a job to its container running (queueing and pull included)',
     buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],
@@ -36,34 +70,61 @@ export class AgentMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30, 300, 3600],
     registers: [this.registry],
   });
-  private readonly running = new Gauge({ name: 'foreman_jobs_running', help: 'Jobs holding a slot', registers: [this.registry] });
-  private readonly pending = new Gauge({ name: 'foreman_jobs_pending', help: 'Jobs waiting for a slot', registers: [this.registry] });
+  readonly pullDuration = new Histogram({
+    name: 'foreman_image_pull_duration_seconds',
+    help: 'Image pulls (an image missing here, or alwaysPull), from the request to the engine to its end, by result (success, failure, canceled)',
+    labelNames: ['result'] as const,
+    buckets: [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+    registers: [this.registry],
+  });
+  private snapshot: (() => AgentSnapshot) | undefined;
 
-  constructor() {
+  constructor(build: { readonly version: string; readonly node: string }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'foreman_' });
+    new Gauge({
+      name: 'foreman_build_info',
+      help: 'Always 1; the labels say which foreman and which Node.js run',
+      labelNames: ['version', 'node'] as const,
+      registers: [this.registry],
+    }).set({ version: build.version, node: build.node }, 1);
+    // Read at scrape time: nothing is updated on the agent's own paths.
+    const read = (pick: (s: AgentSnapshot) => number) => (): number | undefined => {
+      const snapshot = this.snapshot?.();
+      return snapshot ? pick(snapshot) : undefined;
+    };
+    const gauge = (name: string, help: string, pick: (s: AgentSnapshot) => number): void => {
+      const value = read(pick);
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          const now = value();
+          if (now !== undefined) this.set(now);
+        },
+      });
+    };
+    gauge('foreman_jobs_running', 'Jobs holding a slot', (s) => s.running);
+    gauge('foreman_jobs_pending', 'Jobs waiting for a slot', (s) => s.pending);
+    gauge('foreman_job_slots', 'Jobs this agent runs at once (core.max_concurrent_jobs)', (s) => s.slots);
+    gauge('foreman_job_slots_free', 'Slots no job holds', (s) => Math.max(0, s.slots - s.running));
+    gauge('foreman_callback_backlog', 'Callback deliveries stored and not yet settled', (s) => s.callbackBacklog);
+    gauge('foreman_callback_backlog_oldest_age_seconds', 'How long the oldest unsettled callback delivery has waited; 0 when none waits', (s) =>
+      s.callbackOldestAt === undefined ? 0 : Math.max(0, s.now - s.callbackOldestAt) / 1000,
+    );
+    gauge('foreman_log_backlog_lines', 'Live log lines stored and not yet accepted by their logs servers', (s) => s.logBacklogLines);
+    gauge('foreman_engine_up', '1 while the agent is connected to the Docker engine, 0 while it has lost it', (s) => (s.engineUp ? 1 : 0));
   }
 
-  setJobs(running: number, pending: number): void {
-    this.running.set(running);
-    this.pending.set(pending);
+  /** Where the gauges read what the agent holds, once the agent is built. */
+  observe(snapshot: () => AgentSnapshot): void {
+    this.snapshot = snapshot;
   }
 }
 
-/** One probe's verdict: ok, or why not, in one line. */
-export type Probe = () => Promise<string | undefined> | string | undefined;
-
-export interface HealthProbes {
-  /** Liveness: the engine and the store answer. */
-  readonly health: Probe;
-  /** Readiness: the last poll succeeded and the agent is not draining. */
-  readonly ready: Probe;
-}
-
-/** Serves `GET /metrics`, `/healthz` and `/readyz` on `address` (host:port). */
+/** Serves `GET /metrics`, and `/healthz` and `/readyz` beside them, on `address` (host:port). */
 export async function serveMetrics(metrics: AgentMetrics, address: string, probes: HealthProbes): Promise<FastifyInstance> {
-  const separator = address.lastIndexOf(':');
-  const host = address.slice(0, separator).replace(/^\[|\]$/g, '') || '127.0.0.1';
-  const port = Number(address.slice(separator + 1));
+  const { host, port } = splitAddress(address);
   const app = Fastify({ logger: false });
   app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   for (const [path, probe] of [

@@ -1,18 +1,23 @@
 import { join } from 'node:path';
-import pino from 'pino';
-import type { LoadedConfig } from '../config/types.ts';
+import pino, { type Logger } from 'pino';
+import type { Config, LoadedConfig } from '../config/types.ts';
 import { createDockerClient } from '../executor/docker/client.ts';
+import type { Executor } from '../executor/executor.ts';
 import { DataDirInUseError } from '../jobs/data-dir-lock.ts';
 import { SqliteStore } from '../jobs/sqlite-store.ts';
 import { LogStore } from '../logs/log-store.ts';
 import { describeHttpError } from '../shared/backoff.ts';
-import { systemClock } from '../shared/clock.ts';
+import { systemClock, type Timer } from '../shared/clock.ts';
+import { redactUrl } from '../shared/redact.ts';
 import type { OneShotOptions } from './one-shot.ts';
 import { composeAgent, createExecutor } from './compose.ts';
+import { textLine } from './log-text.ts';
+import { probeSocketPath, serveProbesOnAddress, serveProbesOnSocket, type HealthProbes, type ProbeListener } from './probes.ts';
 
 // The command line reaches the rest of the agent only through this module.
 export { ConfigError } from '../config/errors.ts';
-export { loadConfig } from '../config/load.ts';
+export { loadConfig, loadDataDir } from '../config/load.ts';
+export { probeSocketPath, socketPathProblem } from './probes.ts';
 // For the single executable (src/cli/sea.ts), which carries better-sqlite3's native addon itself.
 export { setSqliteNativeBinding } from '../shared/sqlite-binding.ts';
 
@@ -26,6 +31,17 @@ export interface RunOptions {
   readonly oneShot?: OneShotOptions;
 }
 
+/** How long the first log line waits for the engine's version before it says the engine has not answered yet. */
+const BANNER_ENGINE_WAIT_MS = 2000;
+
+/** The agent's logger: pino's JSON lines on stdout, or (`log.format = "text"`) the same lines for a terminal. */
+export function createLogger(settings: Config['log']): Logger {
+  const options = { level: settings.level, base: { agent: 'foreman' } };
+  if (settings.format === 'json') return pino(options);
+  const out = pino.destination({ fd: 1, sync: true });
+  return pino(options, { write: (line: string) => out.write(textLine(line)) });
+}
+
 /**
  * Runs the agent until SIGINT/SIGTERM (or a one-shot run is done) and resolves with the exit code.
  * The first signal shuts down cleanly (draining first when `drain_timeout` is set); a second ends
@@ -33,8 +49,7 @@ export interface RunOptions {
  */
 export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions): Promise<number> {
   const { config } = loaded;
-  const log = pino({ level: config.log.level, base: { agent: 'foreman' } });
-  for (const warning of loaded.warnings) log.warn(warning);
+  const log = createLogger(config.log);
 
   let store: SqliteStore;
   try {
@@ -46,8 +61,10 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
   }
   // prom-client costs memory at load, so it is only loaded when metrics are served.
   const metricsModule = config.metrics.address ? await import('./metrics.ts') : undefined;
-  const metrics = metricsModule ? new metricsModule.AgentMetrics() : undefined;
-  const executor = createExecutor(config, createDockerClient(config.docker.url, config.docker), store.agentId, log, systemClock);
+  const metrics = metricsModule ? new metricsModule.AgentMetrics({ version: options.version, node: process.version }) : undefined;
+  const executor = createExecutor(config, createDockerClient(config.docker.url, config.docker), store.agentId, log, systemClock, metrics);
+  // Asked now, answered while the rest is built: the first line waits for it, nothing else does.
+  const engine = engineVersion(executor);
   let logStore: LogStore;
   try {
     logStore = new LogStore(join(config.core.data_dir, 'logs.db'));
@@ -57,6 +74,20 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
     return 1;
   }
   const agent = composeAgent(config, { store, executor, log, clock: systemClock, version: options.version, metrics, oneShot: options.oneShot, logStore });
+  metrics?.observe(() => agent.snapshot());
+  log.info(
+    {
+      version: options.version,
+      node: process.version,
+      agentId: store.agentId,
+      executor: config.core.executor,
+      engine: redactUrl(config.docker.url),
+      ...(await engine),
+      dataDir: config.core.data_dir,
+    },
+    `foreman ${options.version} starting`,
+  );
+  for (const warning of loaded.warnings) log.warn(warning);
 
   const signals = options.signals ?? process;
   let stopRequested: () => void = () => undefined;
@@ -81,14 +112,15 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
   signals.on('SIGINT', onSignal);
   signals.on('SIGTERM', onSignal);
 
+  // The probes are served before the agent starts: it is alive while it waits for the engine.
+  const probes: HealthProbes = { health: () => agent.health(), ready: () => agent.ready() };
+  const listeners = await serveProbes(log, config, probes);
   const metricsServer =
     metricsModule && metrics
-      ? await metricsModule
-          .serveMetrics(metrics, config.metrics.address, { health: () => agent.health(), ready: () => agent.ready() })
-          .catch((err: unknown) => {
-            log.error({ address: config.metrics.address, reason: describeHttpError(err) }, 'could not serve metrics');
-            return undefined;
-          })
+      ? await metricsModule.serveMetrics(metrics, config.metrics.address, probes).catch((err: unknown) => {
+          log.error({ address: config.metrics.address, reason: describeHttpError(err) }, 'could not serve metrics');
+          return undefined;
+        })
       : undefined;
 
   let code = 0;
@@ -102,8 +134,50 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
   } finally {
     await agent.close();
     await metricsServer?.close();
+    await Promise.allSettled(listeners.map((listener) => listener.close()));
     signals.off('SIGINT', onSignal);
     signals.off('SIGTERM', onSignal);
   }
   return code;
+}
+
+/** The engine's version for the first log line, or why there is none yet (it does not wait long: the agent waits for an engine later). */
+async function engineVersion(executor: Executor): Promise<{ engineVersion: string } | { engineProblem: string }> {
+  let timer: Timer | undefined;
+  try {
+    return await Promise.race([
+      executor.version().then(
+        (version) => ({ engineVersion: version }),
+        (err: unknown) => ({ engineProblem: describeHttpError(err) }),
+      ),
+      new Promise<{ engineProblem: string }>((resolve) => {
+        timer = systemClock.after(BANNER_ENGINE_WAIT_MS, () => resolve({ engineProblem: `no answer within ${BANNER_ENGINE_WAIT_MS} ms` }), { unref: true });
+      }),
+    ]);
+  } finally {
+    timer?.cancel();
+  }
+}
+
+/** The probes on the agent's socket in data_dir (for `foreman ping`) and on `health.address`; a listener that fails is logged, not fatal. */
+async function serveProbes(log: Logger, config: Config, probes: HealthProbes): Promise<ProbeListener[]> {
+  const listeners: ProbeListener[] = [];
+  const attempts: Array<[what: string, where: string, serve: () => Promise<ProbeListener>]> = [
+    [
+      'the probe socket (foreman ping will not reach the agent)',
+      probeSocketPath(config.core.data_dir),
+      () => serveProbesOnSocket(probes, probeSocketPath(config.core.data_dir)),
+    ],
+  ];
+  if (config.health.address) attempts.push(['health.address', config.health.address, () => serveProbesOnAddress(probes, config.health.address)]);
+  for (const [what, where, serve] of attempts) {
+    try {
+      const listener = await serve();
+      listeners.push(listener);
+      log.debug({ listen: listener.where }, 'serving /healthz and /readyz');
+    } catch (err) {
+      log.error({ listen: where, reason: describeHttpError(err) }, `could not serve ${what}`);
+    }
+  }
+  return listeners;
 }

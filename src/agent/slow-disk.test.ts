@@ -18,7 +18,7 @@ import { SqliteStore } from '../jobs/sqlite-store.ts';
 import { systemClock } from '../shared/clock.ts';
 import { IMAGE } from '../testing/agent-kit.ts';
 import { composeAgent } from './compose.ts';
-import { AgentMetrics, serveMetrics } from './metrics.ts';
+import { serveProbesOnAddress } from './probes.ts';
 
 test("while a sync hangs, other jobs' GETs and /healthz answer within 50 ms; the update waiting for it answers once it is on disk", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'foreman-slowdisk-'));
@@ -55,9 +55,8 @@ test("while a sync hangs, other jobs' GETs and /healthz answer within 50 ms; the
   const store = SqliteStore.open({ dataDir: dir, log, fsync: sync });
   const executor = new FakeExecutor({ agentId: store.agentId, images: [IMAGE] });
   const agent = composeAgent(config, { store, executor, clock: systemClock, log, version: 'test' });
-  const metrics = new AgentMetrics();
-  const probes = await serveMetrics(metrics, '127.0.0.1:0', { health: () => agent.health(), ready: () => agent.ready() });
-  const healthz = `http://127.0.0.1:${(probes.server.address() as AddressInfo).port}/healthz`;
+  const probes = await serveProbesOnAddress({ health: () => agent.health(), ready: () => agent.ready() }, '127.0.0.1:0');
+  const healthz = `http://${probes.where}/healthz`;
   try {
     await agent.start();
     const endpoint = (id: string): string => `${agent.jobApiUrl}/job/${id}?token=${store.get(id)?.secret ?? ''}`;

@@ -71,9 +71,9 @@ function setUp(cs: Control, env: Record<string, string> = {}) {
 }
 
 /** Real-time wait for something the agent does on its own (HTTP, promise chains). */
-async function until(what: string, check: () => boolean): Promise<void> {
+async function until(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 5000;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await settle();
   }
@@ -175,11 +175,12 @@ test('drain: close() takes no new jobs but lets the running one finish; readines
     cs.replies.push([job('long'), job('other')]);
     await agent.start();
     await until('both jobs to start', () => store.get('long')?.state === 'started' && store.get('other')?.state === 'started');
-    await until('a successful poll', () => agent.ready() === undefined);
+    await until('a successful poll', async () => (await agent.ready()) === undefined);
     const closing = agent.close();
     await settle();
     assert.equal(agent.draining, true);
-    assert.match(agent.ready() ?? '', /draining/);
+    assert.match((await agent.ready()) ?? '', /draining/, 'readiness says draining');
+    assert.equal(agent.health(), undefined, 'a draining agent is alive');
     executor.exit(executor.containerOf('long')?.id ?? '', 0);
     await until('long to stop', () => store.get('long')?.state === 'stopped');
     assert.equal(agent.draining, true, 'still draining: another job runs');
@@ -193,14 +194,31 @@ test('drain: close() takes no new jobs but lets the running one finish; readines
   }
 });
 
-test('/healthz reasons: the engine not answering is named', async () => {
+test('liveness asks the store alone; an engine that does not answer makes the agent not ready, never dead', async () => {
   const cs = await control();
-  const { executor, agent } = setUp(cs);
+  const { executor, agent, store } = setUp(cs);
   try {
-    assert.equal(await agent.health(), undefined);
+    assert.equal(agent.health(), undefined, 'alive before it starts');
+    assert.match((await agent.ready()) ?? '', /^the Docker engine at unix:\/\/\/var\/run\/docker\.sock does not answer: not connected yet/);
+    await agent.start();
+    await until('a successful poll', async () => (await agent.ready()) === undefined);
+    assert.equal(agent.snapshot().engineUp, true, 'the snapshot says the engine is up');
     executor.up = false;
-    assert.match((await agent.health()) ?? '', /^the Docker engine at unix:\/\/\/var\/run\/docker\.sock does not answer: connect ECONNREFUSED/);
-    assert.match(agent.ready() ?? '', /no poll has been answered yet/);
+    assert.equal(agent.health(), undefined, 'an engine that does not answer is no reason to restart the agent');
+    assert.match((await agent.ready()) ?? '', /^the Docker engine at unix:\/\/\/var\/run\/docker\.sock does not answer: connect ECONNREFUSED/);
+    executor.up = true;
+    assert.equal(await agent.ready(), undefined, 'ready again once it answers');
+    const get = store.get.bind(store);
+    store.get = () => {
+      throw new Error('SQLITE_IOERR: disk I/O error');
+    };
+    assert.equal(agent.health(), 'the store does not answer: SQLITE_IOERR: disk I/O error', 'a store that does not answer is');
+    store.get = get;
+    assert.deepEqual(
+      { ...agent.snapshot(), now: 0 },
+      { slots: 2, running: 0, pending: 0, callbackBacklog: 0, callbackOldestAt: undefined, logBacklogLines: 0, engineUp: true, now: 0 },
+      'what the metrics read',
+    );
   } finally {
     await agent.close();
     await cs.close();

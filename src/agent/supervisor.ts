@@ -12,6 +12,7 @@ import type { JobEndpoints } from './job/naming.ts';
 import type { OneShot } from './one-shot.ts';
 import type { Reconciler } from './reconciler.ts';
 import type { Scheduler } from './job/scheduler.ts';
+import type { AgentSnapshot } from './metrics.ts';
 
 export interface SupervisorOptions {
   /** The engine's URL, for log lines. */
@@ -62,6 +63,9 @@ export class Supervisor {
   /** Aborted by a second signal: the drain ends at once. */
   private readonly drainCut = new AbortController();
   private drainingNow = false;
+  /** Connected to the engine: it answered, and no watch has failed since. */
+  private engineUp = false;
+  private engineProblem = 'not connected yet';
   private pollLoop: Promise<void> | undefined;
   private watchLoop: Promise<void> | undefined;
   private purgeTimer: Timer | undefined;
@@ -95,33 +99,61 @@ export class Supervisor {
     this.drainCut.abort(new Error('drain ended early'));
   }
 
-  /** `/healthz`: undefined when the engine and the store answer, else why not. */
-  async health(): Promise<string | undefined> {
-    const { executor, store } = this.parts;
+  /**
+   * `/healthz`, liveness: undefined while the store answers (that this is asked and answered shows the event loop
+   * runs), else why not. The engine is not asked: an engine that is down is no reason to restart the agent, which
+   * rides out engine restarts by itself; readiness and `foreman_engine_up` say so instead.
+   */
+  health(): string | undefined {
     try {
-      store.get('');
+      this.parts.store.get('');
+      return undefined;
     } catch (err) {
       return `the store does not answer: ${describeHttpError(err)}`;
     }
+  }
+
+  /**
+   * `/readyz`: undefined while the agent takes jobs: it is not draining or stopping, the engine answers (within
+   * 2 s) and has not been lost, and the last poll succeeded; else why not.
+   */
+  async ready(): Promise<string | undefined> {
+    if (this.closing) return this.drainingNow ? 'draining: taking no new jobs' : 'shutting down';
+    if (!this.engineUp) return `the Docker engine at ${this.options.engineUrl} does not answer: ${this.engineProblem}`;
     let timer: Timer | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = this.parts.clock.after(PROBE_TIMEOUT_MS, () => reject(new Error(`no answer within ${PROBE_TIMEOUT_MS} ms`)));
     });
     try {
-      await Promise.race([executor.version(), timeout]);
-      return undefined;
+      await Promise.race([this.parts.executor.version(), timeout]);
     } catch (err) {
       return `the Docker engine at ${this.options.engineUrl} does not answer: ${describeHttpError(err)}`;
     } finally {
       timer?.cancel();
     }
-  }
-
-  /** `/readyz`: undefined while the last poll succeeded and the agent is not draining or stopping, else why not. */
-  ready(): string | undefined {
-    if (this.closing) return this.drainingNow ? 'draining: taking no new jobs' : 'shutting down';
     const problem = this.parts.poller.problem;
     return problem === undefined ? undefined : `the last poll failed: ${problem}`;
+  }
+
+  /** What the agent holds now, for the metrics read at scrape time. */
+  snapshot(): AgentSnapshot {
+    const { scheduler, outbox, logs, clock } = this.parts;
+    return {
+      slots: this.options.maxConcurrentJobs,
+      running: scheduler.running,
+      pending: scheduler.queued,
+      callbackBacklog: outbox.backlog,
+      callbackOldestAt: outbox.oldestCreatedAt,
+      logBacklogLines: logs.backlogLines(),
+      engineUp: this.engineUp,
+      now: clock.now(),
+    };
+  }
+
+  private setEngine(up: boolean, problem?: string): void {
+    this.engineUp = up;
+    if (problem !== undefined) this.engineProblem = problem;
+    this.parts.scheduler.setEngineUp(up);
   }
 
   /** Resumes stored deliveries, connects to the engine, serves the job API, recovers what a previous run left, then polls. */
@@ -148,7 +180,7 @@ export class Supervisor {
   }
 
   private async connectEngine(signal: AbortSignal): Promise<void> {
-    const { executor, log, clock, scheduler } = this.parts;
+    const { executor, log, clock } = this.parts;
     const engine = this.options.engineUrl;
     for (let attempt = 0; ;) {
       try {
@@ -156,13 +188,14 @@ export class Supervisor {
         const version = await executor.version();
         if (attempt > 0) log.info({ engine, version }, 'Docker engine answers again');
         else log.info({ engine, version, network: this.options.listen.network_name }, 'connected to the Docker engine');
-        scheduler.setEngineUp(true);
+        this.setEngine(true);
         return;
       } catch (err) {
         if (signal.aborted) return;
         // A setting the engine cannot honour (docker.runtime) will not fix itself: the agent does not start.
         if (err instanceof ExecutorSetupError) throw err;
         attempt++;
+        this.setEngine(false, describeHttpError(err));
         if (attempt === 1) log.error({ engine, reason: describeHttpError(err) }, `no Docker engine at ${engine}; retrying until it answers`);
         try {
           await clock.sleep(backoffDelay(this.options.engineBackoff, attempt), signal);
@@ -185,14 +218,14 @@ export class Supervisor {
               (event) => scheduler.onEngineEvent(event),
               signal,
               () => {
-                scheduler.setEngineUp(true);
+                this.setEngine(true);
                 // Reconcile after every (re)subscription: exits may have happened while away.
                 void this.reconcile().then(firstReady);
               },
             );
           } catch (err) {
             if (signal.aborted) break;
-            scheduler.setEngineUp(false);
+            this.setEngine(false, describeHttpError(err));
             log.error({ engine: this.options.engineUrl, reason: describeHttpError(err) }, 'lost the Docker engine; reconnecting');
           }
           if (signal.aborted) break;

@@ -4,6 +4,7 @@
  * outbox adds the per-delivery headers when it sends.
  */
 import type { Delivery, NewDelivery } from '../shared/delivery.ts';
+import { encodeJobId } from '../shared/job-input.ts';
 
 /** Lines of container output attached to a report, and the longest a line may be. */
 export const REPORT_LOG_LINES = 20;
@@ -59,11 +60,17 @@ export interface Ending {
   readonly exitCode?: number | null;
   /** The container's last lines, trimmed by `trimLogTail`. */
   readonly logs?: readonly string[] | undefined;
+  /**
+   * The job's id in the body too (`"id"`), for an id the header can carry only in an encoding of its own (a lone
+   * surrogate: JSON writes it `\ud800`, so `JSON.parse` gives back the very string the control server sent).
+   */
+  readonly echoId?: boolean;
 }
 
 /** The final update the agent sends for a job that did not complete by itself. */
 export function endingReport(to: Identity, ending: Ending): NewDelivery {
   const body: Record<string, unknown> = { outcome: ending.outcome, reason: ending.reason, message: ending.message };
+  if (ending.echoId) body.id = to.jobId;
   if (ending.exitCode !== undefined && ending.exitCode !== null) body.exitCode = ending.exitCode;
   if (ending.logs) body.logs = ending.logs;
   return {
@@ -94,5 +101,5 @@ export function wireHeaders(delivery: Delivery, userAgent: string): Record<strin
 }
 
 function identityHeaders(to: Identity): Record<string, string> {
-  return { 'x-foreman-job-id': encodeURIComponent(to.jobId), 'x-foreman-agent-id': to.agentId };
+  return { 'x-foreman-job-id': encodeJobId(to.jobId), 'x-foreman-agent-id': to.agentId };
 }

@@ -210,3 +210,30 @@ test('closing the outbox while a completed update is held leaves it stored', asy
   assert.deepEqual(completed, [], 'the delivery stays in the store for the next start');
   assert.equal(outbox.backlog, 1);
 });
+
+test('the backlog and when its oldest delivery was stored, over every job; none once delivered', async () => {
+  const server = await receiver({ '/a': [503, 503, 503], '/b': [503] });
+  let now = 5_000;
+  // Time stands still while deliveries wait, so the backlog can be read mid-way.
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const clock: Clock = { now: () => now, sleep: () => held, after: () => assert.fail('the outbox sets no timers') };
+  const { outbox } = run(
+    [delivery('j', 1, `${server.base}/a`, 3_000), delivery('j', 2, `${server.base}/a`, 4_000), delivery('k', 1, `${server.base}/b`, 2_500)],
+    clock,
+  );
+  try {
+    const deadline = Date.now() + 5000;
+    while (server.seen.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(outbox.backlog, 3, 'three deliveries wait');
+    assert.equal(outbox.oldestCreatedAt, 2_500, 'the oldest of them, whichever job it is of');
+    now = 10_000;
+    release();
+    await outbox.drain(AbortSignal.timeout(10_000));
+    assert.equal(outbox.backlog, 0, 'none left');
+    assert.equal(outbox.oldestCreatedAt, undefined, 'so no oldest');
+  } finally {
+    await outbox.close();
+    await server.close();
+  }
+});

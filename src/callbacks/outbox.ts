@@ -93,6 +93,17 @@ export class CallbackOutbox {
     return this.queued.size;
   }
 
+  /** When the oldest delivery not yet settled was stored; undefined when none waits. */
+  get oldestCreatedAt(): number | undefined {
+    let oldest: number | undefined;
+    for (const lane of this.lanes.values()) {
+      // A lane's queue is in seq order, so its head is its oldest.
+      const head = lane.queue[0];
+      if (head && (oldest === undefined || head.createdAt < oldest)) oldest = head.createdAt;
+    }
+    return oldest;
+  }
+
   /** Resolves once nothing is queued, or when `signal` aborts. */
   async drain(signal: AbortSignal): Promise<void> {
     if (this.lanes.size > 0) await this.idle.wait(signal);

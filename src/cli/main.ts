@@ -2,7 +2,8 @@ import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import pkg from '../../package.json' with { type: 'json' };
-import { ConfigError, loadConfig, runAgentProcess } from '../agent/process.ts';
+import { ConfigError, loadConfig, loadDataDir, probeSocketPath, runAgentProcess, socketPathProblem } from '../agent/process.ts';
+import { ping } from './ping.ts';
 
 const HELP = `Usage: foreman [command] [options]
 
@@ -11,11 +12,19 @@ Polls a control server for jobs and runs each one in a Docker container.
 Commands:
   run            Run the agent (the default)
   check          Show the effective configuration and test Docker and the control server
+  ping           Ask the running agent whether it is alive: one line, exit 0 if so, 1 if
+                 not (for a container HEALTHCHECK or a script; needs no metrics listener)
 
 Options:
   -c, --config PATH        Read this config file instead of searching for one
+      --log-level LEVEL    fatal, error, warn, info, debug, trace or silent (log.level)
+      --log-format FORMAT  json, or text for a terminal (log.format)
   -h, --help               Show this help
   -V, --version            Show the version
+
+ping:
+  --ready                  Ask whether the agent is ready (takes jobs) instead of alive
+  --timeout MS             Give up after MS milliseconds (default 3000)
 
 One-shot runs (run only), for ephemeral hosts such as one VM or pod per job:
   --max-jobs N             Take at most N jobs, then exit 0 once they have ended
@@ -27,11 +36,12 @@ Config file search order (first found wins):
   --config PATH, $FOREMAN_CONFIG, ./foreman.toml, /etc/foreman/foreman.toml,
   $HOME/.foreman/foreman.toml
 Any option can be overridden by an environment variable FOREMAN_<SECTION>_<KEY>,
-e.g. FOREMAN_CORE_PORT=8080 or FOREMAN_CORE_LABELS_QUEUE=high.
+e.g. FOREMAN_CORE_PORT=8080 or FOREMAN_CORE_LABELS_QUEUE=high. Durations take
+whole milliseconds or a unit: 500ms, 90s, 15m, 2h, 7d.
 
-Exit status: 0 success, 1 failure, 2 bad usage or configuration.`;
+Exit status: 0 success, 1 failure, 2 bad usage or configuration (ping: 0 or 1).`;
 
-const COMMANDS = ['run', 'check'] as const;
+const COMMANDS = ['run', 'check', 'ping'] as const;
 type Command = (typeof COMMANDS)[number];
 
 /** Exit code for bad usage or bad configuration. */
@@ -64,6 +74,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     version?: boolean | undefined;
     'max-jobs'?: string | undefined;
     'exit-when-idle'?: string | undefined;
+    'log-level'?: string | undefined;
+    'log-format'?: string | undefined;
+    ready?: boolean | undefined;
+    timeout?: string | undefined;
   };
   let positionals: string[];
   try {
@@ -75,6 +89,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         version: { type: 'boolean', short: 'V' },
         'max-jobs': { type: 'string' },
         'exit-when-idle': { type: 'string' },
+        'log-level': { type: 'string' },
+        'log-format': { type: 'string' },
+        ready: { type: 'boolean' },
+        timeout: { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -111,6 +129,21 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     complain('--max-jobs and --exit-when-idle apply to "run" only (see foreman --help)');
     return EXIT_USAGE;
   }
+  const pingTimeoutMs = wholeNumber(values.timeout, '--timeout', 1);
+  if (typeof pingTimeoutMs === 'string') {
+    complain(`${pingTimeoutMs} (see foreman --help)`);
+    return EXIT_USAGE;
+  }
+  if (command !== 'ping' && (values.ready !== undefined || pingTimeoutMs !== undefined)) {
+    complain('--ready and --timeout apply to "ping" only (see foreman --help)');
+    return EXIT_USAGE;
+  }
+  const flags = [
+    { key: 'log.level', flag: '--log-level', value: values['log-level'] },
+    { key: 'log.format', flag: '--log-format', value: values['log-format'] },
+  ].flatMap(({ key, flag, value }) => (value === undefined ? [] : [{ key, flag, value }]));
+
+  if (command === 'ping') return runPing(values.config, env, { ready: values.ready === true, timeoutMs: pingTimeoutMs ?? 3000 }, write, complain);
 
   try {
     const loaded = loadConfig({
@@ -118,6 +151,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       env,
       cwd: process.cwd(),
       home: env.HOME || homedir(),
+      flags,
     });
     for (const warning of loaded.warnings) complain(`warning: ${warning}`);
     // Loaded only for `check`: an idle agent should not hold code it never runs.
@@ -129,13 +163,44 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     });
   } catch (err) {
     if (err instanceof ConfigError) {
-      complain(err.message);
+      // One problem a line, each naming where its value came from.
+      for (const problem of err.problems) complain(problem);
       return EXIT_USAGE;
     }
     // Anything else is a bug or an environment failure; one line, no stack trace.
     complain(err instanceof Error ? err.message : String(err));
     return 1;
   }
+}
+
+/**
+ * `foreman ping`: the config only says where data_dir is (nothing else of it is checked, and no warning is
+ * repeated: a HEALTHCHECK runs this every few seconds); then one line, exit 0 or 1, also for a config that
+ * cannot be read.
+ */
+async function runPing(
+  configPath: string | undefined,
+  env: NodeJS.ProcessEnv,
+  options: { ready: boolean; timeoutMs: number },
+  write: (line: string) => void,
+  complain: (line: string) => void,
+): Promise<number> {
+  let socketPath: string;
+  try {
+    socketPath = probeSocketPath(loadDataDir({ argvConfigPath: configPath, env, cwd: process.cwd(), home: env.HOME || homedir() }));
+  } catch (err) {
+    complain(`cannot ping: ${err instanceof ConfigError ? err.problems.join('; ') : err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+  const tooLong = socketPathProblem(socketPath);
+  if (tooLong) {
+    complain(`cannot ping: ${tooLong}`);
+    return 1;
+  }
+  const result = await ping({ socketPath, ...options });
+  if (result.ok) write(result.line);
+  else complain(result.line);
+  return result.ok ? 0 : 1;
 }
 
 let outputGuarded = false;

@@ -1,10 +1,10 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { ConfigError, loadConfig, type LoadConfigOptions } from './load.ts';
-import { LEAF_KEYS, TABLES } from './schema.ts';
+import { ConfigError, loadConfig, loadDataDir, type LoadConfigOptions } from './load.ts';
+import { isDurationKey, LEAF_KEYS, TABLES } from './schema.ts';
 import type { LoadedConfig } from './types.ts';
 
 const roots: string[] = [];
@@ -17,6 +17,7 @@ interface Scenario {
   files?: Record<string, string>;
   env?: Record<string, string>;
   argvConfigPath?: string;
+  flags?: LoadConfigOptions['flags'];
 }
 
 interface Dirs {
@@ -44,6 +45,7 @@ function setup(scenario: Scenario): { options: LoadConfigOptions; dirs: Dirs } {
     home: dirs.home,
     systemConfigPath: dirs.system,
     argvConfigPath: scenario.argvConfigPath,
+    flags: scenario.flags,
   };
   return { options, dirs };
 }
@@ -67,6 +69,8 @@ function loadError(scenario: Scenario): { message: string; dirs: Dirs } {
 
 const REQUIRED_ENV = { FOREMAN_CORE_URL: 'http://control.test/jobs', FOREMAN_CORE_TOKEN: 'secret-token' };
 const REQUIRED_TOML = '[core]\nurl = "http://control.test/jobs"\ntoken = "file-token"\n';
+const FORMS = 'whole milliseconds (e.g. 1500) or a string with a unit: "500ms", "90s", "15m", "2h", "7d", or combined as "1h30m"';
+const TIMER = `a duration of at most 2147483647 ms (about 24.8 days): ${FORMS}`;
 
 describe('defaults', () => {
   it('fills every option when env supplies only url and token, with no file at all', () => {
@@ -77,12 +81,14 @@ describe('defaults', () => {
       core: {
         url: 'http://control.test/jobs',
         token: 'secret-token',
+        token_file: undefined,
         hostname: undefined,
         port: 3000,
         listen_address: undefined,
         executor: 'docker',
         network_name: 'foreman',
         job_completion_timeout: 10000,
+        max_job_timeout: 0,
         job_removal_timeout: 5000,
         remove_stopped_containers_on_terminate: true,
         extra_hosts: [],
@@ -118,7 +124,8 @@ describe('defaults', () => {
         registries: [],
       },
       metrics: { address: '' },
-      log: { level: 'info' },
+      health: { address: '' },
+      log: { level: 'info', format: 'json' },
     });
     assert.equal(sources['core.url'], 'env');
     assert.equal(sources['core.port'], 'default');
@@ -212,8 +219,14 @@ describe('env variable mapping', () => {
     { variable: 'FOREMAN_CORE_ENV_NODE_ENV', value: 'production', path: ['core', 'env', 'NODE_ENV'], expected: 'production' },
     { variable: 'FOREMAN_CORE_ENV_MixedCase', value: 'x', path: ['core', 'env', 'MixedCase'], expected: 'x' },
     { variable: 'FOREMAN_DOCKER_URL', value: 'tcp://127.0.0.1:2375', path: ['docker', 'url'], expected: 'tcp://127.0.0.1:2375' },
-    { variable: 'FOREMAN_METRICS_ADDRESS', value: '127.0.0.1:9100', path: ['metrics', 'address'], expected: '127.0.0.1:9100' },
+    { variable: 'FOREMAN_METRICS_ADDRESS', value: '127.0.0.1:9464', path: ['metrics', 'address'], expected: '127.0.0.1:9464' },
+    { variable: 'FOREMAN_HEALTH_ADDRESS', value: '0.0.0.0:3001', path: ['health', 'address'], expected: '0.0.0.0:3001' },
     { variable: 'FOREMAN_LOG_LEVEL', value: 'debug', path: ['log', 'level'], expected: 'debug' },
+    { variable: 'FOREMAN_LOG_FORMAT', value: 'text', path: ['log', 'format'], expected: 'text' },
+    { variable: 'FOREMAN_CORE_POLL_FREQUENCY', value: '500ms', path: ['core', 'poll_frequency'], expected: 500 },
+    { variable: 'FOREMAN_CORE_DRAIN_TIMEOUT', value: '15m', path: ['core', 'drain_timeout'], expected: 900_000 },
+    { variable: 'FOREMAN_CORE_JOB_RETENTION', value: '30d', path: ['core', 'job_retention'], expected: 2_592_000_000 },
+    { variable: 'FOREMAN_CORE_MAX_JOB_TIMEOUT', value: '2h', path: ['core', 'max_job_timeout'], expected: 7_200_000 },
   ];
   for (const c of cases) {
     it(`${c.variable}=${JSON.stringify(c.value)} sets ${c.path.join('.')}`, () => {
@@ -243,7 +256,7 @@ describe('errors', () => {
     {
       name: 'missing token',
       scenario: { files: { [FILE]: '[core]\nurl = "http://x.test/"\n' } },
-      expected: (d) => `core.token is required: set it in ${join(d.cwd, 'foreman.toml')} or FOREMAN_CORE_TOKEN`,
+      expected: (d) => `core.token or core.token_file is required: set one in ${join(d.cwd, 'foreman.toml')}, FOREMAN_CORE_TOKEN or FOREMAN_CORE_TOKEN_FILE`,
     },
     {
       name: 'port that is not a number, from the file',
@@ -263,18 +276,64 @@ describe('errors', () => {
     {
       name: 'negative duration',
       scenario: { files: { [FILE]: REQUIRED_TOML + 'poll_frequency = -5\n' } },
-      expected: (d) => `${join(d.cwd, 'foreman.toml')}: core.poll_frequency = -5: expected a non-negative integer number of milliseconds (at most 2147483647)`,
+      expected: (d) => `${join(d.cwd, 'foreman.toml')}: core.poll_frequency = -5: expected ${TIMER}`,
     },
     {
       name: 'fractional duration from env',
       scenario: { env: { ...REQUIRED_ENV, FOREMAN_CORE_JOB_RETENTION: '1.5' } },
-      expected: () => 'env FOREMAN_CORE_JOB_RETENTION: core.job_retention = 1.5: expected a non-negative integer number of milliseconds',
+      expected: () => `env FOREMAN_CORE_JOB_RETENTION: core.job_retention = 1.5: expected a duration: ${FORMS}`,
     },
     {
       name: 'timer longer than Node timers allow',
       scenario: { env: { ...REQUIRED_ENV, FOREMAN_CORE_SHUTDOWN_TIMEOUT: '2147483648' } },
+      expected: () => `env FOREMAN_CORE_SHUTDOWN_TIMEOUT: core.shutdown_timeout = 2147483648: expected ${TIMER}`,
+    },
+    {
+      name: 'a duration with a unit past what Node timers allow is shown as written',
+      scenario: { files: { [FILE]: REQUIRED_TOML + 'job_completion_timeout = "30d"\n' } },
+      expected: (d) => `${join(d.cwd, 'foreman.toml')}: core.job_completion_timeout = "30d": expected ${TIMER}`,
+    },
+    {
+      name: 'a duration in words names the key and the forms accepted',
+      scenario: { env: { ...REQUIRED_ENV, FOREMAN_CORE_POLL_TIMEOUT: '90 seconds' } },
+      expected: () => `env FOREMAN_CORE_POLL_TIMEOUT: core.poll_timeout = "90 seconds": expected ${TIMER}`,
+    },
+    {
+      name: 'a duration with units out of order',
+      scenario: { files: { [FILE]: REQUIRED_TOML + 'stall_timeout = "30s1m"\n' } },
+      expected: (d) => `${join(d.cwd, 'foreman.toml')}: core.stall_timeout = "30s1m": expected ${TIMER}`,
+    },
+    {
+      name: 'a default completion timeout above the maximum a job may have',
+      scenario: { env: { ...REQUIRED_ENV, FOREMAN_CORE_MAX_JOB_TIMEOUT: '1h', FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: '2h' } },
       expected: () =>
-        'env FOREMAN_CORE_SHUTDOWN_TIMEOUT: core.shutdown_timeout = 2147483648: expected a non-negative integer number of milliseconds (at most 2147483647)',
+        'env FOREMAN_CORE_JOB_COMPLETION_TIMEOUT: core.job_completion_timeout = 7200000: expected at most core.max_job_timeout (3600000), the longest a job may run',
+    },
+    {
+      name: 'token and token_file both in the file',
+      scenario: { files: { [FILE]: REQUIRED_TOML + 'token_file = "token"\n', 'cwd/token': 'from-file\n' } },
+      expected: (d) => `${join(d.cwd, 'foreman.toml')}: core.token and core.token_file are both set: expected exactly one`,
+    },
+    {
+      name: 'a token file that does not exist',
+      scenario: { env: { FOREMAN_CORE_URL: 'http://x.test/', FOREMAN_CORE_TOKEN_FILE: 'missing-token' } },
+      expected: (d) => `env FOREMAN_CORE_TOKEN_FILE: core.token_file = "missing-token": cannot read ${join(d.cwd, 'missing-token')}: no such file`,
+    },
+    {
+      name: 'an empty token file',
+      scenario: { files: { 'cwd/token': '\n' }, env: { FOREMAN_CORE_URL: 'http://x.test/', FOREMAN_CORE_TOKEN_FILE: 'token' } },
+      expected: (d) => `env FOREMAN_CORE_TOKEN_FILE: core.token_file = "token": ${join(d.cwd, 'token')} is empty: expected the token`,
+    },
+    {
+      name: 'a token file that holds no token is never echoed',
+      scenario: { files: { 'cwd/token': 'two words\n' }, env: { FOREMAN_CORE_URL: 'http://x.test/', FOREMAN_CORE_TOKEN_FILE: 'token' } },
+      expected: (d) =>
+        `env FOREMAN_CORE_TOKEN_FILE: core.token_file = "token": ${join(d.cwd, 'token')} does not hold a token: expected a non-empty token of printable ASCII characters without spaces`,
+    },
+    {
+      name: 'an unknown log format, from a flag',
+      scenario: { env: REQUIRED_ENV, flags: [{ key: 'log.format', flag: '--log-format', value: 'yaml' }] },
+      expected: () => '--log-format: log.format = "yaml": expected one of json, text',
     },
     {
       name: 'non-http url',
@@ -309,7 +368,7 @@ describe('errors', () => {
     {
       name: 'metrics address without a port',
       scenario: { env: { ...REQUIRED_ENV, FOREMAN_METRICS_ADDRESS: 'localhost' } },
-      expected: () => 'env FOREMAN_METRICS_ADDRESS: metrics.address = "localhost": expected host:port (e.g. "127.0.0.1:9100"), or "" to turn metrics off',
+      expected: () => 'env FOREMAN_METRICS_ADDRESS: metrics.address = "localhost": expected host:port (e.g. "127.0.0.1:9464"), or "" to turn metrics off',
     },
     {
       name: 'unknown log level',
@@ -346,7 +405,7 @@ describe('errors', () => {
       name: 'several problems are reported together',
       scenario: { env: { FOREMAN_CORE_PORT: 'abc' } },
       expected: () =>
-        'core.url is required: set it in foreman.toml or FOREMAN_CORE_URL; core.token is required: set it in foreman.toml or FOREMAN_CORE_TOKEN; env FOREMAN_CORE_PORT: core.port = "abc": expected an integer from 0 to 65535',
+        'core.url is required: set it in foreman.toml or FOREMAN_CORE_URL; core.token or core.token_file is required: set one in foreman.toml, FOREMAN_CORE_TOKEN or FOREMAN_CORE_TOKEN_FILE; env FOREMAN_CORE_PORT: core.port = "abc": expected an integer from 0 to 65535',
     },
     {
       name: '--config naming a missing file',
@@ -390,6 +449,146 @@ describe('warnings', () => {
       'env FOREMAN_CORE_PROT: unknown setting (ignored); did you mean FOREMAN_CORE_PORT?',
       'env FOREMAN_NOPE: unknown setting (ignored)',
     ]);
+  });
+
+  it('suggests the variable meant for a slip anywhere in its name, as for a key in the file', () => {
+    const { warnings } = load({
+      env: {
+        ...REQUIRED_ENV,
+        FOREMAN_CORE_LABEL_QUEUE: 'high',
+        FOREMAN_CORE_EVN_NODE_ENV: 'x',
+        FOREMAN_DOCKER_REGISTRY_0_HOST: 'r.test',
+        FOREMAN_CONFG: '/etc/foreman/foreman.toml',
+        FOREMAN_CORE_JOB_COMPLETION_TIMOUT: '1m',
+        FOREMAN_LOG_FROMAT: 'text',
+      },
+    });
+    assert.deepEqual(warnings, [
+      'env FOREMAN_CONFG: unknown setting (ignored); did you mean FOREMAN_CONFIG?',
+      'env FOREMAN_CORE_EVN_NODE_ENV: unknown setting (ignored); did you mean FOREMAN_CORE_ENV_NODE_ENV?',
+      'env FOREMAN_CORE_JOB_COMPLETION_TIMOUT: unknown setting (ignored); did you mean FOREMAN_CORE_JOB_COMPLETION_TIMEOUT?',
+      'env FOREMAN_CORE_LABEL_QUEUE: unknown setting (ignored); did you mean FOREMAN_CORE_LABELS_QUEUE?',
+      'env FOREMAN_DOCKER_REGISTRY_0_HOST: unknown setting (ignored); did you mean FOREMAN_DOCKER_REGISTRIES_0_HOST?',
+      'env FOREMAN_LOG_FROMAT: unknown setting (ignored); did you mean FOREMAN_LOG_FORMAT?',
+    ]);
+  });
+});
+
+describe('durations', () => {
+  it('accept whole milliseconds or a string with units, in the file as in the environment', () => {
+    const toml =
+      REQUIRED_TOML + 'job_completion_timeout = "1h30m"\npoll_frequency = 250\npoll_timeout = "90s"\ncallback_max_age = "7d"\nstall_timeout = "1.5s"\n';
+    const { config, sources } = load({ files: { 'cwd/foreman.toml': toml }, env: { FOREMAN_CORE_SHUTDOWN_TIMEOUT: '2m' } });
+    assert.deepEqual(
+      [config.core.job_completion_timeout, config.core.poll_frequency, config.core.poll_timeout, config.core.callback_max_age, config.core.stall_timeout],
+      [5_400_000, 250, 90_000, 604_800_000, 1500],
+      'each in milliseconds',
+    );
+    assert.equal(config.core.shutdown_timeout, 120_000, 'FOREMAN_CORE_SHUTDOWN_TIMEOUT=2m');
+    assert.equal(sources['core.shutdown_timeout'], 'env', 'its source');
+  });
+
+  it('every duration key takes units; no other integer key does', () => {
+    const durations = LEAF_KEYS.filter((key) => isDurationKey(key));
+    assert.deepEqual(durations, [
+      'core.job_completion_timeout',
+      'core.max_job_timeout',
+      'core.job_removal_timeout',
+      'core.poll_frequency',
+      'core.poll_timeout',
+      'core.callback_max_age',
+      'core.job_retention',
+      'core.shutdown_timeout',
+      'core.cancel_grace_period',
+      'core.stall_timeout',
+      'core.drain_timeout',
+    ]);
+    assert.throws(() => loadConfig(setup({ env: { ...REQUIRED_ENV, FOREMAN_CORE_PORT: '1s' } }).options), /core\.port = "1s": expected an integer/);
+  });
+});
+
+describe('token_file', () => {
+  it('reads the token from a file relative to the config file, without its trailing newline', () => {
+    const { config, warnings, dirs } = load({
+      files: { 'etc/foreman.toml': '[core]\nurl = "http://x.test/"\ntoken_file = "secrets/token"\n', 'etc/secrets/token': 's3cret-token\n' },
+    });
+    chmodSync(join(dirs.root, 'etc/secrets/token'), 0o600);
+    assert.equal(config.core.token, 's3cret-token', 'the token read');
+    assert.equal(config.core.token_file, join(dirs.root, 'etc', 'secrets', 'token'), 'the path, absolute');
+    assert.deepEqual(
+      warnings.filter((w) => !w.includes('may be read by')),
+      [],
+      'no other warning',
+    );
+  });
+
+  it('warns when the file may be read by its group or every user, never showing the token', () => {
+    const { options, dirs } = setup({ files: { 'cwd/token': 'tok-123\n' }, env: { FOREMAN_CORE_URL: 'http://x.test/', FOREMAN_CORE_TOKEN_FILE: 'token' } });
+    const file = join(dirs.cwd, 'token');
+    for (const [mode, expected] of [
+      [0o600, []],
+      [0o400, []],
+      [
+        0o640,
+        [
+          `env FOREMAN_CORE_TOKEN_FILE: core.token_file = "token": ${file} may be read by its group (mode 0640); make it readable by the agent's user alone (chmod 600)`,
+        ],
+      ],
+      [
+        0o644,
+        [
+          `env FOREMAN_CORE_TOKEN_FILE: core.token_file = "token": ${file} may be read by every user (mode 0644); make it readable by the agent's user alone (chmod 600)`,
+        ],
+      ],
+    ] as const) {
+      chmodSync(file, mode);
+      const { warnings, config } = loadConfig(options);
+      assert.deepEqual(warnings, expected, `mode ${mode.toString(8)}`);
+      assert.equal(config.core.token, 'tok-123', 'the token is read whatever the mode');
+      assert.ok(!warnings.join('').includes('tok-123'), 'no warning shows the token');
+    }
+  });
+
+  it("the environment's token or token_file replaces the file's other form", () => {
+    const withFile = load({
+      files: { 'cwd/foreman.toml': REQUIRED_TOML, 'cwd/token': 'env-file-token\n' },
+      env: { FOREMAN_CORE_TOKEN_FILE: 'token' },
+    });
+    assert.equal(withFile.config.core.token, 'env-file-token', "FOREMAN_CORE_TOKEN_FILE wins over the file's token");
+    const withToken = load({
+      files: { 'cwd/foreman.toml': '[core]\nurl = "http://x.test/"\ntoken_file = "nope"\n' },
+      env: { FOREMAN_CORE_TOKEN: 'env-token' },
+    });
+    assert.equal(withToken.config.core.token, 'env-token', "FOREMAN_CORE_TOKEN wins over the file's token_file, which is not read");
+    assert.equal(withToken.config.core.token_file, undefined, 'and not in effect');
+  });
+});
+
+describe('flags', () => {
+  it('--log-level and --log-format win over the environment and the file', () => {
+    const { config, sources } = load({
+      files: { 'cwd/foreman.toml': REQUIRED_TOML + '[log]\nlevel = "warn"\nformat = "json"\n' },
+      env: { FOREMAN_LOG_LEVEL: 'error' },
+      flags: [
+        { key: 'log.level', flag: '--log-level', value: 'debug' },
+        { key: 'log.format', flag: '--log-format', value: 'text' },
+      ],
+    });
+    assert.deepEqual(config.log, { level: 'debug', format: 'text' }, 'the flags apply');
+    assert.equal(sources['log.level'], 'flag', 'and are their source');
+  });
+});
+
+describe('loadDataDir (foreman ping)', () => {
+  it('finds data_dir as loadConfig does, with no url or token and without reading a token file', () => {
+    const fromFile = setup({ files: { 'etc/foreman.toml': '[core]\ndata_dir = "state"\ntoken_file = "/nonexistent"\n' } });
+    assert.equal(loadDataDir(fromFile.options), join(fromFile.dirs.root, 'etc', 'state'), 'relative to the file that set it');
+    const fromEnv = setup({ files: { 'etc/foreman.toml': '[core]\ndata_dir = "state"\n' }, env: { FOREMAN_CORE_DATA_DIR: '/var/lib/foreman' } });
+    assert.equal(loadDataDir(fromEnv.options), '/var/lib/foreman', 'the environment wins');
+    const none = setup({});
+    assert.equal(loadDataDir(none.options), join(none.dirs.home, '.foreman', 'data'), 'the default');
+    const bad = setup({ files: { 'cwd/foreman.toml': '[core]\ndata_dir = 5\n' } });
+    assert.throws(() => loadDataDir(bad.options), /core\.data_dir = 5: expected a non-empty directory path/, 'a data_dir that is not a path');
   });
 });
 

@@ -2,12 +2,17 @@ import { readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { ConfigError } from './errors.ts';
-import { expectedAt, LEAF_KEYS, leafKind, SECTIONS, TABLES, type TableKey, type ValidConfig } from './schema.ts';
+import { expectedAt, isDurationKey, LEAF_KEYS, SECTIONS, TABLES, type TableKey, type ValidConfig } from './schema.ts';
+import { parseDuration } from './formats.ts';
 // ConfigSchema compiled by ajv at development time (scripts/validators.ts), so the agent never runs ajv's compiler.
 import { validate } from './config-validator.generated.ts';
 import type { Config, ConfigSource, LoadedConfig } from './types.ts';
 import { show, suggestion, where, type Origin } from './messages.ts';
+import { readTokenFile } from './token.ts';
+import { applyEnv, coerceEnvValue, CONFIG_ENV_VARIABLE, envVariableFor, type RawSettings } from './env.ts';
 import { RegistrySettings, REGISTRIES_KEY } from './registries.ts';
+
+export { CONFIG_ENV_VARIABLE, envVariableFor } from './env.ts';
 
 export { ConfigError } from './errors.ts';
 export { isSecretKey, show } from './messages.ts';
@@ -23,33 +28,11 @@ export interface LoadConfigOptions {
   home: string;
   /** The system-wide file; only tests change it. */
   systemConfigPath?: string;
+  /** Settings from command-line flags (`--log-level`), which win over the environment and the file. */
+  flags?: ReadonlyArray<{ readonly key: string; readonly flag: string; readonly value: string }>;
 }
 
 export const SYSTEM_CONFIG_PATH = '/etc/foreman/foreman.toml';
-export const CONFIG_ENV_VARIABLE = 'FOREMAN_CONFIG';
-
-interface Setting {
-  readonly value: unknown;
-  readonly origin: Origin;
-}
-
-/** Values gathered from the file and env before validation, keyed by dotted key. */
-interface RawSettings {
-  readonly leaves: Map<string, Setting>;
-  readonly tables: Record<TableKey, Map<string, Setting>>;
-  /** `[[docker.registries]]`: entries set field by field, so they are gathered apart from the leaves. */
-  readonly registries: RegistrySettings;
-}
-
-const TABLE_ENV_PREFIXES: Record<TableKey, string> = {
-  'core.env': 'FOREMAN_CORE_ENV_',
-  'core.labels': 'FOREMAN_CORE_LABELS_',
-};
-
-/** `core.max_concurrent_jobs` → `FOREMAN_CORE_MAX_CONCURRENT_JOBS`. */
-export function envVariableFor(dotted: string): string {
-  return `FOREMAN_${dotted.replaceAll('.', '_').toUpperCase()}`;
-}
 
 /**
  * Finds, reads and validates the configuration: file values first, then
@@ -62,8 +45,27 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   const file = findConfigFile(options);
   if (file !== undefined) readConfigFile(file, raw, warnings);
   applyEnv(options.env, raw, warnings);
-  const config = compile(raw, file, options);
+  for (const { key, flag, value } of options.flags ?? []) raw.leaves.set(key, { value: coerceEnvValue(key, value), origin: { kind: 'flag', flag } });
+  const config = compile(raw, file, options, warnings);
   return deepFreeze({ config, file, sources: sourcesOf(raw), warnings });
+}
+
+/**
+ * Only `core.data_dir`, found as `loadConfig` finds it (file, then FOREMAN_* and flags), for `foreman ping`:
+ * it needs no url or token, and reads no token file. Throws ConfigError when the file cannot be read or
+ * data_dir itself is not a path.
+ */
+export function loadDataDir(options: LoadConfigOptions): string {
+  const raw: RawSettings = { leaves: new Map(), tables: { 'core.env': new Map(), 'core.labels': new Map() }, registries: new RegistrySettings([]) };
+  const file = findConfigFile(options);
+  if (file !== undefined) readConfigFile(file, raw, []);
+  applyEnv(options.env, raw, []);
+  const setting = raw.leaves.get('core.data_dir');
+  if (setting === undefined) return join(options.home, '.foreman', 'data');
+  if (typeof setting.value !== 'string' || setting.value === '') {
+    throw new ConfigError(`${where(setting.origin)}core.data_dir = ${show('core.data_dir', setting.value)}: expected ${expectedAt(['core', 'data_dir'])}`);
+  }
+  return resolvePath(setting.value, setting.origin, options);
 }
 
 function findConfigFile(options: LoadConfigOptions): string | undefined {
@@ -169,61 +171,21 @@ function isTableKey(dotted: string): dotted is TableKey {
   return (TABLES as readonly string[]).includes(dotted);
 }
 
-function applyEnv(env: LoadConfigOptions['env'], raw: RawSettings, warnings: string[]): void {
-  const leafByVariable = new Map(LEAF_KEYS.map((key) => [envVariableFor(key), key]));
-  const names = Object.keys(env)
-    .filter((name) => name.startsWith('FOREMAN_') && name !== CONFIG_ENV_VARIABLE)
-    .sort();
-  for (const variable of names) {
-    const value = env[variable];
-    if (value === undefined) continue;
-    if (raw.registries.fromEnv(variable, value)) continue;
-    const origin: Origin = { kind: 'env', variable };
-    const leaf = leafByVariable.get(variable);
-    if (leaf !== undefined) {
-      raw.leaves.set(leaf, { value: coerceEnvValue(leaf, value), origin });
-      continue;
-    }
-    const table = TABLES.find((t) => variable.startsWith(TABLE_ENV_PREFIXES[t]) && variable.length > TABLE_ENV_PREFIXES[t].length);
-    if (table !== undefined) {
-      const name = variable.slice(TABLE_ENV_PREFIXES[table].length);
-      // Env variable names are upper case by convention but labels are usually lower case;
-      // the container env var names keep their case because programs read them verbatim.
-      raw.tables[table].set(table === 'core.labels' ? name.toLowerCase() : name, { value, origin });
-      continue;
-    }
-    warnings.push(`env ${variable}: unknown setting (ignored)${suggestion(variable, [...leafByVariable.keys()])}`);
-  }
-}
-
-/** Env values are text; turn them into the type the key wants, or leave them for validation to reject. */
-function coerceEnvValue(dotted: string, value: string): unknown {
-  const trimmed = value.trim();
-  switch (leafKind(dotted)) {
-    case 'integer':
-    case 'number':
-      return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(trimmed) ? Number(trimmed) : value;
-    case 'boolean': {
-      const lower = trimmed.toLowerCase();
-      if (lower === 'true' || lower === '1') return true;
-      if (lower === 'false' || lower === '0') return false;
-      return value;
-    }
-    case 'list':
-      return value
-        .split(',')
-        .map((item) => item.trim())
-        .filter((item) => item !== '');
-    case 'string':
-      return value;
-  }
-}
-
-function compile(raw: RawSettings, file: string | undefined, options: LoadConfigOptions): Config {
+function compile(raw: RawSettings, file: string | undefined, options: LoadConfigOptions, warnings: string[]): Config {
   const data: Record<string, Record<string, unknown>> = Object.fromEntries(SECTIONS.map((section) => [section, {}]));
+  /** Durations written with a unit, as written: a message shows what the user wrote, not the milliseconds. */
+  const written = new Map<string, unknown>();
   for (const [dotted, setting] of raw.leaves) {
     const [section = '', key = ''] = dotted.split('.');
-    (data[section] ??= {})[key] = setting.value;
+    let value = setting.value;
+    if (isDurationKey(dotted) && typeof value === 'string') {
+      const ms = parseDuration(value);
+      if (ms !== undefined) {
+        written.set(dotted, value);
+        value = ms;
+      }
+    }
+    (data[section] ??= {})[key] = value;
   }
   const core = (data.core ??= {});
   core.data_dir ??= join(options.home, '.foreman', 'data');
@@ -231,8 +193,16 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
   core.labels = Object.fromEntries([...raw.tables['core.labels']].map(([name, setting]) => [name, setting.value]));
   (data.docker ??= {}).registries = raw.registries.data();
 
-  if (!validate(data)) {
-    const problems = new Map<string, string>();
+  const problems = new Map<string, string>();
+  const token = readTokenFile(
+    { token: raw.leaves.get('core.token'), tokenFile: raw.leaves.get('core.token_file') },
+    core,
+    (path, origin) => resolvePath(path, origin, options),
+    warnings,
+  );
+  if (token.problem) problems.set('core.token_file', token.problem);
+
+  if (!validate(data) || problems.size > 0) {
     for (const error of validate.errors ?? []) {
       const path = error.instancePath
         .split('/')
@@ -245,6 +215,15 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       }
       if (error.keyword === 'required') {
         const dotted = [...path, String(error.params.missingProperty)].join('.');
+        if (dotted === 'core.token') {
+          if (!problems.has('core.token_file')) {
+            problems.set(
+              dotted,
+              `core.token or core.token_file is required: set one in ${file ?? 'foreman.toml'}, FOREMAN_CORE_TOKEN or FOREMAN_CORE_TOKEN_FILE`,
+            );
+          }
+          continue;
+        }
         problems.set(dotted, `${dotted} is required: set it in ${file ?? 'foreman.toml'} or ${envVariableFor(dotted)}`);
         continue;
       }
@@ -259,23 +238,27 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
           .map((index) => `[${index}]`)
           .join('');
       const origin = originOf(raw, keyPath);
-      problems.set(dotted, `${where(origin)}${shownKey} = ${show(dotted, valueAt(data, path))}: expected ${expectedAt(keyPath)}`);
+      const value = path.length === keyLength && written.has(dotted) ? written.get(dotted) : valueAt(data, path);
+      problems.set(dotted, `${where(origin)}${shownKey} = ${show(dotted, value)}: expected ${expectedAt(keyPath)}`);
     }
     throw new ConfigError([...problems.values()]);
   }
 
   const valid = data as unknown as ValidConfig;
+  checkJobTimeouts(raw, valid.core);
   const dataDirOrigin = raw.leaves.get('core.data_dir')?.origin;
   return {
     core: {
       url: valid.core.url,
       token: valid.core.token,
+      token_file: token.path,
       hostname: valid.core.hostname,
       port: valid.core.port,
       listen_address: valid.core.listen_address,
       executor: valid.core.executor,
       network_name: valid.core.network_name,
       job_completion_timeout: valid.core.job_completion_timeout,
+      max_job_timeout: valid.core.max_job_timeout,
       job_removal_timeout: valid.core.job_removal_timeout,
       remove_stopped_containers_on_terminate: valid.core.remove_stopped_containers_on_terminate,
       extra_hosts: [...valid.core.extra_hosts],
@@ -311,8 +294,19 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       registries: raw.registries.compile(valid.docker.registries, (path, origin) => resolvePath(path, origin, options), options),
     },
     metrics: { address: valid.metrics.address },
-    log: { level: valid.log.level },
+    health: { address: valid.health.address },
+    log: { level: valid.log.level, format: valid.log.format },
   };
+}
+
+/** A job's own `timeout` may not exceed `max_job_timeout`, so neither may the default every other job gets. */
+function checkJobTimeouts(raw: RawSettings, core: ValidConfig['core']): void {
+  const max = core.max_job_timeout;
+  if (max === 0 || core.job_completion_timeout <= max) return;
+  const origin = raw.leaves.get('core.job_completion_timeout')?.origin ?? raw.leaves.get('core.max_job_timeout')?.origin;
+  throw new ConfigError(
+    `${where(origin)}core.job_completion_timeout = ${core.job_completion_timeout}: expected at most core.max_job_timeout (${max}), the longest a job may run`,
+  );
 }
 
 /** Relative paths are relative to the file that set them (or the cwd for env); `~/` means the home directory. */

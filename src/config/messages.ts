@@ -1,11 +1,13 @@
 /** How configuration messages name where a value came from and show it, shared by the loader and `docker.registries`. */
 
-/** Where a setting was written: a config file, or one environment variable. */
-export type Origin = { readonly kind: 'file'; readonly file: string } | { readonly kind: 'env'; readonly variable: string };
+/** Where a setting was written: a config file, one environment variable, or a command-line flag. */
+export type Origin =
+  { readonly kind: 'file'; readonly file: string } | { readonly kind: 'env'; readonly variable: string } | { readonly kind: 'flag'; readonly flag: string };
 
 /** The prefix of a message about a value from `origin`: `<file>: ` or `env <VARIABLE>: `. */
 export function where(origin: Origin | undefined): string {
   if (origin === undefined) return '';
+  if (origin.kind === 'flag') return `${origin.flag}: `;
   return origin.kind === 'file' ? `${origin.file}: ` : `env ${origin.variable}: `;
 }
 
@@ -27,10 +29,10 @@ export function show(dotted: string, value: unknown): string {
   return String(value);
 }
 
-/** `; did you mean X?` for the closest candidate within two edits, else nothing. */
-export function suggestion(input: string, candidates: readonly string[]): string {
+/** `; did you mean X?` for the closest candidate within `maxEdits` edits (two by default), else nothing. */
+export function suggestion(input: string, candidates: readonly string[], maxEdits = 2): string {
   let best: string | undefined;
-  let bestDistance = 3;
+  let bestDistance = maxEdits + 1;
   for (const candidate of candidates) {
     const distance = editDistance(input.toLowerCase(), candidate.toLowerCase());
     if (distance < bestDistance) [best, bestDistance] = [candidate, distance];

@@ -163,7 +163,7 @@ export class RegistrySettings {
       } else {
         const origin = entry?.get('password')?.origin;
         password = registry.password ?? '';
-        passwordSource = origin?.kind === 'env' ? `from env ${origin.variable}` : `in ${origin?.file ?? 'the config file'}`;
+        passwordSource = origin?.kind === 'env' ? `from env ${origin.variable}` : `in ${origin?.kind === 'file' ? origin.file : 'the config file'}`;
       }
       const source = fileOf(entry) ?? 'env';
       return { host: registry.host, username: registry.username, password, identitytoken: undefined, source, password_source: passwordSource };

@@ -6,11 +6,25 @@ import { Type, type Static } from 'typebox';
 /** Largest delay Node timers accept; longer ones silently fire after 1 ms. */
 export const MAX_TIMER_MS = 2_147_483_647;
 
-const timerMs = (fallback: number) =>
-  Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: fallback, expected: `a non-negative integer number of milliseconds (at most ${MAX_TIMER_MS})` });
+/** How a duration may be written, for every duration's `expected` phrase. */
+export const DURATION_FORMS = 'whole milliseconds (e.g. 1500) or a string with a unit: "500ms", "90s", "15m", "2h", "7d", or combined as "1h30m"';
+
+// `duration: true` marks a key the loader accepts written with a unit ("90s"); the schema sees milliseconds.
+const timerMs = (fallback: number, extra: { description?: string } = {}) =>
+  Type.Integer({
+    minimum: 0,
+    maximum: MAX_TIMER_MS,
+    default: fallback,
+    duration: true,
+    expected: `a duration of at most ${MAX_TIMER_MS} ms (about 24.8 days): ${DURATION_FORMS}`,
+    ...extra,
+  });
 
 const ageMs = (fallback: number) =>
-  Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: fallback, expected: 'a non-negative integer number of milliseconds' });
+  Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: fallback, duration: true, expected: `a duration: ${DURATION_FORMS}` });
+
+/** A token: printable ASCII without spaces, as an `Authorization: Bearer` header carries it. */
+export const TOKEN_PATTERN = '^[!-~]+$';
 
 const hostLike = (what: string) => Type.String({ minLength: 1, pattern: '^[^\\s/]+$', expected: `a ${what} (no scheme, path or spaces)` });
 
@@ -68,11 +82,21 @@ const REGISTRY_HOST = '^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([
 const USER_PART = '[A-Za-z0-9_][A-Za-z0-9_.-]*';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_FORMATS = ['json', 'text'] as const;
 
 export const ConfigSchema = Type.Object({
   core: Type.Object({
     url: Type.String({ format: 'http-url', expected: 'an http:// or https:// URL' }),
-    token: Type.String({ minLength: 1, pattern: '^[!-~]+$', expected: 'a non-empty token of printable ASCII characters without spaces' }),
+    // One of token or token_file: the loader reads the file into `token` and checks that exactly one was given.
+    token: Type.String({ minLength: 1, pattern: TOKEN_PATTERN, expected: 'a non-empty token of printable ASCII characters without spaces' }),
+    token_file: Type.Optional(
+      Type.String({
+        minLength: 1,
+        expected: 'the path of a file holding the token',
+        description:
+          'File holding the token (read at start, trailing newline dropped; relative to the file that set it), instead of core.token: e.g. a systemd credential or a compose secret.',
+      }),
+    ),
     hostname: Type.Optional(hostLike('host name or IP address')),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, expected: 'an integer from 0 to 65535' }),
     listen_address: Type.Optional(hostLike('host name or IP address')),
@@ -86,6 +110,10 @@ export const ConfigSchema = Type.Object({
       expected: 'a Docker network name (letters, digits, "_", "." and "-", starting with a letter or digit)',
     }),
     job_completion_timeout: timerMs(10_000),
+    max_job_timeout: timerMs(0, {
+      description:
+        "The longest completion timeout a job may ask for with its own `timeout`; a job asking for more is rejected as invalid, nothing pulled. 0: no maximum. core.job_completion_timeout, the jobs' default, may not exceed it.",
+    }),
     job_removal_timeout: timerMs(5_000),
     remove_stopped_containers_on_terminate: Type.Boolean({ default: true, expected: 'true or false' }),
     extra_hosts: Type.Array(Type.String({ pattern: '^[^\\s:]+:\\S+$' }), {
@@ -164,12 +192,30 @@ export const ConfigSchema = Type.Object({
     ),
   }),
   metrics: Type.Object({
-    address: Type.String({ format: 'host-port-or-empty', default: '', expected: 'host:port (e.g. "127.0.0.1:9100"), or "" to turn metrics off' }),
+    address: Type.String({ format: 'host-port-or-empty', default: '', expected: 'host:port (e.g. "127.0.0.1:9464"), or "" to turn metrics off' }),
+  }),
+  health: Type.Object({
+    address: Type.String({
+      format: 'host-port-or-empty',
+      default: '',
+      expected: 'host:port (e.g. "127.0.0.1:3001"), or "" to serve no health listener',
+      description:
+        'host:port serving only /healthz and /readyz over HTTP (no metrics), for a load balancer or an orchestrator; "" serves none. `foreman ping` needs no listener: it asks the agent over <data_dir>/foreman.sock.',
+    }),
   }),
   log: Type.Object({
     level: Type.Union(
       LOG_LEVELS.map((level) => Type.Literal(level)),
       { default: 'info', expected: `one of ${LOG_LEVELS.join(', ')}` },
+    ),
+    format: Type.Union(
+      LOG_FORMATS.map((format) => Type.Literal(format)),
+      {
+        default: 'json',
+        expected: `one of ${LOG_FORMATS.join(', ')}`,
+        description:
+          '"json": one JSON object a line (pino), for log collectors; "text": time, level, message and key=value pairs, for a terminal. --log-format wins.',
+      },
     ),
   }),
 });
@@ -177,7 +223,7 @@ export const ConfigSchema = Type.Object({
 export type ValidConfig = Static<typeof ConfigSchema>;
 
 /** The sections and the tables of string values inside them. */
-export const SECTIONS = ['core', 'docker', 'metrics', 'log'] as const;
+export const SECTIONS = ['core', 'docker', 'metrics', 'health', 'log'] as const;
 export type Section = (typeof SECTIONS)[number];
 export const TABLES = ['core.env', 'core.labels'] as const;
 export type TableKey = (typeof TABLES)[number];
@@ -191,6 +237,7 @@ interface SchemaNode {
   items?: SchemaNode;
   default?: unknown;
   expected?: string;
+  duration?: boolean;
 }
 
 const root = ConfigSchema as unknown as SchemaNode;
@@ -227,4 +274,9 @@ export function expectedAt(path: readonly string[]): string {
 /** The schema default of a leaf, if it has one. */
 export function defaultOf(dotted: string): unknown {
   return nodeAt(dotted.split('.'))?.default;
+}
+
+/** Whether a leaf is a duration (in milliseconds, or written with a unit). */
+export function isDurationKey(dotted: string): boolean {
+  return nodeAt(dotted.split('.'))?.duration === true;
 }

@@ -1,5 +1,5 @@
 /** Where an effective config value came from, shown by `foreman check`. */
-export type ConfigSource = 'default' | 'file' | 'env';
+export type ConfigSource = 'default' | 'file' | 'env' | 'flag';
 
 /**
  * The compiled, frozen agent configuration. Keys mirror the TOML file
@@ -8,7 +8,10 @@ export type ConfigSource = 'default' | 'file' | 'env';
 export interface Config {
   readonly core: {
     readonly url: string;
+    /** The token itself, also when it was read from `token_file`. A secret: never logged or shown. */
     readonly token: string;
+    /** The absolute path the token was read from, when `core.token_file` gave it. */
+    readonly token_file: string | undefined;
     /** Host name containers use to reach the job API; undefined picks the network gateway. */
     readonly hostname: string | undefined;
     readonly port: number;
@@ -17,7 +20,10 @@ export interface Config {
     /** `docker`: a container per job; `swarm`: a replicated-job service per job on the swarm the engine manages. */
     readonly executor: 'docker' | 'swarm';
     readonly network_name: string;
+    /** A job's completion timeout unless it sets its own `timeout`. */
     readonly job_completion_timeout: number;
+    /** The most a job's own `timeout` may be; 0: no maximum. */
+    readonly max_job_timeout: number;
     readonly job_removal_timeout: number;
     readonly remove_stopped_containers_on_terminate: boolean;
     readonly extra_hosts: readonly string[];
@@ -76,8 +82,14 @@ export interface Config {
     /** host:port for the Prometheus endpoint; empty disables it. */
     readonly address: string;
   };
+  readonly health: {
+    /** host:port serving /healthz and /readyz alone; empty: none (the agent's socket in data_dir still answers `foreman ping`). */
+    readonly address: string;
+  };
   readonly log: {
     readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+    /** `json` (one object a line) or `text` (for a terminal). */
+    readonly format: 'json' | 'text';
   };
 }
 

@@ -217,3 +217,31 @@ test('a reply larger than the limit is refused, not buffered', async () => {
     await big.close();
   }
 });
+
+test('each poll is counted by how it ended: jobs, empty, unauthorized or error', async () => {
+  const replies: Array<[number, string]> = [
+    [200, '[{"id":"a"}]'],
+    [204, ''],
+    [200, '[]'],
+    [401, ''],
+    [503, ''],
+    [200, 'not json'],
+  ];
+  const control = await server((_req, res) => {
+    const [status, body] = replies.shift() ?? [200, '[]'];
+    res.writeHead(status).end(body);
+  });
+  const results: string[] = [];
+  const abort = new AbortController();
+  const poller = new Poller(options(control.url, { onPolled: (result) => results.push(result), backoff: { baseMs: 1, maxMs: 2 }, pollFrequencyMs: 1 }));
+  const running = poller.pollUntilStopped(abort.signal);
+  try {
+    const deadline = Date.now() + 5000;
+    while (results.length < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(results.slice(0, 6), ['jobs', 'empty', 'empty', 'unauthorized', 'error', 'error'], 'one result a poll, in order');
+  } finally {
+    abort.abort();
+    await running;
+    await control.close();
+  }
+});

@@ -25,6 +25,8 @@ export interface PollerOptions {
   readonly onJobs: (entries: unknown[]) => number;
   /** Receives the job ids of a reply's `x-foreman-cancel` header, whatever the reply's status. */
   readonly onCancel: (ids: string[]) => void;
+  /** Told how each poll ended (the agent's `foreman_polls_total`). */
+  readonly onPolled?: ((result: 'jobs' | 'empty' | 'unauthorized' | 'error') => void) | undefined;
 }
 
 /** A reply larger than this is refused rather than buffered: a job list never needs it. */
@@ -129,6 +131,7 @@ export class Poller {
       let delay: number;
       try {
         const entries = await this.pollOnce(signal);
+        this.options.onPolled?.(entries.length > 0 ? 'jobs' : 'empty');
         if (this.failures > 0) log.info({ url: redactUrl(this.options.url) }, 'control server reachable again');
         this.failures = 0;
         this.lastProblem = undefined;
@@ -136,6 +139,8 @@ export class Poller {
         delay = fresh > 0 && this.options.freeSlots() > 0 ? 0 : this.options.pollFrequencyMs;
       } catch (err) {
         if (signal.aborted) return;
+        const status = err instanceof PollError ? err.status : undefined;
+        this.options.onPolled?.(status === 401 || status === 403 ? 'unauthorized' : 'error');
         this.failures++;
         const problem = describeHttpError(err);
         if (problem !== this.lastProblem)

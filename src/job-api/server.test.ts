@@ -129,6 +129,95 @@ test('a valid PUT followed by bytes that are not HTTP on the same connection sti
   }
 });
 
+/** Writes raw bytes on a connection of its own; resolves with what came back once the agent closed it, or after `deadlineMs`. */
+async function exchange(port: number, bytes: string, deadlineMs = 4000): Promise<{ text: string; closed: boolean }> {
+  const socket = connect(port, '127.0.0.1');
+  const received: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => received.push(chunk));
+  socket.on('error', () => undefined);
+  // Written without ending our side, so only the agent can end the exchange.
+  socket.write(bytes);
+  let timer: NodeJS.Timeout | undefined;
+  const closed = await Promise.race([
+    once(socket, 'close').then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), deadlineMs))),
+  ]);
+  clearTimeout(timer);
+  socket.destroy();
+  return { text: Buffer.concat(received).toString(), closed };
+}
+
+const PUT_HEAD = 'PUT /job/j?token=t HTTP/1.1\r\nhost: x\r\nx-foreman-job-status: running\r\n';
+
+test('a malformed body or header gets a 400 at once and its connection is closed; nothing of it is recorded', async () => {
+  const updates: string[] = [];
+  const api = openApi({
+    updateJob: (_id, update) => {
+      updates.push(update.body.toString());
+      return Promise.resolve({ status: 200, body: { status: 'accepted' } });
+    },
+  });
+  const { port } = await api.listen('127.0.0.1', 0);
+  try {
+    const cases: Record<string, string> = {
+      'chunk size that is not hex': `${PUT_HEAD}transfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n`,
+      'chunk without its CRLF': `${PUT_HEAD}transfer-encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n`,
+      'chunk size past 2^64': `${PUT_HEAD}transfer-encoding: chunked\r\n\r\n1ffffffffffffffffff\r\nabc\r\n0\r\n\r\n`,
+      'chunk extension with a control byte': `${PUT_HEAD}transfer-encoding: chunked\r\n\r\n3;a=\x01\r\nabc\r\n0\r\n\r\n`,
+      'content-length and chunked together': `${PUT_HEAD}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`,
+      'a header name with a space': `${PUT_HEAD}bad header: 1\r\ncontent-length: 2\r\n\r\nok`,
+      'a content-length that is not a number': `${PUT_HEAD}content-length: 2x\r\n\r\nok`,
+    };
+    for (const [what, bytes] of Object.entries(cases)) {
+      const { text, closed } = await exchange(port, bytes);
+      assert.ok(closed, `${what}: the agent closed the connection within 4 s (it answered ${JSON.stringify(text)})`);
+      assert.match(text, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*connection: close[\s\S]*\{"error":"malformed HTTP request"\}$/, `${what}: one 400`);
+    }
+    assert.deepEqual(updates, [], 'no malformed request reached the backend');
+    // The server goes on answering.
+    const good = await exchange(port, `${PUT_HEAD}content-length: 2\r\nconnection: close\r\n\r\nok`);
+    assert.match(good.text, /^HTTP\/1\.1 200 OK/, 'a well-formed request after them is answered');
+    assert.deepEqual(updates, ['ok'], 'and recorded');
+  } finally {
+    await api.close();
+  }
+});
+
+test('a valid PUT followed on the same connection by one whose chunked body is malformed: the first is answered and recorded, then a 400', async () => {
+  let release: () => void = () => undefined;
+  const stored = new Promise<void>((resolve) => (release = resolve));
+  const updates: string[] = [];
+  const api = openApi({
+    updateJob: async (_id, update) => {
+      updates.push(update.body.toString());
+      await stored;
+      return { status: 200, body: { status: 'accepted' } };
+    },
+  });
+  const { port } = await api.listen('127.0.0.1', 0);
+  try {
+    const socket = connect(port, '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    const closed = once(socket, 'close');
+    socket.write(`${PUT_HEAD}content-length: 5\r\n\r\nfirst${PUT_HEAD}transfer-encoding: chunked\r\n\r\n6\r\nsecond\r\nzz\r\nabc\r\n0\r\n\r\n`);
+    while (updates.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    // The bad chunk is parsed while the first update is being stored; the 400 waits for its answer.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    release();
+    await closed;
+    const text = Buffer.concat(received).toString();
+    assert.deepEqual(updates, ['first'], 'only the whole request reached the backend');
+    assert.match(
+      text,
+      /^HTTP\/1\.1 200 OK\r\n[\s\S]*\{"status":"accepted"\}HTTP\/1\.1 400 Bad Request\r\n[\s\S]*\{"error":"malformed HTTP request"\}$/,
+      `the first answer, then the 400: ${JSON.stringify(text)}`,
+    );
+  } finally {
+    await api.close();
+  }
+});
+
 test('a port in use fails listen() at once, and close() still resolves', async () => {
   const { api } = setup();
   const taken = createServer();

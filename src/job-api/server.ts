@@ -32,18 +32,24 @@ function unavailable(response: ServerResponse): void {
  * Answers to requests on a connection that also carried bytes that are not HTTP. Node's default
  * (and fastify's) writes a 400 and closes the connection at once, cutting off the answer to a valid
  * request before the bad bytes, one the agent may already have recorded and forwarded. So the 400
- * waits until every request of that connection has been answered.
+ * waits until every request of that connection that arrived whole has been answered. A request whose
+ * body is what broke (a chunk size that is not hex, say) will never arrive whole: it is not waited for,
+ * nothing of it reaches the routes, and the 400 answers it.
  */
 class ConnectionTracker {
-  private readonly open = new WeakMap<Socket, { count: number; then?: () => void }>();
+  private readonly open = new WeakMap<Socket, { readonly pending: Map<IncomingMessage, ServerResponse>; then?: () => void }>();
 
-  track(socket: Socket, response: ServerResponse): void {
-    const entry = this.open.get(socket) ?? { count: 0 };
-    this.open.set(socket, entry);
-    entry.count++;
+  track(socket: Socket, request: IncomingMessage, response: ServerResponse): void {
+    let entry = this.open.get(socket);
+    if (!entry) {
+      entry = { pending: new Map() };
+      this.open.set(socket, entry);
+    }
+    const tracked = entry;
+    tracked.pending.set(request, response);
     response.once('close', () => {
-      entry.count--;
-      if (entry.count === 0) entry.then?.();
+      if (!tracked.pending.delete(request)) return;
+      if (tracked.pending.size === 0) tracked.then?.();
     });
   }
 
@@ -62,7 +68,10 @@ class ConnectionTracker {
       else socket.destroy();
     };
     const entry = this.open.get(socket as Socket);
-    if (entry && entry.count > 0) entry.then = close;
+    // The request still being read is the one the bad bytes broke: its body can never end, so its
+    // answer is this 400, not one from the routes (which never see it whole, so record nothing).
+    for (const [request] of entry?.pending ?? []) if (!request.complete) entry?.pending.delete(request);
+    if (entry && entry.pending.size > 0) entry.then = close;
     else close();
   }
 }
@@ -103,7 +112,7 @@ export function createJobApi(options: JobApiOptions): JobApiServer {
   };
   server.on('request', (request: IncomingMessage, response: ServerResponse) => {
     // Counted here rather than in fastify, so requests that arrive while it loads are counted too.
-    connections.track(request.socket, response);
+    connections.track(request.socket, request, response);
     void dispatch(request, response);
   });
 

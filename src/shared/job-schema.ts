@@ -18,6 +18,11 @@ export const JobSpecSchema = Type.Object(
     port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
     /** ms between the stop signal and the kill when the job is canceled; overrides core.cancel_grace_period. */
     cancelGracePeriod: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
+    /**
+     * ms the job may run, from its container's start, before it is stopped as timed-out (the pull and create count
+     * too, from the job's launch); overrides core.job_completion_timeout, at most core.max_job_timeout.
+     */
+    timeout: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_147_483_647 })),
     /** ms without an accepted update before the job is stopped as stalled; 0 is off; overrides core.stall_timeout. */
     stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
     /**

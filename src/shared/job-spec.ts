@@ -16,6 +16,11 @@ export type JobValidation =
       callbackUrl: string | undefined;
       /** The id as a log line may show it (lone surrogates escaped), whether usable or not. */
       shownId: string | undefined;
+      /**
+       * An id of 1–256 characters that holds a lone surrogate: it cannot be stored or sent as it is, but the
+       * rejection can still be reported to a usable `callbackUrl` (`encodeJobId` writes it into the header).
+       */
+      illFormedId?: string | undefined;
     };
 
 function describe(error: ErrorObject): string {
@@ -52,5 +57,6 @@ export function validateJob(raw: unknown): JobValidation {
     id: usableId ? id : undefined,
     callbackUrl: typeof url === 'string' && httpUrlProblem(url) === undefined ? url : undefined,
     shownId: typeof id === 'string' && id.length > 0 ? showText(id) : undefined,
+    illFormedId: typeof id === 'string' && id.length > 0 && id.length <= 256 && !isWellFormedText(id) ? id : undefined,
   };
 }

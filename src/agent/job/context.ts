@@ -27,7 +27,6 @@ export interface JobMetrics {
   readonly jobsEnded: { inc(labels: { outcome: string }): void };
   readonly startLatency: { observe(seconds: number): void };
   readonly runTime: { observe(labels: { outcome: string }, seconds: number): void };
-  setJobs(running: number, pending: number): void;
 }
 
 /** What every runner shares: the agent's parts, handed down by the scheduler. */

@@ -52,8 +52,10 @@ export function launchFailedDetails(err: unknown, secrets: Iterable<string> = []
   return { pull, details: () => ({ reason: pull ? 'pull' : 'start', message, includeLogs: true }) };
 }
 
-export function timeoutDetails(what: string, timeoutMs: number): DetailsFor {
-  return () => ({ reason: 'timeout', message: `${what} within job_completion_timeout (${timeoutMs} ms)`, includeLogs: true });
+/** `own`: the job set its own `timeout`, which the message names instead of `job_completion_timeout`. */
+export function timeoutDetails(what: string, timeoutMs: number, own = false): DetailsFor {
+  const limit = own ? 'its timeout' : 'job_completion_timeout';
+  return () => ({ reason: 'timeout', message: `${what} within ${limit} (${timeoutMs} ms)`, includeLogs: true });
 }
 
 export function stallDetails(stallMs: number): DetailsFor {

@@ -70,6 +70,13 @@ export class LiveLogs {
     return this.parts.store.purge(before);
   }
 
+  /** Lines stored and not yet accepted by their logs servers, over every job whose log is still being sent. */
+  backlogLines(): number {
+    let lines = 0;
+    for (const stream of this.parts.store.unsettled()) lines += Math.max(0, stream.nextLine - stream.acked);
+    return lines;
+  }
+
   /** Stops reading and sending; what is left goes on at the next start. Safe to call twice. */
   close(): Promise<void> {
     this.closed ??= (async () => {

@@ -49,3 +49,18 @@ test('an image matching no allowed pattern is refused, naming the patterns', () 
     'image busybox is not allowed on this agent (docker.allowed_images: foreman-test-job:*, registry.example.com/ci/**)',
   );
 });
+
+test("a job's own timeout: a whole number of ms from 1; above core.max_job_timeout it is refused, with 0 any is allowed", () => {
+  valid({ timeout: 1 });
+  for (const timeout of [0, -1, 1.5, '60000', 2_147_483_648]) {
+    const result = validateJob({ ...base, timeout });
+    assert.equal(result.ok, false, `timeout ${JSON.stringify(timeout)} fails the schema`);
+    if (!result.ok) assert.match(result.reason, /^timeout /, 'and the reason names it');
+  }
+  const open = jobPolicy({ allowedImages: [], cpus: 0, memory: 0, pids: 0, maxTimeout: 0 });
+  assert.equal(open(valid({ timeout: 2_147_483_647 })), undefined, 'no maximum');
+  const capped = jobPolicy({ allowedImages: [], cpus: 0, memory: 0, pids: 0, maxTimeout: 3_600_000 });
+  assert.equal(capped(valid({ timeout: 3_600_000 })), undefined, 'up to the maximum');
+  assert.equal(capped(valid()), undefined, 'no timeout of its own: the default, which the config keeps within the maximum');
+  assert.equal(capped(valid({ timeout: 3_600_001 })), 'timeout 3600001 is more than this agent allows (core.max_job_timeout = 3600000)');
+});

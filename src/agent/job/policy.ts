@@ -10,6 +10,8 @@ export interface JobPolicySettings {
   readonly memory: number;
   /** `docker.pids_limit`. */
   readonly pids: number;
+  /** `core.max_job_timeout`: the most a job's own `timeout` may be. */
+  readonly maxTimeout?: number;
 }
 
 /** Why a valid job may not run on this agent, or undefined when it may. */
@@ -43,6 +45,10 @@ export function jobPolicy(settings: JobPolicySettings): JobPolicy {
       const maximum = settings[field];
       if (value !== undefined && maximum > 0 && value > maximum)
         problems.push(`resources.${field} ${value} is more than this agent allows (${key} = ${maximum})`);
+    }
+    const maxTimeout = settings.maxTimeout ?? 0;
+    if (job.timeout !== undefined && maxTimeout > 0 && job.timeout > maxTimeout) {
+      problems.push(`timeout ${job.timeout} is more than this agent allows (core.max_job_timeout = ${maxTimeout})`);
     }
     return problems.length > 0 ? problems.join('; ') : undefined;
   };

@@ -110,6 +110,31 @@ test('no completed within job_completion_timeout of container start: stopped and
   assert.equal(kit.executor.containerOf('j1')?.running, false);
 });
 
+test("a job's own timeout replaces job_completion_timeout, for the launch and from container start, and the report names it", async () => {
+  const kit = makeKit({ completionTimeoutMs: 10_000 });
+  await launched(kit, 'own', { timeout: 3000 });
+  await launched(kit, 'default');
+  await kit.clock.advance(2999);
+  assert.equal(kit.reports('own').length, 0, 'not before its own timeout');
+  await kit.clock.advance(1);
+  const [report] = kit.reports('own');
+  assert.equal(report?.outcome, 'timed-out', 'timed out at its own 3000 ms');
+  assert.equal(report.body.message, 'the job did not report completed within its timeout (3000 ms)');
+  assert.equal(kit.reports('default').length, 0, 'the other job keeps job_completion_timeout');
+  await kit.clock.advance(7000);
+  assert.match(kit.reports('default')[0]?.body.message ?? '', /within job_completion_timeout \(10000 ms\)/);
+
+  kit.executor.hangingPulls.add('slow/img:1');
+  kit.scheduler.receive([jobSpec('own-pull', { image: 'slow/img:1', timeout: 500 })]);
+  await settle();
+  await kit.clock.advance(500);
+  assert.equal(
+    kit.reports('own-pull')[0]?.body.message,
+    'the image pull and container start did not finish within its timeout (500 ms)',
+    'the launch is held to it too',
+  );
+});
+
 test('a pull that never ends is abandoned at the timeout (counted from the launch) and reported timed-out; the slot is freed', async () => {
   const kit = makeKit({ completionTimeoutMs: 10_000, maxConcurrentJobs: 1 });
   kit.executor.hangingPulls.add('slow/img:1');

@@ -240,12 +240,16 @@ export class JobRunner {
       this.release();
       return;
     }
-    const timeoutMs = this.ctx.options.completionTimeoutMs;
+    const timeoutMs = this.completionTimeoutMs(job);
     // While pulling and creating, the completion timeout counts from the launch; it restarts at container start.
     this.timers.set('launch', timeoutMs, () => {
       this.abortLaunch('launch-timeout');
       void this.step(() =>
-        this.act(onTimeout, timeoutDetails('the image pull and container start did not finish', timeoutMs), 'job did not start in time; abandoning it'),
+        this.act(
+          onTimeout,
+          timeoutDetails('the image pull and container start did not finish', timeoutMs, job.spec.timeout !== undefined),
+          'job did not start in time; abandoning it',
+        ),
       );
     });
     const signal = this.abort.signal;
@@ -465,8 +469,9 @@ export class JobRunner {
     if (this.stopping || job.startedAt === null) return;
     const { clock, options } = this.ctx;
     if (!this.timers.has('completion')) {
-      const remaining = Math.max(0, job.startedAt + options.completionTimeoutMs - clock.now());
-      const details = timeoutDetails('the job did not report completed', options.completionTimeoutMs);
+      const timeoutMs = this.completionTimeoutMs(job);
+      const remaining = Math.max(0, job.startedAt + timeoutMs - clock.now());
+      const details = timeoutDetails('the job did not report completed', timeoutMs, job.spec.timeout !== undefined);
       this.timers.set('completion', remaining, () => void this.step(() => this.act(onTimeout, details, 'job did not complete in time; stopping it')));
     }
     const stallMs = job.spec.stallTimeout ?? options.stallTimeoutMs;
@@ -474,6 +479,11 @@ export class JobRunner {
       this.lastTouch = Math.max(this.lastTouch, job.lastUpdateAt ?? job.startedAt);
       this.armStall(stallMs);
     }
+  }
+
+  /** The job's own `timeout`, else `core.job_completion_timeout`. */
+  private completionTimeoutMs(job: JobRecord): number {
+    return job.spec.timeout ?? this.ctx.options.completionTimeoutMs;
   }
 
   /** One timer per job, however many updates arrive: when it fires early, it waits for the rest. */

@@ -60,6 +60,28 @@ test('an invalid job is remembered as removed and reported invalid when it has a
   assert.equal(kit.executor.containers.size, 0);
 });
 
+test('a job whose id holds a lone surrogate is reported invalid to its callback once: the header encoded, the id in the body', async () => {
+  const kit = makeKit();
+  const entry = { id: 'x\ud800', image: 'x', body: 1, callbackUrl: 'http://127.0.0.1:9/cb' };
+  kit.scheduler.receive([entry, { ...entry }, { id: '\udfff', image: 'x', body: 1 }]);
+  await settle();
+  kit.scheduler.receive([entry]);
+  await settle();
+  assert.equal(kit.delivered.length, 1, 'one report however often the job comes, none without a callbackUrl');
+  const [report] = kit.delivered;
+  assert.equal(report?.headers['x-foreman-job-id'], 'x%ED%A0%80', 'the id percent-encoded, the lone surrogate as its WTF-8 bytes');
+  assert.equal(report.headers['x-foreman-job-outcome'], 'invalid');
+  assert.equal(report.headers['x-foreman-job-status'], 'completed');
+  const body = JSON.parse(report.body.toString()) as { id: string; outcome: string; reason: string; message: string };
+  assert.equal(body.id, 'x\ud800', 'JSON carries the id exactly as the control server sent it');
+  assert.deepEqual(
+    { outcome: body.outcome, reason: body.reason, message: body.message },
+    { outcome: 'invalid', reason: 'validation', message: 'the job failed validation: id is not well-formed Unicode (it holds a lone surrogate)' },
+  );
+  assert.equal(kit.executor.containers.size, 0, 'nothing ran');
+  assert.equal(kit.state('ill-formed:x%ED%A0%80'), 'removed', 'remembered under its encoded form');
+});
+
 test('a job id already known is not run again', async () => {
   const kit = makeKit();
   kit.scheduler.receive([jobSpec('a')]);

@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import { endingReport } from '../../callbacks/messages.ts';
 import type { ExecutorEvent } from '../../executor/executor.ts';
-import type { JobStore } from '../../jobs/store.ts';
+import type { JobStore, NewDelivery } from '../../jobs/store.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import type { Timer } from '../../shared/clock.ts';
+import { encodeJobId } from '../../shared/job-input.ts';
 import { validateJob, type JobSpec, type JobValidation } from '../../shared/job-spec.ts';
 import { Waiters } from '../../shared/waiters.ts';
 import type { JobPolicy } from './policy.ts';
@@ -168,14 +169,9 @@ export class Scheduler {
       if (this.firstTime(`invalid ${result.shownId ?? ''} ${result.reason}`))
         this.log.warn({ jobId: result.shownId, reason: result.reason }, 'rejected an invalid job from the control server');
       this.ctx.metrics?.jobsEnded.inc({ outcome: 'invalid' });
-      if (result.id === undefined) return false;
-      const report = result.callbackUrl
-        ? endingReport(
-            { jobId: result.id, agentId: this.ctx.agentId, callbackUrl: result.callbackUrl },
-            { outcome: 'invalid', reason: 'validation', message: `the job failed validation: ${result.reason}` },
-          )
-        : undefined;
-      const remembered = this.store.rememberRejected(result.id, report);
+      const report = this.rejection(result);
+      if (!report) return false;
+      const remembered = this.store.rememberRejected(report.key, report.delivery);
       if (remembered) this.taken++;
       if (remembered?.delivery) this.ctx.deliver(remembered.delivery);
       return false;
@@ -188,6 +184,28 @@ export class Scheduler {
     this.taken++;
     this.queue.push(this.track(job.id));
     return true;
+  }
+
+  /**
+   * How an invalid job is remembered (so it is never run, and reported once) and the report its callback gets,
+   * when it has a usable `callbackUrl`. An id that holds a lone surrogate cannot be stored or sent as it is: it
+   * is remembered under its encoded form (`ill-formed:%ED%A0%80`; only a control server that also sends a job
+   * whose id is spelled exactly so would see that one refused as known), and reported with that encoding in
+   * `x-foreman-job-id` and the id itself in the body. Undefined when there is nothing to remember it by.
+   */
+  private rejection(result: Extract<JobValidation, { ok: false }>): { key: string; delivery: NewDelivery | undefined } | undefined {
+    const id = result.id ?? result.illFormedId;
+    if (id === undefined) return undefined;
+    const illFormed = result.id === undefined;
+    const delivery = result.callbackUrl
+      ? endingReport(
+          { jobId: id, agentId: this.ctx.agentId, callbackUrl: result.callbackUrl },
+          { outcome: 'invalid', reason: 'validation', message: `the job failed validation: ${result.reason}`, echoId: illFormed },
+        )
+      : undefined;
+    // Without a report there is nothing to keep for an id that cannot be stored: it is refused each time it comes.
+    if (illFormed && !delivery) return undefined;
+    return { key: illFormed ? `ill-formed:${encodeJobId(id)}` : id, delivery };
   }
 
   /** A valid job the policy refuses is rejected like an invalid one: reported, never stored to run, nothing pulled. */
@@ -258,7 +276,6 @@ export class Scheduler {
       void run.launch();
     }
     // Each launch took its slot at once, so `running` is the count now.
-    this.ctx.metrics?.setJobs(running, this.queue.length);
     if (running === 0) this.noneRunning.wakeAll();
   }
 

@@ -4,7 +4,8 @@ import { Agent, request } from '../../shared/http-client.ts';
 import pkg from '../../../package.json' with { type: 'json' };
 import { show } from '../../config/load.ts';
 import { registryRows, registrySummary, REGISTRIES_KEY } from '../../config/registries.ts';
-import { LEAF_KEYS } from '../../config/schema.ts';
+import { formatDuration } from '../../config/formats.ts';
+import { isDurationKey, LEAF_KEYS } from '../../config/schema.ts';
 import type { Config, LoadedConfig } from '../../config/types.ts';
 import { pollHeaders, userAgentFor } from '../../control/poller.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
@@ -39,7 +40,7 @@ export async function runCheck(loaded: LoadedConfig, write: (line: string) => vo
   write('');
   write('Checks:');
 
-  const lines: CheckLine[] = [await checkDataDir(config.core.data_dir)];
+  const lines: CheckLine[] = [...settingWarnings(config), await checkDataDir(config.core.data_dir)];
   lines.push(...(await checkDocker(config)));
   lines.push({ status: 'note', text: registrySummary(config.docker.registries) });
   lines.push(await checkControlServer(config.core, version));
@@ -56,7 +57,9 @@ function describeConfig({ config, sources, file }: LoadedConfig): string[] {
   const addLeaf = (key: string): void => {
     const [section = '', name = ''] = key.split('.');
     const value = (config as unknown as Record<string, Record<string, unknown>>)[section]?.[name];
-    rows.push([key, displayValue(key, value), sources[key] ?? 'default']);
+    // A token read from token_file comes from that file, whatever `sources` says of core.token itself.
+    const source = key === 'core.token' && config.core.token_file ? `core.token_file ${config.core.token_file}` : (sources[key] ?? 'default');
+    rows.push([key, displayValue(key, value), source]);
   };
   LEAF_KEYS.filter((key) => key.startsWith('core.')).forEach(addLeaf);
   for (const table of ['env', 'labels'] as const) {
@@ -84,6 +87,9 @@ function displayValue(key: string, value: unknown): string {
     return '(not set)';
   }
   if (key === 'metrics.address' && value === '') return '"" (metrics off)';
+  if (key === 'health.address' && value === '') return '"" (none; foreman ping asks <data_dir>/foreman.sock)';
+  if (key === 'core.max_job_timeout' && value === 0) return '0 (no maximum)';
+  if (typeof value === 'number' && isDurationKey(key) && value > 0) return `${value} (${formatDuration(value)})`;
   if (typeof value === 'string' && (key === 'core.url' || key === 'docker.url')) return JSON.stringify(withoutPassword(value));
   return show(key, value);
 }
@@ -98,6 +104,35 @@ function withoutPassword(url: string): string {
   } catch {
     return url;
   }
+}
+
+/** A minute: a completion timeout below it stops most real jobs (a CI build, a report) before they end. */
+const SHORT_COMPLETION_TIMEOUT_MS = 60_000;
+
+/** Settings that work but are likely mistakes in production. */
+function settingWarnings(config: Config): CheckLine[] {
+  const lines: CheckLine[] = [];
+  const timeout = config.core.job_completion_timeout;
+  if (timeout < SHORT_COMPLETION_TIMEOUT_MS) {
+    lines.push({
+      status: 'warn',
+      text: `core.job_completion_timeout is ${formatDuration(timeout)}, under a minute: a job that runs longer without its own timeout is stopped and reported timed-out; set what your jobs need, e.g. "1h"`,
+    });
+  }
+  const url = new URL(config.core.url);
+  if (url.protocol === 'http:' && !isLoopback(url.hostname)) {
+    lines.push({
+      status: 'warn',
+      text: `core.url sends the token over plain http:// to ${url.hostname}, which is not this host's loopback: anyone on the way can read it; use https://`,
+    });
+  }
+  return lines;
+}
+
+/** `localhost`, 127.0.0.0/8 and ::1: addresses that never leave this host. */
+function isLoopback(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === '::1';
 }
 
 async function checkDataDir(dir: string): Promise<CheckLine> {

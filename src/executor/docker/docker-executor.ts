@@ -38,6 +38,8 @@ export interface DockerExecutorOptions extends ContainerSettings {
   readonly eventIdLabel?: string | undefined;
   /** Credentials pulls are made with, by the image's registry; none: anonymous pulls. */
   readonly registryAuth?: RegistryAuth | undefined;
+  /** Told how each pull ended and how long it took (the agent's `foreman_image_pull_duration_seconds`). */
+  readonly onPull?: ((result: 'success' | 'failure' | 'canceled', seconds: number) => void) | undefined;
 }
 
 /** A refused redirect stands for the engine's 3xx answer, whose exact code is not kept. */
@@ -152,9 +154,14 @@ export class DockerExecutor implements Executor {
         if (status !== 404) throw new ExecutorJobError('pull', this.redact(`image ${image} is not usable: ${engineMessage(err)}`));
       }
     }
+    // A measurement, not a wait: the engine's own pace, read off the monotonic clock.
+    const started = performance.now();
+    const seconds = (): number => (performance.now() - started) / 1000;
     try {
       await this.pull(image, signal);
+      this.options.onPull?.('success', seconds());
     } catch (err) {
+      this.options.onPull?.(signal?.aborted ? 'canceled' : 'failure', seconds());
       if (statusOf(err) === undefined) throw err;
       throw new ExecutorJobError('pull', this.redact(`pulling image ${image} failed: ${engineMessage(err)}`));
     }
