@@ -1,6 +1,7 @@
 import { REPORT_LOG_LINES, trimLogTail } from '../../callbacks/messages.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
-import { LABEL_JOB, type ContainerSpec } from '../../executor/executor.ts';
+import { LABEL_JOB, type ContainerSpec, type ContainerStatus } from '../../executor/executor.ts';
+import type { ContainerPhase } from '../../jobs/state.ts';
 import type { JobRecord } from '../../jobs/store.ts';
 import type { RunnerContext } from './context.ts';
 
@@ -78,4 +79,11 @@ export class JobContainer {
       return false;
     }
   }
+}
+
+/** What the engine's record of a container says about it, for `onReadopt`. */
+export function phaseOf(container: ContainerStatus | undefined): ContainerPhase {
+  if (!container) return 'missing';
+  if (container.running) return 'running';
+  return container.startedAt === null ? 'created' : 'exited';
 }

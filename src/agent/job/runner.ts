@@ -1,4 +1,4 @@
-import { endingReport, forwardedUpdate } from '../../callbacks/messages.ts';
+import { endingReport } from '../../callbacks/messages.ts';
 import type { ContainerStatus } from '../../executor/executor.ts';
 import {
   hasEnded,
@@ -6,53 +6,27 @@ import {
   onContainerExited,
   onContainerMissing,
   onDetach,
-  onFetch,
   onLaunchFailed,
   onShutdown,
   onStall,
   onReadopt,
   onTimeout,
-  onUpdate,
   readoptLooksAtContainer,
-  type ContainerPhase,
   type Decision,
   type JobState,
-  type Outcome,
 } from '../../jobs/state.ts';
-import type { Delivery, JobRecord } from '../../jobs/store.ts';
-import type { JobUpdate } from '../../job-api/types.ts';
-import { backoffDelay, describeHttpError } from '../../shared/backoff.ts';
-import { TimerSet } from '../../shared/timer-set.ts';
+import type { JobRecord } from '../../jobs/store.ts';
+import { describeHttpError } from '../../shared/backoff.ts';
 import { cancelDetails, exitDetails, launchFailedDetails, missingDetails, shutdownDetails, stallDetails, timeoutDetails, type DetailsFor } from './endings.ts';
-import { containerSpec, JobContainer, secretsOf } from './container.ts';
+import { containerSpec, JobContainer, phaseOf, secretsOf } from './container.ts';
+import { JobClocks } from './clocks.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
+import { LaunchAbort } from './abort.ts';
+import { recordFetch, recordUpdate, type ContainerUpdate, type FetchResult, type UpdateResult } from './reports.ts';
 
-/** A container's status update, as the job API received it. */
-export type ContainerUpdate = Pick<JobUpdate, 'status' | 'headers' | 'body'>;
-
-/** What became of a container's fetch of its job. */
-export type FetchResult = { readonly kind: 'serve' | 'ended'; readonly job: JobRecord } | { readonly kind: 'unknown' };
-
-/** What became of a container's update: stored and queued, or refused and why. */
-export type UpdateResult = { readonly kind: 'accepted' } | { readonly kind: 'ended' | 'not-running'; readonly job: JobRecord } | { readonly kind: 'unknown' };
-
-/** Why a runner abandoned its job's launch calls (pull, create, start). */
-export type RunnerAbortReason = 'cancel' | 'launch-timeout' | 'shutdown';
-
-const ABORT_MESSAGES: Readonly<Record<RunnerAbortReason, string>> = {
-  cancel: 'canceled by the control server',
-  'launch-timeout': 'job_completion_timeout passed before the container started',
-  shutdown: 'the agent is shutting down',
-};
-
-/** The abort reason a runner's signal carries: an Error (engine calls show its message), with the reason to read. */
-export class RunnerAbort extends Error {
-  constructor(readonly reason: RunnerAbortReason) {
-    super(ABORT_MESSAGES[reason]);
-    this.name = 'RunnerAbort';
-  }
-}
+export { RunnerAbort, type RunnerAbortReason } from './abort.ts';
+export type { ContainerUpdate, FetchResult, UpdateResult } from './reports.ts';
 
 /**
  * Owns one job from the moment it is queued until its container is removed: its cancel signal,
@@ -66,8 +40,8 @@ export class JobRunner {
   private readonly ctx: RunnerContext;
   private readonly hooks: RunnerHooks;
   /** Aborts the launch calls in flight, with the reason (`RunnerAbort`): a launch timeout, a cancel, the shutdown. */
-  private readonly abort = new AbortController();
-  private readonly timers: TimerSet<'launch' | 'completion' | 'stall' | 'kill' | 'removal'>;
+  private readonly abort = new LaunchAbort();
+  private readonly clocks: JobClocks;
   private readonly container: JobContainer;
   /** Its live log, read from the container while it runs (jobs with a `logsUrl`). */
   private readonly logs: JobLog | undefined;
@@ -75,27 +49,32 @@ export class JobRunner {
   private holding = false;
   private stopping = false;
   private oomKilled = false;
-  /** When the container's last update was accepted (or it started): the stall clock. */
-  private lastTouch = 0;
 
   constructor(id: string, ctx: RunnerContext, hooks: RunnerHooks) {
     this.id = id;
     this.ctx = ctx;
     this.hooks = hooks;
-    this.timers = new TimerSet(ctx.clock);
+    this.clocks = new JobClocks(ctx.clock, ctx.options, {
+      launchTimedOut: (timeoutMs, own) => {
+        this.abort.abort('launch-timeout');
+        const details = timeoutDetails('the image pull and container start did not finish', timeoutMs, own);
+        void this.step(() => this.act(onTimeout, details, 'job did not start in time; abandoning it'));
+      },
+      completionTimedOut: (timeoutMs, own) => {
+        const details = timeoutDetails('the job did not report completed', timeoutMs, own);
+        void this.step(() => this.act(onTimeout, details, 'job did not complete in time; stopping it'));
+      },
+      stalled: (stallMs) => void this.step(() => this.act(onStall, stallDetails(stallMs), 'job sent no update in time; stopping it')),
+      graceOver: () => void this.killAfterGrace(),
+      removalDue: (attempt) =>
+        void this.step(async () => {
+          const ok = await this.removeContainer();
+          const job = this.ctx.store.get(this.id);
+          if (!ok && !this.stopping && job) this.clocks.armRemoval(job, attempt + 1);
+        }),
+    });
     this.container = new JobContainer(id, ctx);
     this.logs = ctx.logs?.forJob(id);
-  }
-
-  /** Why the launch was abandoned, once it was. */
-  private get abortReason(): RunnerAbortReason | undefined {
-    const reason: unknown = this.abort.signal.reason;
-    return this.abort.signal.aborted && reason instanceof RunnerAbort ? reason.reason : undefined;
-  }
-
-  /** Abandons the launch calls in flight; the first reason stands. */
-  private abortLaunch(reason: RunnerAbortReason): void {
-    this.abort.abort(new RunnerAbort(reason));
   }
 
   /** True from the launch (or re-adoption) until the container is stopped. */
@@ -123,8 +102,8 @@ export class JobRunner {
 
   /** The control server's cancel is stored: drop the job, or stop its container with a grace period. */
   cancel(): Promise<void> {
-    this.timers.cancel('launch', 'completion', 'stall');
-    this.abortLaunch('cancel');
+    this.clocks.stopRunning();
+    this.abort.abort('cancel');
     return this.step(() => this.act(onCancel, cancelDetails()));
   }
 
@@ -155,21 +134,8 @@ export class JobRunner {
   // write that checks the state inside it, so a timeout or an exit cannot slip in between.
 
   /** The container fetched its job: the first fetch marks it running. */
-  async containerFetched(): Promise<FetchResult> {
-    const { store } = this.ctx;
-    const served = (job: JobRecord | undefined): FetchResult => {
-      if (!job) return { kind: 'unknown' };
-      return onFetch(job.state).kind === 'refuse-ended' ? { kind: 'ended', job } : { kind: 'serve', job };
-    };
-    const job = store.get(this.id);
-    const decision = job ? onFetch(job.state) : undefined;
-    // Only the first fetch writes (started → running); later ones are plain reads.
-    if (decision?.kind !== 'serve' || !decision.to) return served(job);
-    return store.batch(() => {
-      const current = store.get(this.id);
-      const now = current ? onFetch(current.state) : undefined;
-      return served(now?.kind === 'serve' && now.to ? store.transition(this.id, now.to) : current);
-    });
+  containerFetched(): Promise<FetchResult> {
+    return recordFetch(this.ctx.store, this.id);
   }
 
   /**
@@ -177,28 +143,14 @@ export class JobRunner {
    * queued for the callback. The stall clock starts again; on `completed` the container is stopped.
    */
   async containerUpdated(update: ContainerUpdate): Promise<UpdateResult> {
-    const { store, clock, agentId } = this.ctx;
-    const at = clock.now();
-    const result = await store.batch((): UpdateResult | { kind: 'stored'; delivery: Delivery; outcome: Outcome | undefined } => {
-      const job = store.get(this.id);
-      if (!job) return { kind: 'unknown' };
-      const decision = onUpdate(job.state, update.status, job.cancelRequestedAt !== null);
-      if (decision.kind === 'refuse-ended') return { kind: 'ended', job };
-      if (decision.kind === 'refuse-not-running') return { kind: 'not-running', job };
-      const message = forwardedUpdate(
-        { jobId: this.id, agentId, callbackUrl: job.spec.callbackUrl },
-        { outcome: decision.outcome, headers: update.headers, body: update.body },
-      );
-      const patch = decision.outcome ? { outcome: decision.outcome, lastUpdateAt: at } : { lastUpdateAt: at };
-      const recorded = store.recordUpdate(this.id, message, decision.to, patch);
-      return { kind: 'stored', delivery: recorded.delivery, outcome: decision.outcome };
-    });
+    const at = this.ctx.clock.now();
+    const result = await recordUpdate(this.ctx, this.id, update, at);
     if (result.kind !== 'stored') return result;
     this.ctx.deliver(result.delivery);
-    this.lastTouch = Math.max(this.lastTouch, at);
+    this.clocks.touched(at);
     if (result.outcome) {
       this.ctx.metrics?.jobsEnded.inc({ outcome: result.outcome });
-      this.timers.cancel('launch', 'completion', 'stall');
+      this.clocks.stopRunning();
       void this.step(() => this.stopAfterCompletion());
     }
     return { kind: 'accepted' };
@@ -222,14 +174,14 @@ export class JobRunner {
   /** No more timers or removals: the agent is going away. The kill of a cancel stays armed. */
   private leave(): void {
     this.stopping = true;
-    this.timers.cancel('launch', 'completion', 'stall', 'removal');
-    this.abortLaunch('shutdown');
+    this.clocks.leave();
+    this.abort.abort('shutdown');
   }
 
   private async runLaunch(): Promise<void> {
     const { store, executor, clock, log } = this.ctx;
     // Cancelled before its turn came: the job never started, and the step that cancelled it ends it.
-    if (this.abortReason) return this.release();
+    if (this.abort.reason) return this.release();
     let job: JobRecord;
     try {
       job = store.transition(this.id, 'creating');
@@ -240,18 +192,7 @@ export class JobRunner {
       this.release();
       return;
     }
-    const timeoutMs = this.completionTimeoutMs(job);
-    // While pulling and creating, the completion timeout counts from the launch; it restarts at container start.
-    this.timers.set('launch', timeoutMs, () => {
-      this.abortLaunch('launch-timeout');
-      void this.step(() =>
-        this.act(
-          onTimeout,
-          timeoutDetails('the image pull and container start did not finish', timeoutMs, job.spec.timeout !== undefined),
-          'job did not start in time; abandoning it',
-        ),
-      );
-    });
+    this.clocks.armLaunch(job);
     const signal = this.abort.signal;
     try {
       await executor.ensureImage(job.spec.image, job.spec.alwaysPull === true, signal);
@@ -262,7 +203,7 @@ export class JobRunner {
       await this.startContainer(containerId);
     } catch (err) {
       // Whoever aborted (a timeout, a cancel, the shutdown) has queued the step that ends the job.
-      if (this.abortReason) log.debug({ jobId: this.id, abort: this.abortReason }, 'launch abandoned');
+      if (this.abort.reason) log.debug({ jobId: this.id, abort: this.abort.reason }, 'launch abandoned');
       else await this.failLaunch(err);
     }
   }
@@ -272,7 +213,7 @@ export class JobRunner {
     try {
       await this.ctx.executor.start(containerId, signal);
     } catch (err) {
-      if (!this.abortReason) await this.failLaunch(err);
+      if (!this.abort.reason) await this.failLaunch(err);
       return;
     }
     const { store, clock, log } = this.ctx;
@@ -289,7 +230,7 @@ export class JobRunner {
     }
     log.info({ jobId: this.id, containerId, image: job.spec.image }, 'job container started');
     if (job.startedAt !== null) this.ctx.metrics?.startLatency.observe(Math.max(0, job.startedAt - job.receivedAt) / 1000);
-    this.armTimeouts(job);
+    if (!this.stopping) this.clocks.armRunning(job);
   }
 
   private async failLaunch(err: unknown): Promise<void> {
@@ -335,7 +276,7 @@ export class JobRunner {
       case 'resume-removal':
         this.release();
         this.logs?.follow(job);
-        return this.scheduleRemoval(job);
+        return this.clocks.armRemoval(job);
     }
     if (!container) return;
     // The container is there, and the job holds its slot again.
@@ -356,7 +297,8 @@ export class JobRunner {
         return this.act(onCancel, cancelDetails());
       case 'adopt':
         log.info({ jobId: this.id, containerId: container.id, state: current.state }, 're-adopted running job container');
-        return this.armTimeouts(current);
+        if (!this.stopping) this.clocks.armRunning(current);
+        return;
     }
   }
 
@@ -402,7 +344,7 @@ export class JobRunner {
   /** Queues the report and moves the job on in one write, then stops the container. */
   private async end(decide: (state: JobState) => Decision, details: ReturnType<DetailsFor>): Promise<void> {
     const { store, metrics } = this.ctx;
-    this.timers.cancel('launch', 'completion', 'stall');
+    this.clocks.stopRunning();
     const before = store.get(this.id);
     const logs =
       details.includeLogs && before?.containerId
@@ -434,25 +376,20 @@ export class JobRunner {
     const graceMs = job.spec.cancelGracePeriod ?? options.cancelGraceMs;
     const remaining = Math.max(0, (job.cancelRequestedAt ?? clock.now()) + graceMs - clock.now());
     log.info({ jobId: this.id, containerId, graceMs: remaining }, 'canceling the job: sent its container the stop signal');
-    if (!this.timers.has('kill')) {
-      this.timers.set('kill', remaining, () => {
-        log.warn({ jobId: this.id, containerId, graceMs }, 'the canceled job outlived its grace period; killing its container');
-        void this.container.kill(containerId);
-      });
-    }
+    this.clocks.armKill(remaining);
     // Not awaited: the exit arrives as an engine event, and later steps must not wait out the grace period.
     void this.container.stop(containerId, remaining);
   }
 
   /** The container is stopped: free the slot, read its output to the end (also if it never ran), schedule removal. */
   private markStopped(job: JobRecord): void {
-    this.timers.cancel('launch', 'completion', 'stall', 'kill');
+    this.clocks.stopped();
     this.release();
     this.logs?.follow(job);
     if (job.startedAt !== null && job.stoppedAt !== null) {
       this.ctx.metrics?.runTime.observe({ outcome: job.outcome ?? 'unknown' }, Math.max(0, job.stoppedAt - job.startedAt) / 1000);
     }
-    if (!this.stopping) this.scheduleRemoval(job);
+    if (!this.stopping) this.clocks.armRemoval(job);
   }
 
   private release(): void {
@@ -461,51 +398,13 @@ export class JobRunner {
     this.hooks.slotFreed();
   }
 
-  // ---- timers ----------------------------------------------------------------------------
-
-  /** The completion timeout from container start, and the stall timeout from the last update. */
-  private armTimeouts(job: JobRecord): void {
-    this.timers.cancel('launch');
-    if (this.stopping || job.startedAt === null) return;
-    const { clock, options } = this.ctx;
-    if (!this.timers.has('completion')) {
-      const timeoutMs = this.completionTimeoutMs(job);
-      const remaining = Math.max(0, job.startedAt + timeoutMs - clock.now());
-      const details = timeoutDetails('the job did not report completed', timeoutMs, job.spec.timeout !== undefined);
-      this.timers.set('completion', remaining, () => void this.step(() => this.act(onTimeout, details, 'job did not complete in time; stopping it')));
-    }
-    const stallMs = job.spec.stallTimeout ?? options.stallTimeoutMs;
-    if (stallMs > 0 && !this.timers.has('stall')) {
-      this.lastTouch = Math.max(this.lastTouch, job.lastUpdateAt ?? job.startedAt);
-      this.armStall(stallMs);
-    }
-  }
-
-  /** The job's own `timeout`, else `core.job_completion_timeout`. */
-  private completionTimeoutMs(job: JobRecord): number {
-    return job.spec.timeout ?? this.ctx.options.completionTimeoutMs;
-  }
-
-  /** One timer per job, however many updates arrive: when it fires early, it waits for the rest. */
-  private armStall(stallMs: number): void {
-    const due = this.lastTouch + stallMs - this.ctx.clock.now();
-    this.timers.set('stall', Math.max(0, due), () => {
-      if (this.lastTouch + stallMs > this.ctx.clock.now()) return this.armStall(stallMs);
-      void this.step(() => this.act(onStall, stallDetails(stallMs), 'job sent no update in time; stopping it'));
-    });
-  }
-
-  private scheduleRemoval(job: JobRecord, attempt = 0): void {
-    if (this.timers.has('removal')) return;
-    const { clock, options } = this.ctx;
-    const due = (job.stoppedAt ?? clock.now()) + options.removalTimeoutMs;
-    const delay = attempt === 0 ? Math.max(0, due - clock.now()) : backoffDelay(options.removalBackoff, attempt);
-    this.timers.set('removal', delay, () => {
-      void this.step(async () => {
-        const ok = await this.removeContainer();
-        if (!ok && !this.stopping) this.scheduleRemoval(job, attempt + 1);
-      });
-    });
+  /** The canceled job outlived its grace period: its container is killed. */
+  private async killAfterGrace(): Promise<void> {
+    const job = this.ctx.store.get(this.id);
+    if (!job?.containerId) return;
+    const graceMs = job.spec.cancelGracePeriod ?? this.ctx.options.cancelGraceMs;
+    this.ctx.log.warn({ jobId: this.id, containerId: job.containerId, graceMs }, 'the canceled job outlived its grace period; killing its container');
+    await this.container.kill(job.containerId);
   }
 
   /** Removes a stopped job's container (by name when its id was never learnt); true when done. */
@@ -518,11 +417,4 @@ export class JobRunner {
     this.hooks.finished();
     return true;
   }
-}
-
-/** What the engine's record of a container says about it, for `onReadopt`. */
-function phaseOf(container: ContainerStatus | undefined): ContainerPhase {
-  if (!container) return 'missing';
-  if (container.running) return 'running';
-  return container.startedAt === null ? 'created' : 'exited';
 }
