@@ -1,5 +1,5 @@
-// Builds `FROM scratch` images without a registry: the host's node binary and the shared libraries `ldd`
-// lists for it (at the same absolute paths, loader included), plus whatever the caller puts beside them.
+// Builds `FROM scratch` images without a registry: a node binary (the host's, or the one a caller names) and the
+// shared libraries `ldd` lists for it (at the same absolute paths, loader included), plus whatever the caller puts beside them.
 // Used by the test job image (examples/test-job-image/build.ts) and the agent image (scripts/build-image.ts).
 //
 // Each image carries a label with a hash of its inputs; when the tag already holds an image with that hash
@@ -28,6 +28,8 @@ export interface ScratchImageSpec {
   readonly inputsHash: string;
   /** More labels, e.g. the version. */
   readonly labels?: Readonly<Record<string, string>>;
+  /** The node binary to put at NODE_IN_IMAGE. Default: the one running this script. */
+  readonly node?: string;
   /** Prefix of the temporary build context's directory name. */
   readonly contextPrefix: string;
   /** Puts the caller's files into the rootfs, which already holds node, its libraries, /etc and /tmp. */
@@ -39,8 +41,8 @@ export interface ScratchImageSpec {
 }
 
 /** What identifies node and the base layout, for the caller's inputs hash; avoids reading ~100 MB on every run. */
-export async function baseInputs(): Promise<string> {
-  const nodePath = await realpath(process.execPath);
+export async function baseInputs(node: string = process.execPath): Promise<string> {
+  const nodePath = await realpath(node);
   const nodeStat = await stat(nodePath);
   return JSON.stringify({ base: BASE_RECIPE_VERSION, nodePath, size: nodeStat.size, mtimeMs: nodeStat.mtimeMs });
 }
@@ -70,7 +72,7 @@ export async function buildScratchImage(spec: ScratchImageSpec): Promise<{ built
   const context = await mkdtemp(join(tmpdir(), spec.contextPrefix));
   try {
     const rootfs = join(context, 'rootfs');
-    await placeNode(rootfs);
+    await placeNode(rootfs, spec.node ?? process.execPath);
     await spec.populate(rootfs);
     // One LABEL line: `docker build --label` adds a build step (an intermediate container) per label.
     const labels = Object.entries({ ...spec.labels, [spec.hashLabel]: inputsHash }).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
@@ -91,8 +93,8 @@ export async function buildScratchImage(spec: ScratchImageSpec): Promise<{ built
 }
 
 /** node at NODE_IN_IMAGE, its libraries, name resolution through /etc/hosts, and a writable /tmp. */
-async function placeNode(rootfs: string): Promise<void> {
-  const nodePath = await realpath(process.execPath);
+async function placeNode(rootfs: string, node: string): Promise<void> {
+  const nodePath = await realpath(node);
   await placeFile(nodePath, join(rootfs, NODE_IN_IMAGE));
   for (const lib of await sharedLibraries(nodePath)) {
     await placeFile(await realpath(lib), join(rootfs, lib));

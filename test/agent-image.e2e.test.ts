@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
-import { buildAgentImage } from '../scripts/build-image.ts';
+import { NODE_VERSION_LABEL, buildAgentImage } from '../scripts/build-image.ts';
+import { pinnedNodeVersion } from '../scripts/runtime.mjs';
 import { testJobImage } from './support/image.ts';
 import { testEnv, type TestEnv } from './support/agents.ts';
 import { cleanup, containersOf, type EngineEvent, testEngine, watchContainerEvents } from './support/containers.ts';
@@ -69,8 +70,14 @@ describe('agent container image', { skip }, () => {
   };
   const pollsSince = (at: number): number => control.polls.filter((p) => p.at >= at).length;
 
-  test('--version runs in the image', async () => {
-    assert.equal(await docker('run', '--rm', image, '--version'), `foreman ${image.split(':')[1] ?? ''}`);
+  test('--version runs in the image, on the pinned Node', async () => {
+    const node = `v${pinnedNodeVersion()}`;
+    assert.equal(await docker('run', '--rm', image, '--version'), `foreman ${image.split(':')[1] ?? ''} (node ${node})`, 'foreman and Node versions');
+    assert.equal(
+      await docker('image', 'inspect', '--format', `{{index .Config.Labels "${NODE_VERSION_LABEL}"}}`, image),
+      node,
+      'the image says which Node it carries',
+    );
   });
 
   test('runs as PID 1, re-adopts its job across a restart and a crash, and stops at once', { timeout: 180_000 }, async () => {

@@ -61,10 +61,10 @@ describe('foreman CLI basics', () => {
     assert.equal(result.stderr, '');
   });
 
-  it('--version prints the package version', async () => {
+  it('--version prints the package version and the Node.js version it runs on', async () => {
     const result = await runCli(['--version']);
-    assert.equal(result.code, 0);
-    assert.equal(result.stdout, `foreman ${pkg.version}\n`);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, `foreman ${pkg.version} (node ${process.version})\n`, 'foreman and Node versions');
   });
 
   it('an unknown flag is a usage error (exit 2)', async () => {

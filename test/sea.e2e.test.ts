@@ -6,6 +6,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pkg from '../package.json' with { type: 'json' };
+import { pinnedNodeVersion } from '../scripts/runtime.mjs';
 import { testJobImage } from './support/image.ts';
 import { spawnAgent, spawnStack } from './support/agents.ts';
 import { repoRoot } from './support/paths.ts';
@@ -27,10 +28,11 @@ describe('single executable', { timeout: 300_000 }, () => {
 
   after(() => rmSync(work, { recursive: true, force: true }));
 
-  test('prints its version with nothing beside it', () => {
-    assert.deepEqual(readdirSync(join(work, 'bin')), ['foreman']);
+  test('prints its version and the pinned Node it carries, with nothing beside it', () => {
+    assert.deepEqual(readdirSync(join(work, 'bin')), ['foreman'], 'the executable is alone in its folder');
     const out = execFileSync(executable, ['--version'], { cwd: join(work, 'bin'), env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8' });
-    assert.equal(out, `foreman ${pkg.version}\n`);
+    // The Node of runtime/package.json, whatever Node built it (and ran this test).
+    assert.equal(out, `foreman ${pkg.version} (node v${pinnedNodeVersion()})\n`, 'foreman and the embedded Node versions');
   });
 
   test('runs a job to its completion callback, with the SQLite addon it carries', async () => {

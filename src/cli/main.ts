@@ -15,7 +15,7 @@ Commands:
 Options:
   -c, --config PATH        Read this config file instead of searching for one
   -h, --help               Show this help
-  -V, --version            Show the version
+  -V, --version            Show foreman's version and the Node.js version it runs on
 
 One-shot runs (run only), for ephemeral hosts such as one VM or pod per job:
   --max-jobs N             Take at most N jobs, then exit 0 once they have ended
@@ -89,7 +89,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     return 0;
   }
   if (values.version) {
-    write(`foreman ${pkg.version}`);
+    write(`foreman ${pkg.version} (node ${process.version})`);
     return 0;
   }
   if (positionals.length > 1) {
