@@ -46,7 +46,7 @@ export async function buildAgentImage(opts: BuildAgentImageOptions = {}): Promis
   const parts: Array<string | Buffer> = [RECIPE_VERSION, await baseInputs(runtime.node)];
   for (const [source, target] of files) parts.push(target, await readFile(source));
 
-  // Two malloc arenas and (below) a 1 MB young generation: about 6 MB less resident at idle (npm run bench -- --only idle).
+  // Two malloc arenas and (below) a 1 MB young generation: RSS grows far less under steady work (docs/benchmarks.md, Soak).
   const env: Record<string, string> = { FOREMAN_CORE_DATA_DIR: AGENT_DATA_DIR, MALLOC_ARENA_MAX: '2' };
   if (files.some(([, target]) => target === HOST_CA_BUNDLE)) env.NODE_EXTRA_CA_CERTS = HOST_CA_BUNDLE;
   const { built } = await buildScratchImage({

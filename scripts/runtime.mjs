@@ -6,7 +6,7 @@
 // on instead of the Node that installed the project.
 //
 // better-sqlite3 is the one native addon the artifacts carry. `npm ci` builds it for the Node that runs npm; when
-// that is not the pinned Node, sqliteAddonFor() builds it once more for the pinned one (about two minutes, from the
+// that is not the pinned Node, sqliteAddonFor() builds it once more for the pinned one (about 100 s, from the
 // sources in node_modules/better-sqlite3 and the headers in the runtime package: nothing is downloaded) and keeps it
 // in runtime/node_modules/.foreman/, which the next `npm ci --prefix runtime` clears.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -105,7 +105,7 @@ export async function sqliteAddonFor(runtime) {
   mkdirSync(cacheDir, { recursive: true });
   const work = mkdtempSync(join(cacheDir, 'build-'));
   const started = Date.now();
-  process.stderr.write(`runtime: building better-sqlite3 ${version} for Node ${runtime.version} (about two minutes, once)\n`);
+  process.stderr.write(`runtime: building better-sqlite3 ${version} for Node ${runtime.version} (about 100 s, once)\n`);
   try {
     cpSync(source, work, { recursive: true, filter: (path) => path !== join(source, 'build') && path !== join(source, 'node_modules') });
     await run(runtime.node, [nodeGyp(), 'rebuild', '--release', `--nodedir=${runtime.nodedir}`], {
