@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { V8_FLAGS } from '../src/cli/main.ts';
 import { type RuntimeNode, runtimeNode, sqliteAddonFor } from './runtime.mjs';
 import { NODE_IN_IMAGE, baseInputs, buildScratchImage, hashParts, parseTagArg, placeFile } from './scratch-image.ts';
 
@@ -68,7 +69,8 @@ export async function buildAgentImage(opts: BuildAgentImageOptions = {}): Promis
         .join(' ')}`,
       `VOLUME ${AGENT_DATA_DIR}`,
       // No init needed: the agent handles SIGTERM and SIGINT itself, also as PID 1, and starts no child processes.
-      `ENTRYPOINT ${JSON.stringify([NODE_IN_IMAGE, '--max-semi-space-size=1', `${APP}/bin/foreman.js`])}`,
+      // The agent's V8 flags on the command line too: from Node 24 on, main() setting them at run time is too late.
+      `ENTRYPOINT ${JSON.stringify([NODE_IN_IMAGE, '--max-semi-space-size=1', ...V8_FLAGS, `${APP}/bin/foreman.js`])}`,
       'CMD ["run"]',
     ],
     quiet: opts.quiet ?? true,

@@ -12,6 +12,11 @@ import { build } from 'esbuild';
 import { bundleOptions } from './bundle-options.mjs';
 import { runtimeNode, sqliteAddonFor } from './runtime.mjs';
 
+// The agent's V8 flags, from src/cli/main.ts (TypeScript, hence tsx).
+const { register } = await import('tsx/esm/api');
+register();
+const { V8_FLAGS } = await import('../src/cli/main.ts');
+
 const root = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({ options: { out: { type: 'string', default: join(root, 'dist/sea') } } });
 const out = resolve(values.out);
@@ -43,10 +48,23 @@ const blob = join(out, 'foreman.blob');
 const seaConfig = join(out, 'sea-config.json');
 writeFileSync(
   seaConfig,
-  JSON.stringify({ main: script, output: blob, disableExperimentalSEAWarning: true, useCodeCache: true, assets: { 'better_sqlite3.node': addon } }, null, 2),
+  JSON.stringify(
+    {
+      main: script,
+      output: blob,
+      disableExperimentalSEAWarning: true,
+      useCodeCache: true,
+      assets: { 'better_sqlite3.node': addon },
+      // Node's command line of the executable (Node 24's SEA): from Node 24 on, main() setting them at run time is too late.
+      execArgv: V8_FLAGS,
+    },
+    null,
+    2,
+  ),
 );
-// The blob is made by the Node it is injected into: its code cache and format belong to that version.
-execFileSync(runtime.node, ['--experimental-sea-config', seaConfig], { stdio: ['ignore', 'ignore', 'inherit'] });
+// The blob is made by the Node it is injected into, with the flags it will run with: V8 rejects a code cache made
+// under other flags (with a warning at every start).
+execFileSync(runtime.node, [...V8_FLAGS, '--experimental-sea-config', seaConfig], { stdio: ['ignore', 'ignore', 'pipe'] });
 
 const executable = join(out, 'foreman');
 copyFileSync(runtime.node, executable);
