@@ -40,7 +40,7 @@ async function serve(callbackUrl: string): Promise<void> {
         headers: { 'content-type': 'application/json', 'x-foreman-job-id': req.params.id },
       });
       await res.body.dump();
-      // Like the agent's delivered mark: not synced on its own (see the README's "Group commit").
+      // Like the agent's delivered mark: not synced on its own (see docs/operations.md, "Group commit").
       relaxed.run();
       remove.run(id);
       full.run();

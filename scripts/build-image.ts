@@ -1,7 +1,8 @@
 // Builds the agent's container image, `foreman:<version>` and `foreman:latest`, without a registry:
-// FROM scratch with the host's node and its libraries (scripts/scratch-image.ts), the bundle
+// FROM scratch with the pinned Node (runtime/package.json, scripts/runtime.mjs) and its libraries
+// (scripts/scratch-image.ts), the bundle
 // (dist/foreman.mjs and its chunks, rebuilt first when older than the sources), bin/foreman.js, package.json and the
-// one native addon the bundle leaves external, better-sqlite3, with what it requires at run time.
+// one native addon the bundle leaves external, better-sqlite3 (built for that Node), with what it requires at run time.
 //
 //   node --import tsx scripts/build-image.ts [--tag T]     (or: npm run build:image)
 //
@@ -12,6 +13,8 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { V8_FLAGS } from '../src/cli/main.ts';
+import { type RuntimeNode, runtimeNode, sqliteAddonFor } from './runtime.mjs';
 import { NODE_IN_IMAGE, baseInputs, buildScratchImage, hashParts, parseTagArg, placeFile } from './scratch-image.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
@@ -19,7 +22,9 @@ const APP = '/app';
 export const AGENT_DATA_DIR = '/var/lib/foreman';
 const HASH_LABEL = 'dev.foreman.agent.inputs-hash';
 // Bump when the layout below changes, so old images with the same inputs get rebuilt.
-const RECIPE_VERSION = '3';
+const RECIPE_VERSION = '4';
+/** The image label that says which Node it carries. */
+export const NODE_VERSION_LABEL = 'dev.foreman.node-version';
 /** Read only when present: lets the agent trust what the host trusts for an https control server. */
 const HOST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 /** better-sqlite3's dependencies used only by `npm install` (it fetches prebuilt binaries); not at run time. */
@@ -37,18 +42,20 @@ export async function buildAgentImage(opts: BuildAgentImageOptions = {}): Promis
   const { version } = await packageJson();
   const tags = opts.tags ?? [`foreman:${version}`, 'foreman:latest'];
   await ensureBundle();
-  const files = await imageFiles();
-  const parts: Array<string | Buffer> = [RECIPE_VERSION, await baseInputs()];
+  const runtime = await runtimeNode();
+  const files = await imageFiles(runtime);
+  const parts: Array<string | Buffer> = [RECIPE_VERSION, await baseInputs(runtime.node)];
   for (const [source, target] of files) parts.push(target, await readFile(source));
 
-  // Two malloc arenas and (below) a 1 MB young generation: about 6 MB less resident at idle (npm run bench -- --only idle).
+  // Two malloc arenas and (below) a 1 MB young generation: RSS grows far less under steady work (docs/benchmarks.md, Soak).
   const env: Record<string, string> = { FOREMAN_CORE_DATA_DIR: AGENT_DATA_DIR, MALLOC_ARENA_MAX: '2' };
   if (files.some(([, target]) => target === HOST_CA_BUNDLE)) env.NODE_EXTRA_CA_CERTS = HOST_CA_BUNDLE;
   const { built } = await buildScratchImage({
     tags,
     hashLabel: HASH_LABEL,
     inputsHash: hashParts(parts),
-    labels: { 'org.opencontainers.image.title': 'foreman', 'org.opencontainers.image.version': version },
+    node: runtime.node,
+    labels: { 'org.opencontainers.image.title': 'foreman', 'org.opencontainers.image.version': version, [NODE_VERSION_LABEL]: runtime.version },
     contextPrefix: 'foreman-agent-image-',
     async populate(rootfs) {
       for (const [source, target] of files) await placeFile(source, join(rootfs, target));
@@ -62,7 +69,8 @@ export async function buildAgentImage(opts: BuildAgentImageOptions = {}): Promis
         .join(' ')}`,
       `VOLUME ${AGENT_DATA_DIR}`,
       // No init needed: the agent handles SIGTERM and SIGINT itself, also as PID 1, and starts no child processes.
-      `ENTRYPOINT ${JSON.stringify([NODE_IN_IMAGE, '--max-semi-space-size=1', `${APP}/bin/foreman.js`])}`,
+      // The agent's V8 flags on the command line too: from Node 24 on, main() setting them at run time is too late.
+      `ENTRYPOINT ${JSON.stringify([NODE_IN_IMAGE, '--max-semi-space-size=1', ...V8_FLAGS, `${APP}/bin/foreman.js`])}`,
       'CMD ["run"]',
       // Liveness over the agent's socket in data_dir (FOREMAN_CORE_DATA_DIR above): no metrics listener needed.
       // A start period covers a slow first start; an agent waiting for its engine is alive all the same.
@@ -93,13 +101,14 @@ async function ensureBundle(): Promise<void> {
 }
 
 /** [host path, path in the image] for everything besides node and its libraries. */
-async function imageFiles(): Promise<Array<[string, string]>> {
+async function imageFiles(runtime: RuntimeNode): Promise<Array<[string, string]>> {
   const files: Array<[string, string]> = ['package.json', 'bin/foreman.js'].map((f) => [join(repoRoot, f), `${APP}/${f}`]);
   for (const file of await bundleFiles()) files.push([file, `${APP}/${relative(repoRoot, file)}`]);
   for (const dir of await runtimePackages()) {
     const name = relative(join(repoRoot, 'node_modules'), dir);
-    // better-sqlite3 ships its C++ sources and the whole SQLite amalgamation (about 28 MB): take the JS and the addon.
-    const wanted = name === 'better-sqlite3' ? ['package.json', 'LICENSE', 'lib', 'build/Release/better_sqlite3.node'] : ['.'];
+    // better-sqlite3 ships its C++ sources and the whole SQLite amalgamation (about 28 MB): take the JS, and the addon
+    // built for the image's Node (below).
+    const wanted = name === 'better-sqlite3' ? ['package.json', 'LICENSE', 'lib'] : ['.'];
     for (const entry of wanted) {
       const path = join(dir, entry);
       for (const file of (await stat(path)).isDirectory() ? await listFiles(path) : [path]) {
@@ -107,6 +116,7 @@ async function imageFiles(): Promise<Array<[string, string]>> {
       }
     }
   }
+  files.push([await sqliteAddonFor(runtime), `${APP}/node_modules/better-sqlite3/build/Release/better_sqlite3.node`]);
   if (existsSync(HOST_CA_BUNDLE)) files.push([HOST_CA_BUNDLE, HOST_CA_BUNDLE]);
   return files;
 }
@@ -144,8 +154,6 @@ async function runtimePackages(): Promise<string[]> {
     for (const dep of Object.keys(pkg.dependencies ?? {})) if (!INSTALL_ONLY.has(dep)) await visit(dep, dir);
   };
   await visit('better-sqlite3', repoRoot);
-  const addon = join(repoRoot, 'node_modules', 'better-sqlite3', 'build', 'Release', 'better_sqlite3.node');
-  if (!existsSync(addon)) throw new Error(`${addon} is missing: better-sqlite3 was installed without its install script`);
   return found;
 }
 

@@ -15,6 +15,9 @@
  *   node scripts/run-tests.mjs test/recovery.e2e.test.ts src/jobs/state.test.ts
  *                                                              only these files, still in the order above
  *   node scripts/run-tests.mjs --list [FILES]                   print the files in order and exit
+ *   node scripts/run-tests.mjs --floor                          the unit tests and the core job-flow end-to-end
+ *                                                              files (FLOOR): what CI runs on the lowest Node that
+ *                                                              package.json's engines allows (npm run test:floor)
  *
  * An argument ending in ".test.ts" picks a file (relative to the current folder or the repository); every other
  * argument goes to `node --test`, before the file list, because Node 20 takes options after the first file for
@@ -42,6 +45,13 @@ const root = resolve(import.meta.dirname, '..');
  */
 const LAST = ['test/engine-restart.e2e.test.ts', 'test/podman.e2e.test.ts', 'test/swarm.e2e.test.ts'];
 
+/**
+ * The core job-flow end-to-end files, run with every unit test on the lowest Node that engines allows (`--floor`;
+ * .ci/run runs the whole suite on the Node the artifacts carry): a job from poll to callback, the endings the agent
+ * reports, cancels and stalls, recovery after a crash, and the command line.
+ */
+const FLOOR = ['test/cli.e2e.test.ts', 'test/endings.e2e.test.ts', 'test/job-control.e2e.test.ts', 'test/job-flow.e2e.test.ts', 'test/recovery.e2e.test.ts'];
+
 const byName = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** Every file under `dir` (recursively) whose name ends in `suffix`, relative to the repository. */
@@ -67,8 +77,10 @@ const inTest = readdirSync(join(root, 'test'))
   .sort(byName);
 const plain = inTest.filter((file) => !file.endsWith('.e2e.test.ts'));
 const e2e = inTest.filter((file) => file.endsWith('.e2e.test.ts') && !LAST.includes(file));
-const missing = LAST.filter((file) => !existsSync(join(root, file)));
-if (missing.length > 0) fail(`LAST names files that do not exist: ${missing.join(', ')}`);
+for (const [name, list] of Object.entries({ LAST, FLOOR })) {
+  const missing = list.filter((file) => !existsSync(join(root, file)));
+  if (missing.length > 0) fail(`${name} names files that do not exist: ${missing.join(', ')}`);
+}
 for (const [name, list] of Object.entries({
   'unit tests (src/**/*.test.ts)': unit,
   'test/*.test.ts without .e2e': plain,
@@ -80,8 +92,9 @@ const ordered = [...unit, ...plain, ...e2e, ...LAST];
 
 const args = process.argv.slice(2);
 const listOnly = args.includes('--list');
-const picked = args.filter((arg) => arg.endsWith('.test.ts'));
-const options = args.filter((arg) => !arg.endsWith('.test.ts') && arg !== '--list');
+const floorOnly = args.includes('--floor');
+const picked = [...args.filter((arg) => arg.endsWith('.test.ts')), ...(floorOnly ? [...unit, ...FLOOR] : [])];
+const options = args.filter((arg) => !arg.endsWith('.test.ts') && arg !== '--list' && arg !== '--floor');
 
 let files = ordered;
 if (picked.length > 0) {
@@ -95,7 +108,9 @@ if (picked.length > 0) {
   files = ordered.filter((file) => wanted.includes(file));
 }
 
-process.stderr.write(`run-tests: ${files.length} files, in this order:\n${files.map((file, i) => `  ${String(i + 1).padStart(3)}  ${file}\n`).join('')}`);
+process.stderr.write(
+  `run-tests: Node ${process.version}, ${files.length} files, in this order:\n${files.map((file, i) => `  ${String(i + 1).padStart(3)}  ${file}\n`).join('')}`,
+);
 if (listOnly) process.exit(0);
 
 const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...options, ...files], { cwd: root, stdio: 'inherit' });

@@ -1,5 +1,5 @@
-// Builds `FROM scratch` images without a registry: the host's node binary and the shared libraries `ldd`
-// lists for it (at the same absolute paths, loader included), plus whatever the caller puts beside them.
+// Builds `FROM scratch` images without a registry: a node binary (the host's, or the one a caller names) and the
+// shared libraries `ldd` lists for it (at the same absolute paths, loader included), plus whatever the caller puts beside them.
 // Used by the test job image (examples/test-job-image/build.ts) and the agent image (scripts/build-image.ts).
 //
 // Each image carries a label with a hash of its inputs; when the tag already holds an image with that hash
@@ -28,6 +28,8 @@ export interface ScratchImageSpec {
   readonly inputsHash: string;
   /** More labels, e.g. the version. */
   readonly labels?: Readonly<Record<string, string>>;
+  /** The node binary to put at NODE_IN_IMAGE, or false for none. Default: the one running this script. */
+  readonly node?: string | false;
   /** Prefix of the temporary build context's directory name. */
   readonly contextPrefix: string;
   /** Puts the caller's files into the rootfs, which already holds node, its libraries, /etc and /tmp. */
@@ -39,10 +41,17 @@ export interface ScratchImageSpec {
 }
 
 /** What identifies node and the base layout, for the caller's inputs hash; avoids reading ~100 MB on every run. */
-export async function baseInputs(): Promise<string> {
-  const nodePath = await realpath(process.execPath);
+export async function baseInputs(node: string = process.execPath): Promise<string> {
+  const nodePath = await realpath(node);
   const nodeStat = await stat(nodePath);
   return JSON.stringify({ base: BASE_RECIPE_VERSION, nodePath, size: nodeStat.size, mtimeMs: nodeStat.mtimeMs });
+}
+
+/** What identifies a host binary for an inputs hash (its real path, size and mtime), without reading it. */
+export async function binaryInputs(binary: string): Promise<string> {
+  const path = await realpath(binary);
+  const { size, mtimeMs } = await stat(path);
+  return JSON.stringify({ path, size, mtimeMs });
 }
 
 /** sha256 over the parts, each length-prefixed so that moving bytes between parts changes the hash. */
@@ -70,7 +79,7 @@ export async function buildScratchImage(spec: ScratchImageSpec): Promise<{ built
   const context = await mkdtemp(join(tmpdir(), spec.contextPrefix));
   try {
     const rootfs = join(context, 'rootfs');
-    await placeNode(rootfs);
+    await placeBase(rootfs, spec.node ?? process.execPath);
     await spec.populate(rootfs);
     // One LABEL line: `docker build --label` adds a build step (an intermediate container) per label.
     const labels = Object.entries({ ...spec.labels, [spec.hashLabel]: inputsHash }).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
@@ -90,13 +99,10 @@ export async function buildScratchImage(spec: ScratchImageSpec): Promise<{ built
   return { built: true, id };
 }
 
-/** node at NODE_IN_IMAGE, its libraries, name resolution through /etc/hosts, and a writable /tmp. */
-async function placeNode(rootfs: string): Promise<void> {
-  const nodePath = await realpath(process.execPath);
-  await placeFile(nodePath, join(rootfs, NODE_IN_IMAGE));
-  for (const lib of await sharedLibraries(nodePath)) {
-    await placeFile(await realpath(lib), join(rootfs, lib));
-  }
+/** node at NODE_IN_IMAGE (unless `node` is false), its libraries, name resolution through /etc/hosts, and a writable /tmp. */
+async function placeBase(rootfs: string, node: string | false): Promise<void> {
+  if (node !== false) await placeBinary(rootfs, node, NODE_IN_IMAGE);
+
   // glibc resolves names from /etc/hosts (docker writes it, e.g. host.docker.internal) then DNS.
   await mkdir(join(rootfs, 'etc'), { recursive: true });
   await writeFile(join(rootfs, 'etc', 'nsswitch.conf'), 'hosts: files dns\n');
@@ -112,6 +118,17 @@ export async function inspectImage(tag: string): Promise<{ id: string; labels: R
     return { id: image.Id, labels: image.Config?.Labels ?? {} };
   } catch {
     return undefined;
+  }
+}
+
+/** A host binary at `target` in the image (its own path by default), with every library `ldd` lists for it at the same path. */
+export async function placeBinary(rootfs: string, binary: string, target: string = binary): Promise<void> {
+  const path = await realpath(binary);
+  await placeFile(path, join(rootfs, target));
+  for (const lib of await sharedLibraries(path)) {
+    const into = join(rootfs, lib);
+    // Two binaries may share a library: place it once.
+    if (!(await stat(into).catch(() => undefined))) await placeFile(await realpath(lib), into);
   }
 }
 

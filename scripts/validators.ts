@@ -39,6 +39,18 @@ function asModule(source: string, what: string, prelude: string[]): string {
   ].join('\n');
 }
 
+/** The schema without its documentation annotations (docs/configuration.md is made from them, the validator needs none). */
+function withoutDocs(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(withoutDocs);
+  if (schema === null || typeof schema !== 'object') return schema;
+  // Own enumerable keys only, as JSON sees the schema: TypeBox's symbol keys stay behind, and ajv ignores them.
+  return Object.fromEntries(
+    Object.entries(schema)
+      .filter(([key]) => key !== 'description' && key !== 'defaultText')
+      .map(([key, value]) => [key, withoutDocs(value)]),
+  );
+}
+
 export function generateValidators(): Generated[] {
   const configOptions: Options = { allErrors: true, useDefaults: true, strict: true, code: { source: true, esm: true, formats: _`formats` } };
   const config = new Ajv(configOptions);
@@ -46,7 +58,7 @@ export function generateValidators(): Generated[] {
   config.addKeyword({ keyword: 'duration', schemaType: 'boolean' });
   // Stand-ins at generation: the generated code calls the functions the prelude names.
   for (const name of ['http-url', 'docker-url', 'host-port-or-empty']) config.addFormat(name, () => true);
-  const configCode = standalone.default(config, config.compile(ConfigSchema as TSchema));
+  const configCode = standalone.default(config, config.compile(withoutDocs(ConfigSchema) as TSchema));
 
   const job = new Ajv({ allErrors: true, strict: false, code: { source: true, esm: true, formats: _`require("ajv-formats/dist/formats").fullFormats` } });
   (addFormats as unknown as (a: Ajv) => void)(job);

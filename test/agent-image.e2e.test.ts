@@ -1,5 +1,5 @@
 /**
- * The agent's own image (npm run build:image), run the way the README's "Container image" shows: as PID 1
+ * The agent's own image (npm run build:image), run the way docs/operations.md's "Container image" shows: as PID 1
  * of its container, on the host's network, the engine's socket mounted and data_dir on a named volume.
  * Its container is restarted (SIGTERM) and crashed (SIGKILL) mid-job; the job must be re-adopted.
  */
@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
-import { buildAgentImage } from '../scripts/build-image.ts';
+import { NODE_VERSION_LABEL, buildAgentImage } from '../scripts/build-image.ts';
+import { V8_FLAGS } from '../src/cli/main.ts';
+import { pinnedNodeVersion } from '../scripts/runtime.mjs';
 import { testJobImage } from './support/image.ts';
 import { testEnv, type TestEnv } from './support/agents.ts';
 import { cleanup, containersOf, type EngineEvent, testEngine, watchContainerEvents } from './support/containers.ts';
@@ -69,8 +71,14 @@ describe('agent container image', { skip }, () => {
   };
   const pollsSince = (at: number): number => control.polls.filter((p) => p.at >= at).length;
 
-  test('--version runs in the image', async () => {
-    assert.equal(await docker('run', '--rm', image, '--version'), `foreman ${image.split(':')[1] ?? ''}`);
+  test('--version runs in the image, on the pinned Node', async () => {
+    const node = `v${pinnedNodeVersion()}`;
+    assert.equal(await docker('run', '--rm', image, '--version'), `foreman ${image.split(':')[1] ?? ''} (node ${node})`, 'foreman and Node versions');
+    assert.equal(
+      await docker('image', 'inspect', '--format', `{{index .Config.Labels "${NODE_VERSION_LABEL}"}}`, image),
+      node,
+      'the image says which Node it carries',
+    );
   });
 
   test('runs as PID 1, re-adopts its job across a restart and a crash, and stops at once', { timeout: 180_000 }, async () => {
@@ -115,7 +123,12 @@ describe('agent container image', { skip }, () => {
 
       // PID 1 of its container is the agent itself: no shell, no init in between.
       const cmdline = await docker('exec', name, '/usr/local/bin/node', '-e', 'process.stdout.write(require("fs").readFileSync("/proc/1/cmdline", "utf8"))');
-      assert.deepEqual(cmdline.split('\0').filter(Boolean), ['/usr/local/bin/node', '--max-semi-space-size=1', '/app/bin/foreman.js', 'run']);
+      // With the agent's V8 flags on the command line, where Node 24 still applies them.
+      assert.deepEqual(
+        cmdline.split('\0').filter(Boolean),
+        ['/usr/local/bin/node', '--max-semi-space-size=1', ...V8_FLAGS, '/app/bin/foreman.js', 'run'],
+        "PID 1's command line",
+      );
 
       control.reply([job(jobId, callbacks.url(), { action: 'progress', steps: 24, delayMs: 500, values: [1, 2] })]);
       const first = await waitFor('the first update', () => callbacks.for(jobId)[0], 30_000);

@@ -61,10 +61,10 @@ describe('foreman CLI basics', () => {
     assert.equal(result.stderr, '');
   });
 
-  it('--version prints the package version', async () => {
+  it('--version prints the package version and the Node.js version it runs on', async () => {
     const result = await runCli(['--version']);
-    assert.equal(result.code, 0);
-    assert.equal(result.stdout, `foreman ${pkg.version}\n`);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, `foreman ${pkg.version} (node ${process.version})\n`, 'foreman and Node versions');
   });
 
   it('an unknown flag is a usage error (exit 2)', async () => {
@@ -211,6 +211,21 @@ describe('foreman check', () => {
         `[core.labels]\nqueue = "high"\n[core.env]\nAPI_KEY = "do-not-print"\n`,
     );
   }
+
+  it('an engine over TCP that does not answer: one FAIL line, and no deprecation warning from the engine client', async () => {
+    const closed = createServer();
+    closed.listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const port = (closed.address() as AddressInfo).port;
+    closed.close();
+    await once(closed, 'close');
+    const result = await runCli(['check', '--config', checkConfig()], { FOREMAN_DOCKER_URL: `tcp://127.0.0.1:${port}` });
+    assert.equal(result.code, 1, `exit code; ${result.stdout}${result.stderr}`);
+    assert.match(result.stdout, new RegExp(`FAIL +no Docker engine at tcp://127\\.0\\.0\\.1:${port}`), `the engine line: ${result.stdout}`);
+    // docker-modem parses a TCP address with url.parse(), which Node 24 warns about (DEP0169): foreman keeps it quiet.
+    assert.doesNotMatch(result.stderr, /DeprecationWarning/, `stderr: ${result.stderr}`);
+    assertNoStackTrace(result);
+  });
 
   it('reports the engine, the network, the server and the effective config (exit 0)', async () => {
     status = 204;

@@ -232,7 +232,7 @@ async function hostGatewayAddress(): Promise<string | undefined> {
   return /\binet (\d+\.\d+\.\d+\.\d+)\//.exec(stdout)?.[1];
 }
 
-// Podman has no host-gateway (it adds host.containers.internal itself); see the README's Podman section.
+// Podman has no host-gateway (it adds host.containers.internal itself); see docs/operations.md's Podman section.
 const noHostGateway = testEngine === 'podman' ? 'Podman does not support host-gateway' : false;
 
 describe("the seed's development setup: hostname host.docker.internal with host-gateway", { skip: noHostGateway }, () => {

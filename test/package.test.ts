@@ -7,11 +7,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import pkg from '../package.json' with { type: 'json' };
 import { repoRoot } from './support/paths.ts';
@@ -32,6 +32,11 @@ interface Packed {
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) if (key !== 'NODE_OPTIONS' && !/^npm_/i.test(key)) env[key] = value;
+  // npm, npx and the installed command run on the Node running this test, and better-sqlite3 compiles against that
+  // Node's own headers when it has them beside it (as the runtime/ package's Node 24 does): nothing is downloaded.
+  env.PATH = `${dirname(process.execPath)}${delimiter}${env.PATH ?? ''}`;
+  const nodedir = resolve(dirname(realpathSync(process.execPath)), '..');
+  if (existsSync(join(nodedir, 'include', 'node', 'node_version.h'))) env.npm_config_nodedir = nodedir;
   return { ...env, ...extra };
 }
 
@@ -70,7 +75,7 @@ describe('npm package', { timeout: 900_000 }, () => {
     // Every chunk the bundle imports is in it (a stale one left in dist/ would be shipped too).
     const bundleText = readFileSync(join(repoRoot, 'dist/foreman.mjs'), 'utf8');
     for (const chunk of bundleText.match(/chunks\/[\w-]+\.mjs/g) ?? []) assert.ok(paths.includes(`dist/${chunk}`), `dist/${chunk} missing`);
-    assert.equal(packed.filename, `foreman-${pkg.version}.tgz`);
+    assert.equal(packed.filename, `foreman-agent-${pkg.version}.tgz`, 'the tarball is named after the package');
   });
 
   test('installs from the tarball and runs without tsx or any bundled dependency', async (t) => {
@@ -86,18 +91,19 @@ describe('npm package', { timeout: 900_000 }, () => {
     t.diagnostic(`npm install took ${((Date.now() - started) / 1000).toFixed(0)} s`);
 
     const modules = readdirSync(join(install, 'node_modules'));
-    assert.ok(modules.includes('foreman') && modules.includes('better-sqlite3'), modules.join(', '));
+    assert.ok(modules.includes('foreman-agent') && modules.includes('better-sqlite3'), `installed: ${modules.join(', ')}`);
     for (const bundled of ['tsx', 'esbuild', 'fastify', 'dockerode', 'pino', 'undici', 'ajv', 'smol-toml', 'typebox', 'prom-client']) {
       assert.ok(!modules.includes(bundled), `${bundled} was installed: it belongs in the bundle`);
     }
-    assert.ok(!existsSync(join(install, 'node_modules/foreman/src')), 'the installed package holds src/');
+    assert.ok(!existsSync(join(install, 'node_modules/foreman-agent/src')), 'the installed package holds src/');
 
     // A HOME of its own: no foreman config or npm settings of this machine are read.
     const home = join(work, 'home');
     mkdirSync(home);
     const env = cleanEnv({ HOME: home });
-    const version = await run('npx', ['foreman', '--version'], { cwd: install, env });
-    assert.equal(version.stdout, `foreman ${pkg.version}\n`);
+    // The package is foreman-agent; its command is foreman.
+    const version = await run('npx', ['--no-install', 'foreman', '--version'], { cwd: install, env });
+    assert.equal(version.stdout, `foreman ${pkg.version} (node ${process.version})\n`, 'foreman and Node versions');
 
     let seen: IncomingHttpHeaders | undefined;
     const server = createServer((req, res) => {
@@ -114,7 +120,7 @@ describe('npm package', { timeout: 900_000 }, () => {
         `[core]\nurl = "${url}"\ntoken = "package-test-token"\nnetwork_name = "foreman-package-test-absent"\ndata_dir = "${join(work, 'data')}"\n`,
       );
       // The other checks (engine, network) may fail on a given machine; exit 1 is fine then.
-      const check = await run('npx', ['foreman', 'check', '--config', config], { cwd: install, env }).catch(
+      const check = await run('npx', ['--no-install', 'foreman', 'check', '--config', config], { cwd: install, env }).catch(
         (err: { stdout?: string; stderr?: string; code?: number }) => {
           assert.equal(err.code, 1, `${err.stdout ?? ''}${err.stderr ?? ''}`);
           return { stdout: err.stdout ?? '', stderr: err.stderr ?? '' };

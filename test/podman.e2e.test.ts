@@ -41,7 +41,8 @@ test('job-flow and recovery pass against Podman', { skip: unavailable() ?? false
   // Podman 4.3 runs no container without these limits set.
   const conf = join(dir, 'containers.conf');
   writeFileSync(conf, '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n');
-  // Without NODE_TEST_CONTEXT, which would make the child's test runner report to this one instead of printing TAP.
+  // Without NODE_TEST_CONTEXT, which would make the child's test runner report to this one instead of printing TAP
+  // (asked for with --test-reporter=tap: from Node 23 on the default is the spec reporter even without a TTY).
   const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
   const env = { ...inherited, CONTAINERS_CONF: conf };
   const socket = join(dir, 'podman.sock');
@@ -52,21 +53,25 @@ test('job-flow and recovery pass against Podman', { skip: unavailable() ?? false
     const load = spawnSync('sh', ['-c', `docker save ${image} | podman ${podman.join(' ')} load -q`], { env });
     assert.equal(load.status, 0, load.stderr.toString());
     const started = Date.now();
-    const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', 'test/job-flow.e2e.test.ts', 'test/recovery.e2e.test.ts'], {
-      cwd: repoRoot,
-      // A child run that hangs must fail this test: spawnSync blocks, so the test's own timeout cannot fire.
-      timeout: 780_000,
-      killSignal: 'SIGKILL',
-      env: {
-        ...env,
-        FOREMAN_DOCKER_URL: `unix://${socket}`,
-        FOREMAN_TEST_ENGINE: 'podman',
-        // Podman creates a network's bridge with its first container, so the agent cannot bind the gateway before.
-        FOREMAN_TEST_ENGINE_ENV: JSON.stringify({ FOREMAN_CORE_HOSTNAME: address }),
+    const run = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--test', '--test-reporter=tap', '--test-concurrency=1', 'test/job-flow.e2e.test.ts', 'test/recovery.e2e.test.ts'],
+      {
+        cwd: repoRoot,
+        // A child run that hangs must fail this test: spawnSync blocks, so the test's own timeout cannot fire.
+        timeout: 780_000,
+        killSignal: 'SIGKILL',
+        env: {
+          ...env,
+          FOREMAN_DOCKER_URL: `unix://${socket}`,
+          FOREMAN_TEST_ENGINE: 'podman',
+          // Podman creates a network's bridge with its first container, so the agent cannot bind the gateway before.
+          FOREMAN_TEST_ENGINE_ENV: JSON.stringify({ FOREMAN_CORE_HOSTNAME: address }),
+        },
+        encoding: 'utf8',
+        maxBuffer: 64 * 1024 * 1024,
       },
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
-    });
+    );
     const summary = (run.stdout.match(/^# (tests|pass|fail) \d+$/gm) ?? []).map((l) => l.slice(2)).join(', ');
     t.diagnostic(`against Podman in ${Math.round((Date.now() - started) / 1000)} s: ${summary}`);
     assert.equal(run.error, undefined, `the child run: ${String(run.error)}`);

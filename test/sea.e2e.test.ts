@@ -1,11 +1,12 @@
 /** The single executable (`npm run build:sea`): built here, copied alone to an empty folder, and run for a real job. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pkg from '../package.json' with { type: 'json' };
+import { pinnedNodeVersion } from '../scripts/runtime.mjs';
 import { testJobImage } from './support/image.ts';
 import { spawnAgent, spawnStack } from './support/agents.ts';
 import { repoRoot } from './support/paths.ts';
@@ -27,10 +28,14 @@ describe('single executable', { timeout: 300_000 }, () => {
 
   after(() => rmSync(work, { recursive: true, force: true }));
 
-  test('prints its version with nothing beside it', () => {
-    assert.deepEqual(readdirSync(join(work, 'bin')), ['foreman']);
-    const out = execFileSync(executable, ['--version'], { cwd: join(work, 'bin'), env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8' });
-    assert.equal(out, `foreman ${pkg.version}\n`);
+  test('prints its version and the pinned Node it carries, with nothing beside it', () => {
+    assert.deepEqual(readdirSync(join(work, 'bin')), ['foreman'], 'the executable is alone in its folder');
+    const run = spawnSync(executable, ['--version'], { cwd: join(work, 'bin'), env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8' });
+    // The Node of runtime/package.json, whatever Node built it (and ran this test).
+    assert.equal(run.stdout, `foreman ${pkg.version} (node v${pinnedNodeVersion()})\n`, 'foreman and the embedded Node versions');
+    // No "Code cache data rejected": the blob was made under the V8 flags the executable runs with (its execArgv).
+    assert.equal(run.stderr, '', 'nothing on stderr');
+    assert.equal(run.status, 0, 'exit status');
   });
 
   test('runs a job to its completion callback, with the SQLite addon it carries', async () => {

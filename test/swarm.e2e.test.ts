@@ -118,7 +118,7 @@ describe('the Swarm executor on a single-node swarm', { timeout: 1_500_000 }, ()
       'test/job-control.e2e.test.ts',
       'test/live-logs.e2e.test.ts',
     ];
-    const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', '--test-concurrency=1', ...files], {
       cwd: repoRoot,
       // A child run that hangs must fail this test: spawnSync blocks, so the describe's own timeout cannot fire.
       timeout: 1_200_000,

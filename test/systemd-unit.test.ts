@@ -150,6 +150,7 @@ describe('the systemd unit', () => {
       assert.ok(Number(level) <= 5.9, `exposure ${level} ${word}: above MEDIUM (5.9)`);
       const docs = readFileSync(join(repoRoot, 'docs/security.md'), 'utf8');
       assert.ok(docs.includes(`${level} ${word}`), `docs/security.md gives the score, ${level} ${word}`);
+      assert.ok(readFileSync(join(repoRoot, 'README.md'), 'utf8').includes(`${level} ${word}`), `the README gives the score, ${level} ${word}`);
       assert.ok(text.includes(`${level} ${word}`), `the unit's header gives it too`);
     },
   );

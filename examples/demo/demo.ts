@@ -34,7 +34,23 @@ const say = (line: string) => process.stdout.write(`${line}\n`);
 const warn = (line: string) => process.stderr.write(`demo: warning: ${line}\n`);
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
+const HELP = `Usage: npm run demo [-- OPTIONS]
+
+Starts the reference control server (with its dashboard), a foreman agent and N jobs on the
+registry-free test job image, and prints each job's progress. Runs until Ctrl-C unless --once
+is given; then stops the agent, removes what it made and exits.
+
+Options:
+  --once             Exit when the jobs have ended: 0 if all succeeded, 1 otherwise
+  --jobs N           How many jobs to submit (1 to 100; default 5)
+  --timeout SECONDS  With --once, give up after this long (default 120)
+  -h, --help         Show this help
+
+Needs a Docker engine at /var/run/docker.sock. Submit more jobs from the dashboard's URL, or with
+curl -X POST <dashboard>jobs (see docs/control-server.md).`;
+
 interface Options {
+  help: boolean;
   once: boolean;
   jobs: number;
   timeoutMs: number;
@@ -44,17 +60,19 @@ function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
     options: {
+      help: { type: 'boolean', short: 'h', default: false },
       once: { type: 'boolean', default: false },
       jobs: { type: 'string', default: '5' },
       timeout: { type: 'string', default: '120' },
     },
     strict: true,
   });
+  if (values.help) return { help: true, once: false, jobs: 0, timeoutMs: 0 };
   const jobs = Number(values.jobs);
   const timeoutSeconds = Number(values.timeout);
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 100) throw new Error('--jobs must be an integer from 1 to 100');
   if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) throw new Error('--timeout must be a positive number of seconds');
-  return { once: values.once, jobs, timeoutMs: timeoutSeconds * 1000 };
+  return { help: false, once: values.once, jobs, timeoutMs: timeoutSeconds * 1000 };
 }
 
 /** A port nothing listens on right now, for the agent's job API: fixed for the run, so containers keep a stable URL. */
@@ -103,8 +121,12 @@ async function main(): Promise<number> {
   try {
     options = parseOptions(process.argv.slice(2));
   } catch (err) {
-    process.stderr.write(`demo: ${messageOf(err)}\nusage: npm run demo [-- --once] [-- --jobs N] [-- --timeout SECONDS]\n`);
+    process.stderr.write(`demo: ${messageOf(err)}\nusage: npm run demo [-- --once] [-- --jobs N] [-- --timeout SECONDS] (npm run demo -- --help)\n`);
     return 2;
+  }
+  if (options.help) {
+    say(HELP);
+    return 0;
   }
 
   // The first Ctrl-C stops everything cleanly; a second one kills the agent outright.

@@ -53,7 +53,7 @@ export function forwardedUpdate(
 
 /** How the agent ended a job, for its report. */
 export interface Ending {
-  /** One of the outcomes in the README (`failed`, `timed-out`, …). */
+  /** One of the outcomes in docs/protocol.md (`failed`, `timed-out`, …). */
   readonly outcome: string;
   readonly reason: string;
   readonly message: string;

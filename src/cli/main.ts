@@ -20,7 +20,7 @@ Options:
       --log-level LEVEL    fatal, error, warn, info, debug, trace or silent (log.level)
       --log-format FORMAT  json, or text for a terminal (log.format)
   -h, --help               Show this help
-  -V, --version            Show the version
+  -V, --version            Show foreman's version and the Node.js version it runs on
 
 ping:
   --ready                  Ask whether the agent is ready (takes jobs) instead of alive
@@ -61,6 +61,7 @@ export const V8_FLAGS = ['--liftoff-only'] as const;
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   for (const flag of V8_FLAGS) setFlagsFromString(flag);
   ignoreClosedOutput();
+  quietLibraryDeprecations();
   const write = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };
@@ -107,7 +108,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     return 0;
   }
   if (values.version) {
-    write(`foreman ${pkg.version}`);
+    write(`foreman ${pkg.version} (node ${process.version})`);
     return 0;
   }
   if (positionals.length > 1) {
@@ -214,6 +215,27 @@ function ignoreClosedOutput(): void {
       if (err.code !== 'EPIPE' && stream === process.stdout) process.stderr.write(`foreman: cannot write output: ${err.message}\n`);
     });
   }
+}
+
+/**
+ * Deprecation warnings our dependencies trigger, which no user of foreman can act on. DEP0169: docker-modem 5
+ * parses a TCP engine's address with `url.parse()`, which Node 24 warns about on stderr (once per process), so
+ * `foreman check` and the agent on a `tcp://` or `https://` engine would print it. Every other warning still shows.
+ */
+const QUIET_DEPRECATIONS = new Set(['DEP0169']);
+let deprecationsQuieted = false;
+
+function quietLibraryDeprecations(): void {
+  if (deprecationsQuieted) return;
+  deprecationsQuieted = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = (warning: string | Error, ...rest: unknown[]) => {
+    // emitWarning(warning, type, code) or emitWarning(warning, { type, code })
+    const options = rest[0];
+    const code = typeof options === 'object' && options !== null ? (options as { code?: unknown }).code : rest[1];
+    if (typeof code === 'string' && QUIET_DEPRECATIONS.has(code)) return;
+    emit(warning, ...rest);
+  };
 }
 
 /** An option's whole number of at least `min`: the number, undefined when absent, or what is wrong. */

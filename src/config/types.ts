@@ -15,7 +15,7 @@ export interface Config {
     /** Host name containers use to reach the job API; undefined picks the network gateway. */
     readonly hostname: string | undefined;
     readonly port: number;
-    /** Address the job API binds to; undefined derives it from hostname (see README). */
+    /** Address the job API binds to; undefined derives it from hostname (see docs/configuration.md). */
     readonly listen_address: string | undefined;
     /** `docker`: a container per job; `swarm`: a replicated-job service per job on the swarm the engine manages. */
     readonly executor: 'docker' | 'swarm';

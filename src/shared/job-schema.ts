@@ -10,7 +10,7 @@ export const JobSpecSchema = Type.Object(
     body: Type.Unknown(),
     // Host and port are checked beyond the schema (see `httpUrlProblem`).
     callbackUrl: Type.String({ format: 'uri', pattern: HTTP_URL_PREFIX }),
-    /** Where the container's output is streamed as it runs (see the README's "Live job logs"). */
+    /** Where the container's output is streamed as it runs (see docs/protocol.md, "Agent → logs URL"). */
     logsUrl: Type.Optional(Type.String({ format: 'uri', pattern: HTTP_URL_PREFIX })),
     command: Type.Optional(Type.Array(Type.String())),
     env: Type.Optional(Type.Record(Type.String(), Type.String())),

@@ -61,7 +61,7 @@ export interface ServiceSettings extends ContainerSettings {
 /**
  * One job as a `replicated-job` service: one task, run once, never restarted, with the same labels, env,
  * limits and hardening as a container of the Docker executor. Swarm (API 1.41) has no `no-new-privileges`
- * and no runtime setting for services; the README says so.
+ * and no runtime setting for services; docs/operations.md says so.
  */
 export function serviceSpec(spec: ContainerSpec, settings: ServiceSettings): Record<string, unknown> {
   const labels = { ...spec.labels, [LABEL_MANAGED]: 'true', [LABEL_AGENT]: settings.agentId };
