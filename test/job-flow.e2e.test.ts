@@ -38,6 +38,8 @@ describe('job flow', () => {
     assert.deepEqual(JSON.parse(done.body.toString()), { result: 10 });
     assert.equal(done.headers['x-foreman-job-outcome'], 'succeeded');
     assert.equal(done.headers['x-foreman-agent-id'], running.agent.agentId);
+    const usage = JSON.parse(String(done.headers['x-foreman-usage'])) as { cpuSeconds: number; memoryPeakBytes: number; wallMs: number };
+    assert.ok(usage.cpuSeconds > 0 && usage.memoryPeakBytes > 0 && usage.wallMs > 0, `what its container used: ${JSON.stringify(usage)}`);
     assert.match(String(done.headers['user-agent']), /^foreman\/test \(linux, \w+\)$/);
 
     const poll = control.polls[0];

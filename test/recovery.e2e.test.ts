@@ -49,6 +49,10 @@ describe('recovery', () => {
       const done = await callbacks.waitForCompletion('phoenix-1', 60_000);
       assert.deepEqual(JSON.parse(done.body.toString()), { result: 3 });
       assert.equal(done.headers['x-foreman-job-outcome'], 'succeeded');
+      // Re-adopted five times: CPU time still counts from the container's start, and the report says what restarts leave out.
+      const usage = JSON.parse(String(done.headers['x-foreman-usage'])) as { cpuSeconds: number; wallMs: number; note?: string };
+      assert.ok(usage.cpuSeconds > 0 && usage.wallMs > 5000, `usage across restarts: ${JSON.stringify(usage)}`);
+      assert.match(usage.note ?? '', /restarted/, 'the note says the agent restarted while it ran');
       assertInOrder(callbacks.for('phoenix-1'));
       assert.equal(new Set(seqs(callbacks.for('phoenix-1'))).size, 13, 'twelve running updates and one completed');
       await waitFor('every container removed', async () => (await containersOf(agentId)).length === 0, 30_000);
@@ -103,7 +107,9 @@ describe('recovery', () => {
       assert.ok(tookMs < 20_000, `shutdown took ${tookMs} ms`);
       assert.equal((await containersOf(agentId)).length, 0);
       for (const id of ['term-1', 'term-2']) {
-        assert.equal(s.callbacks.completion(id)?.headers['x-foreman-job-outcome'], 'agent-shutdown');
+        const report = s.callbacks.completion(id);
+        assert.equal(report?.headers['x-foreman-job-outcome'], 'agent-shutdown');
+        assert.ok(report.headers['x-foreman-usage'], `${id}'s agent-shutdown report carries usage`);
       }
       const log = readLog(s.agent.logFile);
       assert.match(log, /"jobId":"term-1"/);

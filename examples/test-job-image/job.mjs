@@ -19,6 +19,11 @@
 //                once listening, then sleep forever.
 //   "put-twice"  PUT completed twice; print both statuses; exit 0.
 //   "oom"        allocate and touch memory until killed; exits 1 if still alive after body.maxMb (default 4096) MB.
+//   "burn"       spin on the CPU until this process has used body.cpuMs (default 2000) ms of CPU time, then PUT completed
+//                {"cpuMs": the CPU time it measured}.
+//   "alloc"      allocate and touch body.mb (default 256) MiB, hold it body.holdMs (default 0), then PUT completed
+//                {"mb", "cgroupPeakBytes"}: the peak its own memory cgroup recorded (v1 memory.max_usage_in_bytes, v2
+//                memory.peak), or null where neither is readable.
 //   "log"        print body.lines (default 1000) numbered lines, `log <n> <stream> <padding>`: every third line (n % 3 == 2)
 //                to stderr, the rest to stdout; with body.longEvery = k every k-th line (n % k == k - 1) is padded with
 //                "x" to body.longBytes (default 40000) bytes. body.perTick lines (default all) are printed, then a pause
@@ -319,6 +324,37 @@ switch (opts.action) {
     if (opts.then === 'sleep') await sleepForever();
     await complete({ lines: positiveInt(opts.lines, 1000) });
     break;
+
+  case 'burn': {
+    const wantMs = positiveInt(opts.cpuMs, 2000);
+    const cpuMs = () => {
+      const used = process.cpuUsage();
+      return (used.user + used.system) / 1000;
+    };
+    let x = 0;
+    while (cpuMs() < wantMs) for (let i = 0; i < 100000; i++) x += Math.sqrt(i);
+    await complete({ cpuMs: Math.round(cpuMs()), x: x > 0 });
+    break;
+  }
+
+  case 'alloc': {
+    const mb = positiveInt(opts.mb, 256);
+    const held = [];
+    // Filling with a non-zero byte touches every page.
+    for (let n = 0; n < mb; n += 16) held.push(Buffer.alloc(Math.min(16, mb - n) * 1024 * 1024, 1));
+    await sleep(positiveInt(opts.holdMs, 0));
+    const peak = ['/sys/fs/cgroup/memory/memory.max_usage_in_bytes', '/sys/fs/cgroup/memory.peak']
+      .map((file) => {
+        try {
+          return Number(readFileSync(file, 'utf8').trim());
+        } catch {
+          return NaN;
+        }
+      })
+      .find((n) => Number.isFinite(n));
+    await complete({ mb, chunks: held.length, cgroupPeakBytes: peak ?? null });
+    break;
+  }
 
   case 'oom':
     allocateUntilKilled(typeof opts.maxMb === 'number' && opts.maxMb > 0 ? opts.maxMb : 4096);

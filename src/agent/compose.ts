@@ -145,6 +145,8 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
         removalBackoff: BACKOFF.removal,
         cancelGraceMs: core.cancel_grace_period,
         stallTimeoutMs: core.stall_timeout,
+        usageIntervalMs: core.usage_interval,
+        memoryLimit: config.docker.memory_limit,
         env: core.env,
       },
     },

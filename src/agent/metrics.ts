@@ -1,3 +1,4 @@
+import type { JobUsage } from '../shared/usage.ts';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { splitAddress, type HealthProbes } from './probes.ts';
@@ -77,7 +78,25 @@ export class AgentMetrics {
     buckets: [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
     registers: [this.registry],
   });
+  readonly memoryPeak = new Histogram({
+    name: 'foreman_job_memory_peak_bytes',
+    help: "The highest memory use of each ended job's container",
+    buckets: [16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384].map((mib) => mib * 1024 * 1024),
+    registers: [this.registry],
+  });
+  readonly cpuSeconds = new Histogram({
+    name: 'foreman_job_cpu_seconds',
+    help: "CPU time (user and system) of each ended job's container",
+    buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600],
+    registers: [this.registry],
+  });
   private snapshot: (() => AgentSnapshot) | undefined;
+
+  /** What an ended job's container used. */
+  jobUsage(usage: JobUsage): void {
+    if (usage.memoryPeakBytes !== null) this.memoryPeak.observe(usage.memoryPeakBytes);
+    if (usage.cpuSeconds !== null) this.cpuSeconds.observe(usage.cpuSeconds);
+  }
 
   constructor(build: { readonly version: string; readonly node: string }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'foreman_' });

@@ -5,6 +5,7 @@
  */
 import type { Delivery, NewDelivery } from '../shared/delivery.ts';
 import { encodeJobId } from '../shared/job-input.ts';
+import { encodeUsage, USAGE_HEADER, type JobUsage } from '../shared/usage.ts';
 
 /** Lines of container output attached to a report, and the longest a line may be. */
 export const REPORT_LOG_LINES = 20;
@@ -39,15 +40,23 @@ interface Identity {
  */
 export function forwardedUpdate(
   to: Identity,
-  update: { readonly outcome: string | undefined; readonly headers: Readonly<Record<string, string | string[] | undefined>>; readonly body: Buffer },
+  update: {
+    readonly outcome: string | undefined;
+    readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+    readonly body: Buffer;
+    /** What the container used, on its final update. */
+    readonly usage?: JobUsage | undefined;
+  },
 ): NewDelivery {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(update.headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-foreman-delivery-') || name === 'x-foreman-job-outcome') continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-foreman-delivery-') || name === 'x-foreman-job-outcome' || name === USAGE_HEADER)
+      continue;
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   Object.assign(headers, identityHeaders(to));
   if (update.outcome !== undefined) headers['x-foreman-job-outcome'] = update.outcome;
+  if (update.outcome !== undefined && update.usage) headers[USAGE_HEADER] = encodeUsage(update.usage);
   return { url: to.callbackUrl, headers, body: update.body };
 }
 
@@ -65,6 +74,8 @@ export interface Ending {
    * surrogate: JSON writes it `\ud800`, so `JSON.parse` gives back the very string the control server sent).
    */
   readonly echoId?: boolean;
+  /** What the container used, when one ran. */
+  readonly usage?: JobUsage | undefined;
 }
 
 /** The final update the agent sends for a job that did not complete by itself. */
@@ -73,6 +84,7 @@ export function endingReport(to: Identity, ending: Ending): NewDelivery {
   if (ending.echoId) body.id = to.jobId;
   if (ending.exitCode !== undefined && ending.exitCode !== null) body.exitCode = ending.exitCode;
   if (ending.logs) body.logs = ending.logs;
+  if (ending.usage) body.usage = ending.usage;
   return {
     url: to.callbackUrl,
     headers: {
@@ -80,6 +92,7 @@ export function endingReport(to: Identity, ending: Ending): NewDelivery {
       'x-foreman-job-status': 'completed',
       'x-foreman-job-outcome': ending.outcome,
       ...identityHeaders(to),
+      ...(ending.usage ? { [USAGE_HEADER]: encodeUsage(ending.usage) } : {}),
     },
     body: Buffer.from(JSON.stringify(body)),
   };

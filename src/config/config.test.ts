@@ -103,6 +103,7 @@ describe('defaults', () => {
         shutdown_timeout: 15000,
         cancel_grace_period: 10000,
         stall_timeout: 0,
+        usage_interval: 2000,
         drain_timeout: 0,
         detach_on_terminate: false,
         env: {},
@@ -501,6 +502,7 @@ describe('durations', () => {
       'core.shutdown_timeout',
       'core.cancel_grace_period',
       'core.stall_timeout',
+      'core.usage_interval',
       'core.drain_timeout',
     ]);
     assert.throws(() => loadConfig(setup({ env: { ...REQUIRED_ENV, FOREMAN_CORE_PORT: '1s' } }).options), /core\.port = "1s": expected an integer/);

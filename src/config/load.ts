@@ -273,6 +273,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       shutdown_timeout: valid.core.shutdown_timeout,
       cancel_grace_period: valid.core.cancel_grace_period,
       stall_timeout: valid.core.stall_timeout,
+      usage_interval: valid.core.usage_interval,
       drain_timeout: valid.core.drain_timeout,
       detach_on_terminate: valid.core.detach_on_terminate,
       env: { ...valid.core.env },

@@ -196,6 +196,10 @@ export const ConfigSchema = Type.Object({
       0,
       "Stop a running job whose container sent no update for this long (from its start, then from its last accepted update) and report it `stalled`; `0` is off. A job's `stallTimeout` wins.",
     ),
+    usage_interval: timerMs(
+      2_000,
+      "How often a running job's container is sampled for what it uses (CPU time, memory peak, processes, I/O), one engine stats call each, for the `usage` of its final report; `0` samples nothing and reports no usage.",
+    ),
     drain_timeout: timerMs(
       0,
       'After the first SIGINT or SIGTERM, how long running jobs may go on (no new jobs are taken) before they are stopped; `0` stops them at once.',

@@ -46,6 +46,8 @@ export interface Config {
     readonly cancel_grace_period: number;
     /** A running job with no update accepted for this long is stopped (`stalled`); 0 is off. */
     readonly stall_timeout: number;
+    /** How often a running job's container is sampled for its usage; 0: never (no usage in reports). */
+    readonly usage_interval: number;
     /** After the first SIGTERM/SIGINT, how long running jobs may go on before they are stopped. */
     readonly drain_timeout: number;
     /** At the end of a drain, leave running jobs running for the next agent instead of stopping them. */

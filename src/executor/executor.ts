@@ -32,6 +32,24 @@ export interface ContainerStatus {
   readonly startedAt: number | null;
 }
 
+/**
+ * What the engine says a running container has used so far. Counters (CPU, I/O) run from the
+ * container's start; `memoryMaxBytes` is the kernel's own high-water mark where the engine gives it
+ * (cgroup v1), else undefined and the caller keeps the highest `memoryBytes` it saw.
+ */
+export interface UsageSample {
+  readonly cpuNs: number;
+  readonly memoryBytes: number;
+  readonly memoryMaxBytes: number | undefined;
+  /** Of `memoryBytes`, the page cache (file pages the kernel may reclaim, shared files charged to whoever read them first). */
+  readonly memoryCacheBytes: number;
+  readonly pids: number;
+  readonly blockReadBytes: number | undefined;
+  readonly blockWriteBytes: number | undefined;
+  readonly networkRxBytes: number | undefined;
+  readonly networkTxBytes: number | undefined;
+}
+
 export type ExecutorEvent =
   | { readonly type: 'exited'; readonly containerId: string; readonly jobId: string; readonly exitCode: number | null }
   | { readonly type: 'oom'; readonly containerId: string; readonly jobId: string };
@@ -111,6 +129,11 @@ export interface Executor {
   inspect(containerId: string): Promise<ContainerStatus | undefined>;
   /** Every container labelled with this agent's id, running or not. */
   list(): Promise<ContainerStatus[]>;
+  /**
+   * What the running container has used so far (one sample, from the engine); undefined when it is not
+   * running, is gone, or runs where this engine cannot see it (a swarm task on another node).
+   */
+  stats(containerId: string): Promise<UsageSample | undefined>;
   /** The last `lines` lines of the container's stdout and stderr. */
   logsTail(containerId: string, lines: number): Promise<string[]>;
   /**

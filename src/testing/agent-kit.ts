@@ -17,6 +17,10 @@ export interface KitOptions {
   readonly cancelGraceMs?: number;
   readonly stallTimeoutMs?: number;
   readonly maxJobs?: number;
+  readonly usageIntervalMs?: number;
+  readonly memoryLimit?: number;
+  /** The store, engine and clock of another kit: a second agent on them, as after a restart. */
+  readonly share?: { readonly clock: ManualClock; readonly store: MemoryStore; readonly executor: FakeExecutor };
 }
 
 export interface Report {
@@ -30,9 +34,9 @@ export function jobSpec(id: string, extra: Record<string, unknown> = {}): Record
 }
 
 export function makeKit(options: KitOptions = {}) {
-  const clock = new ManualClock();
-  const store = new MemoryStore({ now: () => clock.now() });
-  const executor = new FakeExecutor({ agentId: store.agentId, images: [IMAGE], now: () => clock.now() });
+  const clock = options.share?.clock ?? new ManualClock();
+  const store = options.share?.store ?? new MemoryStore({ now: () => clock.now() });
+  const executor = options.share?.executor ?? new FakeExecutor({ agentId: store.agentId, images: [IMAGE], now: () => clock.now() });
   const delivered: Delivery[] = [];
   const endpoints = new JobEndpoints();
   endpoints.base = 'http://127.0.0.1:3000';
@@ -53,6 +57,8 @@ export function makeKit(options: KitOptions = {}) {
       cancelGraceMs: options.cancelGraceMs ?? 10_000,
       stallTimeoutMs: options.stallTimeoutMs ?? 0,
       env: { FROM_CORE: 'core' },
+      usageIntervalMs: options.usageIntervalMs ?? 0,
+      memoryLimit: options.memoryLimit ?? 0,
     },
   };
   const scheduler = new Scheduler(ctx, { maxConcurrentJobs: options.maxConcurrentJobs ?? 2, launchRetryMs: 1000, maxJobs: options.maxJobs });

@@ -4,6 +4,7 @@ import type { Executor } from '../../executor/executor.ts';
 import type { Delivery, JobStore } from '../../jobs/store.ts';
 import type { BackoffPolicy } from '../../shared/backoff.ts';
 import type { Clock } from '../../shared/clock.ts';
+import type { JobUsage } from '../../shared/usage.ts';
 import type { LiveLogs } from './live-log.ts';
 import type { JobEndpoints } from './naming.ts';
 
@@ -20,6 +21,10 @@ export interface RunnerOptions {
   readonly stallTimeoutMs: number;
   /** `[core.env]`: laid over each job's own env. */
   readonly env: Readonly<Record<string, string>>;
+  /** `core.usage_interval`: how often a running job's use is sampled (0: not at all, no usage in reports). */
+  readonly usageIntervalMs: number;
+  /** `docker.memory_limit` (0: none): a job's memory limit unless it asks for less. */
+  readonly memoryLimit: number;
 }
 
 /** What a job's parts record about it; the agent's Prometheus metrics (src/agent/metrics.ts) provide these. */
@@ -27,6 +32,8 @@ export interface JobMetrics {
   readonly jobsEnded: { inc(labels: { outcome: string }): void };
   readonly startLatency: { observe(seconds: number): void };
   readonly runTime: { observe(labels: { outcome: string }, seconds: number): void };
+  /** What an ended job's container used. */
+  jobUsage?(usage: JobUsage): void;
 }
 
 /** What every runner shares: the agent's parts, handed down by the scheduler. */

@@ -2,6 +2,7 @@ import { forwardedUpdate } from '../../callbacks/messages.ts';
 import type { JobUpdate } from '../../job-api/types.ts';
 import { onFetch, onUpdate, type Outcome } from '../../jobs/state.ts';
 import type { Delivery, JobRecord, JobStore } from '../../jobs/store.ts';
+import type { JobUsage } from '../../shared/usage.ts';
 import type { RunnerContext } from './context.ts';
 
 // A container's own reports through the job API, as store writes. Not queued behind the runner's steps: a
@@ -39,6 +40,7 @@ export function recordUpdate(
   id: string,
   update: ContainerUpdate,
   at: number,
+  usage?: JobUsage,
 ): Promise<Exclude<UpdateResult, { kind: 'accepted' }> | { kind: 'stored'; delivery: Delivery; outcome: Outcome | undefined }> {
   const { store, agentId } = ctx;
   return store.batch(() => {
@@ -49,7 +51,7 @@ export function recordUpdate(
     if (decision.kind === 'refuse-not-running') return { kind: 'not-running' as const, job };
     const message = forwardedUpdate(
       { jobId: id, agentId, callbackUrl: job.spec.callbackUrl },
-      { outcome: decision.outcome, headers: update.headers, body: update.body },
+      { outcome: decision.outcome, headers: update.headers, body: update.body, usage },
     );
     const patch = decision.outcome ? { outcome: decision.outcome, lastUpdateAt: at } : { lastUpdateAt: at };
     const recorded = store.recordUpdate(id, message, decision.to, patch);

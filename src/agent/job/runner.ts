@@ -19,7 +19,9 @@ import type { JobRecord } from '../../jobs/store.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import { cancelDetails, exitDetails, launchFailedDetails, missingDetails, shutdownDetails, stallDetails, timeoutDetails, type DetailsFor } from './endings.ts';
 import { containerSpec, JobContainer, phaseOf, secretsOf } from './container.ts';
+import type { JobUsage } from '../../shared/usage.ts';
 import { JobClocks } from './clocks.ts';
+import { UsageMeter } from './usage.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
 import { LaunchAbort } from './abort.ts';
@@ -27,6 +29,9 @@ import { recordFetch, recordUpdate, type ContainerUpdate, type FetchResult, type
 
 export { RunnerAbort, type RunnerAbortReason } from './abort.ts';
 export type { ContainerUpdate, FetchResult, UpdateResult } from './reports.ts';
+
+/** Said in the usage of a job whose container the agent re-adopted after a restart. */
+const READOPTED_NOTE = 'the agent restarted while the job ran: pidsPeak (and memoryPeakBytes where the engine keeps no high-water mark) count from then';
 
 /**
  * Owns one job from the moment it is queued until its container is removed: its cancel signal,
@@ -42,6 +47,8 @@ export class JobRunner {
   /** Aborts the launch calls in flight, with the reason (`RunnerAbort`): a launch timeout, a cancel, the shutdown. */
   private readonly abort = new LaunchAbort();
   private readonly clocks: JobClocks;
+  /** Samples what its container uses, for the final report. */
+  private readonly meter: UsageMeter;
   private readonly container: JobContainer;
   /** Its live log, read from the container while it runs (jobs with a `logsUrl`). */
   private readonly logs: JobLog | undefined;
@@ -74,6 +81,7 @@ export class JobRunner {
         }),
     });
     this.container = new JobContainer(id, ctx);
+    this.meter = new UsageMeter(id, ctx, ctx.options.usageIntervalMs);
     this.logs = ctx.logs?.forJob(id);
   }
 
@@ -121,6 +129,8 @@ export class JobRunner {
   /** The agent stops with `detach_on_terminate`: leave the job as it is for the next agent. */
   detach(): Promise<void> {
     this.leave();
+    // The next agent samples it from where it finds it.
+    void this.meter.finish(false);
     return this.step(() => this.act((s) => onDetach(s, this.canceling()), shutdownDetails()));
   }
 
@@ -144,7 +154,12 @@ export class JobRunner {
    */
   async containerUpdated(update: ContainerUpdate): Promise<UpdateResult> {
     const at = this.ctx.clock.now();
-    const result = await recordUpdate(this.ctx, this.id, update, at);
+    // The job's last word: what its container used, sampled while it still runs and waits for this answer.
+    const job = update.status === 'completed' ? this.ctx.store.get(this.id) : undefined;
+    const final = job && (job.state === 'started' || job.state === 'running');
+    if (final) await this.meter.finish(true);
+    const usage = final ? this.usageOf(job, 'succeeded') : undefined;
+    const result = await recordUpdate(this.ctx, this.id, update, at, usage);
     if (result.kind !== 'stored') return result;
     this.ctx.deliver(result.delivery);
     this.clocks.touched(at);
@@ -229,6 +244,7 @@ export class JobRunner {
       log.error({ jobId: this.id, reason: describeHttpError(err) }, 'could not record the container start; its timeouts count from before it');
     }
     log.info({ jobId: this.id, containerId, image: job.spec.image }, 'job container started');
+    this.meter.start(containerId);
     if (job.startedAt !== null) this.ctx.metrics?.startLatency.observe(Math.max(0, job.startedAt - job.receivedAt) / 1000);
     if (!this.stopping) this.clocks.armRunning(job);
   }
@@ -287,6 +303,8 @@ export class JobRunner {
     if (decision.kind === 'start') return this.startContainer(container.id);
     const current = store.get(this.id) ?? job;
     this.logs?.follow(current);
+    // Sampled again from here on: CPU time counts from the container's start, the process peak only from now.
+    if (container.running) this.meter.start(container.id, READOPTED_NOTE);
     switch (decision.kind) {
       case 'exited':
         return this.handleExit(container.id, container.exitCode, container.oomKilled);
@@ -346,10 +364,13 @@ export class JobRunner {
     const { store, metrics } = this.ctx;
     this.clocks.stopRunning();
     const before = store.get(this.id);
-    const logs =
+    // The last lines and the last sample of its use, while the container (if it still runs) is not yet stopped.
+    const [logs] = await Promise.all([
       details.includeLogs && before?.containerId
-        ? await this.container.tailLogs(before.containerId, (lines) => this.logs?.hide(lines, before.secret) ?? lines)
-        : undefined;
+        ? this.container.tailLogs(before.containerId, (lines) => this.logs?.hide(lines, before.secret) ?? lines)
+        : undefined,
+      this.meter.finish(true, before?.containerId),
+    ]);
     const job = store.get(this.id);
     if (!job) return;
     const decision = decide(job.state);
@@ -358,7 +379,7 @@ export class JobRunner {
     const { includeLogs: _, ...ending } = details;
     const report = endingReport(
       { jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl },
-      { ...ending, outcome: decision.outcome, logs },
+      { ...ending, outcome: decision.outcome, logs, usage: this.usageOf(job, decision.outcome) },
     );
     const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
     this.ctx.deliver(recorded.delivery);
@@ -366,6 +387,15 @@ export class JobRunner {
     if (job.containerId) await this.container.stop(job.containerId, this.ctx.options.stopGraceMs);
     if (decision.to === 'stopped') this.markStopped(recorded.job);
     else this.hooks.finished();
+  }
+
+  /** What the job's container used, for its final report; undefined when no container ran. */
+  private usageOf(job: JobRecord, outcome: string): JobUsage | undefined {
+    if (job.startedAt === null) return undefined;
+    const limit = job.spec.resources?.memory ?? this.ctx.options.memoryLimit;
+    const usage = this.meter.usage(this.ctx.clock.now() - job.startedAt, limit > 0 ? limit : null, outcome === 'oom-killed');
+    if (usage) this.ctx.metrics?.jobUsage?.(usage);
+    return usage;
   }
 
   /** A cancel of a running job: the stop signal now, the kill when the grace period (counted from the cancel) ends. */
@@ -377,7 +407,9 @@ export class JobRunner {
     const remaining = Math.max(0, (job.cancelRequestedAt ?? clock.now()) + graceMs - clock.now());
     log.info({ jobId: this.id, containerId, graceMs: remaining }, 'canceling the job: sent its container the stop signal');
     this.clocks.armKill(remaining);
-    // Not awaited: the exit arrives as an engine event, and later steps must not wait out the grace period.
+    // Not awaited: the exit arrives as an engine event, and later steps must not wait out the grace period. (Its
+    // usage is the meter's last sample: once it exits its cgroup cannot be read, and a sample before the signal
+    // would take from the grace period, which is the job's.)
     void this.container.stop(containerId, remaining);
   }
 

@@ -12,7 +12,9 @@ import {
   type Executor,
   type ExecutorEvent,
   type LogReadOptions,
+  type UsageSample,
 } from '../executor.ts';
+import { containerStats } from './stats.ts';
 import { isRedirectRefusal } from './client.ts';
 import {
   allowsInterContainerTraffic,
@@ -285,6 +287,15 @@ export class DockerExecutor implements Executor {
         oomKilled: info.State.OOMKilled,
         startedAt: parseTime(info.State.StartedAt),
       };
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async stats(containerId: string): Promise<UsageSample | undefined> {
+    try {
+      return await containerStats(this.docker.getContainer(containerId));
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw err;

@@ -13,6 +13,7 @@ import {
   type Executor,
   type ExecutorEvent,
   type LogReadOptions,
+  type UsageSample,
 } from '../executor.ts';
 import type { LogMessage, LogStreamName } from '../../shared/log-line.ts';
 import { Waiters } from '../../shared/waiters.ts';
@@ -30,7 +31,22 @@ export interface FakeContainer {
   logs: string[];
   /** What `readLogs` gives, in order (see `print`). */
   output: LogMessage[];
+  /** What `stats` answers while it runs (tests set it as the job "uses" more). */
+  usage: UsageSample;
 }
+
+/** A container that has used nothing yet. */
+export const NO_USAGE: UsageSample = {
+  cpuNs: 0,
+  memoryBytes: 0,
+  memoryMaxBytes: undefined,
+  memoryCacheBytes: 0,
+  pids: 0,
+  blockReadBytes: undefined,
+  blockWriteBytes: undefined,
+  networkRxBytes: undefined,
+  networkTxBytes: undefined,
+};
 
 export interface FakeExecutorOptions {
   readonly agentId?: string;
@@ -123,7 +139,19 @@ export class FakeExecutor implements Executor {
     if (!this.images.has(spec.image)) return Promise.reject(new ExecutorJobError('create', `creating the container failed: no such image ${spec.image}`));
     const id = `fake-${++this.counter}`;
     const labels = { ...spec.labels, [LABEL_MANAGED]: 'true', [LABEL_AGENT]: this.agentId };
-    this.containers.set(id, { id, name: spec.name, spec, labels, running: false, exitCode: null, oomKilled: false, startedAt: null, logs: [], output: [] });
+    this.containers.set(id, {
+      id,
+      name: spec.name,
+      spec,
+      labels,
+      running: false,
+      exitCode: null,
+      oomKilled: false,
+      startedAt: null,
+      logs: [],
+      output: [],
+      usage: NO_USAGE,
+    });
     return Promise.resolve(id);
   }
 
@@ -168,6 +196,13 @@ export class FakeExecutor implements Executor {
     this.containers.delete(c.id);
     this.outputChanged.wakeAll();
     return Promise.resolve();
+  }
+
+  stats(containerId: string): Promise<UsageSample | undefined> {
+    this.calls.push(`stats ${containerId}`);
+    if (!this.up) return Promise.reject(engineDown());
+    const c = this.find(containerId);
+    return Promise.resolve(c?.running ? c.usage : undefined);
   }
 
   inspect(containerId: string): Promise<ContainerStatus | undefined> {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { LABEL_AGENT, LABEL_MANAGED, type ContainerSpec } from '../executor.ts';
+import { LABEL_AGENT, LABEL_JOB, LABEL_MANAGED, type ContainerSpec, type ContainerStatus } from '../executor.ts';
+import { parseTime } from '../docker/docker-executor.ts';
 import type { ContainerSettings } from '../docker/hardening.ts';
 
 /** Swarm's label on each task container naming its service: how a container event finds its job. */
@@ -126,4 +127,24 @@ export function containerStarted(task: Task): boolean {
 export function unschedulable(task: Task): string | undefined {
   const err = task.Status?.Err ?? '';
   return task.Status?.State === 'pending' && /no suitable node/.test(err) ? err : undefined;
+}
+
+/** What the task alone tells: no OOM flag (that takes the container), and its status's time as the start once the container started. */
+export function taskStatus(service: ServiceInfo, task: Task | undefined): ContainerStatus {
+  const ended = task !== undefined && isTerminal(task);
+  return {
+    id: service.ID,
+    jobId: service.Spec?.Labels?.[LABEL_JOB],
+    // Not yet placed or pulling counts as running: the task is on its way, and swarm will not drop it.
+    running: !ended,
+    exitCode: ended ? (task.Status?.ContainerStatus?.ExitCode ?? null) : null,
+    oomKilled: false,
+    startedAt: task && containerStarted(task) ? parseTime(task.Status?.Timestamp) : null,
+  };
+}
+
+/** A service as the engine lists it: what foreman reads of it. */
+export interface ServiceInfo {
+  readonly ID: string;
+  readonly Spec?: { readonly Labels?: Record<string, string> };
 }

@@ -2,7 +2,7 @@ import type Docker from 'dockerode';
 import type { Readable } from 'node:stream';
 import type { Clock } from '../../shared/clock.ts';
 import type { LogMessage } from '../../shared/log-line.ts';
-import { DockerExecutor, engineMessage, parseTime, statusOf, undefinedIfMissing, type DockerExecutorOptions } from '../docker/docker-executor.ts';
+import { DockerExecutor, engineMessage, statusOf, undefinedIfMissing, type DockerExecutorOptions } from '../docker/docker-executor.ts';
 import { settingProblems, type EngineInfo } from '../docker/hardening.ts';
 import { tailLines } from '../docker/log-frames.ts';
 import { readLogBatches, type OpenLogs } from '../docker/log-stream.ts';
@@ -10,13 +10,13 @@ import {
   ExecutorJobError,
   ExecutorSetupError,
   LABEL_AGENT,
-  LABEL_JOB,
   LABEL_MANAGED,
   type ContainerSpec,
   type ContainerStatus,
   type Executor,
   type ExecutorEvent,
   type LogReadOptions,
+  type UsageSample,
 } from '../executor.ts';
 import {
   containerStarted,
@@ -26,7 +26,9 @@ import {
   serviceHosts,
   serviceNameFor,
   serviceSpec,
+  taskStatus,
   unschedulable,
+  type ServiceInfo,
   type Task,
 } from './service-spec.ts';
 
@@ -46,11 +48,6 @@ interface SwarmInfo extends EngineInfo {
     readonly ControlAvailable?: boolean;
     readonly Nodes?: number;
   };
-}
-
-interface ServiceInfo {
-  readonly ID: string;
-  readonly Spec?: { readonly Labels?: Record<string, string> };
 }
 
 const REMOTE_LOG_GRACE_MS = 2000;
@@ -228,6 +225,13 @@ export class SwarmExecutor implements Executor {
     return this.statusOf(service, latestTask((await this.tasks(service.ID)) ?? []));
   }
 
+  /** The task's container's use, when it runs on the node the agent talks to; a task on another node gives none. */
+  async stats(serviceId: string): Promise<UsageSample | undefined> {
+    const task = await this.currentTask(serviceId);
+    const container = task && !isTerminal(task) ? this.localContainer(task) : undefined;
+    return container ? this.local.stats(container) : undefined;
+  }
+
   /** The task's status, with the OOM flag and start time of its container when that is on this node. */
   private async statusOf(service: ServiceInfo, task: Task | undefined): Promise<ContainerStatus> {
     const status = taskStatus(service, task);
@@ -389,18 +393,4 @@ export class SwarmExecutor implements Executor {
     const container = task.Status?.ContainerStatus?.ContainerID;
     return container && this.node && task.NodeID === this.node.id ? container : undefined;
   }
-}
-
-/** What the task alone tells: no OOM flag (that takes the container), and its status's time as the start once the container started. */
-function taskStatus(service: ServiceInfo, task: Task | undefined): ContainerStatus {
-  const ended = task !== undefined && isTerminal(task);
-  return {
-    id: service.ID,
-    jobId: service.Spec?.Labels?.[LABEL_JOB],
-    // Not yet placed or pulling counts as running: the task is on its way, and swarm will not drop it.
-    running: !ended,
-    exitCode: ended ? (task.Status?.ContainerStatus?.ExitCode ?? null) : null,
-    oomKilled: false,
-    startedAt: task && containerStarted(task) ? parseTime(task.Status?.Timestamp) : null,
-  };
 }
