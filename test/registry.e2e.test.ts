@@ -7,19 +7,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { testJobImage } from './support/image.ts';
 import { readLog, spawnAgent, type SpawnedAgent, spawnStack, type TestEnv } from './support/agents.ts';
 import { docker } from './support/containers.ts';
 import { repoRoot } from './support/paths.ts';
-import { freePort } from './support/ports.ts';
 import { job, reportOf } from './support/reports.ts';
 import type { RecordedRequest } from './support/servers.ts';
-import { waitFor } from './support/wait.ts';
+import { follow, Registry } from './support/registry.ts';
 
 const missing = ['docker-registry', 'htpasswd'].filter((name) => spawnSync('sh', ['-c', `command -v ${name}`]).status !== 0);
 const skip = missing.length > 0 ? `${missing.join(' and ')} not installed (apt-get install docker-registry apache2-utils; .ci/run does)` : false;
@@ -27,66 +25,6 @@ const skip = missing.length > 0 ? `${missing.join(' and ')} not installed (apt-g
 const USER = 'foreman-ci';
 const RIGHT = `right-${randomBytes(8).toString('hex')}`;
 const WRONG = `wrong-${randomBytes(8).toString('hex')}`;
-
-/** A registry process of our own: htpasswd auth, storage in a temp dir, its log kept in memory. */
-class Registry {
-  log = '';
-  port = 0;
-  private child: ChildProcess | undefined;
-  private exited: Promise<unknown> = Promise.resolve();
-  readonly dir = mkdtempSync(join(tmpdir(), 'foreman-registry-'));
-
-  async start(): Promise<this> {
-    writeFileSync(join(this.dir, 'htpasswd'), execFileSync('htpasswd', ['-Bbn', USER, RIGHT], { encoding: 'utf8' }));
-    this.port = await freePort();
-    const config = join(this.dir, 'config.yml');
-    // Debug level: only then does the registry log the user a manifest is served to.
-    writeFileSync(
-      config,
-      [
-        'version: 0.1',
-        'log:',
-        '  level: debug',
-        'storage:',
-        '  filesystem:',
-        `    rootdirectory: ${join(this.dir, 'storage')}`,
-        'http:',
-        `  addr: 127.0.0.1:${this.port}`,
-        'auth:',
-        '  htpasswd:',
-        '    realm: foreman-test',
-        `    path: ${join(this.dir, 'htpasswd')}`,
-        '',
-      ].join('\n'),
-    );
-    const child = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    this.exited = new Promise((resolve) => child.once('exit', resolve));
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (this.log += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (this.log += chunk));
-    const answer = async (): Promise<number> => (await fetch(`http://127.0.0.1:${this.port}/v2/`)).status;
-    await waitFor('the registry to answer /v2/ with 401', async () => (await answer().catch(() => 0)) === 401, 20_000, 100);
-    return this;
-  }
-
-  /** Ends the registry by its pid and removes its storage. */
-  async stop(): Promise<void> {
-    if (this.child?.pid !== undefined && this.child.exitCode === null) process.kill(this.child.pid, 'SIGTERM');
-    await this.exited;
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-/** Follows a push or pull progress stream to its end, failing on an error in it. */
-async function follow(stream: NodeJS.ReadableStream): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    docker.modem.followProgress(stream, (err: Error | null, output: Array<{ error?: string }>) => {
-      const failed = output?.find((o) => o.error)?.error;
-      if (err || failed) reject(err ?? new Error(failed));
-      else resolve();
-    });
-  });
-}
 
 /** What one agent run left behind: the job's final report, the agent's whole output and the registry's log lines of the run. */
 interface Run {
@@ -124,7 +62,7 @@ describe('private registry', { skip }, () => {
   before(async () => {
     const local = await testJobImage();
     // Assigned before it starts, so that `after` stops a registry whose start failed half-way.
-    registry = new Registry();
+    registry = new Registry({ user: USER, password: RIGHT });
     await registry.start();
     const tag = local.slice(local.lastIndexOf(':') + 1);
     const repo = `127.0.0.1:${registry.port}/foreman-test/job`;

@@ -4,6 +4,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { waitFor } from './support/wait.ts';
 import { testJobImage } from './support/image.ts';
 import { type Stack, startStack } from './support/agents.ts';
 import { job, reportOf } from './support/reports.ts';
@@ -78,10 +79,13 @@ describe('usage in every final report', () => {
   test('endings the agent reports carry usage too: failed, timed-out, canceled', async () => {
     const { control, callbacks } = stack;
     control.reply([
-      job('usage-failed', callbacks.url(), { action: 'exit', code: 3 }),
+      // Long enough to be sampled: a container that exits by itself cannot be asked afterwards.
+      job('usage-failed', callbacks.url(), { action: 'exit', code: 3, ms: 2500 }),
       job('usage-timeout', callbacks.url(), { action: 'sleep' }, { timeout: 4000 }),
       job('usage-cancel', callbacks.url(), { action: 'sleep' }),
     ]);
+    // Canceled after it has run a while: a container that is gone cannot be asked what it used.
+    await waitFor('usage-cancel to run', () => stack.running.store.get('usage-cancel')?.state === 'running', 60_000);
     await new Promise((resolve) => setTimeout(resolve, 2500));
     control.replyHeaders = { 'x-foreman-cancel': 'usage-cancel' };
     for (const [id, outcome] of [

@@ -269,6 +269,7 @@ switch (opts.action) {
   }
 
   case 'exit':
+    if (typeof opts.ms === 'number' && opts.ms >= 0) await sleep(opts.ms);
     fail(typeof opts.message === 'string' ? opts.message : 'job crashed', Number.isInteger(opts.code) ? opts.code : 3);
     break;
 

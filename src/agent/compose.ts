@@ -14,6 +14,8 @@ import { LogShipper } from '../logs/shipper.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { BackoffPolicy } from '../shared/backoff.ts';
 import { redactUrl } from '../shared/redact.ts';
+import { ImageCache } from '../images/cache.ts';
+import { HostFactsHeader } from './facts.ts';
 import { Supervisor } from './supervisor.ts';
 import { createJobApiBackend } from './job/api-backend.ts';
 import { jobPolicy } from './job/policy.ts';
@@ -44,6 +46,11 @@ export const BACKOFF = {
 const STOP_GRACE_MS = 10_000;
 /** How long removing a stopped container waits for its output to be read to the end. */
 const FOLLOW_WAIT_MS = 60_000;
+/** `x-foreman-images` lists at most this many images, in at most this many bytes. */
+const IMAGES_HEADER_ENTRIES = 50;
+const IMAGES_HEADER_BYTES = 4096;
+const ATTRIBUTES_HEADER = 'x-foreman-attributes';
+const IMAGES_HEADER = 'x-foreman-images';
 /** How long lines read from a container wait to be stored together (one transaction for all of them). */
 const LOG_FLUSH_MS = 100;
 /** Wait before starting jobs again after the store refused to record a start. */
@@ -127,6 +134,30 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
   });
   const deliver = outbox.enqueue.bind(outbox);
   const endpoints = new JobEndpoints();
+  const images = new ImageCache(
+    {
+      engine: {
+        ensureImage: (image, alwaysPull, signal) => executor.ensureImage(image, alwaysPull, signal),
+        imageInfo: (image) => executor.imageInfo(image),
+        removeImage: (image) => executor.removeImage(image),
+        freeBytes: async () => (await executor.hostFacts()).diskFreeBytes,
+      },
+      records: store,
+      clock,
+      log,
+      // Every job the store still tracks, queued or launching or running: its image stays.
+      needed: () => new Set(store.listActive().map((job) => job.spec.image)),
+      onRemoved: (_ref, reason) => metrics?.imagesRemoved.inc({ reason }),
+    },
+    {
+      budgetBytes: config.images.budget_bytes,
+      lowFreeBytes: config.images.low_free_bytes,
+      highFreeBytes: config.images.high_free_bytes,
+      headerEntries: IMAGES_HEADER_ENTRIES,
+      headerBytes: IMAGES_HEADER_BYTES,
+    },
+  );
+  const facts = new HostFactsHeader(executor, core.executor, log);
   const scheduler = new Scheduler(
     {
       store,
@@ -136,6 +167,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       agentId: store.agentId,
       endpoints,
       deliver,
+      images,
       metrics,
       logs,
       options: {
@@ -187,11 +219,12 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       return scheduler.receive(entries);
     },
     onCancel: (ids) => scheduler.cancel(ids),
+    extraHeaders: () => ({ [ATTRIBUTES_HEADER]: facts.header, [IMAGES_HEADER]: images.header() }),
   });
   const reconciler = new Reconciler({ store, executor, scheduler, log });
   const oneShot = new OneShot({ clock, log, idle: () => scheduler.idle && outbox.backlog === 0, allTaken: () => scheduler.allTaken }, deps.oneShot ?? {});
   return new Supervisor(
-    { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot },
+    { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot, facts, images },
     {
       // For log lines only: without credentials.
       engineUrl: redactUrl(config.docker.url),

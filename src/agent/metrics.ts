@@ -90,6 +90,12 @@ export class AgentMetrics {
     buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600],
     registers: [this.registry],
   });
+  readonly imagesRemoved = new Counter({
+    name: 'foreman_images_removed_total',
+    help: 'Images the agent removed, by why: over images.budget_bytes (budget), or free disk under images.low_free_bytes (disk)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   private snapshot: (() => AgentSnapshot) | undefined;
 
   /** What an ended job's container used. */

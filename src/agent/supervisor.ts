@@ -10,6 +10,8 @@ import type { LiveLogs } from './job/live-log.ts';
 import { resolveListenAddress, type ListenSettings } from './listen.ts';
 import type { JobEndpoints } from './job/naming.ts';
 import type { OneShot } from './one-shot.ts';
+import type { ImageCache } from '../images/cache.ts';
+import type { HostFactsHeader } from './facts.ts';
 import type { Reconciler } from './reconciler.ts';
 import type { Scheduler } from './job/scheduler.ts';
 import type { AgentSnapshot } from './metrics.ts';
@@ -46,7 +48,14 @@ export interface SupervisorParts {
   readonly scheduler: Scheduler;
   readonly reconciler: Reconciler;
   readonly oneShot: OneShot;
+  /** `x-foreman-attributes`, asked of the engine on a timer. */
+  readonly facts: HostFactsHeader;
+  /** The image cache, cleaned up on the same timer. */
+  readonly images: ImageCache;
 }
+
+/** How often the host facts are asked for again and the image cache cleaned up. */
+const MAINTENANCE_MS = 60_000;
 
 /** How long a health probe waits for the engine. */
 const PROBE_TIMEOUT_MS = 2000;
@@ -69,6 +78,7 @@ export class Supervisor {
   private pollLoop: Promise<void> | undefined;
   private watchLoop: Promise<void> | undefined;
   private purgeTimer: Timer | undefined;
+  private maintenanceTimer: Timer | undefined;
   private closing: Promise<void> | undefined;
 
   constructor(parts: SupervisorParts, options: SupervisorOptions) {
@@ -174,6 +184,7 @@ export class Supervisor {
     // Subscribe to exits before reconciling so none slips between the two.
     await this.startWatching();
     this.purgeExpired();
+    await this.maintain();
     this.pollLoop = poller.pollUntilStopped(signal);
     this.parts.oneShot.start();
     log.info({ url: this.options.pollUrl, maxConcurrentJobs: this.options.maxConcurrentJobs }, 'polling for jobs');
@@ -245,6 +256,14 @@ export class Supervisor {
     this.parts.scheduler.pump();
   }
 
+  /** The host facts again, and the image cache's clean-up; then again in a minute. Never throws. */
+  private async maintain(): Promise<void> {
+    await this.parts.facts.refresh();
+    await this.parts.images.collect();
+    if (this.stopping.signal.aborted) return;
+    this.maintenanceTimer = this.parts.clock.after(MAINTENANCE_MS, () => void this.maintain(), { unref: true });
+  }
+
   private purgeExpired(): void {
     const { store, clock, log } = this.parts;
     try {
@@ -280,6 +299,7 @@ export class Supervisor {
     this.stopping.abort(new Error('agent stopping'));
     await this.pollLoop;
     this.purgeTimer?.cancel();
+    this.maintenanceTimer?.cancel();
 
     const work = (async () => {
       await (detach ? scheduler.detach() : scheduler.shutdown());

@@ -124,6 +124,7 @@ describe('defaults', () => {
         allowed_images: [],
         registries: [],
       },
+      images: { budget_bytes: 0, low_free_bytes: 0, high_free_bytes: 0 },
       metrics: { address: '' },
       health: { address: '' },
       log: { level: 'info', format: 'json' },

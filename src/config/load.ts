@@ -295,6 +295,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       registries: raw.registries.compile(valid.docker.registries, (path, origin) => resolvePath(path, origin, options), options),
     },
     metrics: { address: valid.metrics.address },
+    images: { budget_bytes: valid.images.budget_bytes, low_free_bytes: valid.images.low_free_bytes, high_free_bytes: valid.images.high_free_bytes },
     health: { address: valid.health.address },
     log: { level: valid.log.level, format: valid.log.format },
   };

@@ -29,6 +29,9 @@ const ageMs = (fallback: number, description: string) =>
 /** A token: printable ASCII without spaces, as an `Authorization: Bearer` header carries it. */
 export const TOKEN_PATTERN = '^[!-~]+$';
 
+const bytes = (description: string) =>
+  Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 0, expected: 'a non-negative integer number of bytes (0 for off)', description });
+
 const hostLike = (what: string, description: string, defaultText: string) =>
   Type.String({ minLength: 1, pattern: '^[^\\s/]+$', expected: `a ${what} (no scheme, path or spaces)`, description, defaultText });
 
@@ -358,6 +361,15 @@ export const ConfigSchema = Type.Object({
       description: '`host:port` to serve Prometheus metrics (`/metrics`) and the probes `/healthz` and `/readyz` on; empty turns them off.',
     }),
   }),
+  images: Type.Object({
+    budget_bytes: bytes(
+      'The most disk the images this agent pulled itself may take (as the engine sizes them); above it the least recently used are removed until they fit. `0`: no budget. Images a queued or running job needs, or the engine is pulling, are never removed; nor are images the agent did not pull.',
+    ),
+    low_free_bytes: bytes(
+      'When the free disk where the engine keeps images falls below this, the least recently used images this agent pulled are removed until `high_free_bytes` are free. `0`: not watched. Needs the agent to see that file system (not so for a remote engine or an agent in a container).',
+    ),
+    high_free_bytes: bytes('The free disk removal goes on to once `low_free_bytes` was crossed (at least `low_free_bytes`).'),
+  }),
   health: Type.Object({
     address: Type.String({
       format: 'host-port-or-empty',
@@ -387,7 +399,7 @@ export const ConfigSchema = Type.Object({
 export type ValidConfig = Static<typeof ConfigSchema>;
 
 /** The sections and the tables of string values inside them. */
-export const SECTIONS = ['core', 'docker', 'metrics', 'health', 'log'] as const;
+export const SECTIONS = ['core', 'docker', 'images', 'metrics', 'health', 'log'] as const;
 export type Section = (typeof SECTIONS)[number];
 export const TABLES = ['core.env', 'core.labels'] as const;
 export type TableKey = (typeof TABLES)[number];

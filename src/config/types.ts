@@ -84,6 +84,12 @@ export interface Config {
     /** host:port for the Prometheus endpoint; empty disables it. */
     readonly address: string;
   };
+  /** The image cache: what the agent removes of the images it pulled, and when. */
+  readonly images: {
+    readonly budget_bytes: number;
+    readonly low_free_bytes: number;
+    readonly high_free_bytes: number;
+  };
   readonly health: {
     /** host:port serving /healthz and /readyz alone; empty: none (the agent's socket in data_dir still answers `foreman ping`). */
     readonly address: string;

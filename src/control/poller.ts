@@ -27,6 +27,8 @@ export interface PollerOptions {
   readonly onCancel: (ids: string[]) => void;
   /** Told how each poll ended (the agent's `foreman_polls_total`). */
   readonly onPolled?: ((result: 'jobs' | 'empty' | 'unauthorized' | 'error') => void) | undefined;
+  /** More headers for every poll, read as each poll is sent (`x-foreman-attributes`, `x-foreman-images`); empty values are left out. */
+  readonly extraHeaders?: (() => Readonly<Record<string, string>>) | undefined;
 }
 
 /** A reply larger than this is refused rather than buffered: a job list never needs it. */
@@ -37,6 +39,10 @@ export function encodeLabels(labels: Readonly<Record<string, string>>): string {
   return Object.entries(labels)
     .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
     .join(',');
+}
+
+function nonEmpty(headers: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).filter(([, value]) => value !== ''));
 }
 
 /** `foreman/<version> (<os>, <arch>)`, sent on every request the agent makes. */
@@ -172,7 +178,7 @@ export class Poller {
     try {
       const res = await request(this.options.url, {
         method: 'GET',
-        headers: pollHeaders({ ...this.options, capacity: this.options.freeSlots() }),
+        headers: { ...nonEmpty(this.options.extraHeaders?.() ?? {}), ...pollHeaders({ ...this.options, capacity: this.options.freeSlots() }) },
         signal: AbortSignal.any([signal, timeout.signal]),
         ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}),
       }).catch(timedOut);

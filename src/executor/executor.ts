@@ -1,3 +1,4 @@
+import type { HostFacts, ImageInfo } from '../shared/engine-facts.ts';
 import type { LogMessage } from '../shared/log-line.ts';
 
 /** Labels on every container the agent creates, so it can find its own after a restart. */
@@ -129,6 +130,12 @@ export interface Executor {
   inspect(containerId: string): Promise<ContainerStatus | undefined>;
   /** Every container labelled with this agent's id, running or not. */
   list(): Promise<ContainerStatus[]>;
+  /** The image as the engine has it; undefined when it has none of that reference. */
+  imageInfo(image: string): Promise<ImageInfo | undefined>;
+  /** Removes the image's reference; a missing one is fine. */
+  removeImage(image: string): Promise<void>;
+  /** The engine's host: what `x-foreman-attributes` tells the control server. */
+  hostFacts(): Promise<HostFacts>;
   /**
    * What the running container has used so far (one sample, from the engine); undefined when it is not
    * running, is gone, or runs where this engine cannot see it (a swarm task on another node).

@@ -7,7 +7,8 @@
 import { randomUUID } from 'node:crypto';
 import type { JobSpec } from '../shared/job-spec.ts';
 import { onRejected, transition, type JobState } from './state.ts';
-import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+import type { Delivery, ImageRecord, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+import type { ImageInfo } from '../shared/engine-facts.ts';
 
 interface Snapshot {
   readonly jobs: Map<string, JobRecord>;
@@ -100,6 +101,21 @@ export class MemoryStore implements JobStore {
       }
       return { job, delivery: this.insertDelivery(id, delivery) };
     });
+  }
+
+  private readonly imageRecords = new Map<string, ImageRecord>();
+
+  useImage(ref: string, info: ImageInfo, pulled: boolean, at: number): void {
+    const known = this.imageRecords.get(ref);
+    this.imageRecords.set(ref, { ref, ...info, pulled: pulled || (known?.pulled ?? false), lastUsedAt: Math.max(at, known?.lastUsedAt ?? 0) });
+  }
+
+  images(): ImageRecord[] {
+    return [...this.imageRecords.values()].sort((a, b) => b.lastUsedAt - a.lastUsedAt || (a.ref < b.ref ? -1 : 1));
+  }
+
+  forgetImage(ref: string): void {
+    this.imageRecords.delete(ref);
   }
 
   durable(): Promise<void> {

@@ -38,6 +38,16 @@ export const migrations: readonly string[] = [
   ALTER TABLE jobs ADD COLUMN cancel_requested_at INTEGER;
   ALTER TABLE jobs ADD COLUMN last_update_at INTEGER;
   `,
+  /* 3: the images jobs used, for x-foreman-images and the image cache */ `
+  CREATE TABLE images (
+    ref TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL,
+    digest TEXT,
+    size INTEGER NOT NULL,
+    pulled INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL
+  );
+  `,
 ];
 
 export interface JobRow {

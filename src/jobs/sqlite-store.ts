@@ -6,7 +6,8 @@ import type { Logger } from 'pino';
 import type { JobSpec } from '../shared/job-spec.ts';
 import { lockDataDir } from './data-dir-lock.ts';
 import { onRejected, transition, type JobState } from './state.ts';
-import type { Delivery, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+import type { Delivery, ImageRecord, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+import type { ImageInfo } from '../shared/engine-facts.ts';
 import { systemClock, type Clock, type Timer } from '../shared/clock.ts';
 import { statementCache } from '../shared/statements.ts';
 import { sqliteOptions } from '../shared/sqlite-binding.ts';
@@ -188,6 +189,26 @@ export class SqliteStore implements JobStore {
       const stored = this.insertDelivery(id, delivery, this.clock.now(), patch.lastUpdateAt);
       return { job: patch.lastUpdateAt === undefined ? job : { ...job, lastUpdateAt: patch.lastUpdateAt }, delivery: stored };
     });
+  }
+
+  useImage(ref: string, info: ImageInfo, pulled: boolean, at: number): void {
+    this.stmt(
+      `INSERT INTO images (ref, image_id, digest, size, pulled, last_used_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (ref) DO UPDATE SET image_id = excluded.image_id, digest = excluded.digest, size = excluded.size,
+         pulled = MAX(pulled, excluded.pulled), last_used_at = MAX(last_used_at, excluded.last_used_at)`,
+    ).run(ref, info.id, info.digest ?? null, info.sizeBytes, pulled ? 1 : 0, at);
+  }
+
+  images(): ImageRecord[] {
+    return this.stmt<{ ref: string; image_id: string; digest: string | null; size: number; pulled: number; last_used_at: number }>(
+      'SELECT * FROM images ORDER BY last_used_at DESC, ref',
+    )
+      .all()
+      .map((r) => ({ ref: r.ref, id: r.image_id, digest: r.digest ?? undefined, sizeBytes: r.size, pulled: r.pulled !== 0, lastUsedAt: r.last_used_at }));
+  }
+
+  forgetImage(ref: string): void {
+    this.stmt('DELETE FROM images WHERE ref = ?').run(ref);
   }
 
   recordStart(id: string, startedAt: number): JobRecord | undefined {

@@ -1,5 +1,8 @@
 import type { JobSpec } from '../shared/job-spec.ts';
 import type { Delivery, NewDelivery } from '../shared/delivery.ts';
+import type { ImageInfo, ImageRecord } from '../shared/engine-facts.ts';
+
+export type { ImageRecord };
 import type { JobState, Outcome } from './state.ts';
 
 export type { Delivery, NewDelivery };
@@ -73,6 +76,11 @@ export interface JobStore {
    * (group commit); a `work` that throws rolls back only its own changes.
    */
   batch<T>(work: () => T): Promise<T>;
+  /** Records that a job used the image (`pulled`: this agent pulled it, kept once set). */
+  useImage(ref: string, info: ImageInfo, pulled: boolean, at: number): void;
+  /** The images jobs used, most recently used first. */
+  images(): ImageRecord[];
+  forgetImage(ref: string): void;
   /** Resolves once every write made so far is on disk (one shared sync off the event loop). */
   durable(): Promise<void>;
   /** Undelivered callbacks, ordered by job then seq. */

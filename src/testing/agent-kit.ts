@@ -48,6 +48,7 @@ export function makeKit(options: KitOptions = {}) {
     agentId: store.agentId,
     endpoints,
     deliver: (d) => delivered.push(d),
+    images: { ensure: (image, alwaysPull, signal) => executor.ensureImage(image, alwaysPull, signal), collect: () => Promise.resolve() },
     metrics: undefined,
     options: {
       completionTimeoutMs: options.completionTimeoutMs ?? 10_000,

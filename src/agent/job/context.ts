@@ -45,6 +45,12 @@ export interface RunnerContext {
   readonly agentId: string;
   readonly endpoints: JobEndpoints;
   readonly deliver: (delivery: Delivery) => void;
+  /** Makes a job's image present: one pull for every job that needs it at once (src/images/cache.ts). */
+  readonly images: {
+    ensure(image: string, alwaysPull: boolean, signal?: AbortSignal): Promise<void>;
+    /** Removes what the budget says to; called once a job's container is gone, so its image may go. Never throws. */
+    collect(): Promise<void>;
+  };
   readonly metrics: JobMetrics | undefined;
   /** Live job logs; unset in tests that do not need them. */
   readonly logs?: LiveLogs | undefined;

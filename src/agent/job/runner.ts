@@ -210,7 +210,7 @@ export class JobRunner {
     this.clocks.armLaunch(job);
     const signal = this.abort.signal;
     try {
-      await executor.ensureImage(job.spec.image, job.spec.alwaysPull === true, signal);
+      await this.ctx.images.ensure(job.spec.image, job.spec.alwaysPull === true, signal);
       const containerId = await executor.create(containerSpec(job, this.ctx.endpoints.urlFor(job.id, job.secret), this.ctx.options.env), signal);
       // Started before the engine call returns, so a fast container's first request finds it ready.
       const started = store.transition(this.id, 'started', { containerId, startedAt: clock.now() });
@@ -447,6 +447,7 @@ export class JobRunner {
     if (!(await this.container.remove(job.containerId ?? job.containerName))) return false;
     this.ctx.store.transition(this.id, 'removed');
     this.hooks.finished();
+    void this.ctx.images.collect();
     return true;
   }
 }

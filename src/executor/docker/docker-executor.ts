@@ -15,6 +15,8 @@ import {
   type UsageSample,
 } from '../executor.ts';
 import { containerStats } from './stats.ts';
+import { hostFacts, imageInfo, removeImage } from './engine-facts.ts';
+import type { HostFacts, ImageInfo } from '../../shared/engine-facts.ts';
 import { isRedirectRefusal } from './client.ts';
 import {
   allowsInterContainerTraffic,
@@ -291,6 +293,18 @@ export class DockerExecutor implements Executor {
       if (statusOf(err) === 404) return undefined;
       throw err;
     }
+  }
+
+  imageInfo(image: string): Promise<ImageInfo | undefined> {
+    return imageInfo(this.docker, image);
+  }
+
+  removeImage(image: string): Promise<void> {
+    return removeImage(this.docker, image);
+  }
+
+  hostFacts(): Promise<HostFacts> {
+    return hostFacts(this.docker);
   }
 
   async stats(containerId: string): Promise<UsageSample | undefined> {

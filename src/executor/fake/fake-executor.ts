@@ -3,6 +3,7 @@
  * supervisor can be tested in milliseconds. The end-to-end tests on the real engine remain the
  * proof that features work; this fake only has to behave like the contract says.
  */
+import type { HostFacts, ImageInfo } from '../../shared/engine-facts.ts';
 import {
   ExecutorJobError,
   LABEL_AGENT,
@@ -73,6 +74,19 @@ export class FakeExecutor implements Executor {
   readonly hangingPulls = new Set<string>();
   /** Environment variable names that make `create` fail (as an invalid env entry does in Docker). */
   readonly badEnv = new Set<string>();
+  /** Sizes `imageInfo` gives (1000 bytes when not set). */
+  readonly imageSizes = new Map<string, number>();
+  /** What `hostFacts` answers. */
+  facts: HostFacts = {
+    arch: 'x86_64',
+    os: 'linux',
+    cpus: 2,
+    memoryBytes: 8 * 1024 ** 3,
+    engine: 'docker',
+    engineVersion: 'fake 1.0',
+    runtimes: ['runc'],
+    diskFreeBytes: undefined,
+  };
   /** While set, `start` calls wait for `releaseStarts()`. */
   holdStarts = false;
   private readonly heldStarts: Array<() => void> = [];
@@ -196,6 +210,21 @@ export class FakeExecutor implements Executor {
     this.containers.delete(c.id);
     this.outputChanged.wakeAll();
     return Promise.resolve();
+  }
+
+  imageInfo(image: string): Promise<ImageInfo | undefined> {
+    this.calls.push(`imageInfo ${image}`);
+    return Promise.resolve(this.images.has(image) ? { id: `sha256:${image}`, digest: undefined, sizeBytes: this.imageSizes.get(image) ?? 1000 } : undefined);
+  }
+
+  removeImage(image: string): Promise<void> {
+    this.calls.push(`removeImage ${image}`);
+    this.images.delete(image);
+    return Promise.resolve();
+  }
+
+  hostFacts(): Promise<HostFacts> {
+    return Promise.resolve({ ...this.facts });
   }
 
   stats(containerId: string): Promise<UsageSample | undefined> {

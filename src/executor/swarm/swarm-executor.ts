@@ -1,6 +1,7 @@
 import type Docker from 'dockerode';
 import type { Readable } from 'node:stream';
 import type { Clock } from '../../shared/clock.ts';
+import type { HostFacts, ImageInfo } from '../../shared/engine-facts.ts';
 import type { LogMessage } from '../../shared/log-line.ts';
 import { DockerExecutor, engineMessage, statusOf, undefinedIfMissing, type DockerExecutorOptions } from '../docker/docker-executor.ts';
 import { settingProblems, type EngineInfo } from '../docker/hardening.ts';
@@ -223,6 +224,19 @@ export class SwarmExecutor implements Executor {
     const service = await this.service(serviceId);
     if (!service) return undefined;
     return this.statusOf(service, latestTask((await this.tasks(service.ID)) ?? []));
+  }
+
+  // Images and host: the manager's own node, whose engine the agent talks to (a task on another node pulls there).
+  imageInfo(image: string): Promise<ImageInfo | undefined> {
+    return this.local.imageInfo(image);
+  }
+
+  removeImage(image: string): Promise<void> {
+    return this.local.removeImage(image);
+  }
+
+  hostFacts(): Promise<HostFacts> {
+    return this.local.hostFacts();
   }
 
   /** The task's container's use, when it runs on the node the agent talks to; a task on another node gives none. */
