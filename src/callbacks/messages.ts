@@ -4,11 +4,20 @@
  * outbox adds the per-delivery headers when it sends.
  */
 import type { Delivery, NewDelivery } from '../shared/delivery.ts';
-import { encodeJobId } from '../shared/job-input.ts';
+import {
+  AGENT_SET_HEADERS,
+  FINAL_STATUS,
+  HEADER,
+  REPORT_LOG_LINE_CHARS,
+  REPORT_LOG_LINES,
+  deliveryHeaders,
+  identityHeaders,
+  type Outcome,
+  type Reason,
+  type ReportBody,
+} from '../protocol/wire.ts';
 
-/** Lines of container output attached to a report, and the longest a line may be. */
-export const REPORT_LOG_LINES = 20;
-export const REPORT_LOG_LINE_CHARS = 1000;
+export { REPORT_LOG_LINES, REPORT_LOG_LINE_CHARS };
 
 /** Not forwarded from the container's request: they describe its connection, not the update. */
 const HOP_BY_HOP = new Set([
@@ -39,23 +48,23 @@ interface Identity {
  */
 export function forwardedUpdate(
   to: Identity,
-  update: { readonly outcome: string | undefined; readonly headers: Readonly<Record<string, string | string[] | undefined>>; readonly body: Buffer },
+  update: { readonly outcome: Outcome | undefined; readonly headers: Readonly<Record<string, string | string[] | undefined>>; readonly body: Buffer },
 ): NewDelivery {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(update.headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-foreman-delivery-') || name === 'x-foreman-job-outcome') continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || (AGENT_SET_HEADERS as readonly string[]).includes(name)) continue;
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  Object.assign(headers, identityHeaders(to));
-  if (update.outcome !== undefined) headers['x-foreman-job-outcome'] = update.outcome;
+  Object.assign(headers, identityHeaders(to.jobId, to.agentId));
+  if (update.outcome !== undefined) headers[HEADER.jobOutcome] = update.outcome;
   return { url: to.callbackUrl, headers, body: update.body };
 }
 
 /** How the agent ended a job, for its report. */
 export interface Ending {
   /** One of the outcomes in docs/protocol.md (`failed`, `timed-out`, …). */
-  readonly outcome: string;
-  readonly reason: string;
+  readonly outcome: Outcome;
+  readonly reason: Reason;
   readonly message: string;
   readonly exitCode?: number | null;
   /** The container's last lines, trimmed by `trimLogTail`. */
@@ -69,17 +78,21 @@ export interface Ending {
 
 /** The final update the agent sends for a job that did not complete by itself. */
 export function endingReport(to: Identity, ending: Ending): NewDelivery {
-  const body: Record<string, unknown> = { outcome: ending.outcome, reason: ending.reason, message: ending.message };
-  if (ending.echoId) body.id = to.jobId;
-  if (ending.exitCode !== undefined && ending.exitCode !== null) body.exitCode = ending.exitCode;
-  if (ending.logs) body.logs = ending.logs;
+  const body: ReportBody = {
+    outcome: ending.outcome,
+    reason: ending.reason,
+    message: ending.message,
+    ...(ending.echoId ? { id: to.jobId } : {}),
+    ...(ending.exitCode !== undefined && ending.exitCode !== null ? { exitCode: ending.exitCode } : {}),
+    ...(ending.logs ? { logs: ending.logs } : {}),
+  };
   return {
     url: to.callbackUrl,
     headers: {
       'content-type': 'application/json',
-      'x-foreman-job-status': 'completed',
-      'x-foreman-job-outcome': ending.outcome,
-      ...identityHeaders(to),
+      [HEADER.jobStatus]: FINAL_STATUS,
+      [HEADER.jobOutcome]: ending.outcome,
+      ...identityHeaders(to.jobId, to.agentId),
     },
     body: Buffer.from(JSON.stringify(body)),
   };
@@ -94,12 +107,7 @@ export function trimLogTail(lines: readonly string[]): string[] {
 export function wireHeaders(delivery: Delivery, userAgent: string): Record<string, string> {
   return {
     ...delivery.headers,
-    'x-foreman-delivery-id': delivery.id,
-    'x-foreman-delivery-seq': String(delivery.seq),
+    ...deliveryHeaders(delivery.id, delivery.seq),
     'user-agent': userAgent,
   };
-}
-
-function identityHeaders(to: Identity): Record<string, string> {
-  return { 'x-foreman-job-id': encodeJobId(to.jobId), 'x-foreman-agent-id': to.agentId };
 }
