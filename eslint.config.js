@@ -69,7 +69,7 @@ export default tseslint.config(
     rules: { 'no-restricted-syntax': ['error', NO_SET_INTERVAL, ...NO_WIRE_LITERALS] },
   },
   {
-    files: ['src/cli/**', 'test/**', 'bench/**', 'examples/**', 'scripts/**'],
+    files: ['src/cli/**', 'test/**', 'bench/**', 'examples/**', 'scripts/**', 'packages/**'],
     rules: { 'no-restricted-properties': 'off' },
   },
   // Node's assert prints the source expression of a failed `assert.ok(x)`, read at the position of the code tsx
