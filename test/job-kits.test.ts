@@ -171,3 +171,16 @@ test('the Python kit: Python 3.9 grammar, the protocol names, and a pyproject.to
   const pyproject = parseToml(readFileSync(join(pythonDir, 'pyproject.toml'), 'utf8')) as { tool: { setuptools: { 'py-modules': string[] } } };
   assert.deepEqual(pyproject.tool.setuptools['py-modules'], ['foreman_job'], 'one module');
 });
+
+test('docs/writing-jobs.md shows both example jobs as they are in examples/', () => {
+  const page = readFileSync(join(repoRoot, 'docs/writing-jobs.md'), 'utf8');
+  const blocks = [...page.matchAll(/^```(?:js|python)\n([\s\S]*?)^```$/gm)].map((m) => m[1]);
+  for (const [file, from] of [
+    ['examples/node-job/job.mjs', "import { createJobClient } from 'foreman-job';"],
+    ['examples/python-job/job.py', 'import json'],
+  ] as const) {
+    const source = readFileSync(join(repoRoot, file), 'utf8');
+    const shown = source.slice(source.indexOf(from));
+    assert.ok(blocks.includes(shown), `docs/writing-jobs.md has ${file} from "${from}" to its end`);
+  }
+});
