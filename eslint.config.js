@@ -7,6 +7,28 @@ const TEST_KITS = {
   message: 'Test kits and fakes (src/testing/, src/executor/fake/, memory-store.ts) are for tests only.',
 };
 
+/** `no-restricted-syntax` entries: no setInterval loops anywhere. */
+const NO_SET_INTERVAL = {
+  selector: "CallExpression[callee.name='setInterval']",
+  message: 'No setInterval loops: schedule the next run when the last one ends.',
+};
+
+/** Tests: every assertion says what failed. */
+const ASSERT_MESSAGES = [
+  {
+    selector: "CallExpression[callee.object.name='assert'][callee.property.name='ok'][arguments.length<2]",
+    message: 'Say what failed: assert.ok(value, message).',
+  },
+  { selector: "CallExpression[callee.name='assert'][arguments.length<2]", message: 'Say what failed: assert(value, message).' },
+];
+
+/** The wire's words live in src/protocol/wire.ts: no other file of src/ (tests aside) spells a header. */
+const WIRE_MESSAGE = 'Protocol headers are spelled once, in src/protocol/wire.ts: import HEADER (or its helpers) from there.';
+const NO_WIRE_LITERALS = [
+  { selector: 'Literal[value=/x-foreman-/i]', message: WIRE_MESSAGE },
+  { selector: 'TemplateElement[value.raw=/x-foreman-/i]', message: WIRE_MESSAGE },
+];
+
 /** `no-restricted-imports` for each folder's production files: its own rule plus the test-kit rule; tests may import anything. */
 function boundaries(rooms) {
   return rooms.map(({ files, regex, message }) => ({
@@ -38,31 +60,28 @@ export default tseslint.config(
         { object: 'process', property: 'env', message: 'Only src/cli reads process.env; pass config down.' },
         { object: 'process', property: 'argv', message: 'Only src/cli reads process.argv; pass what it parsed down.' },
       ],
-      'no-restricted-syntax': [
-        'error',
-        { selector: "CallExpression[callee.name='setInterval']", message: 'No setInterval loops: schedule the next run when the last one ends.' },
-      ],
+      'no-restricted-syntax': ['error', NO_SET_INTERVAL],
     },
   },
   {
-    files: ['src/cli/**', 'test/**', 'bench/**', 'examples/**', 'scripts/**'],
+    files: ['src/**/*.ts'],
+    ignores: ['src/protocol/**', 'src/**/*.test.ts'],
+    rules: { 'no-restricted-syntax': ['error', NO_SET_INTERVAL, ...NO_WIRE_LITERALS] },
+  },
+  {
+    files: ['src/cli/**', 'test/**', 'bench/**', 'examples/**', 'scripts/**', 'packages/**'],
     rules: { 'no-restricted-properties': 'off' },
   },
   // Node's assert prints the source expression of a failed `assert.ok(x)`, read at the position of the code tsx
   // compiled, which is not the line in the file: give each one a message that names what failed.
   {
     files: ['**/*.test.ts', 'test/**/*.ts', 'src/testing/**'],
-    rules: {
-      'no-restricted-syntax': [
-        'error',
-        { selector: "CallExpression[callee.name='setInterval']", message: 'No setInterval loops: schedule the next run when the last one ends.' },
-        {
-          selector: "CallExpression[callee.object.name='assert'][callee.property.name='ok'][arguments.length<2]",
-          message: 'Say what failed: assert.ok(value, message).',
-        },
-        { selector: "CallExpression[callee.name='assert'][arguments.length<2]", message: 'Say what failed: assert(value, message).' },
-      ],
-    },
+    rules: { 'no-restricted-syntax': ['error', NO_SET_INTERVAL, ...ASSERT_MESSAGES] },
+  },
+  {
+    files: ['src/testing/**'],
+    ignores: ['src/**/*.test.ts'],
+    rules: { 'no-restricted-syntax': ['error', NO_SET_INTERVAL, ...ASSERT_MESSAGES, ...NO_WIRE_LITERALS] },
   },
   // Timers go through the injectable clock (src/shared/clock.ts), so tests can move time.
   {
@@ -81,15 +100,16 @@ export default tseslint.config(
   ...boundaries([
     {
       files: ['src/{config,control,jobs,executor,job-api,callbacks,logs,images}/*.ts'],
-      regex: '^\\.\\./(?!shared/)',
+      regex: '^\\.\\./(?!shared/|protocol/)',
       message: 'Only src/agent/ imports sibling folders; take what this module needs as a parameter.',
     },
     {
       files: ['src/executor/*/*.ts'],
-      regex: '^\\.\\./\\.\\./(?!shared/)',
+      regex: '^\\.\\./\\.\\./(?!shared/|protocol/)',
       message: 'Only src/agent/ imports sibling folders; take what this module needs as a parameter.',
     },
     { files: ['src/shared/*.ts'], regex: '^\\.\\./', message: 'src/shared/ holds leaf helpers: it imports no other folder of the project.' },
+    { files: ['src/protocol/*.ts'], regex: '^\\.\\./', message: 'src/protocol/ is the wire alone: it imports no other folder of the project.' },
     { files: ['src/agent/*.ts'], regex: '^\\.\\./cli/', message: 'The agent never imports the command line.' },
     {
       files: ['src/agent/job/*.ts'],
@@ -103,9 +123,9 @@ export default tseslint.config(
     },
     {
       files: ['src/cli/check/*.ts'],
-      regex: '^\\.\\./\\.\\./(?!(config|control|executor|shared)/|\\.\\./package\\.json$)|^\\.\\./(?!\\.\\./)',
+      regex: '^\\.\\./\\.\\./(?!(config|control|executor|protocol|shared)/|\\.\\./package\\.json$)|^\\.\\./(?!\\.\\./)',
       message:
-        'foreman check reads the config and probes the engine and the control server: it imports src/config, src/control, src/executor and src/shared only.',
+        'foreman check reads the config and probes the engine and the control server: it imports src/config, src/control, src/executor, src/protocol and src/shared only.',
     },
     { files: ['src/testing/*.ts'], regex: '^\\.\\./cli/', message: 'Test kits build parts of the agent, not the command line.' },
   ]),

@@ -2,7 +2,8 @@ import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { CallbackOutbox } from '../callbacks/outbox.ts';
 import type { Config } from '../config/types.ts';
-import { Poller, userAgentFor } from '../control/poller.ts';
+import { Poller } from '../control/poller.ts';
+import { HEADER, userAgentFor } from '../protocol/wire.ts';
 import { DockerExecutor, type DockerExecutorOptions } from '../executor/docker/docker-executor.ts';
 import { RegistryAuth } from '../executor/docker/registry-auth.ts';
 import type { Executor } from '../executor/executor.ts';
@@ -49,8 +50,6 @@ const FOLLOW_WAIT_MS = 60_000;
 /** `x-foreman-images` lists at most this many images, in at most this many bytes. */
 const IMAGES_HEADER_ENTRIES = 50;
 const IMAGES_HEADER_BYTES = 4096;
-const ATTRIBUTES_HEADER = 'x-foreman-attributes';
-const IMAGES_HEADER = 'x-foreman-images';
 /** How long lines read from a container wait to be stored together (one transaction for all of them). */
 const LOG_FLUSH_MS = 100;
 /** Wait before starting jobs again after the store refused to record a start. */
@@ -219,7 +218,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       return scheduler.receive(entries);
     },
     onCancel: (ids) => scheduler.cancel(ids),
-    extraHeaders: () => ({ [ATTRIBUTES_HEADER]: facts.header, [IMAGES_HEADER]: images.header() }),
+    extraHeaders: () => ({ [HEADER.attributes]: facts.header, [HEADER.images]: images.header() }),
   });
   const reconciler = new Reconciler({ store, executor, scheduler, log });
   const oneShot = new OneShot({ clock, log, idle: () => scheduler.idle && outbox.backlog === 0, allTaken: () => scheduler.allTaken }, deps.oneShot ?? {});

@@ -1,4 +1,4 @@
-import type { JobUsage } from '../shared/usage.ts';
+import type { JobUsage } from '../protocol/wire.ts';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { splitAddress, type HealthProbes } from './probes.ts';

@@ -4,12 +4,22 @@
  * outbox adds the per-delivery headers when it sends.
  */
 import type { Delivery, NewDelivery } from '../shared/delivery.ts';
-import { encodeJobId } from '../shared/job-input.ts';
-import { encodeUsage, USAGE_HEADER, type JobUsage } from '../shared/usage.ts';
+import {
+  AGENT_SET_HEADERS,
+  FINAL_STATUS,
+  HEADER,
+  REPORT_LOG_LINE_CHARS,
+  REPORT_LOG_LINES,
+  deliveryHeaders,
+  identityHeaders,
+  type Outcome,
+  type Reason,
+  type ReportBody,
+  encodeUsage,
+  type JobUsage,
+} from '../protocol/wire.ts';
 
-/** Lines of container output attached to a report, and the longest a line may be. */
-export const REPORT_LOG_LINES = 20;
-export const REPORT_LOG_LINE_CHARS = 1000;
+export { REPORT_LOG_LINES, REPORT_LOG_LINE_CHARS };
 
 /** Not forwarded from the container's request: they describe its connection, not the update. */
 const HOP_BY_HOP = new Set([
@@ -41,7 +51,7 @@ interface Identity {
 export function forwardedUpdate(
   to: Identity,
   update: {
-    readonly outcome: string | undefined;
+    readonly outcome: Outcome | undefined;
     readonly headers: Readonly<Record<string, string | string[] | undefined>>;
     readonly body: Buffer;
     /** What the container used, on its final update. */
@@ -50,21 +60,20 @@ export function forwardedUpdate(
 ): NewDelivery {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(update.headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-foreman-delivery-') || name === 'x-foreman-job-outcome' || name === USAGE_HEADER)
-      continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || (AGENT_SET_HEADERS as readonly string[]).includes(name)) continue;
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  Object.assign(headers, identityHeaders(to));
-  if (update.outcome !== undefined) headers['x-foreman-job-outcome'] = update.outcome;
-  if (update.outcome !== undefined && update.usage) headers[USAGE_HEADER] = encodeUsage(update.usage);
+  Object.assign(headers, identityHeaders(to.jobId, to.agentId));
+  if (update.outcome !== undefined) headers[HEADER.jobOutcome] = update.outcome;
+  if (update.outcome !== undefined && update.usage) headers[HEADER.usage] = encodeUsage(update.usage);
   return { url: to.callbackUrl, headers, body: update.body };
 }
 
 /** How the agent ended a job, for its report. */
 export interface Ending {
   /** One of the outcomes in docs/protocol.md (`failed`, `timed-out`, …). */
-  readonly outcome: string;
-  readonly reason: string;
+  readonly outcome: Outcome;
+  readonly reason: Reason;
   readonly message: string;
   readonly exitCode?: number | null;
   /** The container's last lines, trimmed by `trimLogTail`. */
@@ -80,19 +89,23 @@ export interface Ending {
 
 /** The final update the agent sends for a job that did not complete by itself. */
 export function endingReport(to: Identity, ending: Ending): NewDelivery {
-  const body: Record<string, unknown> = { outcome: ending.outcome, reason: ending.reason, message: ending.message };
-  if (ending.echoId) body.id = to.jobId;
-  if (ending.exitCode !== undefined && ending.exitCode !== null) body.exitCode = ending.exitCode;
-  if (ending.logs) body.logs = ending.logs;
-  if (ending.usage) body.usage = ending.usage;
+  const body: ReportBody = {
+    outcome: ending.outcome,
+    reason: ending.reason,
+    message: ending.message,
+    ...(ending.echoId ? { id: to.jobId } : {}),
+    ...(ending.exitCode !== undefined && ending.exitCode !== null ? { exitCode: ending.exitCode } : {}),
+    ...(ending.logs ? { logs: ending.logs } : {}),
+    ...(ending.usage ? { usage: ending.usage } : {}),
+  };
   return {
     url: to.callbackUrl,
     headers: {
       'content-type': 'application/json',
-      'x-foreman-job-status': 'completed',
-      'x-foreman-job-outcome': ending.outcome,
-      ...identityHeaders(to),
-      ...(ending.usage ? { [USAGE_HEADER]: encodeUsage(ending.usage) } : {}),
+      [HEADER.jobStatus]: FINAL_STATUS,
+      [HEADER.jobOutcome]: ending.outcome,
+      ...identityHeaders(to.jobId, to.agentId),
+      ...(ending.usage ? { [HEADER.usage]: encodeUsage(ending.usage) } : {}),
     },
     body: Buffer.from(JSON.stringify(body)),
   };
@@ -107,12 +120,7 @@ export function trimLogTail(lines: readonly string[]): string[] {
 export function wireHeaders(delivery: Delivery, userAgent: string): Record<string, string> {
   return {
     ...delivery.headers,
-    'x-foreman-delivery-id': delivery.id,
-    'x-foreman-delivery-seq': String(delivery.seq),
+    ...deliveryHeaders(delivery.id, delivery.seq),
     'user-agent': userAgent,
   };
-}
-
-function identityHeaders(to: Identity): Record<string, string> {
-  return { 'x-foreman-job-id': encodeJobId(to.jobId), 'x-foreman-agent-id': to.agentId };
 }

@@ -1,11 +1,11 @@
 import { Agent, request, type Dispatcher } from '../shared/http-client.ts';
 import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy } from '../shared/backoff.ts';
-import { CANCEL_HEADER, parseCancelHeader } from '../shared/cancel-header.ts';
 import type { Clock } from '../shared/clock.ts';
 import type { Delivery } from '../shared/delivery.ts';
 import { redactUrl } from '../shared/redact.ts';
 import { Waiters } from '../shared/waiters.ts';
+import { FINAL_STATUS, HEADER, parseCancelHeader } from '../protocol/wire.ts';
 import { wireHeaders } from './messages.ts';
 
 /** The part of the store the outbox needs. */
@@ -125,7 +125,7 @@ export class CallbackOutbox {
     while (!signal.aborted) {
       const delivery = lane.queue[0];
       if (!delivery) return;
-      if (this.options.beforeFinal && delivery.headers['x-foreman-job-status'] === 'completed') {
+      if (this.options.beforeFinal && delivery.headers[HEADER.jobStatus] === FINAL_STATUS) {
         await this.options.beforeFinal(jobId, signal);
         if (signal.aborted) return;
       }
@@ -173,7 +173,7 @@ export class CallbackOutbox {
           signal,
         });
         await res.body.dump();
-        const cancels = parseCancelHeader(res.headers[CANCEL_HEADER]);
+        const cancels = parseCancelHeader(res.headers[HEADER.cancel]);
         if (cancels.length > 0) this.options.onCancel?.(cancels);
         if (res.statusCode >= 200 && res.statusCode < 300) {
           if (lastReason) log.info({ ...context, attempts }, 'callback delivered after retries');
@@ -190,7 +190,7 @@ export class CallbackOutbox {
       }
       if (clock.now() - delivery.createdAt >= this.options.maxAgeMs) {
         log.error(
-          { ...context, url: redactUrl(delivery.url), attempts, reason, status: delivery.headers['x-foreman-job-status'] },
+          { ...context, url: redactUrl(delivery.url), attempts, reason, status: delivery.headers[HEADER.jobStatus] },
           'GIVING UP on a callback delivery: it could not be delivered within callback_max_age',
         );
         return 'expired';

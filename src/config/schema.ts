@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox';
+import { HEADER } from '../protocol/wire.ts';
 
 // Every leaf carries an `expected` annotation: the phrase a user sees after
 // "expected" when the value is wrong. Keeping it beside the rule keeps the two in step.
@@ -228,7 +229,7 @@ export const ConfigSchema = Type.Object({
     labels: Type.Record(Type.String(), Type.String({ expected: 'a string, number or boolean' }), {
       default: {},
       expected: 'a table of strings',
-      description: 'Labels sent in `x-foreman-labels` on each poll, for the control server to route jobs by. Numbers and booleans are sent as text.',
+      description: `Labels sent in \`${HEADER.labels}\` on each poll, for the control server to route jobs by. Numbers and booleans are sent as text.`,
     }),
   }),
   docker: Type.Object({

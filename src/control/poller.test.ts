@@ -6,7 +6,8 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { systemClock } from '../shared/clock.ts';
 import { ManualClock } from '../testing/clock-kit.ts';
-import { PollError, Poller, encodeLabels, parsePollReply, type PollerOptions } from './poller.ts';
+import { PollError, Poller, parsePollReply, type PollerOptions } from './poller.ts';
+import { encodeLabels } from '../protocol/wire.ts';
 
 test('replies: an array, one object, [] , empty and 204 are jobs; anything else is a PollError', () => {
   const ok: Array<[number, string, number]> = [

@@ -1,9 +1,9 @@
 import { request, type Dispatcher } from '../shared/http-client.ts';
 import type { Logger } from 'pino';
 import { backoffDelay, describeHttpError, type BackoffPolicy } from '../shared/backoff.ts';
-import { CANCEL_HEADER, parseCancelHeader } from '../shared/cancel-header.ts';
 import type { Clock } from '../shared/clock.ts';
 import { redactUrl } from '../shared/redact.ts';
+import { HEADER, parseCancelHeader, pollHeaders } from '../protocol/wire.ts';
 
 export interface PollerOptions {
   readonly url: string;
@@ -34,40 +34,8 @@ export interface PollerOptions {
 /** A reply larger than this is refused rather than buffered: a job list never needs it. */
 export const MAX_POLL_REPLY_BYTES = 64 * 1024 * 1024;
 
-/** `k=v` pairs with keys and values URL-encoded, joined by commas. */
-export function encodeLabels(labels: Readonly<Record<string, string>>): string {
-  return Object.entries(labels)
-    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
-    .join(',');
-}
-
 function nonEmpty(headers: Readonly<Record<string, string>>): Record<string, string> {
   return Object.fromEntries(Object.entries(headers).filter(([, value]) => value !== ''));
-}
-
-/** `foreman/<version> (<os>, <arch>)`, sent on every request the agent makes. */
-export function userAgentFor(version: string): string {
-  return `foreman/${version} (${process.platform}, ${process.arch})`;
-}
-
-export interface PollHeaderValues {
-  readonly token: string;
-  readonly userAgent: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly capacity: number;
-  readonly agentId?: string;
-}
-
-/** The headers of a poll; `foreman check` sends the same ones. */
-export function pollHeaders(values: PollHeaderValues): Record<string, string> {
-  return {
-    authorization: `Bearer ${values.token}`,
-    'user-agent': values.userAgent,
-    'x-foreman-labels': encodeLabels(values.labels),
-    'x-foreman-capacity': String(values.capacity),
-    ...(values.agentId ? { 'x-foreman-agent-id': values.agentId } : {}),
-    accept: 'application/json',
-  };
 }
 
 export class PollError extends Error {
@@ -182,7 +150,7 @@ export class Poller {
         signal: AbortSignal.any([signal, timeout.signal]),
         ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}),
       }).catch(timedOut);
-      const cancels = parseCancelHeader(res.headers[CANCEL_HEADER]);
+      const cancels = parseCancelHeader(res.headers[HEADER.cancel]);
       if (cancels.length > 0) this.options.onCancel(cancels);
       const text = await readLimited(res.body, this.options.maxReplyBytes ?? MAX_POLL_REPLY_BYTES).catch(timedOut);
       return parsePollReply(res.statusCode, text);

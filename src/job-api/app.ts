@@ -4,11 +4,12 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { HEADER, JOB_API_ROUTE, JOB_STATUSES } from '../protocol/wire.ts';
 import type { JobApiOptions } from './types.ts';
 
 const StatusHeaders = Type.Object({
-  'x-foreman-job-status': Type.Union([Type.Literal('running'), Type.Literal('completed')]),
-  'x-foreman-job-progress': Type.Optional(Type.Number()),
+  [HEADER.jobStatus]: Type.Union(JOB_STATUSES.map((status) => Type.Literal(status))),
+  [HEADER.jobProgress]: Type.Optional(Type.Number()),
 });
 const Params = Type.Object({ id: Type.String() });
 const Query = Type.Object({ token: Type.Optional(Type.String()) });
@@ -18,10 +19,10 @@ const notFound = { error: 'no such job' };
 function validationMessage(error: FastifyError): string {
   const first = error.validation?.[0];
   const path = first?.instancePath ?? '';
-  if (path.includes('x-foreman-job-status') || (first?.keyword === 'required' && String(first.params?.missingProperty).includes('status'))) {
-    return 'x-foreman-job-status must be "running" or "completed"';
+  if (path.includes(HEADER.jobStatus) || (first?.keyword === 'required' && String(first.params?.missingProperty).includes('status'))) {
+    return `${HEADER.jobStatus} must be ${JOB_STATUSES.map((s) => `"${s}"`).join(' or ')}`;
   }
-  if (path.includes('x-foreman-job-progress')) return 'x-foreman-job-progress must be a number';
+  if (path.includes(HEADER.jobProgress)) return `${HEADER.jobProgress} must be a number`;
   return error.message;
 }
 
@@ -75,16 +76,16 @@ export async function buildJobApp(options: JobApiOptions, server: Server): Promi
   });
   app.setNotFoundHandler((_request, reply) => reply.code(404).send(notFound));
 
-  app.get('/job/:id', { schema: { params: Params, querystring: Query } }, async (request, reply) => {
+  app.get(JOB_API_ROUTE, { schema: { params: Params, querystring: Query } }, async (request, reply) => {
     const result = await backend.fetchJob(request.params.id);
     return reply.code(result.status).send(result.body);
   });
 
-  app.put('/job/:id', { schema: { params: Params, querystring: Query, headers: StatusHeaders } }, async (request, reply) => {
+  app.put(JOB_API_ROUTE, { schema: { params: Params, querystring: Query, headers: StatusHeaders } }, async (request, reply) => {
     const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
     const result = await backend.updateJob(request.params.id, {
-      status: request.headers['x-foreman-job-status'],
-      progress: request.headers['x-foreman-job-progress'] ?? 0,
+      status: request.headers[HEADER.jobStatus],
+      progress: request.headers[HEADER.jobProgress] ?? 0,
       headers: request.raw.headers,
       body,
     });

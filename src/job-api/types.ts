@@ -1,7 +1,8 @@
 /** The job API's contract with the agent: what a container's request becomes, and what the agent answers. */
 import type { Logger } from 'pino';
+import type { JobStatus } from '../protocol/wire.ts';
 
-export type JobStatus = 'running' | 'completed';
+export type { JobStatus } from '../protocol/wire.ts';
 
 export interface JobUpdate {
   readonly status: JobStatus;

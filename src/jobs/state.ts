@@ -1,3 +1,5 @@
+import type { Outcome } from '../protocol/wire.ts';
+
 /**
  * The life of one job on this agent.
  *
@@ -17,9 +19,8 @@
  */
 export type JobState = 'pending' | 'creating' | 'started' | 'running' | 'completed' | 'stopped' | 'removed';
 
-/** How a job ended. `succeeded` is the container's own `completed`; the others are reported by the agent. */
-export type Outcome =
-  'succeeded' | 'failed' | 'oom-killed' | 'timed-out' | 'pull-failed' | 'start-failed' | 'invalid' | 'agent-shutdown' | 'lost' | 'canceled' | 'stalled';
+/** How a job ended (the protocol's `OUTCOMES`). `succeeded` is the container's own `completed`; the others are reported by the agent. */
+export type { Outcome } from '../protocol/wire.ts';
 
 const allowed: Readonly<Record<JobState, readonly JobState[]>> = {
   // pending → removed: the job is dropped before it ever ran (shutdown, or invalid on arrival)

@@ -3,6 +3,7 @@ import type { LogLine } from '../shared/log-line.ts';
 import { statementCache } from '../shared/statements.ts';
 import { sqliteOptions } from '../shared/sqlite-binding.ts';
 import { WalSync } from '../shared/wal-sync.ts';
+import { encodeLogLine } from '../protocol/wire.ts';
 import type { LogCursor } from './lines.ts';
 
 /** How a job's log stream ended: every line accepted and the end sent, refused (4xx), or given up on. */
@@ -69,9 +70,9 @@ const SCHEMA = `
 /** Lines per chunk when lines stored one per row by an earlier version are moved into chunks. */
 const MIGRATED_CHUNK_LINES = 1000;
 
-/** One line as the logs server receives it: `{"i":…,"ts":…,"stream":…,"text":…}` and a newline. */
+/** One line as the logs server receives it (the log-batch format of src/protocol/wire.ts). */
 export function encodeLine(i: number, line: LogLine): string {
-  return `{"i":${i},"ts":${JSON.stringify(line.ts)},"stream":"${line.stream}","text":${JSON.stringify(line.text)}}\n`;
+  return encodeLogLine(i, line);
 }
 
 /**

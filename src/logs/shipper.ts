@@ -4,6 +4,7 @@ import { backoffDelay, describeHttpError, isRetryableStatus, type BackoffPolicy 
 import type { Clock } from '../shared/clock.ts';
 import { redactUrl } from '../shared/redact.ts';
 import { Waiters } from '../shared/waiters.ts';
+import { logBatchHeaders } from '../protocol/wire.ts';
 import type { LogSettlement, LogStore, LogStream } from './log-store.ts';
 
 /** A batch goes out once this much is waiting, or `BATCH_INTERVAL_MS` after the previous one. */
@@ -130,18 +131,14 @@ export class LogShipper {
         }
         lastSentAt = clock.now();
         const { body, count, bytes, full } = store.nextBatch(jobId, stream.acked, batchBytes);
-        const sent = await this.post(stream, { 'x-foreman-log-offset': String(stream.acked) }, body);
+        const sent = await this.post(stream, { offset: stream.acked }, body);
         if (sent === undefined) return;
         if (sent !== 'accepted') return store.settle(jobId, sent);
         store.ack(jobId, stream.acked + count);
         lane.waiting = Math.max(0, lane.waiting - bytes);
         backlog = full;
       } else if (stream.followed) {
-        const sent = await this.post(
-          stream,
-          { 'x-foreman-log-offset': String(stream.nextLine), 'x-foreman-log-end': String(stream.nextLine) },
-          Buffer.alloc(0),
-        );
+        const sent = await this.post(stream, { offset: stream.nextLine, end: stream.nextLine }, Buffer.alloc(0));
         if (sent === undefined) return;
         store.settle(jobId, sent === 'accepted' ? 'ended' : sent);
         if (sent === 'accepted') this.options.log.info({ jobId, lines: stream.nextLine, truncated: stream.truncated }, 'job log sent in full');
@@ -163,17 +160,11 @@ export class LogShipper {
   }
 
   /** Retries until the logs server answers; undefined when the shipper closed first. */
-  private async post(stream: LogStream, extra: Record<string, string>, body: Buffer): Promise<Sent | undefined> {
+  private async post(stream: LogStream, at: { offset: number; end?: number }, body: Buffer): Promise<Sent | undefined> {
     const { log, clock } = this.options;
     const signal = this.abort.signal;
-    const context = { jobId: stream.jobId, url: redactUrl(stream.url), offset: extra['x-foreman-log-offset'] };
-    const headers = {
-      'content-type': 'application/x-ndjson',
-      'user-agent': this.options.userAgent,
-      'x-foreman-job-id': encodeURIComponent(stream.jobId),
-      'x-foreman-agent-id': this.options.agentId,
-      ...extra,
-    };
+    const context = { jobId: stream.jobId, url: redactUrl(stream.url), offset: String(at.offset) };
+    const headers = logBatchHeaders({ jobId: stream.jobId, agentId: this.options.agentId, userAgent: this.options.userAgent, ...at });
     let failingSince: number | undefined;
     let lastReason: string | undefined;
     for (let attempt = 1; ; attempt++) {

@@ -37,20 +37,6 @@ export function showText(value: string): string {
 }
 
 /**
- * A job id as `x-foreman-job-id` carries it: `encodeURIComponent` of the id, except that a lone surrogate,
- * which has no UTF-8 form (and makes `encodeURIComponent` throw), is written as the three bytes WTF-8 gives
- * it (`\ud800` → `%ED%A0%80`). No well-formed id encodes to those bytes, so the value names one id only.
- */
-export function encodeJobId(id: string): string {
-  if (isWellFormedText(id)) return encodeURIComponent(id);
-  return id.replace(/\p{Surrogate}|[^\p{Surrogate}]+/gu, (part) => {
-    const unit = part.charCodeAt(0);
-    if (part.length > 1 || unit < 0xd800 || unit > 0xdfff) return encodeURIComponent(part);
-    return [0xe0 | (unit >> 12), 0x80 | ((unit >> 6) & 0x3f), 0x80 | (unit & 0x3f)].map((byte) => `%${byte.toString(16).toUpperCase()}`).join('');
-  });
-}
-
-/**
  * Why `value` is not a URL the agent can send to, or undefined when it is: an absolute http(s) URL
  * that parses, with a host and, when one is given, a port from 1 to 65535.
  */

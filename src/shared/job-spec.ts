@@ -18,7 +18,7 @@ export type JobValidation =
       shownId: string | undefined;
       /**
        * An id of 1–256 characters that holds a lone surrogate: it cannot be stored or sent as it is, but the
-       * rejection can still be reported to a usable `callbackUrl` (`encodeJobId` writes it into the header).
+       * rejection can still be reported to a usable `callbackUrl` (`encodeJobId` of src/protocol/wire.ts writes it into the header).
        */
       illFormedId?: string | undefined;
     };

@@ -7,6 +7,7 @@ import { ManualClock } from './clock-kit.ts';
 import type { RunnerContext } from '../agent/job/context.ts';
 import { JobEndpoints } from '../agent/job/naming.ts';
 import { Scheduler } from '../agent/job/scheduler.ts';
+import { HEADER } from '../protocol/wire.ts';
 
 export const IMAGE = 'fake/job:1';
 
@@ -79,8 +80,8 @@ export function makeKit(options: KitOptions = {}) {
       return delivered
         .filter((d) => d.jobId === id)
         .map((d) => ({
-          status: d.headers['x-foreman-job-status'],
-          outcome: d.headers['x-foreman-job-outcome'],
+          status: d.headers[HEADER.jobStatus],
+          outcome: d.headers[HEADER.jobOutcome],
           body: d.headers['content-type'] === 'application/json' ? (JSON.parse(d.body.toString()) as Report['body']) : {},
         }));
     },

@@ -1,7 +1,13 @@
-/** The servers an agent talks to, faked and recording: a control server and a callback (or logs) receiver. */
+/**
+ * The servers an agent talks to, faked and recording: a control server and a callback (or logs) receiver.
+ * Each checks every request it receives against docs/openapi/control-server.yaml, and its close (or stop)
+ * fails with the requests that broke it: so every end-to-end test that uses them checks the agent's real
+ * traffic against the contract.
+ */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { controlServerContract, Violations, type Contract } from './contract.ts';
 import { freePort } from './ports.ts';
 import { waitFor } from './wait.ts';
 
@@ -39,6 +45,8 @@ export type PollReply = { status: number; body?: string } | unknown[] | Record<s
 /** A control server that hands out queued replies, one per poll, and records every poll. */
 export class FakeControlServer {
   readonly polls: RecordedRequest[] = [];
+  /** Requests that broke docs/openapi/control-server.yaml; close() fails while any are here. */
+  readonly violations = new Violations();
   /** Sent on every poll reply while set, e.g. `{ 'x-foreman-cancel': 'job-1' }`. */
   replyHeaders: Record<string, string> = {};
   private readonly replies: PollReply[] = [];
@@ -46,9 +54,12 @@ export class FakeControlServer {
   url = '';
 
   async start(): Promise<this> {
+    const contract = await controlServerContract();
     this.server = createServer((req, res) => {
       void readBody(req).then((body) => {
-        this.polls.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: Date.now() });
+        const recorded = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: Date.now() };
+        this.polls.push(recorded);
+        this.violations.add(contract.checkRequest(recorded));
         const reply = this.replies.shift();
         const headers = { 'content-type': 'application/json', ...this.replyHeaders };
         if (reply === undefined) {
@@ -82,12 +93,15 @@ export class FakeControlServer {
 
   async close(): Promise<void> {
     await close(this.server);
+    this.violations.assertNone('the fake control server', 'docs/openapi/control-server.yaml');
   }
 }
 
 /** A callback receiver recording every request; its answer can be changed, and it can go down and come back. */
 export class CallbackReceiver {
   readonly requests: RecordedRequest[] = [];
+  /** Requests that broke docs/openapi/control-server.yaml; stop() fails while any are here. */
+  readonly violations = new Violations();
   status = 200;
   /** Sent on every reply while set, e.g. `{ 'x-foreman-cancel': 'job-1' }`. */
   replyHeaders: Record<string, string> = {};
@@ -95,9 +109,12 @@ export class CallbackReceiver {
   private port = 0;
 
   async start(port = 0): Promise<this> {
+    const contract: Contract = await controlServerContract();
     this.server = createServer((req, res) => {
       void readBody(req).then((body) => {
-        this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: Date.now() });
+        const recorded = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: Date.now() };
+        this.requests.push(recorded);
+        this.violations.add(contract.checkRequest(recorded));
         res.writeHead(this.status, this.replyHeaders).end();
       });
     });
@@ -126,5 +143,6 @@ export class CallbackReceiver {
   async stop(): Promise<void> {
     await close(this.server);
     this.server = undefined;
+    this.violations.assertNone('the callback receiver', 'docs/openapi/control-server.yaml');
   }
 }

@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { ApiReply, JobApiBackend, JobUpdate } from '../../job-api/types.ts';
 import type { JobRecord, JobStore } from '../../jobs/store.ts';
+import { acceptedReply } from '../../protocol/wire.ts';
 import type { JobRunner } from './runner.ts';
 
 export interface JobApiBackendDeps {
@@ -44,7 +45,7 @@ export function createJobApiBackend(deps: JobApiBackendDeps): JobApiBackend {
       if (!result || result.kind === 'unknown') return NO_SUCH_JOB;
       if (result.kind === 'ended') return endedReply(result.job);
       if (result.kind === 'not-running') return { status: 409, body: { error: `job is ${result.job.state}` } };
-      return { status: 200, body: { status: 'accepted', progress: update.progress } };
+      return { status: 200, body: acceptedReply(update.progress) };
     },
   };
 }

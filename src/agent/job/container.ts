@@ -1,4 +1,5 @@
 import { REPORT_LOG_LINES, trimLogTail } from '../../callbacks/messages.ts';
+import { JOB_ENDPOINT_ENV } from '../../protocol/wire.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import { LABEL_JOB, type ContainerSpec, type ContainerStatus } from '../../executor/executor.ts';
 import type { ContainerPhase } from '../../jobs/state.ts';
@@ -12,7 +13,7 @@ export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Re
     name: job.containerName,
     image: spec.image,
     command: spec.command,
-    env: { ...spec.env, ...env, FOREMAN_GET_JOB_ENDPOINT: endpoint, FOREMAN_PUT_JOB_ENDPOINT: endpoint },
+    env: { ...spec.env, ...env, [JOB_ENDPOINT_ENV.get]: endpoint, [JOB_ENDPOINT_ENV.put]: endpoint },
     labels: { [LABEL_JOB]: job.id },
     // Checked against the agent's maxima when the job arrived (see policy.ts).
     resources: spec.resources,

@@ -4,7 +4,7 @@ import type { Executor } from '../../executor/executor.ts';
 import type { Delivery, JobStore } from '../../jobs/store.ts';
 import type { BackoffPolicy } from '../../shared/backoff.ts';
 import type { Clock } from '../../shared/clock.ts';
-import type { JobUsage } from '../../shared/usage.ts';
+import type { JobUsage } from '../../protocol/wire.ts';
 import type { LiveLogs } from './live-log.ts';
 import type { JobEndpoints } from './naming.ts';
 

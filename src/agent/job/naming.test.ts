@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { containerNameFor, jobEndpoint } from './naming.ts';
+import { containerNameFor } from './naming.ts';
+import { jobEndpoint } from '../../protocol/wire.ts';
 
 test("container names stay within Docker's charset and differ for ids that sanitise alike", () => {
   const ids = ['simple', 'a/b', 'a?b', 'ünïcødé ✓', '../../etc', 'x'.repeat(256), '-leading'];

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { jobEndpoint } from '../../protocol/wire.ts';
 
 /**
  * A container name within Docker's charset ([a-zA-Z0-9][a-zA-Z0-9_.-]*), readable and unique:
@@ -12,11 +13,6 @@ export function containerNameFor(agentId: string, jobId: string): string {
 
 export function newJobSecret(): string {
   return randomBytes(24).toString('base64url');
-}
-
-/** The two URLs a container gets; the id is percent-encoded and the secret rides in the query. */
-export function jobEndpoint(baseUrl: string, jobId: string, secret: string): string {
-  return `${baseUrl}/job/${encodeURIComponent(jobId)}?token=${secret}`;
 }
 
 /** Where containers reach the job API; the base is known once the server listens. */

@@ -2,7 +2,7 @@ import { forwardedUpdate } from '../../callbacks/messages.ts';
 import type { JobUpdate } from '../../job-api/types.ts';
 import { onFetch, onUpdate, type Outcome } from '../../jobs/state.ts';
 import type { Delivery, JobRecord, JobStore } from '../../jobs/store.ts';
-import type { JobUsage } from '../../shared/usage.ts';
+import type { JobUsage } from '../../protocol/wire.ts';
 import type { RunnerContext } from './context.ts';
 
 // A container's own reports through the job API, as store writes. Not queued behind the runner's steps: a

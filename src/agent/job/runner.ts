@@ -19,7 +19,7 @@ import type { JobRecord } from '../../jobs/store.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import { cancelDetails, exitDetails, launchFailedDetails, missingDetails, shutdownDetails, stallDetails, timeoutDetails, type DetailsFor } from './endings.ts';
 import { containerSpec, JobContainer, phaseOf, secretsOf } from './container.ts';
-import type { JobUsage } from '../../shared/usage.ts';
+import type { JobUsage } from '../../protocol/wire.ts';
 import { JobClocks } from './clocks.ts';
 import { UsageMeter } from './usage.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';

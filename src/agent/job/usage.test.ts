@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NO_USAGE } from '../../executor/fake/fake-executor.ts';
-import type { JobUsage } from '../../shared/usage.ts';
+import type { JobUsage } from '../../protocol/wire.ts';
 import { settle } from '../../testing/clock-kit.ts';
 import { jobSpec, makeKit, type Kit } from '../../testing/agent-kit.ts';
 

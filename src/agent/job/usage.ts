@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Executor, UsageSample } from '../../executor/executor.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import type { Clock, Timer } from '../../shared/clock.ts';
-import type { JobUsage } from '../../shared/usage.ts';
+import type { JobUsage } from '../../protocol/wire.ts';
 
 export interface UsageMeterDeps {
   readonly executor: Pick<Executor, 'stats'>;

@@ -7,7 +7,7 @@ import { registryRows, registrySummary, REGISTRIES_KEY } from '../../config/regi
 import { formatDuration } from '../../config/formats.ts';
 import { isDurationKey, LEAF_KEYS } from '../../config/schema.ts';
 import type { Config, LoadedConfig } from '../../config/types.ts';
-import { pollHeaders, userAgentFor } from '../../control/poller.ts';
+import { pollHeaders, userAgentFor } from '../../protocol/wire.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import { systemClock, type Timer } from '../../shared/clock.ts';
 import { createDockerClient, describeEngineError } from '../../executor/docker/client.ts';
