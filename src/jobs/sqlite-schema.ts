@@ -38,6 +38,9 @@ export const migrations: readonly string[] = [
   ALTER TABLE jobs ADD COLUMN cancel_requested_at INTEGER;
   ALTER TABLE jobs ADD COLUMN last_update_at INTEGER;
   `,
+  /* 3: the job's trace ids (TraceIds as JSON), so its spans go on in the same trace after a restart */ `
+  ALTER TABLE jobs ADD COLUMN trace TEXT;
+  `,
 ];
 
 export interface JobRow {
@@ -54,6 +57,7 @@ export interface JobRow {
   updated_at: number;
   cancel_requested_at: number | null;
   last_update_at: number | null;
+  trace: string | null;
 }
 
 export interface DeliveryRow {

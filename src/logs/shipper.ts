@@ -25,6 +25,14 @@ export interface LogShipperOptions {
   readonly batchBytes?: number;
   readonly intervalMs?: number;
   readonly dispatcher?: Dispatcher;
+  /** With tracing on: the span of one POST of a job's log (retries included), and the `traceparent` it sends. */
+  readonly traceBatch?: ((jobId: string, url: string, details: { offset: number; lines: number; end: boolean }) => BatchSpan | undefined) | undefined;
+}
+
+/** One batch's span: the trace context headers its requests carry, ended with the last answer's status or why there was none. */
+export interface BatchSpan {
+  readonly headers: Readonly<Record<string, string>>;
+  end(result: { readonly status?: number; readonly error?: string }): void;
 }
 
 type Sent = 'accepted' | Exclude<LogSettlement, 'ended'>;
@@ -130,7 +138,7 @@ export class LogShipper {
         }
         lastSentAt = clock.now();
         const { body, count, bytes, full } = store.nextBatch(jobId, stream.acked, batchBytes);
-        const sent = await this.post(stream, { 'x-foreman-log-offset': String(stream.acked) }, body);
+        const sent = await this.post(stream, { 'x-foreman-log-offset': String(stream.acked) }, body, count);
         if (sent === undefined) return;
         if (sent !== 'accepted') return store.settle(jobId, sent);
         store.ack(jobId, stream.acked + count);
@@ -162,8 +170,23 @@ export class LogShipper {
     timer.cancel();
   }
 
-  /** Retries until the logs server answers; undefined when the shipper closed first. */
-  private async post(stream: LogStream, extra: Record<string, string>, body: Buffer): Promise<Sent | undefined> {
+  /** Retries until the logs server answers (the whole in one span, when traced); undefined when the shipper closed first. */
+  private async post(stream: LogStream, extra: Record<string, string>, body: Buffer, lines = 0): Promise<Sent | undefined> {
+    const offset = Number(extra['x-foreman-log-offset']);
+    const span = this.options.traceBatch?.(stream.jobId, stream.url, { offset, lines, end: 'x-foreman-log-end' in extra });
+    if (!span) return this.send(stream, extra, body);
+    let last: { status?: number; error?: string } = { error: 'the agent stopped' };
+    const sent = await this.send(stream, { ...extra, ...span.headers }, body, (answer) => (last = answer));
+    span.end(last);
+    return sent;
+  }
+
+  private async send(
+    stream: LogStream,
+    extra: Record<string, string>,
+    body: Buffer,
+    answered?: (answer: { status?: number; error?: string }) => void,
+  ): Promise<Sent | undefined> {
     const { log, clock } = this.options;
     const signal = this.abort.signal;
     const context = { jobId: stream.jobId, url: redactUrl(stream.url), offset: extra['x-foreman-log-offset'] };
@@ -190,6 +213,7 @@ export class LogShipper {
           signal,
         });
         await res.body.dump();
+        answered?.({ status: res.statusCode });
         if (res.statusCode >= 200 && res.statusCode < 300) {
           if (lastReason) log.info({ ...context, attempts: attempt }, 'job log batch delivered after retries');
           return 'accepted';
@@ -202,6 +226,7 @@ export class LogShipper {
       } catch (err) {
         if (signal.aborted) return undefined;
         reason = describeHttpError(err);
+        answered?.({ error: reason });
       }
       failingSince ??= clock.now();
       if (clock.now() - failingSince >= this.options.maxAgeMs) {
