@@ -7,6 +7,7 @@ import { ManualClock } from './clock-kit.ts';
 import type { RunnerContext } from '../agent/job/context.ts';
 import { JobEndpoints } from '../agent/job/naming.ts';
 import { Scheduler } from '../agent/job/scheduler.ts';
+import type { Tracing } from '../tracing/job-trace.ts';
 
 export const IMAGE = 'fake/job:1';
 
@@ -17,6 +18,8 @@ export interface KitOptions {
   readonly cancelGraceMs?: number;
   readonly stallTimeoutMs?: number;
   readonly maxJobs?: number;
+  /** Every job's trace (src/tracing/otel.ts with an in-memory exporter, say). */
+  readonly tracing?: Tracing;
 }
 
 export interface Report {
@@ -45,6 +48,7 @@ export function makeKit(options: KitOptions = {}) {
     endpoints,
     deliver: (d) => delivered.push(d),
     metrics: undefined,
+    tracing: options.tracing,
     options: {
       completionTimeoutMs: options.completionTimeoutMs ?? 10_000,
       removalTimeoutMs: options.removalTimeoutMs ?? 5000,
