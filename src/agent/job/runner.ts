@@ -378,7 +378,10 @@ export class JobRunner {
     metrics?.jobsEnded.inc({ outcome: decision.outcome });
     if (job.containerId) await this.container.stop(job.containerId, this.ctx.options.stopGraceMs);
     if (decision.to === 'stopped') this.markStopped(recorded.job);
-    else this.hooks.finished();
+    else {
+      this.trace?.finished();
+      this.hooks.finished();
+    }
   }
 
   /** A cancel of a running job: the stop signal now, the kill when the grace period (counted from the cancel) ends. */

@@ -4,15 +4,16 @@ import assert from 'node:assert/strict';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import pino from 'pino';
 import { settle } from '../../testing/clock-kit.ts';
-import { jobSpec, makeKit } from '../../testing/agent-kit.ts';
+import { jobSpec, makeKit, type Kit } from '../../testing/agent-kit.ts';
+import type { TraceIds } from '../../tracing/job-trace.ts';
 import { createTracing } from '../../tracing/otel.ts';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
 
-function tracedKit() {
+/** Tracing on the real SDK, its spans kept in memory as each ends. */
+function inMemoryTracing(lookup: (id: string) => TraceIds | undefined = () => undefined) {
   const exporter = new InMemorySpanExporter();
-  const holder: { lookup?: (id: string) => ReturnType<typeof kit.store.get> } = {};
   const tracing = createTracing({
     endpoint: 'http://127.0.0.1:1/v1/traces',
     serviceName: 'foreman',
@@ -20,11 +21,17 @@ function tracedKit() {
     agentId: 'agent-1',
     log: pino({ level: 'silent' }),
     clock: { now: () => Date.now(), after: () => ({ cancel: () => undefined }) },
-    lookup: (id) => holder.lookup?.(id)?.trace ?? undefined,
+    lookup,
     exporter,
   });
+  return { exporter, tracing };
+}
+
+function tracedKit() {
+  const holder: { kit?: Kit } = {};
+  const { exporter, tracing } = inMemoryTracing((id) => holder.kit?.store.get(id)?.trace ?? undefined);
   const kit = makeKit({ tracing });
-  holder.lookup = (id) => kit.store.get(id);
+  holder.kit = kit;
   return { kit, exporter, tracing };
 }
 
@@ -64,4 +71,18 @@ test('an untraced agent sets no TRACEPARENT and stores no trace', async () => {
   await settle();
   assert.equal(kit.executor.containerOf('j1')?.spec.env.TRACEPARENT, undefined, 'no TRACEPARENT');
   assert.equal(kit.store.get('j1')?.trace, null, 'no trace stored');
+});
+
+test('a job canceled while queued is traced too: its job span ends with the outcome', async () => {
+  const { exporter, tracing } = inMemoryTracing();
+  const kit = makeKit({ tracing, maxConcurrentJobs: 1 });
+  kit.scheduler.receive([jobSpec('first'), jobSpec('queued', { traceparent: `00-${TRACE}-${PARENT}-01` })]);
+  await settle();
+  kit.scheduler.cancel(['queued']);
+  await settle();
+  assert.equal(kit.reports('queued')[0]?.outcome, 'canceled', 'the queued job was reported canceled');
+  const spans = exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === TRACE);
+  assert.deepEqual(spans.map((s) => s.name).sort(), ['foreman.job', 'foreman.queue'], 'its queue wait and its job span');
+  assert.equal(spans.find((s) => s.name === 'foreman.job')?.attributes['foreman.job.outcome'], 'canceled');
+  await tracing.close();
 });
