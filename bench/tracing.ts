@@ -15,6 +15,10 @@ import { freePort } from '../test/support/ports.ts';
 import { job } from '../test/support/reports.ts';
 import { CallbackReceiver } from '../test/support/servers.ts';
 import { waitFor } from '../test/support/wait.ts';
+import pino from 'pino';
+import { systemClock } from '../src/shared/clock.ts';
+import { traced } from '../src/tracing/job-trace.ts';
+import { createTracing } from '../src/tracing/otel.ts';
 import { cpuOf, idleAgentRss, type IdleRss } from './footprint.ts';
 import { JobFeeder } from './scale.ts';
 
@@ -93,7 +97,83 @@ async function cpuForJobs(jobs: number, traced: boolean, round: number): Promise
   }
 }
 
+/**
+ * The CPU the spans of one job cost in this process, beside the same job's calls untraced: a job span and its queue,
+ * pull, create, start, run, report and remove spans, two callback attempts and two log batches, exported by the real
+ * OTLP/HTTP exporter to a receiver on 127.0.0.1 (whose own CPU, in this process too, is counted: an upper bound).
+ */
+export async function inProcess(jobs: number): Promise<{ traced: number; plain: number }> {
+  const otlp = await new OtlpReceiver().start();
+  // Read by the SDK: a queue that holds every span of the run (its default, 2048, drops what a burst adds beyond it).
+  process.env.OTEL_BSP_MAX_QUEUE_SIZE = String(jobs * 12 + 1);
+  process.env.OTEL_BSP_SCHEDULE_DELAY = '200';
+  const tracing = createTracing({
+    endpoint: `${otlp.url}/v1/traces`,
+    serviceName: 'bench',
+    version: 'bench',
+    agentId: 'bench-agent',
+    log: pino({ level: 'silent' }),
+    clock: systemClock,
+    lookup: () => undefined,
+  });
+  const one = async (i: number, on: boolean): Promise<void> => {
+    const job = {
+      id: `job-${i}`,
+      spec: { image: 'bench/job:1', traceparent: `00-${(i + 1).toString(16).padStart(32, '0')}-00f067aa0ba902b7-01` },
+      containerName: `c-${i}`,
+      containerId: null,
+      receivedAt: Date.now() - 5,
+      startedAt: null,
+      stoppedAt: null,
+      trace: null,
+    };
+    const trace = on ? tracing.forJob(job) : undefined;
+    await traced(trace, 'pull', { 'container.image.name': 'bench/job:1' }, () => Promise.resolve());
+    await traced(trace, 'create', { 'container.name': job.containerName }, () => Promise.resolve('c0ffee'));
+    await traced(trace, 'start', { 'container.id': 'c0ffee' }, () => Promise.resolve());
+    trace?.running('c0ffee', Date.now());
+    const delivery = {
+      id: `d-${i}`,
+      jobId: job.id,
+      seq: 1,
+      url: 'http://127.0.0.1:9/cb',
+      headers: { 'x-foreman-job-status': 'completed' },
+      createdAt: Date.now(),
+    };
+    for (let attempt = 1; attempt <= 2; attempt++) (on ? tracing.deliveryAttempt(delivery, attempt) : undefined)?.end({ status: 200 });
+    if (on) tracing.deliverySettled(delivery, 'delivered');
+    for (let batch = 0; batch < 2; batch++)
+      (on ? tracing.logBatch(job.id, 'http://127.0.0.1:9/logs', { offset: batch, lines: 1, end: batch === 1 }) : undefined)?.end({ status: 200 });
+    trace?.ended('succeeded');
+    trace?.stopped(Date.now());
+    await traced(trace, 'remove', { 'container.id': 'c0ffee' }, () => Promise.resolve(true));
+    trace?.finished();
+  };
+  const cpuMs = async (on: boolean): Promise<number> => {
+    const before = process.cpuUsage();
+    for (let i = 0; i < jobs; i++) await one(i, on);
+    if (on) await waitFor('every span exported', () => otlp.spans.length >= jobs * 12, 120_000, 10);
+    const used = process.cpuUsage(before);
+    return (used.user + used.system) / 1000 / jobs;
+  };
+  try {
+    await cpuMs(true); // warm-up
+    otlp.spans.length = 0;
+    const plain = await cpuMs(false);
+    const withSpans = await cpuMs(true);
+    return { traced: withSpans, plain };
+  } finally {
+    await tracing.close();
+    await otlp.close();
+  }
+}
+
 export async function benchTracing(jobs: number, rounds: number): Promise<void> {
+  const own = await inProcess(2000);
+  console.log("\n## Tracing: CPU of one job's spans, in process");
+  console.log(
+    `12 spans a job (job, queue, pull, create, start, run, report, 2 callback attempts, 2 log batches, remove), exported over OTLP/HTTP JSON to a receiver in the same process: ${fmt(own.traced, 2)} ms of CPU per job, against ${fmt(own.plain, 3)} ms for the same calls untraced`,
+  );
   await testJobImage();
   await idle(rounds);
   const off: number[] = [];
