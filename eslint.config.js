@@ -99,7 +99,7 @@ export default tseslint.config(
   // test/architecture.test.ts fails on any import cycle. Tests may import anything, test kits included.
   ...boundaries([
     {
-      files: ['src/{config,control,jobs,executor,job-api,callbacks,logs,images}/*.ts'],
+      files: ['src/{config,control,jobs,executor,job-api,callbacks,logs,images,tracing}/*.ts'],
       regex: '^\\.\\./(?!shared/|protocol/)',
       message: 'Only src/agent/ imports sibling folders; take what this module needs as a parameter.',
     },

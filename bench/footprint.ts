@@ -31,7 +31,7 @@ export function rssMb(pid: number, field: 'VmRSS' | 'RssAnon' | 'VmHWM' = 'VmRSS
   return kb / 1024;
 }
 
-interface IdleRss {
+export interface IdleRss {
   /** Just started: the first polls done, startup garbage not yet collected. */
   early: number;
   /** After a minute of idling, once V8's memory reducer has given back what startup used. */
@@ -50,11 +50,14 @@ async function sampleRss(pid: number, polls: () => number, from: number): Promis
   return samples[2] ?? { rss: NaN, anon: NaN };
 }
 
-/** RSS of an idle agent polling every second: just started, and after a minute. */
-async function idleAgentRss(extraEnv: Record<string, string>, nodeFlags: string[]): Promise<IdleRss> {
+/**
+ * RSS of an idle agent polling every second: just started, and after a minute. `executable` runs another build
+ * (a script that `exec`s its `node bin/foreman.js`, so the pid is node's), for a baseline in the same run.
+ */
+export async function idleAgentRss(extraEnv: Record<string, string>, nodeFlags: string[], executable?: string): Promise<IdleRss> {
   const control = await new FakeControlServer().start();
   const env = testEnv(control.url, { FOREMAN_LOG_LEVEL: 'warn', FOREMAN_CORE_POLL_FREQUENCY: '1000' });
-  const agent = spawnAgent(env, extraEnv, nodeFlags);
+  const agent = spawnAgent(env, extraEnv, nodeFlags, [], executable);
   try {
     const pid = agent.child.pid ?? 0;
     const polls = (): number => control.polls.length;

@@ -3,8 +3,9 @@
  * measured in the same run. Prints a table; asserts nothing.
  *
  *   npm run bench                  # all four
- *   npm run bench -- --only proxy  # dispatch | proxy | idle | logs | soak | fanout | steady (soak, fanout: bench/scale.ts;
- *                                  # steady, also run by fanout: bench/steady.ts)
+ *   npm run bench -- --only proxy  # dispatch | proxy | idle | logs | soak | fanout | steady | tracing (soak, fanout: bench/scale.ts;
+ *                                  # steady, also run by fanout: bench/steady.ts; tracing: bench/tracing.ts)
+ *   npm run bench -- --only tracing [--tracing-jobs 100 --tracing-rounds 3]   # BENCH_BASELINE_BIN=… adds another build's idle RSS
  *   npm run bench -- --only logs --log-lines 200000 --log-runs 3
  *
  * The agent is the built bundle (bin/foreman.js → dist/): run `npm run build` after changing src/.
@@ -21,6 +22,7 @@ import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, benchIdle, rssMb } from './footprint.ts';
 import { benchFanout, benchSoak } from './scale.ts';
 import { benchSteady, sleepingJobs } from './steady.ts';
+import { benchTracing } from './tracing.ts';
 import type Docker from 'dockerode';
 import { spawnAgent, teardown, testEnv, type TestEnv } from '../test/support/agents.ts';
 import { docker, type EngineEvent, watchContainerEvents } from '../test/support/containers.ts';
@@ -39,6 +41,8 @@ const { values: args } = parseArgs({
     'soak-untuned': { type: 'boolean', default: false },
     'fanout-jobs': { type: 'string', default: '100' },
     'fanout-rounds': { type: 'string', default: '1' },
+    'tracing-jobs': { type: 'string', default: '100' },
+    'tracing-rounds': { type: 'string', default: '3' },
   },
 });
 const rounds = Number(args.rounds);
@@ -599,4 +603,5 @@ if (!which || which === 'logs') {
 // Long (the soak runs 10,000 jobs): only when asked for.
 if (which === 'fanout') await benchFanout(Number(args['fanout-jobs']), Number(args['fanout-rounds']));
 if (which === 'fanout' || which === 'steady') await benchSteady(100, 20, 30);
+if (which === 'tracing') await benchTracing(Number(args['tracing-jobs']), Number(args['tracing-rounds']));
 if (which === 'soak') await benchSoak(Number(args['soak-jobs']), !args['soak-untuned']);

@@ -61,7 +61,7 @@ class EngineCpu {
  * A control server that hands out jobs as the agent has room (its `x-foreman-capacity`), up to `limit`,
  * which a bench may raise to release jobs a round at a time.
  */
-class JobFeeder {
+export class JobFeeder {
   handedOut = 0;
   private server: Server | undefined;
   url = '';

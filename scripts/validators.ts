@@ -57,7 +57,7 @@ export function generateValidators(): Generated[] {
   config.addKeyword({ keyword: 'expected', schemaType: 'string' });
   config.addKeyword({ keyword: 'duration', schemaType: 'boolean' });
   // Stand-ins at generation: the generated code calls the functions the prelude names.
-  for (const name of ['http-url', 'docker-url', 'host-port-or-empty']) config.addFormat(name, () => true);
+  for (const name of ['http-url', 'http-url-or-empty', 'docker-url', 'host-port-or-empty']) config.addFormat(name, () => true);
   const configCode = standalone.default(config, config.compile(withoutDocs(ConfigSchema) as TSchema));
 
   const job = new Ajv({ allErrors: true, strict: false, code: { source: true, esm: true, formats: _`require("ajv-formats/dist/formats").fullFormats` } });
@@ -69,8 +69,8 @@ export function generateValidators(): Generated[] {
       path: 'src/config/config-validator.generated.ts',
       code: asModule(configCode, 'ConfigSchema in src/config/schema.ts', [
         "import { isHttpUrl } from '../shared/job-input.ts';",
-        "import { isDockerUrl, isHostPortOrEmpty } from './formats.ts';",
-        "const formats = { 'http-url': isHttpUrl, 'docker-url': isDockerUrl, 'host-port-or-empty': isHostPortOrEmpty };",
+        "import { isDockerUrl, isHostPortOrEmpty, isHttpUrlOrEmpty } from './formats.ts';",
+        "const formats = { 'http-url': isHttpUrl, 'http-url-or-empty': isHttpUrlOrEmpty, 'docker-url': isDockerUrl, 'host-port-or-empty': isHostPortOrEmpty };",
       ]),
     },
     { path: 'src/shared/job-validator.generated.ts', code: asModule(jobCode, 'JobSpecSchema in src/shared/job-schema.ts', []) },

@@ -77,6 +77,19 @@ test('fastify is bundled in a chunk that starting the agent does not load', () =
   assert.ok(!atStart.has(withFastify[0] ?? ''), 'the chunk with fastify is loaded only by import()');
 });
 
+test('OpenTelemetry is bundled in chunks that starting the agent does not load (it loads only when tracing is configured)', () => {
+  const chunkDir = join(repoRoot, 'dist/chunks');
+  const chunks = readdirSync(chunkDir).map((f) => join(chunkDir, f));
+  const withSdk = chunks.filter((f) => readFileSync(f, 'utf8').includes('node_modules/@opentelemetry/sdk-trace/'));
+  assert.equal(withSdk.length, 1, 'the SDK is bundled once');
+  assert.ok(
+    chunks.some((f) => readFileSync(f, 'utf8').includes('node_modules/@opentelemetry/exporter-trace-otlp-http/')),
+    'the OTLP/HTTP exporter is bundled',
+  );
+  const atStart = staticClosure(join(repoRoot, 'dist/foreman.mjs'));
+  for (const file of atStart) assert.ok(!readFileSync(file, 'utf8').includes('node_modules/@opentelemetry/'), `${file} loads none of OpenTelemetry at start`);
+});
+
 test('modules for features foreman does not use are left out, and using one says so', () => {
   const text = readdirSync(join(repoRoot, 'dist/chunks'))
     .map((f) => readFileSync(join(repoRoot, 'dist/chunks', f), 'utf8'))

@@ -24,6 +24,10 @@ export interface JobView {
   logLines: number;
   /** The agent sent the log's end and every line up to it is stored. */
   logComplete: boolean;
+  /** The job's trace: the id of its `traceparent` (the submitter's, or one the server began). */
+  traceId: string | null;
+  /** The `traceparent` of the agent's last report applied: the span of the delivery attempt that carried it. */
+  reportTraceparent: string | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -40,6 +44,9 @@ export interface AssignedJob {
   stallTimeout?: number;
   cancelGracePeriod?: number;
   resources?: { cpus?: number; memory?: number; pids?: number };
+  /** W3C trace context: the agent's spans of the job continue it, and its container gets it as TRACEPARENT. */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 export interface AgentView {
@@ -76,6 +83,9 @@ export interface JobRow {
   log_lines: number;
   log_total: number | null;
   log_agent_id: string | null;
+  traceparent: string | null;
+  tracestate: string | null;
+  report_traceparent: string | null;
   created_at: number;
   updated_at: number;
 }
@@ -152,6 +162,10 @@ const ADDED_COLUMNS: Array<[table: string, column: string, definition: string]> 
   ['jobs', 'log_agent_id', 'TEXT'],
   // How the agent runs the job: timeout, stallTimeout, cancelGracePeriod, resources (JSON).
   ['jobs', 'run_options', 'TEXT'],
+  // The job's trace context, handed out with it, and that of the agent's last report.
+  ['jobs', 'traceparent', 'TEXT'],
+  ['jobs', 'tracestate', 'TEXT'],
+  ['jobs', 'report_traceparent', 'TEXT'],
 ];
 
 export function migrate(db: Database.Database): void {
@@ -188,6 +202,8 @@ export function toJobView(row: JobRow): JobView {
     logLines: row.log_lines,
     // Lines beyond the end are refused, so the count is enough.
     logComplete: row.log_total !== null && row.log_lines === row.log_total,
+    traceId: row.traceparent?.split('-')[1] ?? null,
+    reportTraceparent: row.report_traceparent,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
   };
@@ -199,6 +215,8 @@ export function toAssignedJob(row: JobRow): AssignedJob {
   if (row.env !== null) job.env = parseJson(row.env) as Record<string, string>;
   if (row.always_pull !== null) job.alwaysPull = row.always_pull === 1;
   if (row.run_options !== null) Object.assign(job, parseJson(row.run_options));
+  if (row.traceparent !== null) job.traceparent = row.traceparent;
+  if (row.tracestate !== null) job.tracestate = row.tracestate;
   return job;
 }
 

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import Fastify from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import { Type, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox';
+import { parseTraceParent } from '@opentelemetry/core';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { CANCEL_HEADER, formatCancelHeader } from './cancel-header.ts';
 import {
@@ -65,6 +66,9 @@ const NewJobSchema = Type.Object(
     timeout: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS })),
     stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS })),
     cancelGracePeriod: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS })),
+    // W3C trace context: checked with OpenTelemetry's own parser below; without one the server begins a trace.
+    traceparent: Type.Optional(Type.String({ maxLength: 256 })),
+    tracestate: Type.Optional(Type.String({ maxLength: 512 })),
     resources: Type.Optional(
       Type.Object(
         {
@@ -212,6 +216,7 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
         jobId: request.params.id,
         ...headers,
         result: callbackResult(request.body, header(request, 'content-type')),
+        traceparent: header(request, 'traceparent'),
       });
       if (outcome.kind === 'unknown-job') throw new HttpError(404, `unknown job ${request.params.id}`);
       if (outcome.cancel) setCancelHeader(reply, [request.params.id]);
@@ -231,6 +236,10 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
     const { id } = request.body;
     // A lone surrogate cannot be percent-encoded into a callbackUrl or x-foreman-cancel.
     if (id !== undefined && /\p{Cs}/u.test(id)) throw new HttpError(400, 'invalid request: body.id must be well-formed Unicode');
+    const { traceparent } = request.body;
+    if (traceparent !== undefined && !parseTraceParent(traceparent)) {
+      throw new HttpError(400, 'invalid request: body.traceparent must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)');
+    }
     const job = store.createJob(request.body);
     if (job === undefined) throw new HttpError(409, `job ${id ?? ''} already exists`);
     broadcastJob(job);

@@ -1,10 +1,15 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { JobLogs } from './logs.ts';
 import { FINAL_STATUSES, migrate, parseJson, toAgentView, toAssignedJob, toJobView } from './rows.ts';
 import type { AgentRow, AgentView, AssignedJob, JobRow, JobView } from './rows.ts';
 
 export type { AgentView, AssignedJob, JobStatus, JobView } from './rows.ts';
+
+/** A new trace for a job submitted without one: a sampled root, as the submission's own span. */
+function newTraceparent(): string {
+  return `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+}
 
 export interface NewJob {
   /** Default: a random UUID. */
@@ -21,6 +26,9 @@ export interface NewJob {
   stallTimeout?: number | undefined;
   cancelGracePeriod?: number | undefined;
   resources?: { cpus?: number | undefined; memory?: number | undefined; pids?: number | undefined } | undefined;
+  /** The job's W3C trace context (checked by the server); when none is given the server begins a trace. */
+  traceparent?: string | undefined;
+  tracestate?: string | undefined;
 }
 
 export interface CallbackUpdate {
@@ -34,6 +42,8 @@ export interface CallbackUpdate {
   result: unknown;
   deliveryId: string | undefined;
   deliverySeq: number | undefined;
+  /** The delivery's `traceparent` header: where the agent's report sits in the job's trace. */
+  traceparent?: string | undefined;
 }
 
 export type CallbackResult =
@@ -128,8 +138,8 @@ export class Store {
     );
     const inserted = this.#db
       .prepare(
-        `INSERT OR IGNORE INTO jobs (id, image, command, env, body, labels, always_pull, run_options, status, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
+        `INSERT OR IGNORE INTO jobs (id, image, command, env, body, labels, always_pull, run_options, traceparent, tracestate, status, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
       )
       .run(
         id,
@@ -140,6 +150,8 @@ export class Store {
         JSON.stringify(input.labels ?? {}),
         input.alwaysPull === undefined ? null : input.alwaysPull ? 1 : 0,
         Object.keys(run).length === 0 ? null : JSON.stringify(run),
+        input.traceparent ?? newTraceparent(),
+        input.tracestate ?? null,
         now,
         now,
       );
@@ -274,6 +286,7 @@ export class Store {
         'UPDATE jobs SET status = ?, progress = ?, outcome = ?, result = ?, last_seq = ?, agent_id = ?, updated_at = ? WHERE id = ?',
       )
       .run(update.status, progress, outcome, result, lastSeq, agentId, now, row.id);
+    if (update.traceparent !== undefined) this.#db.prepare('UPDATE jobs SET report_traceparent = ? WHERE id = ?').run(update.traceparent, row.id);
     const after = this.#row(row.id)!;
     return { kind: 'applied', job: toJobView(after), cancel: copyUnwanted(after, update) };
   }

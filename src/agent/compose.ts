@@ -17,6 +17,7 @@ import type { BackoffPolicy } from '../shared/backoff.ts';
 import { redactUrl } from '../shared/redact.ts';
 import { ImageCache } from '../images/cache.ts';
 import { HostFactsHeader } from './facts.ts';
+import type { Tracing } from '../tracing/job-trace.ts';
 import { Supervisor } from './supervisor.ts';
 import { createJobApiBackend } from './job/api-backend.ts';
 import { jobPolicy } from './job/policy.ts';
@@ -66,6 +67,8 @@ export interface AgentDeps {
   readonly oneShot?: OneShotOptions | undefined;
   /** Where live job logs are kept; in memory when not given (tests). */
   readonly logStore?: LogStore | undefined;
+  /** Every job's trace, when `[tracing]` is configured (src/tracing/otel.ts, loaded only then). */
+  readonly tracing?: Tracing | undefined;
 }
 
 /** The executor's settings from the config: the job network and how every job container is hardened and limited. */
@@ -97,7 +100,7 @@ export function createExecutor(config: Config, docker: Docker, agentId: string, 
  * the options each part takes. No other module sees the whole `Config`.
  */
 export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
-  const { store, executor, log, clock, metrics } = deps;
+  const { store, executor, log, clock, metrics, tracing } = deps;
   const core = config.core;
   const userAgent = userAgentFor(deps.version);
   const logStore = deps.logStore ?? new LogStore(':memory:', () => clock.now());
@@ -111,6 +114,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
     requestTimeoutMs,
     backoff: BACKOFF.logs,
     maxAgeMs: core.callback_max_age,
+    traceBatch: tracing ? (jobId, url, details) => tracing.logBatch(jobId, url, details) : undefined,
   });
   const logs = new LiveLogs(
     { store: logStore, shipper, executor, log, clock },
@@ -124,7 +128,9 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
     maxAgeMs: core.callback_max_age,
     requestTimeoutMs,
     backoff: BACKOFF.callbacks,
+    traceAttempt: tracing ? (delivery, attempt) => tracing.deliveryAttempt(delivery, attempt) : undefined,
     onSettled: (delivery, result) => {
+      tracing?.deliverySettled(delivery, result);
       metrics?.deliveries.inc({ result });
       metrics?.deliveryLatency.observe({ result }, Math.max(0, clock.now() - delivery.createdAt) / 1000);
     },
@@ -169,6 +175,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       images,
       metrics,
       logs,
+      tracing,
       options: {
         completionTimeoutMs: core.job_completion_timeout,
         removalTimeoutMs: core.job_removal_timeout,

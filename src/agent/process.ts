@@ -9,6 +9,7 @@ import { LogStore } from '../logs/log-store.ts';
 import { describeHttpError } from '../shared/backoff.ts';
 import { systemClock, type Timer } from '../shared/clock.ts';
 import { redactUrl } from '../shared/redact.ts';
+import type { Tracing } from '../tracing/job-trace.ts';
 import type { OneShotOptions } from './one-shot.ts';
 import { composeAgent, createExecutor } from './compose.ts';
 import { textLine } from './log-text.ts';
@@ -34,9 +35,18 @@ export interface RunOptions {
 /** How long the first log line waits for the engine's version before it says the engine has not answered yet. */
 const BANNER_ENGINE_WAIT_MS = 2000;
 
-/** The agent's logger: pino's JSON lines on stdout, or (`log.format = "text"`) the same lines for a terminal. */
-export function createLogger(settings: Config['log']): Logger {
-  const options = { level: settings.level, base: { agent: 'foreman' } };
+/**
+ * The agent's logger: pino's JSON lines on stdout, or (`log.format = "text"`) the same lines for a terminal. With
+ * `traceFields`, a line about a job (one with a `jobId`) carries its trace's `traceId` and `spanId`.
+ */
+export function createLogger(settings: Config['log'], traceFields?: (jobId: string) => object | undefined): Logger {
+  const mixin = traceFields
+    ? (fields: object): object => {
+        const jobId = (fields as { jobId?: unknown }).jobId;
+        return (typeof jobId === 'string' && traceFields(jobId)) || {};
+      }
+    : undefined;
+  const options = { level: settings.level, base: { agent: 'foreman' }, ...(mixin ? { mixin } : {}) };
   if (settings.format === 'json') return pino(options);
   const out = pino.destination({ fd: 1, sync: true });
   return pino(options, { write: (line: string) => out.write(textLine(line)) });
@@ -49,7 +59,9 @@ export function createLogger(settings: Config['log']): Logger {
  */
 export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions): Promise<number> {
   const { config } = loaded;
-  const log = createLogger(config.log);
+  // Log lines name a job's trace once tracing (started below, when configured) holds it.
+  const traced: { tracing?: Tracing | undefined } = {};
+  const log = createLogger(config.log, config.tracing.endpoint ? (jobId) => traced.tracing?.logFields(jobId) : undefined);
 
   let store: SqliteStore;
   try {
@@ -62,6 +74,9 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
   // prom-client costs memory at load, so it is only loaded when metrics are served.
   const metricsModule = config.metrics.address ? await import('./metrics.ts') : undefined;
   const metrics = metricsModule ? new metricsModule.AgentMetrics({ version: options.version, node: process.version }) : undefined;
+  // OpenTelemetry too: only when tracing is configured.
+  const tracing = config.tracing.endpoint ? await startTracing(config, store, log, options.version) : undefined;
+  traced.tracing = tracing;
   const executor = createExecutor(config, createDockerClient(config.docker.url, config.docker), store.agentId, log, systemClock, metrics);
   // Asked now, answered while the rest is built: the first line waits for it, nothing else does.
   const engine = engineVersion(executor);
@@ -73,7 +88,17 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
     options.complain(`cannot open the log store in ${config.core.data_dir}: ${describeHttpError(err)}`);
     return 1;
   }
-  const agent = composeAgent(config, { store, executor, log, clock: systemClock, version: options.version, metrics, oneShot: options.oneShot, logStore });
+  const agent = composeAgent(config, {
+    store,
+    executor,
+    log,
+    clock: systemClock,
+    version: options.version,
+    metrics,
+    oneShot: options.oneShot,
+    logStore,
+    tracing,
+  });
   metrics?.observe(() => agent.snapshot());
   log.info(
     {
@@ -84,6 +109,7 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
       engine: redactUrl(config.docker.url),
       ...(await engine),
       dataDir: config.core.data_dir,
+      ...(tracing ? { tracing: redactUrl(config.tracing.endpoint) } : {}),
     },
     `foreman ${options.version} starting`,
   );
@@ -133,12 +159,32 @@ export async function runAgentProcess(loaded: LoadedConfig, options: RunOptions)
     code = 1;
   } finally {
     await agent.close();
+    await tracing?.close();
     await metricsServer?.close();
     await Promise.allSettled(listeners.map((listener) => listener.close()));
     signals.off('SIGINT', onSignal);
     signals.off('SIGTERM', onSignal);
   }
   return code;
+}
+
+/** Tracing on OpenTelemetry's SDK, loaded now; undefined (and said so) when it cannot start: the agent runs untraced. */
+async function startTracing(config: Config, store: SqliteStore, log: Logger, version: string): Promise<Tracing | undefined> {
+  try {
+    const { createTracing } = await import('../tracing/otel.ts');
+    return createTracing({
+      endpoint: config.tracing.endpoint,
+      serviceName: config.tracing.service_name,
+      version,
+      agentId: store.agentId,
+      log,
+      clock: systemClock,
+      lookup: (jobId) => store.get(jobId)?.trace ?? undefined,
+    });
+  } catch (err) {
+    log.error({ endpoint: redactUrl(config.tracing.endpoint), reason: describeHttpError(err) }, 'could not start tracing; running without it');
+    return undefined;
+  }
 }
 
 /** The engine's version for the first log line, or why there is none yet (it does not wait long: the agent waits for an engine later). */

@@ -237,3 +237,41 @@ test('the backlog and when its oldest delivery was stored, over every job; none 
     await server.close();
   }
 });
+
+test('with tracing, each attempt gets its span: its traceparent on the request, ended with the status or the error', async () => {
+  const headers: Array<string | undefined> = [];
+  const server = createServer((req, res) => {
+    req.resume();
+    headers.push(req.headers.traceparent as string | undefined);
+    res.writeHead(headers.length === 1 ? 503 : 200).end();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/cb`;
+  const clock = fakeClock();
+  const ended: Array<[number, { status?: number; error?: string }]> = [];
+  const stored = delivery('j', 1, url, clock.now());
+  const { outbox, settled } = run([{ ...stored, headers: { ...stored.headers, traceparent: 'from-the-container' } }], clock, 60_000, {
+    traceAttempt: (_d, attempt) => ({
+      headers: { traceparent: `00-${'a'.repeat(32)}-${String(attempt).padStart(16, '0')}-01` },
+      end: (result) => void ended.push([attempt, result]),
+    }),
+  });
+  await outbox.drain(AbortSignal.timeout(10_000));
+  await outbox.close();
+  await new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r())));
+  assert.deepEqual(
+    headers,
+    [`00-${'a'.repeat(32)}-0000000000000001-01`, `00-${'a'.repeat(32)}-0000000000000002-01`],
+    "each attempt carries its own span's traceparent, over one the container sent",
+  );
+  assert.deepEqual(
+    ended,
+    [
+      [1, { status: 503 }],
+      [2, { status: 200 }],
+    ],
+    'each span ends with its answer',
+  );
+  assert.deepEqual(settled, [['j-1', 'delivered']]);
+});

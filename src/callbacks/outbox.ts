@@ -35,6 +35,14 @@ export interface OutboxOptions {
   readonly onCancel?: (ids: string[]) => void;
   /** Holds a job's final update (`completed`) until it resolves: the job's live log goes out in full first. */
   readonly beforeFinal?: (jobId: string, signal: AbortSignal) => Promise<void>;
+  /** With tracing on: the span of one attempt (`attempt` counts from 1), and the `traceparent` it sends. */
+  readonly traceAttempt?: ((delivery: Delivery, attempt: number) => AttemptSpan | undefined) | undefined;
+}
+
+/** One attempt's span: the trace context headers the request carries, ended with the answer's status or why there was none. */
+export interface AttemptSpan {
+  readonly headers: Readonly<Record<string, string>>;
+  end(result: { readonly status?: number; readonly error?: string }): void;
 }
 
 interface Lane {
@@ -162,10 +170,11 @@ export class CallbackOutbox {
       if (signal.aborted) return undefined;
       attempts++;
       let reason: string;
+      const span = this.options.traceAttempt?.(delivery, attempts);
       try {
         const res = await request(delivery.url, {
           method: 'PUT',
-          headers: wireHeaders(delivery, this.options.userAgent),
+          headers: span ? { ...wireHeaders(delivery, this.options.userAgent), ...span.headers } : wireHeaders(delivery, this.options.userAgent),
           body: delivery.body,
           dispatcher: this.dispatcher,
           headersTimeout: this.options.requestTimeoutMs,
@@ -173,6 +182,7 @@ export class CallbackOutbox {
           signal,
         });
         await res.body.dump();
+        span?.end({ status: res.statusCode });
         const cancels = parseCancelHeader(res.headers[HEADER.cancel]);
         if (cancels.length > 0) this.options.onCancel?.(cancels);
         if (res.statusCode >= 200 && res.statusCode < 300) {
@@ -185,6 +195,7 @@ export class CallbackOutbox {
           return 'rejected';
         }
       } catch (err) {
+        span?.end({ error: signal.aborted ? 'the agent stopped' : describeHttpError(err) });
         if (signal.aborted) return undefined;
         reason = describeHttpError(err);
       }

@@ -127,6 +127,7 @@ describe('defaults', () => {
       images: { budget_bytes: 0, low_free_bytes: 0, high_free_bytes: 0 },
       metrics: { address: '' },
       health: { address: '' },
+      tracing: { endpoint: '', service_name: 'foreman' },
       log: { level: 'info', format: 'json' },
     });
     assert.equal(sources['core.url'], 'env');
@@ -667,5 +668,49 @@ describe('documentation stays in step with the schema', () => {
       assert.ok(text.includes(`| \`${key}\` |`) || text.includes(`| \`[[${key}]]\` |`), `${key} is missing from the key reference (npm run build:docs)`);
     }
     for (const table of TABLES) assert.ok(text.includes(`| \`[${table}]\` |`), `${table} is missing from the key reference (npm run build:docs)`);
+  });
+});
+
+describe('[tracing]', () => {
+  it('is off by default; [tracing] endpoint names the collector, whose /v1/traces gets the spans', () => {
+    assert.equal(load({ env: REQUIRED_ENV }).config.tracing.endpoint, '', 'off');
+    const { config, sources } = load({ files: { 'cwd/foreman.toml': `${REQUIRED_TOML}[tracing]\nendpoint = "http://collector:4318"\n` } });
+    assert.equal(config.tracing.endpoint, 'http://collector:4318/v1/traces');
+    assert.equal(sources['tracing.endpoint'], 'file');
+    for (const [written, used] of [
+      ['http://collector:4318/', 'http://collector:4318/v1/traces'],
+      ['https://otel.example.com/base', 'https://otel.example.com/base/v1/traces'],
+      ['http://jaeger:4318/v1/traces', 'http://jaeger:4318/v1/traces'],
+    ] as const) {
+      assert.equal(load({ env: { ...REQUIRED_ENV, FOREMAN_TRACING_ENDPOINT: written } }).config.tracing.endpoint, used, written);
+    }
+  });
+
+  it('takes the standard OTEL_* variables when neither the file nor FOREMAN_* set the keys', () => {
+    const base = load({ env: { ...REQUIRED_ENV, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_SERVICE_NAME: 'ci-agents' } });
+    assert.deepEqual(base.config.tracing, { endpoint: 'http://collector:4318/v1/traces', service_name: 'ci-agents' }, 'the base URL gets /v1/traces');
+    assert.equal(base.sources['tracing.endpoint'], 'env');
+    const full = load({
+      env: { ...REQUIRED_ENV, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://ignored:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://collector:4318/custom/path' },
+    });
+    assert.equal(full.config.tracing.endpoint, 'http://collector:4318/custom/path', 'the traces endpoint is used as it is, and wins');
+    const ours = load({
+      env: { ...REQUIRED_ENV, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://ignored:4318', FOREMAN_TRACING_ENDPOINT: 'http://ours:4318', OTEL_SERVICE_NAME: 'x' },
+      files: { 'cwd/foreman.toml': `${REQUIRED_TOML}[tracing]\nservice_name = "from-file"\n` },
+    });
+    assert.deepEqual(ours.config.tracing, { endpoint: 'http://ours:4318/v1/traces', service_name: 'from-file' }, "foreman's own keys win");
+    const disabled = load({ env: { ...REQUIRED_ENV, FOREMAN_TRACING_ENDPOINT: 'http://ours:4318', OTEL_SDK_DISABLED: 'true' } });
+    assert.equal(disabled.config.tracing.endpoint, '', 'OTEL_SDK_DISABLED=true turns it off');
+  });
+
+  it('a bad endpoint is an error naming where it came from', () => {
+    assert.equal(
+      loadError({ env: { ...REQUIRED_ENV, OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' } }).message,
+      'env OTEL_EXPORTER_OTLP_ENDPOINT: tracing.endpoint = "collector:4318": expected an http:// or https:// URL (e.g. "http://127.0.0.1:4318"), or "" to turn tracing off',
+    );
+    assert.match(
+      loadError({ env: { ...REQUIRED_ENV, FOREMAN_TRACING_ENDPOINT: 'ftp://x' } }).message,
+      /^env FOREMAN_TRACING_ENDPOINT: tracing\.endpoint = "ftp:\/\/x": expected/,
+    );
   });
 });

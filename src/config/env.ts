@@ -57,6 +57,39 @@ export function applyEnv(env: Readonly<Record<string, string | undefined>>, raw:
   }
 }
 
+/** The standard OpenTelemetry variables that give `[tracing] endpoint`, in the order they are looked at. */
+export const OTEL_ENDPOINT_VARIABLES = ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT'] as const;
+
+/**
+ * The standard OpenTelemetry variables, for the `[tracing]` keys neither the file nor FOREMAN_* set (which win):
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME; and OTEL_SDK_DISABLED=true,
+ * which turns tracing off whatever set the endpoint. They are checked like the keys they give.
+ */
+export function applyOtelEnv(env: Readonly<Record<string, string | undefined>>, raw: RawSettings): void {
+  if (!raw.leaves.has('tracing.endpoint')) {
+    const variable = OTEL_ENDPOINT_VARIABLES.find((name) => (env[name] ?? '').trim() !== '');
+    if (variable) raw.leaves.set('tracing.endpoint', { value: (env[variable] ?? '').trim(), origin: { kind: 'env', variable } });
+  }
+  const serviceName = env.OTEL_SERVICE_NAME;
+  if (!raw.leaves.has('tracing.service_name') && serviceName !== undefined && serviceName.trim() !== '') {
+    raw.leaves.set('tracing.service_name', { value: serviceName.trim(), origin: { kind: 'env', variable: 'OTEL_SERVICE_NAME' } });
+  }
+  if ((env.OTEL_SDK_DISABLED ?? '').trim().toLowerCase() === 'true') {
+    raw.leaves.set('tracing.endpoint', { value: '', origin: { kind: 'env', variable: 'OTEL_SDK_DISABLED' } });
+  }
+}
+
+/**
+ * The URL spans are sent to: `[tracing] endpoint` and OTEL_EXPORTER_OTLP_ENDPOINT name the collector, whose
+ * traces are at `/v1/traces` (a URL already ending so is kept); OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is the URL itself.
+ */
+export function tracesUrl(endpoint: string, origin: Origin | undefined): string {
+  if (endpoint === '' || (origin?.kind === 'env' && origin.variable === 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT')) return endpoint;
+  const url = new URL(endpoint);
+  if (!/\/v1\/traces\/?$/.test(url.pathname)) url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/traces`;
+  return url.toString();
+}
+
 /** Prefixes under which the rest of a variable's name is a name of its own (a label, a container variable, a registry entry). */
 const NAME_PREFIXES = [...Object.values(TABLE_ENV_PREFIXES), 'FOREMAN_DOCKER_REGISTRIES_'];
 

@@ -1,4 +1,9 @@
 // The config's own string formats, which the generated validator calls (config-validator.generated.ts).
+import { isHttpUrl } from '../shared/job-input.ts';
+
+export function isHttpUrlOrEmpty(value: string): boolean {
+  return value === '' || isHttpUrl(value);
+}
 
 export function isDockerUrl(value: string): boolean {
   try {

@@ -9,7 +9,7 @@ import { validate } from './config-validator.generated.ts';
 import type { Config, ConfigSource, LoadedConfig } from './types.ts';
 import { show, suggestion, where, type Origin } from './messages.ts';
 import { readTokenFile } from './token.ts';
-import { applyEnv, coerceEnvValue, CONFIG_ENV_VARIABLE, envVariableFor, type RawSettings } from './env.ts';
+import { applyEnv, applyOtelEnv, coerceEnvValue, CONFIG_ENV_VARIABLE, envVariableFor, tracesUrl, type RawSettings } from './env.ts';
 import { RegistrySettings, REGISTRIES_KEY } from './registries.ts';
 
 export { CONFIG_ENV_VARIABLE, envVariableFor } from './env.ts';
@@ -45,6 +45,7 @@ export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   const file = findConfigFile(options);
   if (file !== undefined) readConfigFile(file, raw, warnings);
   applyEnv(options.env, raw, warnings);
+  applyOtelEnv(options.env, raw);
   for (const { key, flag, value } of options.flags ?? []) raw.leaves.set(key, { value: coerceEnvValue(key, value), origin: { kind: 'flag', flag } });
   const config = compile(raw, file, options, warnings);
   return deepFreeze({ config, file, sources: sourcesOf(raw), warnings });
@@ -297,6 +298,10 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
     metrics: { address: valid.metrics.address },
     images: { budget_bytes: valid.images.budget_bytes, low_free_bytes: valid.images.low_free_bytes, high_free_bytes: valid.images.high_free_bytes },
     health: { address: valid.health.address },
+    tracing: {
+      endpoint: tracesUrl(valid.tracing.endpoint, raw.leaves.get('tracing.endpoint')?.origin),
+      service_name: valid.tracing.service_name ?? 'foreman',
+    },
     log: { level: valid.log.level, format: valid.log.format },
   };
 }

@@ -380,6 +380,23 @@ export const ConfigSchema = Type.Object({
         'host:port serving only /healthz and /readyz over HTTP (no metrics), for a load balancer or an orchestrator; "" serves none. `foreman ping` needs no listener: it asks the agent over <data_dir>/foreman.sock.',
     }),
   }),
+  tracing: Type.Object({
+    endpoint: Type.String({
+      format: 'http-url-or-empty',
+      default: '',
+      expected: 'an http:// or https:// URL (e.g. "http://127.0.0.1:4318"), or "" to turn tracing off',
+      description:
+        "An OpenTelemetry Collector's (or Jaeger's) OTLP/HTTP endpoint, e.g. `http://127.0.0.1:4318`: every job is traced and the spans sent to its `/v1/traces` (a URL ending in `/v1/traces` is used as it is). Unset, the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is) or `OTEL_EXPORTER_OTLP_ENDPOINT` gives it; `OTEL_SDK_DISABLED=true` turns tracing off. Off: nothing of OpenTelemetry is loaded.",
+    }),
+    service_name: Type.Optional(
+      Type.String({
+        minLength: 1,
+        expected: 'a non-empty service name',
+        description: "The `service.name` of the agent's spans.",
+        defaultText: '`OTEL_SERVICE_NAME`, else `foreman`',
+      }),
+    ),
+  }),
   log: Type.Object({
     level: Type.Union(
       LOG_LEVELS.map((level) => Type.Literal(level)),
@@ -400,7 +417,7 @@ export const ConfigSchema = Type.Object({
 export type ValidConfig = Static<typeof ConfigSchema>;
 
 /** The sections and the tables of string values inside them. */
-export const SECTIONS = ['core', 'docker', 'images', 'metrics', 'health', 'log'] as const;
+export const SECTIONS = ['core', 'docker', 'images', 'metrics', 'health', 'tracing', 'log'] as const;
 export type Section = (typeof SECTIONS)[number];
 export const TABLES = ['core.env', 'core.labels'] as const;
 export type TableKey = (typeof TABLES)[number];

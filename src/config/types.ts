@@ -94,6 +94,12 @@ export interface Config {
     /** host:port serving /healthz and /readyz alone; empty: none (the agent's socket in data_dir still answers `foreman ping`). */
     readonly address: string;
   };
+  readonly tracing: {
+    /** The OTLP/HTTP traces URL spans are sent to (`…/v1/traces`); empty: tracing is off, OpenTelemetry not loaded. */
+    readonly endpoint: string;
+    /** `service.name` of the agent's spans. */
+    readonly service_name: string;
+  };
   readonly log: {
     readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
     /** `json` (one object a line) or `text` (for a terminal). */

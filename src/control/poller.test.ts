@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { systemClock } from '../shared/clock.ts';
 import { ManualClock } from '../testing/clock-kit.ts';
-import { PollError, Poller, parsePollReply, type PollerOptions } from './poller.ts';
+import { PollError, Poller, parsePollReply, withReplyTraceContext, type PollerOptions } from './poller.ts';
 import { encodeLabels } from '../protocol/wire.ts';
 
 test('replies: an array, one object, [] , empty and 204 are jobs; anything else is a PollError', () => {
@@ -245,4 +245,17 @@ test('each poll is counted by how it ended: jobs, empty, unauthorized or error',
     await running;
     await control.close();
   }
+});
+
+test("a reply's traceparent header goes to each of its jobs that carries none of its own", () => {
+  const header = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const own = { id: 'b', traceparent: '00-11111111111111111111111111111111-2222222222222222-01' };
+  const entries = [{ id: 'a' }, own, 'not a job', null];
+  assert.deepEqual(
+    withReplyTraceContext(entries, { traceparent: header, tracestate: 'v=1' }),
+    [{ id: 'a', traceparent: header, tracestate: 'v=1' }, own, 'not a job', null],
+    "the header fills in; a job's own traceparent wins; what is not a job is left for validation",
+  );
+  assert.deepEqual(entries[0], { id: 'a' }, 'the entries themselves are not changed');
+  assert.equal(withReplyTraceContext(entries, {}), entries, 'no header: the entries as they came');
 });

@@ -80,6 +80,21 @@ export function parsePollReply(status: number, text: string): unknown[] {
 }
 
 /**
+ * A reply's `traceparent` (and `tracestate`) header, for control servers that send the trace context as a header:
+ * it goes to each job of the reply that carries no `traceparent` of its own (which wins). Entries are copied, not changed.
+ */
+export function withReplyTraceContext(entries: unknown[], headers: Readonly<Record<string, string | string[] | undefined>>): unknown[] {
+  const traceparent = headers.traceparent;
+  if (typeof traceparent !== 'string') return entries;
+  const tracestate = typeof headers.tracestate === 'string' ? { tracestate: headers.tracestate } : {};
+  return entries.map((entry) =>
+    typeof entry === 'object' && entry !== null && !Array.isArray(entry) && !Object.hasOwn(entry, 'traceparent')
+      ? { ...entry, traceparent, ...tracestate }
+      : entry,
+  );
+}
+
+/**
  * Polls the control server. One request at a time; the next one is scheduled only after
  * the last ends: at once while new jobs keep coming and slots are free, else after poll_frequency,
  * or after a backoff when the poll failed. Polls go on while every slot is taken (capacity 0):
@@ -153,7 +168,7 @@ export class Poller {
       const cancels = parseCancelHeader(res.headers[HEADER.cancel]);
       if (cancels.length > 0) this.options.onCancel(cancels);
       const text = await readLimited(res.body, this.options.maxReplyBytes ?? MAX_POLL_REPLY_BYTES).catch(timedOut);
-      return parsePollReply(res.statusCode, text);
+      return withReplyTraceContext(parsePollReply(res.statusCode, text), res.headers);
     } finally {
       timer.cancel();
     }

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type { JobSpec } from '../shared/job-spec.ts';
 import { onRejected, transition, type JobState } from './state.ts';
-import type { Delivery, ImageRecord, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+import type { Delivery, ImageRecord, JobRecord, JobStore, NewDelivery, TraceIds, TransitionPatch } from './store.ts';
 import type { ImageInfo } from '../shared/engine-facts.ts';
 
 interface Snapshot {
@@ -65,6 +65,7 @@ export class MemoryStore implements JobStore {
         updatedAt: now,
         cancelRequestedAt: null,
         lastUpdateAt: null,
+        trace: null,
       });
       return true;
     });
@@ -128,6 +129,13 @@ export class MemoryStore implements JobStore {
     const next = { ...job, startedAt, updatedAt: this.now() };
     this.jobs.set(id, next);
     return next;
+  }
+
+  recordTrace(id: string, trace: TraceIds): void {
+    this.write(() => {
+      const job = this.mustGet(id);
+      this.jobs.set(id, { ...job, trace });
+    });
   }
 
   requestCancel(id: string): JobRecord | undefined {

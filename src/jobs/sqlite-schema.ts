@@ -48,6 +48,9 @@ export const migrations: readonly string[] = [
     last_used_at INTEGER NOT NULL
   );
   `,
+  /* 4: the job's trace ids (TraceIds as JSON), so its spans go on in the same trace after a restart */ `
+  ALTER TABLE jobs ADD COLUMN trace TEXT;
+  `,
 ];
 
 export interface JobRow {
@@ -64,6 +67,7 @@ export interface JobRow {
   updated_at: number;
   cancel_requested_at: number | null;
   last_update_at: number | null;
+  trace: string | null;
 }
 
 export interface DeliveryRow {

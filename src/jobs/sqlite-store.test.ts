@@ -253,6 +253,7 @@ test('a store written by the first schema is migrated in place: its jobs and del
       assert.equal(job?.state, 'running');
       assert.equal(job.cancelRequestedAt, null);
       assert.equal(job.lastUpdateAt, null);
+      assert.equal(job.trace, null, 'a job stored before tracing has no trace');
       assert.equal(store.pendingDeliveries()[0]?.id, 'd1');
       assert.ok(store.requestCancel('old-job'), 'the cancel of a live job is stored');
     } finally {
@@ -261,4 +262,17 @@ test('a store written by the first schema is migrated in place: its jobs and del
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("a job's trace ids are kept with it across reopening (migration 4 adds them to an older store)", async () => {
+  await withStore((open) => {
+    const first = open();
+    first.admit(spec, 's', 'n');
+    assert.equal(first.get('job-1')?.trace, null, 'no trace until tracing begins one');
+    const ids = { job: `00-${'a'.repeat(32)}-${'b'.repeat(16)}-01`, run: 'c'.repeat(16), parent: `00-${'a'.repeat(32)}-${'d'.repeat(16)}-01`, state: 'v=1' };
+    first.recordTrace('job-1', ids);
+    first.transition('job-1', 'creating');
+    first.close();
+    assert.deepEqual(open().get('job-1')?.trace, ids, 'the same ids after reopening');
+  });
 });

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { JobSpec } from '../shared/job-spec.ts';
 import { lockDataDir } from './data-dir-lock.ts';
 import { onRejected, transition, type JobState } from './state.ts';
-import type { Delivery, ImageRecord, JobRecord, JobStore, NewDelivery, TransitionPatch } from './store.ts';
+import type { Delivery, ImageRecord, JobRecord, JobStore, NewDelivery, TraceIds, TransitionPatch } from './store.ts';
 import type { ImageInfo } from '../shared/engine-facts.ts';
 import { systemClock, type Clock, type Timer } from '../shared/clock.ts';
 import { statementCache } from '../shared/statements.ts';
@@ -117,6 +117,7 @@ export class SqliteStore implements JobStore {
       updatedAt: row.updated_at,
       cancelRequestedAt: row.cancel_requested_at,
       lastUpdateAt: row.last_update_at,
+      trace: row.trace === null ? null : (JSON.parse(row.trace) as TraceIds),
     };
   }
 
@@ -232,6 +233,10 @@ export class SqliteStore implements JobStore {
       this.log.info({ jobId: id, state: job.state }, 'cancel requested by the control server');
       return job;
     });
+  }
+
+  recordTrace(id: string, trace: TraceIds): void {
+    this.stmt('UPDATE jobs SET trace = ? WHERE id = ?').run(JSON.stringify(trace), id);
   }
 
   private mustGet(id: string): JobRecord {

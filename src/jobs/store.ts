@@ -3,9 +3,10 @@ import type { Delivery, NewDelivery } from '../shared/delivery.ts';
 import type { ImageInfo, ImageRecord } from '../shared/engine-facts.ts';
 
 export type { ImageRecord };
+import type { TraceIds } from '../shared/trace-ids.ts';
 import type { JobState, Outcome } from './state.ts';
 
-export type { Delivery, NewDelivery };
+export type { Delivery, NewDelivery, TraceIds };
 
 export interface JobRecord {
   readonly id: string;
@@ -25,6 +26,8 @@ export interface JobRecord {
   readonly cancelRequestedAt: number | null;
   /** When the container's last update was accepted: the stall timeout runs from here (or from startedAt). */
   readonly lastUpdateAt: number | null;
+  /** Its trace's ids, once tracing began it (src/tracing/); null without tracing. */
+  readonly trace: TraceIds | null;
   readonly updatedAt: number;
 }
 
@@ -68,6 +71,8 @@ export interface JobStore {
    * job, it ended, or a cancel is stored already); otherwise the job with `cancelRequestedAt` set.
    */
   requestCancel(id: string): JobRecord | undefined;
+  /** Keeps the ids of the job's trace with it (committed on return, like every write). */
+  recordTrace(id: string, trace: TraceIds): void;
   /** Atomically moves the job (when `to` is given) and queues a delivery. */
   recordUpdate(id: string, delivery: NewDelivery, to?: JobState, patch?: TransitionPatch): { job: JobRecord; delivery: Delivery };
   /**

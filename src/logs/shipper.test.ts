@@ -346,3 +346,37 @@ test('a lane that fails on its store starts again a few seconds later, so the jo
     [1, 1, '1'],
   );
 });
+
+test('with tracing, each batch (retries included) is one span whose traceparent its requests carry; the end marker too', async (t) => {
+  const server = await logsServer(t, (n) => (n === 0 ? 503 : 200));
+  const spans: Array<{ details: { offset: number; lines: number; end: boolean }; result?: { status?: number; error?: string } }> = [];
+  const { store, shipper, clock } = setup(t, {
+    traceBatch: (jobId, url, details) => {
+      assert.equal(jobId, 'job-1');
+      assert.equal(url, `${server.base}/logs`);
+      const span: (typeof spans)[number] = { details };
+      spans.push(span);
+      return { headers: { traceparent: `span-${spans.length}` }, end: (result) => void (span.result = result) };
+    },
+  });
+  store.open('job-1', `${server.base}/logs`);
+  stored(store, 'job-1', ['one', 'two']);
+  store.markFollowed('job-1');
+  shipper.notify('job-1');
+  await until('the first attempt and its backoff', () => server.received.length === 1 && clock.timers === 1);
+  await clock.advance(100);
+  await until('the end accepted', () => store.get('job-1')?.settled === 'ended');
+  assert.deepEqual(
+    server.received.map((r) => r.headers.traceparent),
+    ['span-1', 'span-1', 'span-2'],
+    "a retry carries its batch's traceparent; the end marker has its own",
+  );
+  assert.deepEqual(
+    spans,
+    [
+      { details: { offset: 0, lines: 2, end: false }, result: { status: 200 } },
+      { details: { offset: 2, lines: 0, end: true }, result: { status: 200 } },
+    ],
+    'each span names its offset and lines and ends with the last answer',
+  );
+});

@@ -26,6 +26,14 @@ export interface LogShipperOptions {
   readonly batchBytes?: number;
   readonly intervalMs?: number;
   readonly dispatcher?: Dispatcher;
+  /** With tracing on: the span of one POST of a job's log (retries included), and the `traceparent` it sends. */
+  readonly traceBatch?: ((jobId: string, url: string, details: { offset: number; lines: number; end: boolean }) => BatchSpan | undefined) | undefined;
+}
+
+/** One batch's span: the trace context headers its requests carry, ended with the last answer's status or why there was none. */
+export interface BatchSpan {
+  readonly headers: Readonly<Record<string, string>>;
+  end(result: { readonly status?: number; readonly error?: string }): void;
 }
 
 type Sent = 'accepted' | Exclude<LogSettlement, 'ended'>;
@@ -131,7 +139,7 @@ export class LogShipper {
         }
         lastSentAt = clock.now();
         const { body, count, bytes, full } = store.nextBatch(jobId, stream.acked, batchBytes);
-        const sent = await this.post(stream, { offset: stream.acked }, body);
+        const sent = await this.post(stream, { offset: stream.acked }, body, count);
         if (sent === undefined) return;
         if (sent !== 'accepted') return store.settle(jobId, sent);
         store.ack(jobId, stream.acked + count);
@@ -159,12 +167,27 @@ export class LogShipper {
     timer.cancel();
   }
 
-  /** Retries until the logs server answers; undefined when the shipper closed first. */
-  private async post(stream: LogStream, at: { offset: number; end?: number }, body: Buffer): Promise<Sent | undefined> {
+  /** Retries until the logs server answers (the whole in one span, when traced); undefined when the shipper closed first. */
+  private async post(stream: LogStream, at: { offset: number; end?: number }, body: Buffer, lines = 0): Promise<Sent | undefined> {
+    const span = this.options.traceBatch?.(stream.jobId, stream.url, { offset: at.offset, lines, end: at.end !== undefined });
+    if (!span) return this.send(stream, at, {}, body);
+    let last: { status?: number; error?: string } = { error: 'the agent stopped' };
+    const sent = await this.send(stream, at, span.headers, body, (answer) => (last = answer));
+    span.end(last);
+    return sent;
+  }
+
+  private async send(
+    stream: LogStream,
+    at: { offset: number; end?: number },
+    extra: Readonly<Record<string, string>>,
+    body: Buffer,
+    answered?: (answer: { status?: number; error?: string }) => void,
+  ): Promise<Sent | undefined> {
     const { log, clock } = this.options;
     const signal = this.abort.signal;
     const context = { jobId: stream.jobId, url: redactUrl(stream.url), offset: String(at.offset) };
-    const headers = logBatchHeaders({ jobId: stream.jobId, agentId: this.options.agentId, userAgent: this.options.userAgent, ...at });
+    const headers = { ...logBatchHeaders({ jobId: stream.jobId, agentId: this.options.agentId, userAgent: this.options.userAgent, ...at }), ...extra };
     let failingSince: number | undefined;
     let lastReason: string | undefined;
     for (let attempt = 1; ; attempt++) {
@@ -181,6 +204,7 @@ export class LogShipper {
           signal,
         });
         await res.body.dump();
+        answered?.({ status: res.statusCode });
         if (res.statusCode >= 200 && res.statusCode < 300) {
           if (lastReason) log.info({ ...context, attempts: attempt }, 'job log batch delivered after retries');
           return 'accepted';
@@ -193,6 +217,7 @@ export class LogShipper {
       } catch (err) {
         if (signal.aborted) return undefined;
         reason = describeHttpError(err);
+        answered?.({ error: reason });
       }
       failingSince ??= clock.now();
       if (clock.now() - failingSince >= this.options.maxAgeMs) {

@@ -8,6 +8,7 @@ import type { RunnerContext } from '../agent/job/context.ts';
 import { JobEndpoints } from '../agent/job/naming.ts';
 import { Scheduler } from '../agent/job/scheduler.ts';
 import { HEADER } from '../protocol/wire.ts';
+import type { Tracing } from '../tracing/job-trace.ts';
 
 export const IMAGE = 'fake/job:1';
 
@@ -22,6 +23,8 @@ export interface KitOptions {
   readonly memoryLimit?: number;
   /** The store, engine and clock of another kit: a second agent on them, as after a restart. */
   readonly share?: { readonly clock: ManualClock; readonly store: MemoryStore; readonly executor: FakeExecutor };
+  /** Every job's trace (src/tracing/otel.ts with an in-memory exporter, say). */
+  readonly tracing?: Tracing;
 }
 
 export interface Report {
@@ -51,6 +54,7 @@ export function makeKit(options: KitOptions = {}) {
     deliver: (d) => delivered.push(d),
     images: { ensure: (image, alwaysPull, signal) => executor.ensureImage(image, alwaysPull, signal), collect: () => Promise.resolve() },
     metrics: undefined,
+    tracing: options.tracing,
     options: {
       completionTimeoutMs: options.completionTimeoutMs ?? 10_000,
       removalTimeoutMs: options.removalTimeoutMs ?? 5000,

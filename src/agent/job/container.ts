@@ -6,14 +6,22 @@ import type { ContainerPhase } from '../../jobs/state.ts';
 import type { JobRecord } from '../../jobs/store.ts';
 import type { RunnerContext } from './context.ts';
 
-/** A job's container: its environment is the job's own, `[core.env]` over it, then the job API endpoints; its resources as the job asked. */
-export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Record<string, string>>): ContainerSpec {
+/**
+ * A job's container: its environment is the job's own, its trace context (`TRACEPARENT`, when traced) over it,
+ * `[core.env]` over that, then the job API endpoints; its resources as the job asked.
+ */
+export function containerSpec(
+  job: JobRecord,
+  endpoint: string,
+  env: Readonly<Record<string, string>>,
+  trace: Readonly<Record<string, string>> = {},
+): ContainerSpec {
   const { spec } = job;
   return {
     name: job.containerName,
     image: spec.image,
     command: spec.command,
-    env: { ...spec.env, ...env, [JOB_ENDPOINT_ENV.get]: endpoint, [JOB_ENDPOINT_ENV.put]: endpoint },
+    env: { ...spec.env, ...trace, ...env, [JOB_ENDPOINT_ENV.get]: endpoint, [JOB_ENDPOINT_ENV.put]: endpoint },
     labels: { [LABEL_JOB]: job.id },
     // Checked against the agent's maxima when the job arrived (see policy.ts).
     resources: spec.resources,

@@ -5,6 +5,7 @@ import type { Delivery, JobStore } from '../../jobs/store.ts';
 import type { BackoffPolicy } from '../../shared/backoff.ts';
 import type { Clock } from '../../shared/clock.ts';
 import type { JobUsage } from '../../protocol/wire.ts';
+import type { Tracing } from '../../tracing/job-trace.ts';
 import type { LiveLogs } from './live-log.ts';
 import type { JobEndpoints } from './naming.ts';
 
@@ -54,6 +55,8 @@ export interface RunnerContext {
   readonly metrics: JobMetrics | undefined;
   /** Live job logs; unset in tests that do not need them. */
   readonly logs?: LiveLogs | undefined;
+  /** Every job's trace, when tracing is configured (src/tracing/). */
+  readonly tracing?: Tracing | undefined;
   readonly options: RunnerOptions;
 }
 

@@ -73,6 +73,7 @@ function job(id: string, containerId: string | null, logsUrl: string | null = 'h
     stoppedAt: null,
     cancelRequestedAt: null,
     lastUpdateAt: null,
+    trace: null,
     updatedAt: 0,
   };
 }

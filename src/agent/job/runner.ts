@@ -26,6 +26,8 @@ import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
 import { LaunchAbort } from './abort.ts';
 import { recordFetch, recordUpdate, type ContainerUpdate, type FetchResult, type UpdateResult } from './reports.ts';
+import { traced, type JobTrace } from '../../tracing/job-trace.ts';
+import { traceOf } from './trace.ts';
 
 export { RunnerAbort, type RunnerAbortReason } from './abort.ts';
 export type { ContainerUpdate, FetchResult, UpdateResult } from './reports.ts';
@@ -56,6 +58,8 @@ export class JobRunner {
   private holding = false;
   private stopping = false;
   private oomKilled = false;
+  /** Its trace, when tracing is on: from its launch (or its re-adoption) on. */
+  private trace: JobTrace | undefined;
 
   constructor(id: string, ctx: RunnerContext, hooks: RunnerHooks) {
     this.id = id;
@@ -164,6 +168,7 @@ export class JobRunner {
     this.ctx.deliver(result.delivery);
     this.clocks.touched(at);
     if (result.outcome) {
+      this.trace?.ended(result.outcome);
       this.ctx.metrics?.jobsEnded.inc({ outcome: result.outcome });
       this.clocks.stopRunning();
       void this.step(() => this.stopAfterCompletion());
@@ -208,10 +213,13 @@ export class JobRunner {
       return;
     }
     this.clocks.armLaunch(job);
+    this.trace ??= traceOf(this.ctx, job);
     const signal = this.abort.signal;
     try {
-      await this.ctx.images.ensure(job.spec.image, job.spec.alwaysPull === true, signal);
-      const containerId = await executor.create(containerSpec(job, this.ctx.endpoints.urlFor(job.id, job.secret), this.ctx.options.env), signal);
+      const image = { 'container.image.name': job.spec.image, 'foreman.pull.always': job.spec.alwaysPull === true };
+      await traced(this.trace, 'pull', image, () => this.ctx.images.ensure(job.spec.image, job.spec.alwaysPull === true, signal));
+      const spec = containerSpec(job, this.ctx.endpoints.urlFor(job.id, job.secret), this.ctx.options.env, this.trace?.containerEnv);
+      const containerId = await traced(this.trace, 'create', { 'container.name': job.containerName }, () => executor.create(spec, signal));
       // Started before the engine call returns, so a fast container's first request finds it ready.
       const started = store.transition(this.id, 'started', { containerId, startedAt: clock.now() });
       this.logs?.open(started);
@@ -226,7 +234,7 @@ export class JobRunner {
   private async startContainer(containerId: string): Promise<void> {
     const signal = this.abort.signal;
     try {
-      await this.ctx.executor.start(containerId, signal);
+      await traced(this.trace, 'start', { 'container.id': containerId }, () => this.ctx.executor.start(containerId, signal));
     } catch (err) {
       if (!this.abort.reason) await this.failLaunch(err);
       return;
@@ -243,6 +251,7 @@ export class JobRunner {
     } catch (err) {
       log.error({ jobId: this.id, reason: describeHttpError(err) }, 'could not record the container start; its timeouts count from before it');
     }
+    if (job.startedAt !== null) this.trace?.running(containerId, job.startedAt);
     log.info({ jobId: this.id, containerId, image: job.spec.image }, 'job container started');
     this.meter.start(containerId);
     if (job.startedAt !== null) this.ctx.metrics?.startLatency.observe(Math.max(0, job.startedAt - job.receivedAt) / 1000);
@@ -274,6 +283,7 @@ export class JobRunner {
     const { store, executor, log } = this.ctx;
     const job = store.get(this.id);
     if (!job) return;
+    if (job.trace) this.trace ??= traceOf(this.ctx, job);
     const canceling = job.cancelRequestedAt !== null;
     // The listing may predate a launch that finished while this step waited its turn.
     const looks = readoptLooksAtContainer(job.state, canceling);
@@ -348,6 +358,7 @@ export class JobRunner {
         this.release();
         if (job.state !== 'stopped') store.transition(this.id, 'stopped');
         store.transition(this.id, 'removed');
+        this.trace?.finished();
         return this.hooks.finished();
       case 'signal-stop':
         return this.signalStop(job);
@@ -381,12 +392,17 @@ export class JobRunner {
       { jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl },
       { ...ending, outcome: decision.outcome, logs, usage: this.usageOf(job, decision.outcome) },
     );
+    this.trace ??= traceOf(this.ctx, job);
     const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
+    this.trace?.ended(decision.outcome, ending);
     this.ctx.deliver(recorded.delivery);
     metrics?.jobsEnded.inc({ outcome: decision.outcome });
     if (job.containerId) await this.container.stop(job.containerId, this.ctx.options.stopGraceMs);
     if (decision.to === 'stopped') this.markStopped(recorded.job);
-    else this.hooks.finished();
+    else {
+      this.trace?.finished();
+      this.hooks.finished();
+    }
   }
 
   /** What the job's container used, for its final report; undefined when no container ran. */
@@ -416,6 +432,7 @@ export class JobRunner {
   /** The container is stopped: free the slot, read its output to the end (also if it never ran), schedule removal. */
   private markStopped(job: JobRecord): void {
     this.clocks.stopped();
+    if (job.stoppedAt !== null) this.trace?.stopped(job.stoppedAt);
     this.release();
     this.logs?.follow(job);
     if (job.startedAt !== null && job.stoppedAt !== null) {
@@ -444,8 +461,11 @@ export class JobRunner {
     const job = this.ctx.store.get(this.id);
     if (!job || job.state !== 'stopped') return true;
     await this.logs?.followed();
-    if (!(await this.container.remove(job.containerId ?? job.containerName))) return false;
+    const target = job.containerId ?? job.containerName;
+    const removed = await traced(this.trace, 'remove', { 'container.id': target }, () => this.container.remove(target));
+    if (!removed) return false;
     this.ctx.store.transition(this.id, 'removed');
+    this.trace?.finished();
     this.hooks.finished();
     void this.ctx.images.collect();
     return true;

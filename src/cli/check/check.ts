@@ -88,9 +88,10 @@ function displayValue(key: string, value: unknown): string {
   }
   if (key === 'metrics.address' && value === '') return '"" (metrics off)';
   if (key === 'health.address' && value === '') return '"" (none; foreman ping asks <data_dir>/foreman.sock)';
+  if (key === 'tracing.endpoint' && value === '') return '"" (tracing off)';
   if (key === 'core.max_job_timeout' && value === 0) return '0 (no maximum)';
   if (typeof value === 'number' && isDurationKey(key) && value > 0) return `${value} (${formatDuration(value)})`;
-  if (typeof value === 'string' && (key === 'core.url' || key === 'docker.url')) return JSON.stringify(withoutPassword(value));
+  if (typeof value === 'string' && (key === 'core.url' || key === 'docker.url' || key === 'tracing.endpoint')) return JSON.stringify(withoutPassword(value));
   return show(key, value);
 }
 
