@@ -78,6 +78,14 @@ export class JobContainer {
     }
   }
 
+  /** The canceled job outlived its grace period (its own, or the agent's `cancelGraceMs`): its container is killed. */
+  async killAfterGrace(job: JobRecord | undefined, cancelGraceMs: number): Promise<void> {
+    if (!job?.containerId) return;
+    const graceMs = job.spec.cancelGracePeriod ?? cancelGraceMs;
+    this.ctx.log.warn({ jobId: this.jobId, containerId: job.containerId, graceMs }, 'the canceled job outlived its grace period; killing its container');
+    await this.kill(job.containerId);
+  }
+
   /** Removes it by id, or by name when its id was never learnt; true when it is gone. */
   async remove(target: string): Promise<boolean> {
     try {

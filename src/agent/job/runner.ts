@@ -1,7 +1,6 @@
 import { endingReport } from '../../callbacks/messages.ts';
 import type { ContainerStatus } from '../../executor/executor.ts';
 import {
-  hasEnded,
   onCancel,
   onContainerExited,
   onContainerMissing,
@@ -9,19 +8,18 @@ import {
   onLaunchFailed,
   onShutdown,
   onStall,
-  onReadopt,
   onTimeout,
-  readoptLooksAtContainer,
   type Decision,
   type JobState,
 } from '../../jobs/state.ts';
 import type { JobRecord } from '../../jobs/store.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import { cancelDetails, exitDetails, launchFailedDetails, missingDetails, shutdownDetails, stallDetails, timeoutDetails, type DetailsFor } from './endings.ts';
-import { containerSpec, JobContainer, phaseOf, secretsOf } from './container.ts';
-import type { JobUsage } from '../../protocol/wire.ts';
+import { JobContainer, secretsOf } from './container.ts';
+import { launch, startContainer, type Launching } from './launch.ts';
+import { readopt, READOPTED_NOTE, type Readopting } from './readopt.ts';
 import { JobClocks } from './clocks.ts';
-import { UsageMeter } from './usage.ts';
+import { reportedUsage, UsageMeter } from './usage.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
 import { LaunchAbort } from './abort.ts';
@@ -31,9 +29,6 @@ import { traceOf } from './trace.ts';
 
 export { RunnerAbort, type RunnerAbortReason } from './abort.ts';
 export type { ContainerUpdate, FetchResult, UpdateResult } from './reports.ts';
-
-/** Said in the usage of a job whose container the agent re-adopted after a restart. */
-const READOPTED_NOTE = 'the agent restarted while the job ran: pidsPeak (and memoryPeakBytes where the engine keeps no high-water mark) count from then';
 
 /**
  * Owns one job from the moment it is queued until its container is removed: its cancel signal,
@@ -76,7 +71,7 @@ export class JobRunner {
         void this.step(() => this.act(onTimeout, details, 'job did not complete in time; stopping it'));
       },
       stalled: (stallMs) => void this.step(() => this.act(onStall, stallDetails(stallMs), 'job sent no update in time; stopping it')),
-      graceOver: () => void this.killAfterGrace(),
+      graceOver: () => void this.container.killAfterGrace(this.ctx.store.get(this.id), this.ctx.options.cancelGraceMs),
       removalDue: (attempt) =>
         void this.step(async () => {
           const ok = await this.removeContainer();
@@ -99,7 +94,7 @@ export class JobRunner {
   /** The scheduler gave this job a slot: pull, create and start. */
   launch(): Promise<void> {
     this.holding = true;
-    return this.step(() => this.runLaunch());
+    return this.step(() => launch(this.launching()));
   }
 
   /** The engine reported the container's exit. */
@@ -121,7 +116,7 @@ export class JobRunner {
 
   /** Brings this job in line with what the engine holds (`listed`: its container in the listing, if any). */
   reconcile(listed: ContainerStatus | undefined): Promise<void> {
-    return this.step(() => this.runReconcile(listed));
+    return this.step(() => readopt(this.readopting(), listed));
   }
 
   /** The agent stops: cancel what is in flight, end the job (`agent-shutdown`), stop its container. */
@@ -162,7 +157,7 @@ export class JobRunner {
     const job = update.status === 'completed' ? this.ctx.store.get(this.id) : undefined;
     const final = job && (job.state === 'started' || job.state === 'running');
     if (final) await this.meter.finish(true);
-    const usage = final ? this.usageOf(job, 'succeeded') : undefined;
+    const usage = final ? reportedUsage(this.meter, job, 'succeeded', this.ctx) : undefined;
     const result = await recordUpdate(this.ctx, this.id, update, at, usage);
     if (result.kind !== 'stored') return result;
     this.ctx.deliver(result.delivery);
@@ -198,64 +193,23 @@ export class JobRunner {
     this.abort.abort('shutdown');
   }
 
-  private async runLaunch(): Promise<void> {
-    const { store, executor, clock, log } = this.ctx;
-    // Cancelled before its turn came: the job never started, and the step that cancelled it ends it.
-    if (this.abort.reason) return this.release();
-    let job: JobRecord;
-    try {
-      job = store.transition(this.id, 'creating');
-    } catch (err) {
-      // Nothing changed: queue it again, then give the slot back, so the retry waits a moment.
-      log.error({ jobId: this.id, reason: describeHttpError(err) }, 'could not record the job start; will retry');
-      this.hooks.requeue('front');
-      this.release();
-      return;
-    }
-    this.clocks.armLaunch(job);
-    this.trace ??= traceOf(this.ctx, job);
-    const signal = this.abort.signal;
-    try {
-      const image = { 'container.image.name': job.spec.image, 'foreman.pull.always': job.spec.alwaysPull === true };
-      await traced(this.trace, 'pull', image, () => this.ctx.images.ensure(job.spec.image, job.spec.alwaysPull === true, signal));
-      const spec = containerSpec(job, this.ctx.endpoints.urlFor(job.id, job.secret), this.ctx.options.env, this.trace?.containerEnv);
-      const containerId = await traced(this.trace, 'create', { 'container.name': job.containerName }, () => executor.create(spec, signal));
-      // Started before the engine call returns, so a fast container's first request finds it ready.
-      const started = store.transition(this.id, 'started', { containerId, startedAt: clock.now() });
-      this.logs?.open(started);
-      await this.startContainer(containerId);
-    } catch (err) {
-      // Whoever aborted (a timeout, a cancel, the shutdown) has queued the step that ends the job.
-      if (this.abort.reason) log.debug({ jobId: this.id, abort: this.abort.reason }, 'launch abandoned');
-      else await this.failLaunch(err);
-    }
-  }
-
-  private async startContainer(containerId: string): Promise<void> {
-    const signal = this.abort.signal;
-    try {
-      await traced(this.trace, 'start', { 'container.id': containerId }, () => this.ctx.executor.start(containerId, signal));
-    } catch (err) {
-      if (!this.abort.reason) await this.failLaunch(err);
-      return;
-    }
-    const { store, clock, log } = this.ctx;
-    const stored = store.get(this.id);
-    if (stored) this.logs?.follow(stored);
-    if (!stored || hasEnded(stored.state)) return;
-    // The job's clocks count from now, when the engine says the container runs, not from before the start call
-    // (about 0.6 s earlier on Docker here, seconds on a swarm): a job gets its whole timeout.
-    let job = stored;
-    try {
-      job = store.recordStart(this.id, clock.now()) ?? stored;
-    } catch (err) {
-      log.error({ jobId: this.id, reason: describeHttpError(err) }, 'could not record the container start; its timeouts count from before it');
-    }
-    if (job.startedAt !== null) this.trace?.running(containerId, job.startedAt);
-    log.info({ jobId: this.id, containerId, image: job.spec.image }, 'job container started');
-    this.meter.start(containerId);
-    if (job.startedAt !== null) this.ctx.metrics?.startLatency.observe(Math.max(0, job.startedAt - job.receivedAt) / 1000);
-    if (!this.stopping) this.clocks.armRunning(job);
+  /** The launch's view of this runner (src/agent/job/launch.ts). */
+  private launching(): Launching {
+    return {
+      id: this.id,
+      ctx: this.ctx,
+      abort: this.abort,
+      clocks: this.clocks,
+      meter: this.meter,
+      logs: this.logs,
+      trace: (job) => (job ? (this.trace ??= traceOf(this.ctx, job)) : this.trace),
+      stopping: () => this.stopping,
+      release: (requeue) => {
+        if (requeue) this.hooks.requeue('front');
+        this.release();
+      },
+      failed: (err) => this.failLaunch(err),
+    };
   }
 
   private async failLaunch(err: unknown): Promise<void> {
@@ -279,55 +233,38 @@ export class JobRunner {
     if (this.ctx.store.get(this.id)?.state === 'completed') this.markStopped(this.ctx.store.transition(this.id, 'stopped'));
   }
 
-  private async runReconcile(listed: ContainerStatus | undefined): Promise<void> {
-    const { store, executor, log } = this.ctx;
-    const job = store.get(this.id);
-    if (!job) return;
-    if (job.trace) this.trace ??= traceOf(this.ctx, job);
-    const canceling = job.cancelRequestedAt !== null;
-    // The listing may predate a launch that finished while this step waited its turn.
-    const looks = readoptLooksAtContainer(job.state, canceling);
-    const container = looks ? (listed ?? (job.containerName ? await executor.inspect(job.containerName) : undefined)) : undefined;
-    const decision = onReadopt(job.state, phaseOf(container), canceling);
-    switch (decision.kind) {
-      case 'ignore':
-        return;
-      case 'requeue':
-        return this.hooks.requeue('back');
-      case 'cancel':
-        return this.act(onCancel, cancelDetails());
-      case 'missing':
+  /** Re-adoption's steps on this runner's parts (src/agent/job/readopt.ts decides which). */
+  private readopting(): Readopting {
+    return {
+      id: this.id,
+      ctx: this.ctx,
+      continueTrace: (job) => {
+        if (job.trace) this.trace ??= traceOf(this.ctx, job);
+      },
+      requeue: () => this.hooks.requeue('back'),
+      cancel: () => this.act(onCancel, cancelDetails()),
+      missing: (canceling) => {
         this.logs?.lost();
         return this.act((s) => onContainerMissing(s, canceling), missingDetails());
-      case 'resume-removal':
+      },
+      resumeRemoval: (job) => {
         this.release();
         this.logs?.follow(job);
-        return this.clocks.armRemoval(job);
-    }
-    if (!container) return;
-    // The container is there, and the job holds its slot again.
-    this.holding = true;
-    if ('recordStart' in decision && decision.recordStart) {
-      store.transition(this.id, 'started', { containerId: container.id, startedAt: container.startedAt ?? this.ctx.clock.now() });
-    }
-    if (decision.kind === 'start') return this.startContainer(container.id);
-    const current = store.get(this.id) ?? job;
-    this.logs?.follow(current);
-    // Sampled again from here on: CPU time counts from the container's start, the process peak only from now.
-    if (container.running) this.meter.start(container.id, READOPTED_NOTE);
-    switch (decision.kind) {
-      case 'exited':
-        return this.handleExit(container.id, container.exitCode, container.oomKilled);
-      case 'finish-stop':
-        return this.stopAfterCompletion();
-      case 'stop-canceled':
-        log.info({ jobId: this.id, containerId: container.id, state: current.state }, 're-adopted running job container');
-        return this.act(onCancel, cancelDetails());
-      case 'adopt':
-        log.info({ jobId: this.id, containerId: container.id, state: current.state }, 're-adopted running job container');
-        if (!this.stopping) this.clocks.armRunning(current);
-        return;
-    }
+        this.clocks.armRemoval(job);
+      },
+      hold: () => void (this.holding = true),
+      start: (containerId) => startContainer(this.launching(), containerId),
+      follow: (job, container) => {
+        this.logs?.follow(job);
+        // Sampled again from here on: CPU time counts from the container's start, the process peak only from now.
+        if (container.running) this.meter.start(container.id, READOPTED_NOTE);
+      },
+      exited: (containerId, exitCode, oomKilled) => this.handleExit(containerId, exitCode, oomKilled),
+      finishStop: () => this.stopAfterCompletion(),
+      adopt: (job) => {
+        if (!this.stopping) this.clocks.armRunning(job);
+      },
+    };
   }
 
   /**
@@ -390,7 +327,7 @@ export class JobRunner {
     const { includeLogs: _, ...ending } = details;
     const report = endingReport(
       { jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl },
-      { ...ending, outcome: decision.outcome, logs, usage: this.usageOf(job, decision.outcome) },
+      { ...ending, outcome: decision.outcome, logs, usage: reportedUsage(this.meter, job, decision.outcome, this.ctx) },
     );
     this.trace ??= traceOf(this.ctx, job);
     const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
@@ -403,15 +340,6 @@ export class JobRunner {
       this.trace?.finished();
       this.hooks.finished();
     }
-  }
-
-  /** What the job's container used, for its final report; undefined when no container ran. */
-  private usageOf(job: JobRecord, outcome: string): JobUsage | undefined {
-    if (job.startedAt === null) return undefined;
-    const limit = job.spec.resources?.memory ?? this.ctx.options.memoryLimit;
-    const usage = this.meter.usage(this.ctx.clock.now() - job.startedAt, limit > 0 ? limit : null, outcome === 'oom-killed');
-    if (usage) this.ctx.metrics?.jobUsage?.(usage);
-    return usage;
   }
 
   /** A cancel of a running job: the stop signal now, the kill when the grace period (counted from the cancel) ends. */
@@ -445,15 +373,6 @@ export class JobRunner {
     if (!this.holding) return;
     this.holding = false;
     this.hooks.slotFreed();
-  }
-
-  /** The canceled job outlived its grace period: its container is killed. */
-  private async killAfterGrace(): Promise<void> {
-    const job = this.ctx.store.get(this.id);
-    if (!job?.containerId) return;
-    const graceMs = job.spec.cancelGracePeriod ?? this.ctx.options.cancelGraceMs;
-    this.ctx.log.warn({ jobId: this.id, containerId: job.containerId, graceMs }, 'the canceled job outlived its grace period; killing its container');
-    await this.container.kill(job.containerId);
   }
 
   /** Removes a stopped job's container (by name when its id was never learnt); true when done. */

@@ -3,6 +3,8 @@ import type { Executor, UsageSample } from '../../executor/executor.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import type { Clock, Timer } from '../../shared/clock.ts';
 import type { JobUsage } from '../../protocol/wire.ts';
+import type { JobRecord } from '../../jobs/store.ts';
+import type { RunnerContext } from './context.ts';
 
 export interface UsageMeterDeps {
   readonly executor: Pick<Executor, 'stats'>;
@@ -120,4 +122,18 @@ export class UsageMeter {
     this.memoryPeak = Math.max(this.memoryPeak, own, watermark);
     this.pidsPeak = Math.max(this.pidsPeak, sample.pids);
   }
+}
+
+/** What the job's container used, for its final report (and the usage histograms); undefined when no container ran. */
+export function reportedUsage(
+  meter: UsageMeter,
+  job: JobRecord,
+  outcome: string,
+  ctx: Pick<RunnerContext, 'clock' | 'options' | 'metrics'>,
+): JobUsage | undefined {
+  if (job.startedAt === null) return undefined;
+  const limit = job.spec.resources?.memory ?? ctx.options.memoryLimit;
+  const usage = meter.usage(ctx.clock.now() - job.startedAt, limit > 0 ? limit : null, outcome === 'oom-killed');
+  if (usage) ctx.metrics?.jobUsage?.(usage);
+  return usage;
 }
