@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { LABEL_AGENT, LABEL_JOB, LABEL_MANAGED, type ContainerSpec, type ContainerStatus } from '../executor.ts';
 import { parseTime } from '../docker/docker-executor.ts';
-import type { ContainerSettings } from '../docker/hardening.ts';
+import type { ContainerSettings, EngineInfo } from '../docker/hardening.ts';
 
 /** Swarm's label on each task container naming its service: how a container event finds its job. */
 export const SERVICE_ID_LABEL = 'com.docker.swarm.service.id';
@@ -147,4 +147,15 @@ export function taskStatus(service: ServiceInfo, task: Task | undefined): Contai
 export interface ServiceInfo {
   readonly ID: string;
   readonly Spec?: { readonly Labels?: Record<string, string> };
+}
+
+/** What the engine's `/info` says of its swarm. */
+export interface SwarmInfo extends EngineInfo {
+  readonly Swarm?: {
+    readonly NodeID?: string;
+    readonly NodeAddr?: string;
+    readonly LocalNodeState?: string;
+    readonly ControlAvailable?: boolean;
+    readonly Nodes?: number;
+  };
 }

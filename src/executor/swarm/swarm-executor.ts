@@ -4,7 +4,7 @@ import type { Clock } from '../../shared/clock.ts';
 import type { HostFacts, ImageInfo } from '../../shared/engine-facts.ts';
 import type { LogMessage } from '../../shared/log-line.ts';
 import { DockerExecutor, engineMessage, statusOf, undefinedIfMissing, type DockerExecutorOptions } from '../docker/docker-executor.ts';
-import { settingProblems, type EngineInfo } from '../docker/hardening.ts';
+import { settingProblems } from '../docker/hardening.ts';
 import { tailLines } from '../docker/log-frames.ts';
 import { readLogBatches, type OpenLogs } from '../docker/log-stream.ts';
 import {
@@ -31,6 +31,7 @@ import {
   unschedulable,
   type ServiceInfo,
   type Task,
+  type SwarmInfo,
 } from './service-spec.ts';
 
 export interface SwarmExecutorOptions extends DockerExecutorOptions {
@@ -41,27 +42,15 @@ export interface SwarmExecutorOptions extends DockerExecutorOptions {
   readonly remoteLogGraceMs?: number;
 }
 
-interface SwarmInfo extends EngineInfo {
-  readonly Swarm?: {
-    readonly NodeID?: string;
-    readonly NodeAddr?: string;
-    readonly LocalNodeState?: string;
-    readonly ControlAvailable?: boolean;
-    readonly Nodes?: number;
-  };
-}
-
 const REMOTE_LOG_GRACE_MS = 2000;
 
 /**
- * The Executor on a Docker swarm: each job is a `replicated-job` service (one task, never restarted) on an
- * attachable overlay network, created through a manager (`docker.url`). The id the agent holds for a job is
- * its service's id; `inspect`, `list`, `remove` and `logsTail` work on services, so they see tasks on every node.
- *
- * The job's container is the service's one task container. Where it runs on the node the agent talks to,
- * `stop`, `kill`, `readLogs` and the OOM flag act on that container directly (a stop keeps the exit code).
- * On another node the engine offers no per-task stop: `stop` and `kill` remove the service (swarm then stops
- * the container, the exit code is lost), and `readLogs` follows the service's log until the task has ended.
+ * The Executor on a Docker swarm: each job is a `replicated-job` service (one task, never restarted) on an attachable overlay
+ * network, created through a manager (`docker.url`). The id the agent holds for a job is its service's id; `inspect`, `list`,
+ * `remove` and `logsTail` work on services, so they see tasks on every node. The job's container is the service's one task
+ * container. Where it runs on the node the agent talks to, `stop`, `kill`, `readLogs` and the OOM flag act on that container
+ * directly (a stop keeps the exit code). On another node the engine offers no per-task stop: `stop` and `kill` remove the
+ * service (swarm then stops the container, the exit code is lost), and `readLogs` follows the service's log until the task ended.
  */
 export class SwarmExecutor implements Executor {
   private readonly docker: Docker;
