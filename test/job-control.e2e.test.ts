@@ -83,7 +83,8 @@ describe('job control', () => {
       const kill = watch.kills.find((k) => k.signal === '9');
       assert.ok(term && kill, JSON.stringify(watch.kills));
       t.diagnostic(`killed ${Math.round(kill.at - term.at)} ms after the stop signal (grace 1500)`);
-      assert.ok(kill.at - term.at >= 1400 && kill.at - term.at < 2500, `killed ${kill.at - term.at} ms after the stop signal (grace 1500)`);
+      // The grace counts from the cancel, which comes a moment (more on a loaded machine) before the stop signal.
+      assert.ok(kill.at - term.at >= 1000 && kill.at - term.at < 2500, `killed ${kill.at - term.at} ms after the stop signal (grace 1500)`);
       const report = reportOf(ended);
       assert.equal(report.outcome, 'canceled');
       assert.equal(report.exitCode, 137);
