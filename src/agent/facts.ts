@@ -1,31 +1,7 @@
 import type { Logger } from 'pino';
 import type { Executor } from '../executor/executor.ts';
 import { describeHttpError } from '../shared/backoff.ts';
-import type { HostFacts } from '../shared/engine-facts.ts';
-
-/**
- * `x-foreman-attributes`: what this agent's host offers, as `key=value` pairs (keys and values URL-encoded, joined
- * by commas, as `x-foreman-labels`): `arch`, `os`, `cpus`, `memory` (bytes), `disk_free` (bytes where the engine
- * keeps images, when the agent can see that file system), `engine` (`docker`, `podman`), `engine_version`,
- * `runtimes` (comma-separated), `executor` (`docker`, `swarm`).
- */
-export function encodeAttributes(facts: HostFacts, executor: string): string {
-  const pairs: Array<[string, string | number | undefined]> = [
-    ['arch', facts.arch],
-    ['os', facts.os],
-    ['cpus', facts.cpus],
-    ['memory', facts.memoryBytes],
-    ['disk_free', facts.diskFreeBytes],
-    ['engine', facts.engine],
-    ['engine_version', facts.engineVersion],
-    ['runtimes', facts.runtimes.join(',')],
-    ['executor', executor],
-  ];
-  return pairs
-    .filter((pair): pair is [string, string | number] => pair[1] !== undefined && pair[1] !== '')
-    .map(([key, value]) => `${key}=${encodeURIComponent(String(value))}`)
-    .join(',');
-}
+import { encodeAttributes } from '../protocol/wire.ts';
 
 /** The host facts the agent sends, asked of the engine at start and then on a timer, never per poll. */
 export class HostFactsHeader {

@@ -1,4 +1,5 @@
-import type { HostFacts, ImageInfo } from '../shared/engine-facts.ts';
+import type { ImageInfo } from '../shared/engine-facts.ts';
+import type { HostFacts } from '../protocol/wire.ts';
 import type { LogMessage } from '../shared/log-line.ts';
 
 /** Labels on every container the agent creates, so it can find its own after a restart. */

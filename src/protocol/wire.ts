@@ -358,3 +358,41 @@ export interface JobUsage {
 export function encodeUsage(usage: JobUsage): string {
   return JSON.stringify(usage).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
+
+/** The host a job would run on, as its engine describes it. */
+export interface HostFacts {
+  readonly arch: string;
+  readonly os: string;
+  readonly cpus: number;
+  readonly memoryBytes: number;
+  /** `docker` or `podman`. */
+  readonly engine: string;
+  readonly engineVersion: string;
+  readonly runtimes: readonly string[];
+  /** Free bytes where the engine keeps images; undefined when the agent cannot see that file system. */
+  readonly diskFreeBytes: number | undefined;
+}
+
+/**
+ * `HEADER.attributes`: what this agent's host offers, as `key=value` pairs (keys and values URL-encoded, joined
+ * by commas, as `x-foreman-labels`): `arch`, `os`, `cpus`, `memory` (bytes), `disk_free` (bytes where the engine
+ * keeps images, when the agent can see that file system), `engine` (`docker`, `podman`), `engine_version`,
+ * `runtimes` (comma-separated), `executor` (`docker`, `swarm`).
+ */
+export function encodeAttributes(facts: HostFacts, executor: string): string {
+  const pairs: Array<[string, string | number | undefined]> = [
+    ['arch', facts.arch],
+    ['os', facts.os],
+    ['cpus', facts.cpus],
+    ['memory', facts.memoryBytes],
+    ['disk_free', facts.diskFreeBytes],
+    ['engine', facts.engine],
+    ['engine_version', facts.engineVersion],
+    ['runtimes', facts.runtimes.join(',')],
+    ['executor', executor],
+  ];
+  return pairs
+    .filter((pair): pair is [string, string | number] => pair[1] !== undefined && pair[1] !== '')
+    .map(([key, value]) => `${key}=${encodeURIComponent(String(value))}`)
+    .join(',');
+}

@@ -15,17 +15,3 @@ export interface ImageRecord extends ImageInfo {
   readonly pulled: boolean;
   readonly lastUsedAt: number;
 }
-
-/** The host a job would run on, as its engine describes it. */
-export interface HostFacts {
-  readonly arch: string;
-  readonly os: string;
-  readonly cpus: number;
-  readonly memoryBytes: number;
-  /** `docker` or `podman`. */
-  readonly engine: string;
-  readonly engineVersion: string;
-  readonly runtimes: readonly string[];
-  /** Free bytes where the engine keeps images; undefined when the agent cannot see that file system. */
-  readonly diskFreeBytes: number | undefined;
-}

@@ -7,10 +7,11 @@ import { registryRows, registrySummary, REGISTRIES_KEY } from '../../config/regi
 import { formatDuration } from '../../config/formats.ts';
 import { isDurationKey, LEAF_KEYS } from '../../config/schema.ts';
 import type { Config, LoadedConfig } from '../../config/types.ts';
-import { pollHeaders, userAgentFor } from '../../protocol/wire.ts';
+import { encodeAttributes, HEADER, pollHeaders, userAgentFor } from '../../protocol/wire.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import { systemClock, type Timer } from '../../shared/clock.ts';
 import { createDockerClient, describeEngineError } from '../../executor/docker/client.ts';
+import { hostFacts } from '../../executor/docker/engine-facts.ts';
 import { allowsInterContainerTraffic, iccWarning, settingProblems, type EngineInfo } from '../../executor/docker/hardening.ts';
 import { checkSwarm } from './swarm.ts';
 
@@ -163,6 +164,13 @@ async function checkDocker(config: Config): Promise<CheckLine[]> {
     return [{ status: 'FAIL', text: describeEngineError(engineUrl, err, config.docker) }];
   }
   const lines: CheckLine[] = [{ status: 'ok', text: `Docker engine ${engine.Version} (API ${engine.ApiVersion}) at ${engineUrl}${overTls(config.docker)}` }];
+
+  try {
+    const facts = await withDeadline(hostFacts(docker), ENGINE_TIMEOUT_MS, `no answer within ${ENGINE_TIMEOUT_MS} ms`);
+    lines.push({ status: 'ok', text: `host facts sent on each poll (${HEADER.attributes}): ${encodeAttributes(facts, config.core.executor)}` });
+  } catch (err) {
+    lines.push({ status: 'warn', text: `could not read the host facts the agent sends on each poll: ${describeHttpError(err)}` });
+  }
 
   const swarm = config.core.executor === 'swarm';
   try {

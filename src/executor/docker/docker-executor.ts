@@ -16,7 +16,8 @@ import {
 } from '../executor.ts';
 import { containerStats } from './stats.ts';
 import { hostFacts, imageInfo, removeImage } from './engine-facts.ts';
-import type { HostFacts, ImageInfo } from '../../shared/engine-facts.ts';
+import type { ImageInfo } from '../../shared/engine-facts.ts';
+import type { HostFacts } from '../../protocol/wire.ts';
 import { isRedirectRefusal } from './client.ts';
 import {
   allowsInterContainerTraffic,

@@ -1,6 +1,7 @@
 import type Docker from 'dockerode';
 import { statfs } from 'node:fs/promises';
-import type { HostFacts, ImageInfo } from '../../shared/engine-facts.ts';
+import type { ImageInfo } from '../../shared/engine-facts.ts';
+import type { HostFacts } from '../../protocol/wire.ts';
 
 interface ImageInspect {
   Id?: string;

@@ -3,7 +3,8 @@
  * supervisor can be tested in milliseconds. The end-to-end tests on the real engine remain the
  * proof that features work; this fake only has to behave like the contract says.
  */
-import type { HostFacts, ImageInfo } from '../../shared/engine-facts.ts';
+import type { ImageInfo } from '../../shared/engine-facts.ts';
+import type { HostFacts } from '../../protocol/wire.ts';
 import {
   ExecutorJobError,
   LABEL_AGENT,

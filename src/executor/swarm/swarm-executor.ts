@@ -1,7 +1,8 @@
 import type Docker from 'dockerode';
 import type { Readable } from 'node:stream';
 import type { Clock } from '../../shared/clock.ts';
-import type { HostFacts, ImageInfo } from '../../shared/engine-facts.ts';
+import type { ImageInfo } from '../../shared/engine-facts.ts';
+import type { HostFacts } from '../../protocol/wire.ts';
 import type { LogMessage } from '../../shared/log-line.ts';
 import { DockerExecutor, engineMessage, statusOf, undefinedIfMissing, type DockerExecutorOptions } from '../docker/docker-executor.ts';
 import { settingProblems } from '../docker/hardening.ts';
