@@ -22,6 +22,7 @@ import { createJobApiBackend } from './job/api-backend.ts';
 import { jobPolicy } from './job/policy.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { LiveLogs } from './job/live-log.ts';
+import { JobHooks } from './job/hooks.ts';
 import { JobEndpoints } from './job/naming.ts';
 import { OneShot, type OneShotOptions } from './one-shot.ts';
 import { Reconciler } from './reconciler.ts';
@@ -52,6 +53,8 @@ const IMAGES_HEADER_ENTRIES = 50;
 const IMAGES_HEADER_BYTES = 4096;
 /** How long lines read from a container wait to be stored together (one transaction for all of them). */
 const LOG_FLUSH_MS = 100;
+/** A moment past a hook's timeout for its kill to land. */
+const HOOK_KILL_MS = 5000;
 /** Wait before starting jobs again after the store refused to record a start. */
 const LAUNCH_RETRY_MS = 1000;
 
@@ -116,6 +119,20 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
     { store: logStore, shipper, executor, log, clock },
     { maxBytes: core.max_log_bytes, secrets: Object.values(core.env), backoff: BACKOFF.logReads, followWaitMs: FOLLOW_WAIT_MS, flushMs: LOG_FLUSH_MS },
   );
+  const hooks =
+    config.hooks.pre_job.length > 0 || config.hooks.post_job.length > 0
+      ? new JobHooks(
+          { store, log, clock },
+          {
+            preJob: config.hooks.pre_job,
+            postJob: config.hooks.post_job,
+            timeoutMs: config.hooks.timeout,
+            agentId: store.agentId,
+            // The container's stop, the hook, and a moment for its kill to land.
+            settleWaitMs: STOP_GRACE_MS + config.hooks.timeout + HOOK_KILL_MS,
+          },
+        )
+      : undefined;
   const outbox = new CallbackOutbox({
     store,
     log,
@@ -129,7 +146,8 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       metrics?.deliveryLatency.observe({ result }, Math.max(0, clock.now() - delivery.createdAt) / 1000);
     },
     onCancel: (ids) => scheduler.cancel(ids),
-    beforeFinal: (jobId, signal) => logs.settled(jobId, signal),
+    beforeFinal: async (jobId, signal) => void (await Promise.all([logs.settled(jobId, signal), hooks?.settled(jobId, signal)])),
+    finalize: hooks ? (delivery) => hooks.stamp(delivery) : undefined,
   });
   const deliver = outbox.enqueue.bind(outbox);
   const endpoints = new JobEndpoints();
@@ -169,6 +187,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       images,
       metrics,
       logs,
+      hooks,
       options: {
         completionTimeoutMs: core.job_completion_timeout,
         removalTimeoutMs: core.job_removal_timeout,
@@ -223,7 +242,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
   const reconciler = new Reconciler({ store, executor, scheduler, log });
   const oneShot = new OneShot({ clock, log, idle: () => scheduler.idle && outbox.backlog === 0, allTaken: () => scheduler.allTaken }, deps.oneShot ?? {});
   return new Supervisor(
-    { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot, facts, images },
+    { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot, facts, images, hooks },
     {
       // For log lines only: without credentials.
       engineUrl: redactUrl(config.docker.url),

@@ -35,6 +35,8 @@ export interface OutboxOptions {
   readonly onCancel?: (ids: string[]) => void;
   /** Holds a job's final update (`completed`) until it resolves: the job's live log goes out in full first. */
   readonly beforeFinal?: (jobId: string, signal: AbortSignal) => Promise<void>;
+  /** A final update as it leaves, once `beforeFinal` resolved: what the agent learnt meanwhile (the post_job hook's result). */
+  readonly finalize?: (delivery: Delivery) => Delivery;
 }
 
 interface Lane {
@@ -125,7 +127,8 @@ export class CallbackOutbox {
     while (!signal.aborted) {
       const delivery = lane.queue[0];
       if (!delivery) return;
-      if (this.options.beforeFinal && delivery.headers[HEADER.jobStatus] === FINAL_STATUS) {
+      const final = delivery.headers[HEADER.jobStatus] === FINAL_STATUS;
+      if (this.options.beforeFinal && final) {
         await this.options.beforeFinal(jobId, signal);
         if (signal.aborted) return;
       }
@@ -141,7 +144,7 @@ export class CallbackOutbox {
         return;
       }
       if (signal.aborted) return;
-      const result = await this.deliver(delivery, signal);
+      const result = await this.deliver(final && this.options.finalize ? this.options.finalize(delivery) : delivery, signal);
       if (result === undefined) return; // closed mid-delivery; the store keeps it
       this.options.store.completeDelivery(delivery.id).catch((err: unknown) => {
         this.options.log.error({ jobId, deliveryId: delivery.id, reason: describeHttpError(err) }, 'could not mark delivery done; it may be sent again');

@@ -125,6 +125,7 @@ describe('defaults', () => {
         registries: [],
       },
       images: { budget_bytes: 0, low_free_bytes: 0, high_free_bytes: 0 },
+      hooks: { pre_job: [], post_job: [], timeout: 300_000 },
       metrics: { address: '' },
       health: { address: '' },
       log: { level: 'info', format: 'json' },
@@ -505,6 +506,7 @@ describe('durations', () => {
       'core.stall_timeout',
       'core.usage_interval',
       'core.drain_timeout',
+      'hooks.timeout',
     ]);
     assert.throws(() => loadConfig(setup({ env: { ...REQUIRED_ENV, FOREMAN_CORE_PORT: '1s' } }).options), /core\.port = "1s": expected an integer/);
   });

@@ -296,6 +296,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
     },
     metrics: { address: valid.metrics.address },
     images: { budget_bytes: valid.images.budget_bytes, low_free_bytes: valid.images.low_free_bytes, high_free_bytes: valid.images.high_free_bytes },
+    hooks: { pre_job: [...valid.hooks.pre_job], post_job: [...valid.hooks.post_job], timeout: valid.hooks.timeout },
     health: { address: valid.health.address },
     log: { level: valid.log.level, format: valid.log.format },
   };

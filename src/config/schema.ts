@@ -371,6 +371,23 @@ export const ConfigSchema = Type.Object({
     ),
     high_free_bytes: bytes('The free disk removal goes on to once `low_free_bytes` was crossed (at least `low_free_bytes`).'),
   }),
+  hooks: Type.Object({
+    pre_job: Type.Array(Type.String(), {
+      default: [],
+      maxItems: 64,
+      expected: 'a command as a list of strings, e.g. ["/usr/local/bin/prepare", "--fast"] (no shell), or [] for none',
+      description:
+        "A command run on the agent's host before each job's image is pulled (argv, no shell); a failure or timeout ends the job `hook-failed` with its output tail. `[]`: none.",
+    }),
+    post_job: Type.Array(Type.String(), {
+      default: [],
+      maxItems: 64,
+      expected: 'a command as a list of strings, e.g. ["/usr/local/bin/cleanup"] (no shell), or [] for none',
+      description:
+        "A command run on the agent's host once for every job that was launched, after its container stopped (also canceled, `agent-shutdown` and jobs resolved at restart); the final update waits for it and carries its result. `[]`: none.",
+    }),
+    timeout: timerMs(300_000, 'How long each hook may run before it is killed (SIGKILL) and counted as failed.'),
+  }),
   health: Type.Object({
     address: Type.String({
       format: 'host-port-or-empty',
@@ -400,7 +417,7 @@ export const ConfigSchema = Type.Object({
 export type ValidConfig = Static<typeof ConfigSchema>;
 
 /** The sections and the tables of string values inside them. */
-export const SECTIONS = ['core', 'docker', 'images', 'metrics', 'health', 'log'] as const;
+export const SECTIONS = ['core', 'docker', 'images', 'hooks', 'metrics', 'health', 'log'] as const;
 export type Section = (typeof SECTIONS)[number];
 export const TABLES = ['core.env', 'core.labels'] as const;
 export type TableKey = (typeof TABLES)[number];

@@ -90,6 +90,13 @@ export interface Config {
     readonly low_free_bytes: number;
     readonly high_free_bytes: number;
   };
+  /** Commands run on the agent's host around each job (argv arrays, no shell; empty: none). */
+  readonly hooks: {
+    readonly pre_job: readonly string[];
+    readonly post_job: readonly string[];
+    /** Milliseconds each hook may run. */
+    readonly timeout: number;
+  };
   readonly health: {
     /** host:port serving /healthz and /readyz alone; empty: none (the agent's socket in data_dir still answers `foreman ping`). */
     readonly address: string;

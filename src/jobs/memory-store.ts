@@ -65,6 +65,11 @@ export class MemoryStore implements JobStore {
         updatedAt: now,
         cancelRequestedAt: null,
         lastUpdateAt: null,
+        exitCode: null,
+        postHookDue: false,
+        postHookStartedAt: null,
+        postHookEndedAt: null,
+        postHookResult: null,
       });
       return true;
     });
@@ -159,6 +164,19 @@ export class MemoryStore implements JobStore {
     if (d) this.deliveries.set(id, { ...d, attempts });
   }
 
+  recordPostHook(id: string, at: number, result?: string): void {
+    const job = this.jobs.get(id);
+    if (!job) return;
+    this.jobs.set(
+      id,
+      result === undefined ? { ...job, postHookStartedAt: at, postHookEndedAt: null } : { ...job, postHookEndedAt: at, postHookResult: result },
+    );
+  }
+
+  postHooksOwed(): JobRecord[] {
+    return [...this.jobs.values()].filter((job) => job.postHookDue && job.stoppedAt !== null && job.postHookEndedAt === null);
+  }
+
   purgeRemoved(before: number): number {
     let purged = 0;
     const waiting = new Set([...this.deliveries.values()].map((d) => d.jobId));
@@ -193,6 +211,8 @@ export class MemoryStore implements JobStore {
       outcome: patch.outcome ?? current.outcome,
       startedAt: patch.startedAt ?? current.startedAt,
       stoppedAt: to === 'stopped' ? now : current.stoppedAt,
+      exitCode: patch.exitCode ?? current.exitCode,
+      postHookDue: current.postHookDue || patch.postHookDue === true,
     };
     this.jobs.set(id, next);
     this.transitions.push(`${id} ${current.state}→${to}`);

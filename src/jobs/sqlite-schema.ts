@@ -48,6 +48,13 @@ export const migrations: readonly string[] = [
     last_used_at INTEGER NOT NULL
   );
   `,
+  /* 4: hooks: the post_job hook a job owes, its start and end (so an interrupted one runs again), and the exit code it is told */ `
+  ALTER TABLE jobs ADD COLUMN exit_code INTEGER;
+  ALTER TABLE jobs ADD COLUMN post_hook_due INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE jobs ADD COLUMN post_hook_started_at INTEGER;
+  ALTER TABLE jobs ADD COLUMN post_hook_ended_at INTEGER;
+  ALTER TABLE jobs ADD COLUMN post_hook_result TEXT;
+  `,
 ];
 
 export interface JobRow {
@@ -64,6 +71,11 @@ export interface JobRow {
   updated_at: number;
   cancel_requested_at: number | null;
   last_update_at: number | null;
+  exit_code: number | null;
+  post_hook_due: number;
+  post_hook_started_at: number | null;
+  post_hook_ended_at: number | null;
+  post_hook_result: string | null;
 }
 
 export interface DeliveryRow {

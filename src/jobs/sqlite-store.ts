@@ -117,6 +117,11 @@ export class SqliteStore implements JobStore {
       updatedAt: row.updated_at,
       cancelRequestedAt: row.cancel_requested_at,
       lastUpdateAt: row.last_update_at,
+      exitCode: row.exit_code,
+      postHookDue: row.post_hook_due !== 0,
+      postHookStartedAt: row.post_hook_started_at,
+      postHookEndedAt: row.post_hook_ended_at,
+      postHookResult: row.post_hook_result,
     };
   }
 
@@ -249,9 +254,10 @@ export class SqliteStore implements JobStore {
            container_id = COALESCE(?, container_id),
            outcome = COALESCE(?, outcome),
            started_at = COALESCE(?, started_at),
-           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END
+           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END,
+           exit_code = COALESCE(?, exit_code), post_hook_due = MAX(post_hook_due, ?)
          WHERE id = ?`,
-    ).run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, id);
+    ).run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, patch.exitCode ?? null, patch.postHookDue ? 1 : 0, id);
     const next = this.mustGet(id);
     this.log.info({ jobId: id, from: current.state, to, ...(patch.outcome ? { outcome: patch.outcome } : {}) }, 'job state');
     return next;
@@ -356,6 +362,17 @@ export class SqliteStore implements JobStore {
 
   recordAttempt(id: string, attempts: number, error: string): void {
     this.stmt('UPDATE deliveries SET attempts = ?, last_error = ? WHERE id = ?').run(attempts, error, id);
+  }
+
+  recordPostHook(id: string, at: number, result?: string): void {
+    if (result === undefined) this.stmt('UPDATE jobs SET post_hook_started_at = ?, post_hook_ended_at = NULL WHERE id = ?').run(at, id);
+    else this.stmt('UPDATE jobs SET post_hook_ended_at = ?, post_hook_result = ? WHERE id = ?').run(at, result, id);
+  }
+
+  postHooksOwed(): JobRecord[] {
+    return this.stmt<JobRow>('SELECT * FROM jobs WHERE post_hook_due = 1 AND stopped_at IS NOT NULL AND post_hook_ended_at IS NULL ORDER BY stopped_at')
+      .all()
+      .map((row) => this.toJob(row));
   }
 
   purgeRemoved(before: number): number {

@@ -26,6 +26,15 @@ export interface JobRecord {
   /** When the container's last update was accepted: the stall timeout runs from here (or from startedAt). */
   readonly lastUpdateAt: number | null;
   readonly updatedAt: number;
+  /** The container's exit code, when the agent ended the job on its exit. */
+  readonly exitCode: number | null;
+  /** A `post_job` hook is owed once the job is stopped (set at its launch when one is configured). */
+  readonly postHookDue: boolean;
+  /** When its post_job hook last started and ended: started without an end means it was interrupted. */
+  readonly postHookStartedAt: number | null;
+  readonly postHookEndedAt: number | null;
+  /** The hook's result as `x-foreman-post-job-hook` carries it. */
+  readonly postHookResult: string | null;
 }
 
 export interface TransitionPatch {
@@ -34,6 +43,9 @@ export interface TransitionPatch {
   readonly startedAt?: number;
   /** When the container's update was accepted; `recordUpdate` stores it with the delivery, also when the state does not change. */
   readonly lastUpdateAt?: number;
+  readonly exitCode?: number | null;
+  /** Marks the job as owing a post_job hook once it is stopped. */
+  readonly postHookDue?: boolean;
 }
 
 /**
@@ -88,6 +100,10 @@ export interface JobStore {
   /** Deletes a settled delivery (batched: losing it to a crash only means a repeat delivery). */
   completeDelivery(id: string): Promise<void>;
   recordAttempt(id: string, attempts: number, error: string): void;
+  /** Records a post_job hook's start, or its end with its result. */
+  recordPostHook(id: string, at: number, result?: string): void;
+  /** Stopped or removed jobs that owe a post_job hook not yet ended (never ran, or interrupted). */
+  postHooksOwed(): JobRecord[];
   /** Forgets removed jobs last touched before `before`; returns how many. */
   purgeRemoved(before: number): number;
   close(): void;

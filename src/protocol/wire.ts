@@ -42,6 +42,8 @@ export const HEADER = Object.freeze({
   attributes: 'x-foreman-attributes',
   /** Poll: the images the agent has that jobs used, most recently used first, `<ref>@<digest>` URL-encoded, joined by `,`. */
   images: 'x-foreman-images',
+  /** Callback, on a job's final update when the agent ran a `post_job` hook for it: its result (see `encodeHookResult`). */
+  postJobHook: 'x-foreman-post-job-hook',
 } as const);
 
 export type HeaderName = (typeof HEADER)[keyof typeof HEADER];
@@ -60,6 +62,7 @@ export const AGENT_SET_HEADERS: readonly HeaderName[] = Object.freeze([
   HEADER.deliveryId,
   HEADER.deliverySeq,
   HEADER.usage,
+  HEADER.postJobHook,
 ]);
 
 /** A job's status on the job API and the callback: `completed` is final. */
@@ -80,11 +83,24 @@ export const OUTCOMES = Object.freeze([
   'lost',
   'canceled',
   'stalled',
+  'hook-failed',
 ] as const);
 export type Outcome = (typeof OUTCOMES)[number];
 
 /** The `reason` of a report the agent sends when it ends a job itself (`canceled` keeps `cancel` whatever ended it). */
-export const REASONS = Object.freeze(['exit', 'oom', 'timeout', 'pull', 'start', 'validation', 'shutdown', 'container-vanished', 'cancel', 'stall'] as const);
+export const REASONS = Object.freeze([
+  'exit',
+  'oom',
+  'timeout',
+  'pull',
+  'start',
+  'validation',
+  'shutdown',
+  'container-vanished',
+  'cancel',
+  'stall',
+  'hook',
+] as const);
 export type Reason = (typeof REASONS)[number];
 
 /** The body of a report the agent sends when it ends a job itself (`content-type: application/json`). */
@@ -100,6 +116,8 @@ export interface ReportBody {
   readonly id?: string;
   /** What the container used, when it ran (the same as `x-foreman-usage`). */
   readonly usage?: JobUsage;
+  /** The result of the agent's `post_job` hook for the job, when it ran one (the same as `x-foreman-post-job-hook`). */
+  readonly postJobHook?: HookResult;
 }
 
 export const REPORT_LOG_LINES = 20;
@@ -357,4 +375,23 @@ export interface JobUsage {
 /** `JobUsage` as the header's value: compact JSON, ASCII only. */
 export function encodeUsage(usage: JobUsage): string {
   return JSON.stringify(usage).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** How a host-side hook ended: its exit code (null when killed or never started), whether it timed out, how long it ran. */
+export interface HookResult {
+  readonly exitCode: number | null;
+  readonly timedOut: boolean;
+  readonly durationMs: number;
+}
+
+/** `HookResult` as `x-foreman-post-job-hook` carries it: `exit=0; ms=1234`, `exit=none; ms=300000; timed-out`. */
+export function encodeHookResult(result: HookResult): string {
+  return `exit=${result.exitCode ?? 'none'}; ms=${Math.max(0, Math.round(result.durationMs))}${result.timedOut ? '; timed-out' : ''}`;
+}
+
+/** The header's value read back; undefined when it is not one `encodeHookResult` writes. */
+export function parseHookResult(value: string | undefined): HookResult | undefined {
+  const match = /^exit=(none|-?\d+); ms=(\d+)(; timed-out)?$/.exec(value ?? '');
+  if (!match?.[1] || !match[2]) return undefined;
+  return { exitCode: match[1] === 'none' ? null : Number(match[1]), durationMs: Number(match[2]), timedOut: match[3] !== undefined };
 }

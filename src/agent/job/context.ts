@@ -5,6 +5,7 @@ import type { Delivery, JobStore } from '../../jobs/store.ts';
 import type { BackoffPolicy } from '../../shared/backoff.ts';
 import type { Clock } from '../../shared/clock.ts';
 import type { JobUsage } from '../../protocol/wire.ts';
+import type { JobHooks } from './hooks.ts';
 import type { LiveLogs } from './live-log.ts';
 import type { JobEndpoints } from './naming.ts';
 
@@ -54,6 +55,8 @@ export interface RunnerContext {
   readonly metrics: JobMetrics | undefined;
   /** Live job logs; unset in tests that do not need them. */
   readonly logs?: LiveLogs | undefined;
+  /** `[hooks]`: the operator's commands before and after each job; unset when none are configured. */
+  readonly hooks?: JobHooks | undefined;
   readonly options: RunnerOptions;
 }
 

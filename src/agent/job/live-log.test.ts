@@ -74,6 +74,11 @@ function job(id: string, containerId: string | null, logsUrl: string | null = 'h
     cancelRequestedAt: null,
     lastUpdateAt: null,
     updatedAt: 0,
+    exitCode: null,
+    postHookDue: false,
+    postHookStartedAt: null,
+    postHookEndedAt: null,
+    postHookResult: null,
   };
 }
 

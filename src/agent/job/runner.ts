@@ -21,7 +21,7 @@ import { cancelDetails, exitDetails, launchFailedDetails, missingDetails, shutdo
 import { containerSpec, JobContainer, phaseOf, secretsOf } from './container.ts';
 import type { JobUsage } from '../../protocol/wire.ts';
 import { JobClocks } from './clocks.ts';
-import { UsageMeter } from './usage.ts';
+import { UsageMeter, usageForReport } from './usage.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
 import { LaunchAbort } from './abort.ts';
@@ -199,7 +199,7 @@ export class JobRunner {
     if (this.abort.reason) return this.release();
     let job: JobRecord;
     try {
-      job = store.transition(this.id, 'creating');
+      job = store.transition(this.id, 'creating', { postHookDue: this.ctx.hooks?.postJobConfigured === true });
     } catch (err) {
       // Nothing changed: queue it again, then give the slot back, so the retry waits a moment.
       log.error({ jobId: this.id, reason: describeHttpError(err) }, 'could not record the job start; will retry');
@@ -210,6 +210,7 @@ export class JobRunner {
     this.clocks.armLaunch(job);
     const signal = this.abort.signal;
     try {
+      await this.ctx.hooks?.preJob(job, signal);
       await this.ctx.images.ensure(job.spec.image, job.spec.alwaysPull === true, signal);
       const containerId = await executor.create(containerSpec(job, this.ctx.endpoints.urlFor(job.id, job.secret), this.ctx.options.env), signal);
       // Started before the engine call returns, so a fast container's first request finds it ready.
@@ -250,8 +251,8 @@ export class JobRunner {
   }
 
   private async failLaunch(err: unknown): Promise<void> {
-    const { pull, details } = launchFailedDetails(err, secretsOf(this.ctx.store.get(this.id), this.ctx.options.env));
-    await this.act((state) => onLaunchFailed(state, pull), details, 'job could not start');
+    const { failed, details } = launchFailedDetails(err, secretsOf(this.ctx.store.get(this.id), this.ctx.options.env));
+    await this.act((state) => onLaunchFailed(state, failed), details, 'job could not start');
   }
 
   private async handleExit(containerId: string, exitCode: number | null, oomKilled: boolean): Promise<void> {
@@ -346,7 +347,7 @@ export class JobRunner {
         return this.release();
       case 'forget':
         this.release();
-        if (job.state !== 'stopped') store.transition(this.id, 'stopped');
+        if (job.state !== 'stopped') this.ctx.hooks?.jobStopped(store.transition(this.id, 'stopped'));
         store.transition(this.id, 'removed');
         return this.hooks.finished();
       case 'signal-stop':
@@ -381,7 +382,7 @@ export class JobRunner {
       { jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl },
       { ...ending, outcome: decision.outcome, logs, usage: this.usageOf(job, decision.outcome) },
     );
-    const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
+    const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome, exitCode: ending.exitCode });
     this.ctx.deliver(recorded.delivery);
     metrics?.jobsEnded.inc({ outcome: decision.outcome });
     if (job.containerId) await this.container.stop(job.containerId, this.ctx.options.stopGraceMs);
@@ -389,13 +390,8 @@ export class JobRunner {
     else this.hooks.finished();
   }
 
-  /** What the job's container used, for its final report; undefined when no container ran. */
   private usageOf(job: JobRecord, outcome: string): JobUsage | undefined {
-    if (job.startedAt === null) return undefined;
-    const limit = job.spec.resources?.memory ?? this.ctx.options.memoryLimit;
-    const usage = this.meter.usage(this.ctx.clock.now() - job.startedAt, limit > 0 ? limit : null, outcome === 'oom-killed');
-    if (usage) this.ctx.metrics?.jobUsage?.(usage);
-    return usage;
+    return usageForReport(this.meter, job, outcome, this.ctx);
   }
 
   /** A cancel of a running job: the stop signal now, the kill when the grace period (counted from the cancel) ends. */
@@ -415,6 +411,7 @@ export class JobRunner {
 
   /** The container is stopped: free the slot, read its output to the end (also if it never ran), schedule removal. */
   private markStopped(job: JobRecord): void {
+    this.ctx.hooks?.jobStopped(job);
     this.clocks.stopped();
     this.release();
     this.logs?.follow(job);

@@ -121,3 +121,17 @@ export class UsageMeter {
     this.pidsPeak = Math.max(this.pidsPeak, sample.pids);
   }
 }
+
+/** What the job's container used, for its final report (and the metrics); undefined when no container ran. */
+export function usageForReport(
+  meter: UsageMeter,
+  job: { readonly startedAt: number | null; readonly spec: { readonly resources?: { readonly memory?: number } | undefined } },
+  outcome: string,
+  ctx: { readonly clock: Clock; readonly options: { readonly memoryLimit: number }; readonly metrics: { jobUsage?(usage: JobUsage): void } | undefined },
+): JobUsage | undefined {
+  if (job.startedAt === null) return undefined;
+  const limit = job.spec.resources?.memory ?? ctx.options.memoryLimit;
+  const usage = meter.usage(ctx.clock.now() - job.startedAt, limit > 0 ? limit : null, outcome === 'oom-killed');
+  if (usage) ctx.metrics?.jobUsage?.(usage);
+  return usage;
+}
