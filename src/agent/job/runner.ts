@@ -345,11 +345,13 @@ export class JobRunner {
         if (job.state !== 'pending') store.transition(this.id, 'pending');
         this.hooks.requeue('back');
         return this.release();
-      case 'forget':
+      case 'forget': {
         this.release();
-        if (job.state !== 'stopped') this.ctx.hooks?.jobStopped(store.transition(this.id, 'stopped'));
+        const stopped = job.state === 'stopped' ? job : store.transition(this.id, 'stopped');
+        this.ctx.hooks?.jobStopped(stopped);
         store.transition(this.id, 'removed');
         return this.hooks.finished();
+      }
       case 'signal-stop':
         return this.signalStop(job);
       case 'end': {
