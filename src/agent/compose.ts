@@ -23,6 +23,7 @@ import { jobPolicy } from './job/policy.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { LiveLogs } from './job/live-log.ts';
 import { JobHooks } from './job/hooks.ts';
+import { JobSecrets } from './job/secrets.ts';
 import { JobEndpoints } from './job/naming.ts';
 import { OneShot, type OneShotOptions } from './one-shot.ts';
 import { Reconciler } from './reconciler.ts';
@@ -95,6 +96,16 @@ export function createExecutor(config: Config, docker: Docker, agentId: string, 
   return config.core.executor === 'swarm' ? new SwarmExecutor({ ...options, clock }) : new DockerExecutor(options);
 }
 
+/** Why this agent cannot deliver jobs' secrets as files, if it cannot. */
+function secretsUnsupported(config: Config): string | undefined {
+  if (config.core.executor === 'swarm') {
+    return "the swarm executor does not take jobs with secrets: Swarm's own secrets are kept at rest in the cluster's store, and its tasks may run on nodes whose disks this agent cannot write to (use the docker executor)";
+  }
+  const url = config.docker.url;
+  if (!url.startsWith('unix://') && !url.startsWith('/')) return `jobs with secrets need the engine on this host (docker.url is ${redactUrl(url)}): their files are written to docker.secrets_dir here`;
+  return undefined;
+}
+
 /**
  * The composition root: builds every part of the agent from the compiled config, turning it into
  * the options each part takes. No other module sees the whole `Config`.
@@ -115,8 +126,16 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
     backoff: BACKOFF.logs,
     maxAgeMs: core.callback_max_age,
   });
+  const secrets = new JobSecrets(log, {
+    dir: config.docker.secrets_dir,
+    agentId: store.agentId,
+    unsupported: secretsUnsupported(config),
+    user: config.docker.user,
+  });
+  // Files a previous run left: its jobs with secrets end now (their values were in its memory only).
+  secrets.sweep();
   const logs = new LiveLogs(
-    { store: logStore, shipper, executor, log, clock },
+    { store: logStore, shipper, executor, log, clock, hidden: (jobId) => secrets.hidden(jobId) },
     { maxBytes: core.max_log_bytes, secrets: Object.values(core.env), backoff: BACKOFF.logReads, followWaitMs: FOLLOW_WAIT_MS, flushMs: LOG_FLUSH_MS },
   );
   const hooks =
@@ -188,6 +207,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       metrics,
       logs,
       hooks,
+      secrets,
       options: {
         completionTimeoutMs: core.job_completion_timeout,
         removalTimeoutMs: core.job_removal_timeout,

@@ -292,6 +292,7 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       read_only_rootfs: valid.docker.read_only_rootfs,
       runtime: valid.docker.runtime,
       allowed_images: [...valid.docker.allowed_images],
+      secrets_dir: valid.docker.secrets_dir,
       registries: raw.registries.compile(valid.docker.registries, (path, origin) => resolvePath(path, origin, options), options),
     },
     metrics: { address: valid.metrics.address },

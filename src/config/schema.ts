@@ -288,6 +288,14 @@ export const ConfigSchema = Type.Object({
       expected: 'a non-negative integer number of processes (0 for no limit)',
       description: "The processes and threads each job container may hold, and the most a job's `resources.pids` may ask for; `0` is no limit.",
     }),
+    secrets_dir: Type.String({
+      minLength: 1,
+      pattern: '^/',
+      default: '/dev/shm',
+      expected: 'an absolute path to a folder on a tmpfs (e.g. "/dev/shm")',
+      description:
+        "A folder on a tmpfs of the engine's host where jobs' `secrets` are written as files (a folder per job, bound read-only at /run/foreman/secrets, removed when the container stops). Not a tmpfs: jobs with secrets are refused.",
+    }),
     cap_add: Type.Array(Type.String({ pattern: CAPABILITY_PATTERN }), {
       default: [],
       expected: 'a list of Linux capability names, e.g. ["NET_BIND_SERVICE"] (upper case, "CAP_" prefix optional; "ALL" is not accepted)',

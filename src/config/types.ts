@@ -77,6 +77,8 @@ export interface Config {
     readonly runtime: string | undefined;
     /** Glob patterns a job's image must match; empty allows every image. */
     readonly allowed_images: readonly string[];
+    /** A folder on a tmpfs where jobs' secret files go. */
+    readonly secrets_dir: string;
     /** Credentials images are pulled with: `[[docker.registries]]`, or when there are none, Docker's config.json `auths`. */
     readonly registries: readonly RegistryCredentials[];
   };

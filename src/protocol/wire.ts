@@ -253,6 +253,9 @@ export function parseCancelHeader(value: string | readonly string[] | null | und
 }
 
 /** The environment variables a job container gets: the same URL twice, for its `GET` and its `PUT`. */
+/** Where a job's container finds its `secrets`, one file per name (read-only, on a tmpfs, mode 0400). */
+export const SECRETS_PATH = '/run/foreman/secrets';
+
 export const JOB_ENDPOINT_ENV = Object.freeze({ get: 'FOREMAN_GET_JOB_ENDPOINT', put: 'FOREMAN_PUT_JOB_ENDPOINT' } as const);
 
 /** The job API's one route (fastify's syntax) and its query parameter carrying the job's secret. */

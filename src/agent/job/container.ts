@@ -7,7 +7,7 @@ import type { JobRecord } from '../../jobs/store.ts';
 import type { RunnerContext } from './context.ts';
 
 /** A job's container: its environment is the job's own, `[core.env]` over it, then the job API endpoints; its resources as the job asked. */
-export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Record<string, string>>): ContainerSpec {
+export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Record<string, string>>, secretsDir?: string): ContainerSpec {
   const { spec } = job;
   return {
     name: job.containerName,
@@ -17,6 +17,7 @@ export function containerSpec(job: JobRecord, endpoint: string, env: Readonly<Re
     labels: { [LABEL_JOB]: job.id },
     // Checked against the agent's maxima when the job arrived (see policy.ts).
     resources: spec.resources,
+    ...(secretsDir === undefined ? {} : { secretsDir }),
   };
 }
 
@@ -60,6 +61,14 @@ export class JobContainer {
     } catch (err) {
       this.ctx.log.warn({ jobId: this.jobId, containerId, reason: describeHttpError(err) }, 'could not stop the container; will retry when the engine answers');
     }
+  }
+
+  /** A canceled job outlived its grace period: its container is killed. */
+  async killAfterGrace(job: JobRecord | undefined, defaultGraceMs: number): Promise<void> {
+    if (!job?.containerId) return;
+    const graceMs = job.spec.cancelGracePeriod ?? defaultGraceMs;
+    this.ctx.log.warn({ jobId: this.jobId, containerId: job.containerId, graceMs }, 'the canceled job outlived its grace period; killing its container');
+    await this.kill(job.containerId);
   }
 
   async kill(containerId: string): Promise<void> {

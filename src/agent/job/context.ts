@@ -6,6 +6,7 @@ import type { BackoffPolicy } from '../../shared/backoff.ts';
 import type { Clock } from '../../shared/clock.ts';
 import type { JobUsage } from '../../protocol/wire.ts';
 import type { JobHooks } from './hooks.ts';
+import type { JobSecrets } from './secrets.ts';
 import type { LiveLogs } from './live-log.ts';
 import type { JobEndpoints } from './naming.ts';
 
@@ -57,6 +58,8 @@ export interface RunnerContext {
   readonly logs?: LiveLogs | undefined;
   /** `[hooks]`: the operator's commands before and after each job; unset when none are configured. */
   readonly hooks?: JobHooks | undefined;
+  /** Jobs' `secrets`: their values in memory, their files for the container; unset in tests that need none. */
+  readonly secrets?: JobSecrets | undefined;
   readonly options: RunnerOptions;
 }
 

@@ -75,8 +75,15 @@ export function missingDetails(): DetailsFor {
     outcome === 'canceled' ? canceled(from, null) : { reason: 'container-vanished', message: 'the job container disappeared while the agent was not watching' };
 }
 
-export function shutdownDetails(): DetailsFor {
+/** `secretsLost`: a job with secrets found live after a restart, whose values were in the last run's memory only. */
+export function shutdownDetails(secretsLost = false): DetailsFor {
   return (outcome, from) => {
+    // No log tail: the values to hide in it went with the last run's memory.
+    if (secretsLost && outcome === 'canceled') return { ...canceled(from, null), includeLogs: false };
+    if (secretsLost) {
+      const message = 'the agent restarted while the job was queued or running; its secrets are kept in memory only, so the job was ended';
+      return { reason: 'shutdown', message };
+    }
     if (outcome === 'canceled')
       return { reason: 'cancel', message: 'the control server canceled the job; the agent stopped its container while shutting down', includeLogs: true };
     if (from === 'pending') return { reason: 'shutdown', message: 'the agent shut down before the job could start' };

@@ -28,6 +28,8 @@ export interface LiveLogsParts {
   readonly executor: Executor;
   readonly log: Logger;
   readonly clock: Clock;
+  /** A job's own values to hide (its `secrets`, in every encoded form), while the agent holds them. */
+  readonly hidden?: ((jobId: string) => readonly string[]) | undefined;
 }
 
 /** Per-line overhead in a batch, for the shipper's estimate of what is waiting. */
@@ -130,7 +132,7 @@ export class JobLog {
       return;
     }
     if (!stream || stream.followed) return;
-    this.cutter ??= new LineCutter(new Redactor([...this.live.options.secrets, job.secret]));
+    this.cutter ??= new LineCutter(this.redactor(job.secret));
     const containerId = job.containerId;
     const run = this.run(containerId)
       .catch((err: unknown) => this.live.parts.log.error({ jobId: this.jobId, reason: describeHttpError(err) }, 'following the job log failed'))
@@ -144,8 +146,13 @@ export class JobLog {
 
   /** `lines` (a report's log tail) with `[core.env]`'s values and the job's secret hidden. */
   hide(lines: readonly string[], secret: string): string[] {
-    const redactor = new Redactor([...this.live.options.secrets, secret]);
+    const redactor = this.redactor(secret);
     return lines.map((line) => redactor.redact(line));
+  }
+
+  /** `[core.env]`'s values, the job's job-API secret and its own `secrets`. */
+  private redactor(secret: string): Redactor {
+    return new Redactor([...this.live.options.secrets, secret, ...(this.live.parts.hidden?.(this.jobId) ?? [])]);
   }
 
   /** The container is gone: its output can no longer be read, and the log ends with what was read. */

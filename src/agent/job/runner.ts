@@ -72,7 +72,7 @@ export class JobRunner {
         void this.step(() => this.act(onTimeout, details, 'job did not complete in time; stopping it'));
       },
       stalled: (stallMs) => void this.step(() => this.act(onStall, stallDetails(stallMs), 'job sent no update in time; stopping it')),
-      graceOver: () => void this.killAfterGrace(),
+      graceOver: () => void this.container.killAfterGrace(this.ctx.store.get(this.id), this.ctx.options.cancelGraceMs),
       removalDue: (attempt) =>
         void this.step(async () => {
           const ok = await this.removeContainer();
@@ -212,7 +212,8 @@ export class JobRunner {
     try {
       await this.ctx.hooks?.preJob(job, signal);
       await this.ctx.images.ensure(job.spec.image, job.spec.alwaysPull === true, signal);
-      const containerId = await executor.create(containerSpec(job, this.ctx.endpoints.urlFor(job.id, job.secret), this.ctx.options.env), signal);
+      const secretsDir = this.ctx.secrets?.materialize(job);
+      const containerId = await executor.create(containerSpec(job, this.ctx.endpoints.urlFor(job.id, job.secret), this.ctx.options.env, secretsDir), signal);
       // Started before the engine call returns, so a fast container's first request finds it ready.
       const started = store.transition(this.id, 'started', { containerId, startedAt: clock.now() });
       this.logs?.open(started);
@@ -276,6 +277,11 @@ export class JobRunner {
     const job = store.get(this.id);
     if (!job) return;
     const canceling = job.cancelRequestedAt !== null;
+    if (this.ctx.secrets?.lost(job)) {
+      // Its output from here on cannot be read: the values to hide in it went with the last run's memory.
+      this.logs?.lost();
+      return this.act((s) => onShutdown(s, canceling), shutdownDetails(true));
+    }
     // The listing may predate a launch that finished while this step waited its turn.
     const looks = readoptLooksAtContainer(job.state, canceling);
     const container = looks ? (listed ?? (job.containerName ? await executor.inspect(job.containerName) : undefined)) : undefined;
@@ -414,6 +420,7 @@ export class JobRunner {
   /** The container is stopped: free the slot, read its output to the end (also if it never ran), schedule removal. */
   private markStopped(job: JobRecord): void {
     this.ctx.hooks?.jobStopped(job);
+    this.ctx.secrets?.release(job.id);
     this.clocks.stopped();
     this.release();
     this.logs?.follow(job);
@@ -427,15 +434,6 @@ export class JobRunner {
     if (!this.holding) return;
     this.holding = false;
     this.hooks.slotFreed();
-  }
-
-  /** The canceled job outlived its grace period: its container is killed. */
-  private async killAfterGrace(): Promise<void> {
-    const job = this.ctx.store.get(this.id);
-    if (!job?.containerId) return;
-    const graceMs = job.spec.cancelGracePeriod ?? this.ctx.options.cancelGraceMs;
-    this.ctx.log.warn({ jobId: this.id, containerId: job.containerId, graceMs }, 'the canceled job outlived its grace period; killing its container');
-    await this.container.kill(job.containerId);
   }
 
   /** Removes a stopped job's container (by name when its id was never learnt); true when done. */
