@@ -60,7 +60,12 @@ describe('secrets', () => {
 
   test('secrets arrive as read-only files, never in the config, and are hidden wherever the job prints them', async () => {
     s.control.reply([
-      job('sec-1', s.callbacks.url(), { action: 'secret', name: 'token' }, { secrets: { token: VALUE, 'other.pem': 'second-value-xyz' }, logsUrl: s.callbacks.url('logs/sec-1') }),
+      job(
+        'sec-1',
+        s.callbacks.url(),
+        { action: 'secret', name: 'token' },
+        { secrets: { token: VALUE, 'other.pem': 'second-value-xyz' }, logsUrl: s.callbacks.url('logs/sec-1') },
+      ),
     ]);
     const done = await s.callbacks.waitForCompletion('sec-1', 60_000);
     assert.equal(done.headers['x-foreman-job-outcome'], 'succeeded', `the job read its secret: ${done.body.toString()}`);

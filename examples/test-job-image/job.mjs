@@ -339,7 +339,14 @@ switch (opts.action) {
     } catch (err) {
       writeError = err.code;
     }
-    const payload = { sha256: createHash('sha256').update(value).digest('hex'), length: value.length, mode: (mode & 0o777).toString(8), uid, names: readdirSync(dir), writeError };
+    const payload = {
+      sha256: createHash('sha256').update(value).digest('hex'),
+      length: value.length,
+      mode: (mode & 0o777).toString(8),
+      uid,
+      names: readdirSync(dir),
+      writeError,
+    };
     if (opts.then === 'sleep') {
       await put('running', 0.5, payload, 'read the secret');
       await sleepForever();

@@ -102,7 +102,8 @@ function secretsUnsupported(config: Config): string | undefined {
     return "the swarm executor does not take jobs with secrets: Swarm's own secrets are kept at rest in the cluster's store, and its tasks may run on nodes whose disks this agent cannot write to (use the docker executor)";
   }
   const url = config.docker.url;
-  if (!url.startsWith('unix://') && !url.startsWith('/')) return `jobs with secrets need the engine on this host (docker.url is ${redactUrl(url)}): their files are written to docker.secrets_dir here`;
+  if (!url.startsWith('unix://') && !url.startsWith('/'))
+    return `jobs with secrets need the engine on this host (docker.url is ${redactUrl(url)}): their files are written to docker.secrets_dir here`;
   return undefined;
 }
 

@@ -37,7 +37,14 @@ export function withoutSecretValues(spec: JobSpec): JobSpec {
 export function redactionForms(value: string): string[] {
   if (value.length === 0) return [];
   const base64 = Buffer.from(value).toString('base64');
-  const forms = [value, base64, base64.replace(/=+$/, ''), Buffer.from(value).toString('base64url'), encodeURIComponent(value), JSON.stringify(value).slice(1, -1)];
+  const forms = [
+    value,
+    base64,
+    base64.replace(/=+$/, ''),
+    Buffer.from(value).toString('base64url'),
+    encodeURIComponent(value),
+    JSON.stringify(value).slice(1, -1),
+  ];
   return [...new Set(forms)].filter((form) => form.length > 0);
 }
 
@@ -137,7 +144,8 @@ export class JobSecrets {
 
   private checkDir(): string | undefined {
     try {
-      if (statfsSync(this.options.dir).type !== TMPFS_MAGIC) return `docker.secrets_dir (${this.options.dir}) is not a tmpfs; secrets are never written to a disk`;
+      if (statfsSync(this.options.dir).type !== TMPFS_MAGIC)
+        return `docker.secrets_dir (${this.options.dir}) is not a tmpfs; secrets are never written to a disk`;
       return undefined;
     } catch (err) {
       return `docker.secrets_dir (${this.options.dir}) cannot be used: ${err instanceof Error ? err.message : String(err)}`;
