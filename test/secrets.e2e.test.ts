@@ -2,7 +2,8 @@
  * A job's `secrets` on the real engine, with a real agent process: files under /run/foreman/secrets (read-only,
  * mode 0400), never in the container's config; hidden in the live log and the agent's log in every encoded form;
  * no value anywhere in the data directory (database, WAL, log store) after the job ended or after a restart; a job
- * with secrets found live after a restart ends `agent-shutdown`.
+ * with secrets found live after a restart ends `agent-shutdown`; values a job adds through the job API's redactions
+ * route are hidden from then on.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -110,6 +111,20 @@ describe('secrets', () => {
     assert.deepEqual(secretFilesLeft(), [], 'the files the killed agent left are swept at start');
     assert.deepEqual(leaksInDataDir(LIVE_VALUE), [], 'no file of the data dir holds the value after the restart');
     assert.ok(statSync(s.env.env.FOREMAN_CORE_DATA_DIR ?? '').isDirectory(), 'the data dir is still there');
+  });
+
+  test('a job adds values to redact through the job API: hidden from then on, in every form, never stored', async () => {
+    const value = `runtime-${Math.random().toString(36).slice(2)}`;
+    // The job redacts the value it is sent reversed: the value itself is then in no stored job spec.
+    const reversed = [...value].reverse().join('');
+    s.control.reply([job('red-1', s.callbacks.url(), { action: 'redact', value: reversed }, { logsUrl: s.callbacks.url('logs/red-1') })]);
+    const done = await s.callbacks.waitForCompletion('red-1', 60_000);
+    assert.deepEqual(JSON.parse(done.body.toString()), { redactStatus: 200 }, 'the job API took the values');
+    const sent = s.callbacks.requests.map((r) => r.body.toString()).join('\n');
+    assert.match(sent, /after raw \[redacted\]/, 'the raw value is hidden from then on');
+    assert.match(sent, /after base64 \[redacted\]/, 'its base64 too');
+    assert.ok(!forms(value).some((form) => sent.includes(form)), 'no form of it went out');
+    assert.deepEqual(leaksInDataDir(value), [], 'nor is it in the data dir');
   });
 
   test('a secret name that is no plain file name is refused as invalid, and nothing runs', async () => {

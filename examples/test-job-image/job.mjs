@@ -33,6 +33,8 @@
 //   "secret"     read /run/foreman/secrets/<body.name>, print it raw, base64, URL-encoded, JSON-escaped and cut across a
 //                16 KiB line split, then PUT completed {"sha256", "length", "mode" (octal), "uid", "names" (the folder's
 //                files), "writeError" (the code writing a file there gave)}; with body.then = "sleep", sleep forever.
+//   "redact"     POST {"values": [v]} to the job API's redactions route, v being body.value reversed (so that v is in no
+//                job spec), print its status, then print v raw and base64, then PUT completed {"redactStatus"}.
 // body.onTerm changes what SIGTERM (the container's stop signal) does, for any action:
 //   "ignore"     nothing: the job runs on until it is killed.
 //   "report"     PUT running with progress 0.99 and {"cleanup": true}, then exit with body.termExitCode (default 0).
@@ -352,6 +354,21 @@ switch (opts.action) {
       await sleepForever();
     }
     await complete(payload);
+    break;
+  }
+
+  case 'redact': {
+    const url = new URL(putEndpoint);
+    url.pathname += '/redactions';
+    const value = [...String(opts.value)].reverse().join('');
+    const response = await fetchWithRetry(url.toString(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ values: [value] }),
+    });
+    await response.arrayBuffer();
+    process.stdout.write(`redactions -> ${response.status}\nafter raw ${value}\nafter base64 ${Buffer.from(value).toString('base64')}\n`);
+    await complete({ redactStatus: response.status });
     break;
   }
 

@@ -122,6 +122,7 @@ describe('defaults', () => {
         read_only_rootfs: false,
         runtime: undefined,
         allowed_images: [],
+        secrets_dir: '/dev/shm',
         registries: [],
       },
       images: { budget_bytes: 0, low_free_bytes: 0, high_free_bytes: 0 },

@@ -70,6 +70,7 @@ export class MemoryStore implements JobStore {
         postHookStartedAt: null,
         postHookEndedAt: null,
         postHookResult: null,
+        redacting: false,
       });
       return true;
     });
@@ -162,6 +163,11 @@ export class MemoryStore implements JobStore {
   recordAttempt(id: string, attempts: number): void {
     const d = this.deliveries.get(id);
     if (d) this.deliveries.set(id, { ...d, attempts });
+  }
+
+  markRedacting(id: string): void {
+    const job = this.jobs.get(id);
+    if (job) this.jobs.set(id, { ...job, redacting: true });
   }
 
   recordPostHook(id: string, at: number, result?: string): void {

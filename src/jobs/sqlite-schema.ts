@@ -54,6 +54,7 @@ export const migrations: readonly string[] = [
   ALTER TABLE jobs ADD COLUMN post_hook_started_at INTEGER;
   ALTER TABLE jobs ADD COLUMN post_hook_ended_at INTEGER;
   ALTER TABLE jobs ADD COLUMN post_hook_result TEXT;
+  ALTER TABLE jobs ADD COLUMN redacting INTEGER NOT NULL DEFAULT 0;
   `,
 ];
 
@@ -76,6 +77,7 @@ export interface JobRow {
   post_hook_started_at: number | null;
   post_hook_ended_at: number | null;
   post_hook_result: string | null;
+  redacting: number;
 }
 
 export interface DeliveryRow {

@@ -122,6 +122,7 @@ export class SqliteStore implements JobStore {
       postHookStartedAt: row.post_hook_started_at,
       postHookEndedAt: row.post_hook_ended_at,
       postHookResult: row.post_hook_result,
+      redacting: row.redacting !== 0,
     };
   }
 
@@ -362,6 +363,10 @@ export class SqliteStore implements JobStore {
 
   recordAttempt(id: string, attempts: number, error: string): void {
     this.stmt('UPDATE deliveries SET attempts = ?, last_error = ? WHERE id = ?').run(attempts, error, id);
+  }
+
+  markRedacting(id: string): void {
+    this.stmt('UPDATE jobs SET redacting = 1 WHERE id = ?').run(id);
   }
 
   recordPostHook(id: string, at: number, result?: string): void {

@@ -35,6 +35,8 @@ export interface JobRecord {
   readonly postHookEndedAt: number | null;
   /** The hook's result as `x-foreman-post-job-hook` carries it. */
   readonly postHookResult: string | null;
+  /** The job added values to hide through the job API (kept in memory only, like its secrets). */
+  readonly redacting: boolean;
 }
 
 export interface TransitionPatch {
@@ -100,6 +102,8 @@ export interface JobStore {
   /** Deletes a settled delivery (batched: losing it to a crash only means a repeat delivery). */
   completeDelivery(id: string): Promise<void>;
   recordAttempt(id: string, attempts: number, error: string): void;
+  /** Marks a job as having added values to hide (the values themselves are never stored). */
+  markRedacting(id: string): void;
   /** Records a post_job hook's start, or its end with its result. */
   recordPostHook(id: string, at: number, result?: string): void;
   /** Stopped or removed jobs that owe a post_job hook not yet ended (never ran, or interrupted). */

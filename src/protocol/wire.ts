@@ -261,6 +261,13 @@ export const JOB_ENDPOINT_ENV = Object.freeze({ get: 'FOREMAN_GET_JOB_ENDPOINT',
 /** The job API's one route (fastify's syntax) and its query parameter carrying the job's secret. */
 export const JOB_API_ROUTE = '/job/:id';
 export const JOB_API_TOKEN_PARAM = 'token';
+/** The job API's `POST`: values the job's logs and reports hide from then on (`{"values": [...]}`). */
+export const JOB_API_REDACTIONS_ROUTE = '/job/:id/redactions';
+/** At most this many values a request, this many a job, each at most this many characters (and at least 4). */
+export const REDACTIONS_PER_REQUEST = 64;
+export const REDACTIONS_PER_JOB = 256;
+export const REDACTION_MAX_CHARS = 4096;
+export const REDACTION_MIN_CHARS = 4;
 
 /** A job's URL on the job API: the id percent-encoded, the secret in the query. */
 export function jobEndpoint(baseUrl: string, jobId: string, secret: string): string {

@@ -79,6 +79,7 @@ function job(id: string, containerId: string | null, logsUrl: string | null = 'h
     postHookStartedAt: null,
     postHookEndedAt: null,
     postHookResult: null,
+    redacting: false,
   };
 }
 

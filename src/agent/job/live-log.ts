@@ -101,6 +101,8 @@ export class JobLog {
   private readonly live: LiveLogs;
   private following: Promise<void> | undefined;
   private cutter: LineCutter | undefined;
+  /** The live log's redactor, which the job's redactions extend. */
+  private liveRedactor: Redactor | undefined;
   /** The last message read into the store by this process. */
   private lastTaken: LogMessage | undefined;
 
@@ -132,7 +134,7 @@ export class JobLog {
       return;
     }
     if (!stream || stream.followed) return;
-    this.cutter ??= new LineCutter(this.redactor(job.secret));
+    this.cutter ??= new LineCutter((this.liveRedactor = this.redactor(job.secret)));
     const containerId = job.containerId;
     const run = this.run(containerId)
       .catch((err: unknown) => this.live.parts.log.error({ jobId: this.jobId, reason: describeHttpError(err) }, 'following the job log failed'))
@@ -150,7 +152,12 @@ export class JobLog {
     return lines.map((line) => redactor.redact(line));
   }
 
-  /** `[core.env]`'s values, the job's job-API secret and its own `secrets`. */
+  /** Values the job asked to hide from now on (the job API's redactions); the report's tail reads them anew. */
+  redactMore(values: readonly string[]): void {
+    this.liveRedactor?.add(values);
+  }
+
+  /** `[core.env]`'s values, the job's job-API secret, its own `secrets` and its redactions. */
   private redactor(secret: string): Redactor {
     return new Redactor([...this.live.options.secrets, secret, ...(this.live.parts.hidden?.(this.jobId) ?? [])]);
   }

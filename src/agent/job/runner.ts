@@ -19,13 +19,12 @@ import type { JobRecord } from '../../jobs/store.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import { cancelDetails, exitDetails, launchFailedDetails, missingDetails, shutdownDetails, stallDetails, timeoutDetails, type DetailsFor } from './endings.ts';
 import { containerSpec, JobContainer, phaseOf, secretsOf } from './container.ts';
-import type { JobUsage } from '../../protocol/wire.ts';
 import { JobClocks } from './clocks.ts';
 import { UsageMeter, usageForReport } from './usage.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
 import { LaunchAbort } from './abort.ts';
-import { recordFetch, recordUpdate, type ContainerUpdate, type FetchResult, type UpdateResult } from './reports.ts';
+import { recordFetch, recordRedactions, recordUpdate, type ContainerUpdate, type FetchResult, type RedactResult, type UpdateResult } from './reports.ts';
 
 export { RunnerAbort, type RunnerAbortReason } from './abort.ts';
 export type { ContainerUpdate, FetchResult, UpdateResult } from './reports.ts';
@@ -158,7 +157,7 @@ export class JobRunner {
     const job = update.status === 'completed' ? this.ctx.store.get(this.id) : undefined;
     const final = job && (job.state === 'started' || job.state === 'running');
     if (final) await this.meter.finish(true);
-    const usage = final ? this.usageOf(job, 'succeeded') : undefined;
+    const usage = final ? usageForReport(this.meter, job, this.ctx, 'succeeded') : undefined;
     const result = await recordUpdate(this.ctx, this.id, update, at, usage);
     if (result.kind !== 'stored') return result;
     this.ctx.deliver(result.delivery);
@@ -169,6 +168,11 @@ export class JobRunner {
       void this.step(() => this.stopAfterCompletion());
     }
     return { kind: 'accepted' };
+  }
+
+  /** The container asked to hide more values in its logs and reports, from now on. */
+  containerRedacts(values: readonly string[]): Promise<RedactResult> {
+    return recordRedactions(this.ctx, this.id, values, (forms) => this.logs?.redactMore(forms));
   }
 
   // ---- steps -----------------------------------------------------------------------------
@@ -388,7 +392,7 @@ export class JobRunner {
     const { includeLogs: _, ...ending } = details;
     const report = endingReport(
       { jobId: this.id, agentId: this.ctx.agentId, callbackUrl: job.spec.callbackUrl },
-      { ...ending, outcome: decision.outcome, logs, usage: this.usageOf(job, decision.outcome) },
+      { ...ending, outcome: decision.outcome, logs, usage: usageForReport(this.meter, job, this.ctx, decision.outcome) },
     );
     const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome, exitCode: ending.exitCode });
     this.ctx.deliver(recorded.delivery);
@@ -396,10 +400,6 @@ export class JobRunner {
     if (job.containerId) await this.container.stop(job.containerId, this.ctx.options.stopGraceMs);
     if (decision.to === 'stopped') this.markStopped(recorded.job);
     else this.hooks.finished();
-  }
-
-  private usageOf(job: JobRecord, outcome: string): JobUsage | undefined {
-    return usageForReport(this.meter, job, outcome, this.ctx);
   }
 
   /** A cancel of a running job: the stop signal now, the kill when the grace period (counted from the cancel) ends. */
@@ -420,10 +420,11 @@ export class JobRunner {
   /** The container is stopped: free the slot, read its output to the end (also if it never ran), schedule removal. */
   private markStopped(job: JobRecord): void {
     this.ctx.hooks?.jobStopped(job);
-    this.ctx.secrets?.release(job.id);
     this.clocks.stopped();
     this.release();
     this.logs?.follow(job);
+    // After the follow: a log first read now still hides the job's values.
+    this.ctx.secrets?.release(job.id);
     if (job.startedAt !== null && job.stoppedAt !== null) {
       this.ctx.metrics?.runTime.observe({ outcome: job.outcome ?? 'unknown' }, Math.max(0, job.stoppedAt - job.startedAt) / 1000);
     }

@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { ExecutorJobError } from '../../executor/executor.ts';
 import type { JobRecord } from '../../jobs/store.ts';
 import type { JobSpec } from '../../shared/job-spec.ts';
+import { REDACTIONS_PER_JOB } from '../../protocol/wire.ts';
 
 /** statfs's f_type of a tmpfs: secrets are never written where they would reach a disk. */
 const TMPFS_MAGIC = 0x01021994;
@@ -53,6 +54,8 @@ export class JobSecrets {
   private readonly options: SecretsOptions;
   /** The values, by job id: only here, only while the job is live. */
   private readonly values = new Map<string, Readonly<Record<string, string>>>();
+  /** Values jobs added through the job API, by job id: in memory only too. */
+  private readonly redactions = new Map<string, string[]>();
   private refusal: string | undefined | null = null;
 
   constructor(log: Logger, options: SecretsOptions) {
@@ -75,12 +78,22 @@ export class JobSecrets {
 
   /** The job's values and their encoded forms, to hide in its logs and reports. */
   hidden(jobId: string): string[] {
-    return Object.values(this.values.get(jobId) ?? {}).flatMap(redactionForms);
+    return [...Object.values(this.values.get(jobId) ?? {}), ...(this.redactions.get(jobId) ?? [])].flatMap(redactionForms);
   }
 
-  /** True when the job has secrets whose values this process does not hold: it was received before a restart. */
+  /** Adds values the job wants hidden; returns their forms to hide, or why not (`REDACTIONS_PER_JOB`). */
+  redact(jobId: string, values: readonly string[]): { forms: string[] } | { error: string } {
+    const held = this.redactions.get(jobId) ?? [];
+    const fresh = [...new Set(values)].filter((value) => !held.includes(value));
+    if (held.length + fresh.length > REDACTIONS_PER_JOB) return { error: `a job may add at most ${REDACTIONS_PER_JOB} values to redact` };
+    this.redactions.set(jobId, [...held, ...fresh]);
+    return { forms: fresh.flatMap(redactionForms) };
+  }
+
+  /** True when the job's values to hide are not in this process: it got secrets or added redactions before a restart. */
   lost(job: JobRecord): boolean {
-    return Object.keys(job.spec.secrets ?? {}).length > 0 && !this.values.has(job.id);
+    const secretsLost = Object.keys(job.spec.secrets ?? {}).length > 0 && !this.values.has(job.id);
+    return secretsLost || (job.redacting && !this.redactions.has(job.id));
   }
 
   /** Writes the job's files; returns the host directory to bind, or undefined when it has none. Throws a job error. */
@@ -110,6 +123,7 @@ export class JobSecrets {
   /** The container no longer runs: its files and the values go. Safe to call twice. */
   release(jobId: string): void {
     this.values.delete(jobId);
+    this.redactions.delete(jobId);
     try {
       rmSync(this.dirOf(jobId), { recursive: true, force: true });
     } catch (err) {

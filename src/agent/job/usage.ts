@@ -126,8 +126,8 @@ export class UsageMeter {
 export function usageForReport(
   meter: UsageMeter,
   job: { readonly startedAt: number | null; readonly spec: { readonly resources?: { readonly memory?: number } | undefined } },
-  outcome: string,
   ctx: { readonly clock: Clock; readonly options: { readonly memoryLimit: number }; readonly metrics: { jobUsage?(usage: JobUsage): void } | undefined },
+  outcome: string,
 ): JobUsage | undefined {
   if (job.startedAt === null) return undefined;
   const limit = job.spec.resources?.memory ?? ctx.options.memoryLimit;
