@@ -70,5 +70,7 @@ test('files are written 0400 in a 0500 folder, lost after a restart, and removed
   secrets.release('j1');
   secrets.release('j1');
   assert.equal(existsSync(dir), false, 'removed');
+  store.transition('j1', 'creating');
+  assert.equal(secrets.lost(store.transition('j1', 'stopped')), false, 'an ended job is never lost: its values were released on purpose');
   assert.deepEqual(secrets.hidden('j1'), [], 'and forgotten');
 });

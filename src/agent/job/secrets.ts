@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ExecutorJobError } from '../../executor/executor.ts';
+import { hasEnded } from '../../jobs/state.ts';
 import type { JobRecord } from '../../jobs/store.ts';
 import type { JobSpec } from '../../shared/job-spec.ts';
 import { REDACTIONS_PER_JOB } from '../../protocol/wire.ts';
@@ -90,8 +91,12 @@ export class JobSecrets {
     return { forms: fresh.flatMap(redactionForms) };
   }
 
-  /** True when the job's values to hide are not in this process: it got secrets or added redactions before a restart. */
+  /**
+   * True when a live job's values to hide are not in this process: it got secrets or added redactions before a
+   * restart. An ended job's are released on purpose (its container stopped), so it is never lost.
+   */
   lost(job: JobRecord): boolean {
+    if (hasEnded(job.state)) return false;
     const secretsLost = Object.keys(job.spec.secrets ?? {}).length > 0 && !this.values.has(job.id);
     return secretsLost || (job.redacting && !this.redactions.has(job.id));
   }
