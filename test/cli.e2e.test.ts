@@ -234,7 +234,10 @@ describe('foreman check', () => {
     assert.equal(result.code, 0, result.stdout + result.stderr);
     assert.match(result.stdout, new RegExp(`ok +Docker engine ${engineVersion.replaceAll('.', '\\.').replaceAll('+', '\\+')} \\(API [\\d.]+\\)`));
     assert.match(result.stdout, new RegExp(`ok +network "${networkName}" exists`));
-    assert.match(result.stdout, /ok +host facts sent on each poll \(x-foreman-attributes\): arch=[^,]+,os=linux,cpus=\d+,memory=\d+,.*engine=(docker|podman),.*executor=docker$/m);
+    assert.match(
+      result.stdout,
+      /ok +host facts sent on each poll \(x-foreman-attributes\): arch=[^,]+,os=linux,cpus=\d+,memory=\d+,.*engine=(docker|podman),.*executor=docker$/m,
+    );
     assert.match(result.stdout, /ok +control server http:\/\/127\.0\.0\.1:\d+\/jobs answered HTTP 204/);
     assert.match(result.stdout, /core\.token +=  ?<redacted> +\(file\)/);
     assert.match(result.stdout, /core\.env\.API_KEY +=  ?<redacted> +\(file\)/);

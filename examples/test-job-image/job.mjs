@@ -30,6 +30,11 @@
 //                of body.tickMs (default 0). body.print (strings) and then
 //                `NAME=value` for each name in body.printEnv are printed to stdout first. Then completes
 //                with {"lines": n}, or with body.then = "sleep" sleeps forever.
+//   "secret"     read /run/foreman/secrets/<body.name>, print it raw, base64, URL-encoded, JSON-escaped and cut across a
+//                16 KiB line split, then PUT completed {"sha256", "length", "mode" (octal), "uid", "names" (the folder's
+//                files), "writeError" (the code writing a file there gave)}; with body.then = "sleep", sleep forever.
+//   "redact"     POST {"values": [v]} to the job API's redactions route, v being body.value reversed (so that v is in no
+//                job spec), print its status, then print v raw and base64, then PUT completed {"redactStatus"}.
 // body.onTerm changes what SIGTERM (the container's stop signal) does, for any action:
 //   "ignore"     nothing: the job runs on until it is killed.
 //   "report"     PUT running with progress 0.99 and {"cleanup": true}, then exit with body.termExitCode (default 0).
@@ -39,7 +44,8 @@
 
 /* global process, Buffer, URL, fetch, setTimeout, AbortSignal -- Node globals; eslint has no Node environment for .mjs */
 
-import { readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 
@@ -317,6 +323,52 @@ switch (opts.action) {
     const first = await put('completed', 1, payload, 'completed #1');
     const second = await put('completed', 1, payload, 'completed #2');
     process.stdout.write(`put-twice statuses ${first} ${second}\n`);
+    break;
+  }
+
+  case 'secret': {
+    const dir = '/run/foreman/secrets';
+    const file = `${dir}/${String(opts.name)}`;
+    const value = readFileSync(file, 'utf8');
+    const { mode, uid } = statSync(file);
+    const encoded = JSON.stringify(value).slice(1, -1);
+    process.stdout.write(`raw ${value}\nbase64 ${Buffer.from(value).toString('base64')}\nurl ${encodeURIComponent(value)}\njson ${encoded}\n`);
+    // The engine splits a line at 16 KiB: this one cuts the value in two across the split.
+    process.stdout.write(`${'p'.repeat(16_384 - Math.floor(value.length / 2))}${value}\n`);
+    let writeError = null;
+    try {
+      writeFileSync(`${dir}/new`, 'x');
+    } catch (err) {
+      writeError = err.code;
+    }
+    const payload = {
+      sha256: createHash('sha256').update(value).digest('hex'),
+      length: value.length,
+      mode: (mode & 0o777).toString(8),
+      uid,
+      names: readdirSync(dir),
+      writeError,
+    };
+    if (opts.then === 'sleep') {
+      await put('running', 0.5, payload, 'read the secret');
+      await sleepForever();
+    }
+    await complete(payload);
+    break;
+  }
+
+  case 'redact': {
+    const url = new URL(putEndpoint);
+    url.pathname += '/redactions';
+    const value = [...String(opts.value)].reverse().join('');
+    const response = await fetchWithRetry(url.toString(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ values: [value] }),
+    });
+    await response.arrayBuffer();
+    process.stdout.write(`redactions -> ${response.status}\nafter raw ${value}\nafter base64 ${Buffer.from(value).toString('base64')}\n`);
+    await complete({ redactStatus: response.status });
     break;
   }
 

@@ -23,6 +23,8 @@ import { createJobApiBackend } from './job/api-backend.ts';
 import { jobPolicy } from './job/policy.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { LiveLogs } from './job/live-log.ts';
+import { JobHooks } from './job/hooks.ts';
+import { JobSecrets } from './job/secrets.ts';
 import { JobEndpoints } from './job/naming.ts';
 import { OneShot, type OneShotOptions } from './one-shot.ts';
 import { Reconciler } from './reconciler.ts';
@@ -53,6 +55,8 @@ const IMAGES_HEADER_ENTRIES = 50;
 const IMAGES_HEADER_BYTES = 4096;
 /** How long lines read from a container wait to be stored together (one transaction for all of them). */
 const LOG_FLUSH_MS = 100;
+/** A moment past a hook's timeout for its kill to land. */
+const HOOK_KILL_MS = 5000;
 /** Wait before starting jobs again after the store refused to record a start. */
 const LAUNCH_RETRY_MS = 1000;
 
@@ -95,6 +99,17 @@ export function createExecutor(config: Config, docker: Docker, agentId: string, 
   return config.core.executor === 'swarm' ? new SwarmExecutor({ ...options, clock }) : new DockerExecutor(options);
 }
 
+/** Why this agent cannot deliver jobs' secrets as files, if it cannot. */
+function secretsUnsupported(config: Config): string | undefined {
+  if (config.core.executor === 'swarm') {
+    return "the swarm executor does not take jobs with secrets: Swarm's own secrets are kept at rest in the cluster's store, and its tasks may run on nodes whose disks this agent cannot write to (use the docker executor)";
+  }
+  const url = config.docker.url;
+  if (!url.startsWith('unix://') && !url.startsWith('/'))
+    return `jobs with secrets need the engine on this host (docker.url is ${redactUrl(url)}): their files are written to docker.secrets_dir here`;
+  return undefined;
+}
+
 /**
  * The composition root: builds every part of the agent from the compiled config, turning it into
  * the options each part takes. No other module sees the whole `Config`.
@@ -116,10 +131,32 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
     maxAgeMs: core.callback_max_age,
     traceBatch: tracing ? (jobId, url, details) => tracing.logBatch(jobId, url, details) : undefined,
   });
+  const secrets = new JobSecrets(log, {
+    dir: config.docker.secrets_dir,
+    agentId: store.agentId,
+    unsupported: secretsUnsupported(config),
+    user: config.docker.user,
+  });
+  // Files a previous run left: its jobs with secrets end now (their values were in its memory only).
+  secrets.sweep();
   const logs = new LiveLogs(
-    { store: logStore, shipper, executor, log, clock },
+    { store: logStore, shipper, executor, log, clock, hidden: (jobId) => secrets.hidden(jobId) },
     { maxBytes: core.max_log_bytes, secrets: Object.values(core.env), backoff: BACKOFF.logReads, followWaitMs: FOLLOW_WAIT_MS, flushMs: LOG_FLUSH_MS },
   );
+  const hooks =
+    config.hooks.pre_job.length > 0 || config.hooks.post_job.length > 0
+      ? new JobHooks(
+          { store, log, clock },
+          {
+            preJob: config.hooks.pre_job,
+            postJob: config.hooks.post_job,
+            timeoutMs: config.hooks.timeout,
+            agentId: store.agentId,
+            // The container's stop, the hook, and a moment for its kill to land.
+            settleWaitMs: STOP_GRACE_MS + config.hooks.timeout + HOOK_KILL_MS,
+          },
+        )
+      : undefined;
   const outbox = new CallbackOutbox({
     store,
     log,
@@ -135,7 +172,8 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       metrics?.deliveryLatency.observe({ result }, Math.max(0, clock.now() - delivery.createdAt) / 1000);
     },
     onCancel: (ids) => scheduler.cancel(ids),
-    beforeFinal: (jobId, signal) => logs.settled(jobId, signal),
+    beforeFinal: async (jobId, signal) => void (await Promise.all([logs.settled(jobId, signal), hooks?.settled(jobId, signal)])),
+    finalize: hooks ? (delivery) => hooks.stamp(delivery) : undefined,
   });
   const deliver = outbox.enqueue.bind(outbox);
   const endpoints = new JobEndpoints();
@@ -176,6 +214,8 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
       metrics,
       logs,
       tracing,
+      hooks,
+      secrets,
       options: {
         completionTimeoutMs: core.job_completion_timeout,
         removalTimeoutMs: core.job_removal_timeout,
@@ -230,7 +270,7 @@ export function composeAgent(config: Config, deps: AgentDeps): Supervisor {
   const reconciler = new Reconciler({ store, executor, scheduler, log });
   const oneShot = new OneShot({ clock, log, idle: () => scheduler.idle && outbox.backlog === 0, allTaken: () => scheduler.allTaken }, deps.oneShot ?? {});
   return new Supervisor(
-    { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot, facts, images },
+    { store, executor, log, clock, outbox, logs, jobApi, endpoints, poller, scheduler, reconciler, oneShot, facts, images, hooks },
     {
       // For log lines only: without credentials.
       engineUrl: redactUrl(config.docker.url),

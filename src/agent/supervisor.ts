@@ -47,6 +47,8 @@ export interface SupervisorParts {
   readonly poller: Poller;
   readonly scheduler: Scheduler;
   readonly reconciler: Reconciler;
+  /** `[hooks]`, when configured: post_job hooks owed from before a restart run at start; running ones are killed last. */
+  readonly hooks?: { resume(): void; close(): Promise<void> } | undefined;
   readonly oneShot: OneShot;
   /** `x-foreman-attributes`, asked of the engine on a timer. */
   readonly facts: HostFactsHeader;
@@ -174,6 +176,7 @@ export class Supervisor {
     // a restart; and they go out while the engine is still awaited.
     this.parts.logs.resume();
     outbox.resume();
+    this.parts.hooks?.resume();
     await this.connectEngine(signal);
     if (signal.aborted) return;
     const { advertise, bind } = await resolveListenAddress(this.options.listen, executor);
@@ -312,6 +315,7 @@ export class Supervisor {
     else if (outbox.backlog > 0) log.warn({ backlog: outbox.backlog }, 'undelivered callbacks stay stored for the next start');
 
     deadlineTimer.cancel();
+    await this.parts.hooks?.close();
     await outbox.close();
     await this.parts.logs.close();
     await jobApi.close();

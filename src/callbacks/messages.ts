@@ -17,6 +17,10 @@ import {
   type ReportBody,
   encodeUsage,
   type JobUsage,
+  encodeHookResult,
+  type HookResult,
+  OUTCOMES,
+  REASONS,
 } from '../protocol/wire.ts';
 
 export { REPORT_LOG_LINES, REPORT_LOG_LINE_CHARS };
@@ -123,4 +127,27 @@ export function wireHeaders(delivery: Delivery, userAgent: string): Record<strin
     ...deliveryHeaders(delivery.id, delivery.seq),
     'user-agent': userAgent,
   };
+}
+
+/** Whether a body is one of the agent's own reports (`ReportBody`), not a container's forwarded update. */
+function agentReport(body: Buffer): Record<string, unknown> | undefined {
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+    const { outcome, reason, message } = parsed as Record<string, unknown>;
+    const known = (OUTCOMES as readonly unknown[]).includes(outcome) && (REASONS as readonly unknown[]).includes(reason);
+    return known && typeof message === 'string' ? (parsed as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A final delivery as it leaves, with the result of the job's post_job hook: the header on every final update,
+ * and `postJobHook` in the body of the agent's own reports (a container's body goes as it came).
+ */
+export function withPostJobHook(delivery: Delivery, result: HookResult): Delivery {
+  const report = agentReport(delivery.body);
+  const body = report ? Buffer.from(JSON.stringify({ ...report, postJobHook: result })) : delivery.body;
+  return { ...delivery, headers: { ...delivery.headers, [HEADER.postJobHook]: encodeHookResult(result) }, body };
 }

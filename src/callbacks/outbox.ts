@@ -37,6 +37,8 @@ export interface OutboxOptions {
   readonly beforeFinal?: (jobId: string, signal: AbortSignal) => Promise<void>;
   /** With tracing on: the span of one attempt (`attempt` counts from 1), and the `traceparent` it sends. */
   readonly traceAttempt?: ((delivery: Delivery, attempt: number) => AttemptSpan | undefined) | undefined;
+  /** A final update as it leaves, once `beforeFinal` resolved: what the agent learnt meanwhile (the post_job hook's result). */
+  readonly finalize?: (delivery: Delivery) => Delivery;
 }
 
 /** One attempt's span: the trace context headers the request carries, ended with the answer's status or why there was none. */
@@ -133,7 +135,8 @@ export class CallbackOutbox {
     while (!signal.aborted) {
       const delivery = lane.queue[0];
       if (!delivery) return;
-      if (this.options.beforeFinal && delivery.headers[HEADER.jobStatus] === FINAL_STATUS) {
+      const final = delivery.headers[HEADER.jobStatus] === FINAL_STATUS;
+      if (this.options.beforeFinal && final) {
         await this.options.beforeFinal(jobId, signal);
         if (signal.aborted) return;
       }
@@ -149,7 +152,7 @@ export class CallbackOutbox {
         return;
       }
       if (signal.aborted) return;
-      const result = await this.deliver(delivery, signal);
+      const result = await this.deliver(final && this.options.finalize ? this.options.finalize(delivery) : delivery, signal);
       if (result === undefined) return; // closed mid-delivery; the store keeps it
       this.options.store.completeDelivery(delivery.id).catch((err: unknown) => {
         this.options.log.error({ jobId, deliveryId: delivery.id, reason: describeHttpError(err) }, 'could not mark delivery done; it may be sent again');

@@ -122,9 +122,11 @@ describe('defaults', () => {
         read_only_rootfs: false,
         runtime: undefined,
         allowed_images: [],
+        secrets_dir: '/dev/shm',
         registries: [],
       },
       images: { budget_bytes: 0, low_free_bytes: 0, high_free_bytes: 0 },
+      hooks: { pre_job: [], post_job: [], timeout: 300_000 },
       metrics: { address: '' },
       health: { address: '' },
       tracing: { endpoint: '', service_name: 'foreman' },
@@ -506,6 +508,7 @@ describe('durations', () => {
       'core.stall_timeout',
       'core.usage_interval',
       'core.drain_timeout',
+      'hooks.timeout',
     ]);
     assert.throws(() => loadConfig(setup({ env: { ...REQUIRED_ENV, FOREMAN_CORE_PORT: '1s' } }).options), /core\.port = "1s": expected an integer/);
   });

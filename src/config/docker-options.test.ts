@@ -39,6 +39,7 @@ test('every [docker] hardening option can come from the environment', () => {
     FOREMAN_DOCKER_READ_ONLY_ROOTFS: 'true',
     FOREMAN_DOCKER_RUNTIME: 'runsc',
     FOREMAN_DOCKER_ALLOWED_IMAGES: 'foreman-test-job:*,registry.example.com/ci/**',
+    FOREMAN_DOCKER_SECRETS_DIR: '/run/foreman-secrets',
   });
   assert.deepEqual(warnings, []);
   assert.deepEqual(config.docker, {
@@ -54,9 +55,11 @@ test('every [docker] hardening option can come from the environment', () => {
     read_only_rootfs: true,
     runtime: 'runsc',
     allowed_images: ['foreman-test-job:*', 'registry.example.com/ci/**'],
+    secrets_dir: '/run/foreman-secrets',
     registries: [],
   });
-  for (const key of ['cpus', 'pids_limit', 'cap_add', 'user', 'read_only_rootfs', 'runtime', 'allowed_images']) assert.equal(sources[`docker.${key}`], 'env');
+  for (const key of ['cpus', 'pids_limit', 'cap_add', 'user', 'read_only_rootfs', 'runtime', 'allowed_images', 'secrets_dir'])
+    assert.equal(sources[`docker.${key}`], 'env');
 });
 
 test('docker.ca, cert and key are paths: relative to the file that set them, or to the working directory from env', () => {

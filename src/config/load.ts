@@ -293,10 +293,12 @@ function compile(raw: RawSettings, file: string | undefined, options: LoadConfig
       read_only_rootfs: valid.docker.read_only_rootfs,
       runtime: valid.docker.runtime,
       allowed_images: [...valid.docker.allowed_images],
+      secrets_dir: valid.docker.secrets_dir,
       registries: raw.registries.compile(valid.docker.registries, (path, origin) => resolvePath(path, origin, options), options),
     },
     metrics: { address: valid.metrics.address },
     images: { budget_bytes: valid.images.budget_bytes, low_free_bytes: valid.images.low_free_bytes, high_free_bytes: valid.images.high_free_bytes },
+    hooks: { pre_job: [...valid.hooks.pre_job], post_job: [...valid.hooks.post_job], timeout: valid.hooks.timeout },
     health: { address: valid.health.address },
     tracing: {
       endpoint: tracesUrl(valid.tracing.endpoint, raw.leaves.get('tracing.endpoint')?.origin),

@@ -7,7 +7,8 @@ import { HEADER } from '../protocol/wire.ts';
 // (scripts/config-docs.ts, `npm run build:docs`), with each key's type, default and environment variable;
 // `defaultText` says what an unset key means when the schema has no default to show.
 
-import { timerMs, ageMs, TOKEN_PATTERN, bytes, hostLike, CAPABILITY_PATTERN, REGISTRY_HOST, USER_PART, LOG_LEVELS, LOG_FORMATS } from './schema-parts.ts';
+import { timerMs, ageMs, TOKEN_PATTERN, hostLike, CAPABILITY_PATTERN, REGISTRY_HOST, USER_PART, LOG_LEVELS, LOG_FORMATS } from './schema-parts.ts';
+import { HooksSection, ImagesSection, TracingSection } from './schema-sections.ts';
 
 export { CAPABILITIES, DURATION_FORMS, LOG_FORMATS, LOG_LEVELS, MAX_TIMER_MS, TOKEN_PATTERN } from './schema-parts.ts';
 
@@ -207,6 +208,14 @@ export const ConfigSchema = Type.Object({
       expected: 'a non-negative integer number of processes (0 for no limit)',
       description: "The processes and threads each job container may hold, and the most a job's `resources.pids` may ask for; `0` is no limit.",
     }),
+    secrets_dir: Type.String({
+      minLength: 1,
+      pattern: '^/',
+      default: '/dev/shm',
+      expected: 'an absolute path to a folder on a tmpfs (e.g. "/dev/shm")',
+      description:
+        "A folder on a tmpfs of the engine's host where jobs' `secrets` are written as files (a folder per job, bound read-only at /run/foreman/secrets, removed when the container stops). Not a tmpfs: jobs with secrets are refused.",
+    }),
     cap_add: Type.Array(Type.String({ pattern: CAPABILITY_PATTERN }), {
       default: [],
       expected: 'a list of Linux capability names, e.g. ["NET_BIND_SERVICE"] (upper case, "CAP_" prefix optional; "ALL" is not accepted)',
@@ -281,15 +290,8 @@ export const ConfigSchema = Type.Object({
       description: '`host:port` to serve Prometheus metrics (`/metrics`) and the probes `/healthz` and `/readyz` on; empty turns them off.',
     }),
   }),
-  images: Type.Object({
-    budget_bytes: bytes(
-      'The most disk the images this agent pulled itself may take (as the engine sizes them); above it the least recently used are removed until they fit. `0`: no budget. Images a queued or running job needs, or the engine is pulling, are never removed; nor are images the agent did not pull.',
-    ),
-    low_free_bytes: bytes(
-      'When the free disk where the engine keeps images falls below this, the least recently used images this agent pulled are removed until `high_free_bytes` are free. `0`: not watched. Needs the agent to see that file system (not so for a remote engine or an agent in a container).',
-    ),
-    high_free_bytes: bytes('The free disk removal goes on to once `low_free_bytes` was crossed (at least `low_free_bytes`).'),
-  }),
+  images: ImagesSection,
+  hooks: HooksSection,
   health: Type.Object({
     address: Type.String({
       format: 'host-port-or-empty',
@@ -299,23 +301,7 @@ export const ConfigSchema = Type.Object({
         'host:port serving only /healthz and /readyz over HTTP (no metrics), for a load balancer or an orchestrator; "" serves none. `foreman ping` needs no listener: it asks the agent over <data_dir>/foreman.sock.',
     }),
   }),
-  tracing: Type.Object({
-    endpoint: Type.String({
-      format: 'http-url-or-empty',
-      default: '',
-      expected: 'an http:// or https:// URL (e.g. "http://127.0.0.1:4318"), or "" to turn tracing off',
-      description:
-        "An OpenTelemetry Collector's (or Jaeger's) OTLP/HTTP endpoint, e.g. `http://127.0.0.1:4318`: every job is traced and the spans sent to its `/v1/traces` (a URL ending in `/v1/traces` is used as it is). Unset, the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is) or `OTEL_EXPORTER_OTLP_ENDPOINT` gives it; `OTEL_SDK_DISABLED=true` turns tracing off. Off: nothing of OpenTelemetry is loaded.",
-    }),
-    service_name: Type.Optional(
-      Type.String({
-        minLength: 1,
-        expected: 'a non-empty service name',
-        description: "The `service.name` of the agent's spans.",
-        defaultText: '`OTEL_SERVICE_NAME`, else `foreman`',
-      }),
-    ),
-  }),
+  tracing: TracingSection,
   log: Type.Object({
     level: Type.Union(
       LOG_LEVELS.map((level) => Type.Literal(level)),
@@ -336,7 +322,7 @@ export const ConfigSchema = Type.Object({
 export type ValidConfig = Static<typeof ConfigSchema>;
 
 /** The sections and the tables of string values inside them. */
-export const SECTIONS = ['core', 'docker', 'images', 'metrics', 'health', 'tracing', 'log'] as const;
+export const SECTIONS = ['core', 'docker', 'images', 'hooks', 'metrics', 'health', 'tracing', 'log'] as const;
 export type Section = (typeof SECTIONS)[number];
 export const TABLES = ['core.env', 'core.labels'] as const;
 export type TableKey = (typeof TABLES)[number];

@@ -77,6 +77,8 @@ export interface Config {
     readonly runtime: string | undefined;
     /** Glob patterns a job's image must match; empty allows every image. */
     readonly allowed_images: readonly string[];
+    /** A folder on a tmpfs where jobs' secret files go. */
+    readonly secrets_dir: string;
     /** Credentials images are pulled with: `[[docker.registries]]`, or when there are none, Docker's config.json `auths`. */
     readonly registries: readonly RegistryCredentials[];
   };
@@ -89,6 +91,13 @@ export interface Config {
     readonly budget_bytes: number;
     readonly low_free_bytes: number;
     readonly high_free_bytes: number;
+  };
+  /** Commands run on the agent's host around each job (argv arrays, no shell; empty: none). */
+  readonly hooks: {
+    readonly pre_job: readonly string[];
+    readonly post_job: readonly string[];
+    /** Milliseconds each hook may run. */
+    readonly timeout: number;
   };
   readonly health: {
     /** host:port serving /healthz and /readyz alone; empty: none (the agent's socket in data_dir still answers `foreman ping`). */

@@ -22,6 +22,8 @@ export interface ContainerSpec {
   readonly env: Readonly<Record<string, string>>;
   readonly labels: Readonly<Record<string, string>>;
   readonly resources?: ContainerResources | undefined;
+  /** A host directory (on a tmpfs) bound read-only at /run/foreman/secrets: the job's secret files. */
+  readonly secretsDir?: string | undefined;
 }
 
 export interface ContainerStatus {

@@ -4,7 +4,16 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { HEADER, JOB_API_ROUTE, JOB_STATUSES } from '../protocol/wire.ts';
+import {
+  HEADER,
+  JOB_API_REDACTIONS_ROUTE,
+  JOB_API_ROUTE,
+  JOB_STATUSES,
+  REDACTION_MAX_CHARS,
+  REDACTION_MIN_CHARS,
+  REDACTIONS_PER_REQUEST,
+} from '../protocol/wire.ts';
+import { isWellFormedText } from '../shared/job-input.ts';
 import type { JobApiOptions } from './types.ts';
 
 const StatusHeaders = Type.Object({
@@ -24,6 +33,23 @@ function validationMessage(error: FastifyError): string {
   }
   if (path.includes(HEADER.jobProgress)) return `${HEADER.jobProgress} must be a number`;
   return error.message;
+}
+
+/** A redactions request's values, or what is wrong with it. */
+function redactionValues(body: Buffer): string[] | string {
+  const expected = `the body must be JSON {"values": [strings of ${REDACTION_MIN_CHARS} to ${REDACTION_MAX_CHARS} characters]}, at most ${REDACTIONS_PER_REQUEST} of them`;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch {
+    return expected;
+  }
+  const values = typeof parsed === 'object' && parsed !== null ? (parsed as { values?: unknown }).values : undefined;
+  if (!Array.isArray(values) || values.length === 0 || values.length > REDACTIONS_PER_REQUEST) return expected;
+  const ok = values.every(
+    (v): v is string => typeof v === 'string' && v.length >= REDACTION_MIN_CHARS && v.length <= REDACTION_MAX_CHARS && isWellFormedText(v),
+  );
+  return ok ? values : expected;
 }
 
 export interface JobApp {
@@ -89,6 +115,13 @@ export async function buildJobApp(options: JobApiOptions, server: Server): Promi
       headers: request.raw.headers,
       body,
     });
+    return reply.code(result.status).send(result.body);
+  });
+
+  app.post(JOB_API_REDACTIONS_ROUTE, { schema: { params: Params, querystring: Query } }, async (request, reply) => {
+    const parsed = redactionValues(Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0));
+    if (typeof parsed === 'string') return reply.code(400).send({ error: parsed });
+    const result = await backend.addRedactions(request.params.id, parsed);
     return reply.code(result.status).send(result.body);
   });
 

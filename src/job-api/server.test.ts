@@ -8,6 +8,7 @@ import { createJobApi, type JobUpdate } from './server.ts';
 
 function setup() {
   const updates: JobUpdate[] = [];
+  const redactions: string[][] = [];
   const api = createJobApi({
     log: pino({ level: 'silent' }),
     maxBodySize: 1024,
@@ -18,9 +19,13 @@ function setup() {
         updates.push(update);
         return Promise.resolve({ status: 200, body: { ok: true } });
       },
+      addRedactions: (_id, values) => {
+        redactions.push([...values]);
+        return Promise.resolve({ status: 200, body: { redacting: values.length } });
+      },
     },
   });
-  return { api, updates };
+  return { api, updates, redactions };
 }
 
 const url = `/job/${encodeURIComponent('a/b c')}?token=s3cret`;
@@ -103,6 +108,7 @@ test('a valid PUT followed by bytes that are not HTTP on the same connection sti
     backend: {
       authorize: () => true,
       fetchJob: () => Promise.resolve({ status: 200, body: {} }),
+      addRedactions: () => Promise.resolve({ status: 200, body: {} }),
       // Answered only once the update is "stored", after the bad bytes have been parsed.
       updateJob: async (_id, update) => {
         updates.push(update.body.toString());
@@ -230,4 +236,23 @@ test('a port in use fails listen() at once, and close() still resolves', async (
   } finally {
     await new Promise((resolve) => taken.close(resolve));
   }
+});
+
+test('POST /job/<id>/redactions takes {"values": [...]} within its limits, behind the same secret', async () => {
+  const { api, redactions } = setup();
+  const app = await api.app();
+  const redactUrl = `/job/${encodeURIComponent('a/b c')}/redactions?token=s3cret`;
+  const ok = await app.inject({ method: 'POST', url: redactUrl, payload: { values: ['hunter22', 'another-value'] } });
+  assert.equal(ok.statusCode, 200, ok.body);
+  assert.deepEqual(ok.json(), { redacting: 2 }, 'the reply');
+  assert.deepEqual(redactions, [['hunter22', 'another-value']], 'the backend got the values');
+  for (const payload of ['not json', '{"values": "x"}', '{"values": []}', '{"values": ["abc"]}', JSON.stringify({ values: Array(65).fill('long-enough') })]) {
+    const bad = await app.inject({ method: 'POST', url: redactUrl, payload });
+    assert.equal(bad.statusCode, 400, payload);
+    assert.match(bad.json<{ error: string }>().error, /"values"/, 'a clear error');
+  }
+  const wrong = await app.inject({ method: 'POST', url: redactUrl.replace('s3cret', 'nope'), payload: { values: ['hunter22'] } });
+  assert.equal(wrong.statusCode, 404, 'a wrong secret reveals nothing');
+  assert.equal(redactions.length, 1, 'nothing more reached the backend');
+  await api.close();
 });

@@ -24,6 +24,8 @@ export interface JobApiBackend {
   authorize(jobId: string, secret: string): boolean;
   fetchJob(jobId: string): Promise<ApiReply>;
   updateJob(jobId: string, update: JobUpdate): Promise<ApiReply>;
+  /** Values the job's logs and reports hide from now on (already checked: strings within the limits). */
+  addRedactions(jobId: string, values: readonly string[]): Promise<ApiReply>;
 }
 
 export interface JobApiOptions {

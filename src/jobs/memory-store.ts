@@ -66,6 +66,12 @@ export class MemoryStore implements JobStore {
         cancelRequestedAt: null,
         lastUpdateAt: null,
         trace: null,
+        exitCode: null,
+        postHookDue: false,
+        postHookStartedAt: null,
+        postHookEndedAt: null,
+        postHookResult: null,
+        redacting: false,
       });
       return true;
     });
@@ -167,6 +173,24 @@ export class MemoryStore implements JobStore {
     if (d) this.deliveries.set(id, { ...d, attempts });
   }
 
+  markRedacting(id: string): void {
+    const job = this.jobs.get(id);
+    if (job) this.jobs.set(id, { ...job, redacting: true });
+  }
+
+  recordPostHook(id: string, at: number, result?: string): void {
+    const job = this.jobs.get(id);
+    if (!job) return;
+    this.jobs.set(
+      id,
+      result === undefined ? { ...job, postHookStartedAt: at, postHookEndedAt: null } : { ...job, postHookEndedAt: at, postHookResult: result },
+    );
+  }
+
+  postHooksOwed(): JobRecord[] {
+    return [...this.jobs.values()].filter((job) => job.postHookDue && job.stoppedAt !== null && job.postHookEndedAt === null);
+  }
+
   purgeRemoved(before: number): number {
     let purged = 0;
     const waiting = new Set([...this.deliveries.values()].map((d) => d.jobId));
@@ -201,6 +225,8 @@ export class MemoryStore implements JobStore {
       outcome: patch.outcome ?? current.outcome,
       startedAt: patch.startedAt ?? current.startedAt,
       stoppedAt: to === 'stopped' ? now : current.stoppedAt,
+      exitCode: patch.exitCode ?? current.exitCode,
+      postHookDue: current.postHookDue || patch.postHookDue === true,
     };
     this.jobs.set(id, next);
     this.transitions.push(`${id} ${current.state}→${to}`);

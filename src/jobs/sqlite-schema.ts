@@ -1,6 +1,7 @@
 // The store's tables: migrations, and how their rows map to records.
 import type { JobState, Outcome } from './state.ts';
-import type { Delivery } from './store.ts';
+import type { Delivery, JobRecord, TraceIds } from './store.ts';
+import type { JobSpec } from '../shared/job-spec.ts';
 
 /** Numbered, append-only: never edit a shipped migration, add the next one. */
 export const migrations: readonly string[] = [
@@ -51,6 +52,14 @@ export const migrations: readonly string[] = [
   /* 4: the job's trace ids (TraceIds as JSON), so its spans go on in the same trace after a restart */ `
   ALTER TABLE jobs ADD COLUMN trace TEXT;
   `,
+  /* 5: hooks: the post_job hook a job owes, its start and end (so an interrupted one runs again), and the exit code it is told */ `
+  ALTER TABLE jobs ADD COLUMN exit_code INTEGER;
+  ALTER TABLE jobs ADD COLUMN post_hook_due INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE jobs ADD COLUMN post_hook_started_at INTEGER;
+  ALTER TABLE jobs ADD COLUMN post_hook_ended_at INTEGER;
+  ALTER TABLE jobs ADD COLUMN post_hook_result TEXT;
+  ALTER TABLE jobs ADD COLUMN redacting INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export interface JobRow {
@@ -68,6 +77,12 @@ export interface JobRow {
   cancel_requested_at: number | null;
   last_update_at: number | null;
   trace: string | null;
+  exit_code: number | null;
+  post_hook_due: number;
+  post_hook_started_at: number | null;
+  post_hook_ended_at: number | null;
+  post_hook_result: string | null;
+  redacting: number;
 }
 
 export interface DeliveryRow {
@@ -91,5 +106,31 @@ export function toDelivery(row: DeliveryRow): Delivery {
     body: row.body,
     createdAt: row.created_at,
     attempts: row.attempts,
+  };
+}
+
+/** A stored job as the agent's parts see it; `spec` parsed once and kept by the store. */
+export function jobFromRow(row: JobRow, spec: JobSpec): JobRecord {
+  return {
+    id: row.id,
+    spec,
+    secret: row.secret,
+    state: row.state,
+    containerName: row.container_name,
+    containerId: row.container_id,
+    outcome: row.outcome,
+    receivedAt: row.received_at,
+    startedAt: row.started_at,
+    stoppedAt: row.stopped_at,
+    updatedAt: row.updated_at,
+    cancelRequestedAt: row.cancel_requested_at,
+    lastUpdateAt: row.last_update_at,
+    trace: row.trace === null ? null : (JSON.parse(row.trace) as TraceIds),
+    exitCode: row.exit_code,
+    postHookDue: row.post_hook_due !== 0,
+    postHookStartedAt: row.post_hook_started_at,
+    postHookEndedAt: row.post_hook_ended_at,
+    postHookResult: row.post_hook_result,
+    redacting: row.redacting !== 0,
   };
 }

@@ -12,7 +12,7 @@ import { systemClock, type Clock, type Timer } from '../shared/clock.ts';
 import { statementCache } from '../shared/statements.ts';
 import { sqliteOptions } from '../shared/sqlite-binding.ts';
 import { WalSync, type FileSync } from '../shared/wal-sync.ts';
-import { migrations, toDelivery, type DeliveryRow, type JobRow } from './sqlite-schema.ts';
+import { jobFromRow, migrations, toDelivery, type DeliveryRow, type JobRow } from './sqlite-schema.ts';
 
 export interface SqliteStoreOptions {
   readonly dataDir: string;
@@ -103,22 +103,7 @@ export class SqliteStore implements JobStore {
       if (row.state !== 'removed') this.specs.set(row.id, spec);
     }
     if (row.state === 'removed') this.specs.delete(row.id);
-    return {
-      id: row.id,
-      spec,
-      secret: row.secret,
-      state: row.state,
-      containerName: row.container_name,
-      containerId: row.container_id,
-      outcome: row.outcome,
-      receivedAt: row.received_at,
-      startedAt: row.started_at,
-      stoppedAt: row.stopped_at,
-      updatedAt: row.updated_at,
-      cancelRequestedAt: row.cancel_requested_at,
-      lastUpdateAt: row.last_update_at,
-      trace: row.trace === null ? null : (JSON.parse(row.trace) as TraceIds),
-    };
+    return jobFromRow(row, spec);
   }
 
   /** Runs `work` atomically; inside a batched item it needs no savepoint of its own. */
@@ -254,9 +239,10 @@ export class SqliteStore implements JobStore {
            container_id = COALESCE(?, container_id),
            outcome = COALESCE(?, outcome),
            started_at = COALESCE(?, started_at),
-           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END
+           stopped_at = CASE WHEN ? = 'stopped' THEN ? ELSE stopped_at END,
+           exit_code = COALESCE(?, exit_code), post_hook_due = MAX(post_hook_due, ?)
          WHERE id = ?`,
-    ).run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, id);
+    ).run(to, now, patch.containerId ?? null, patch.outcome ?? null, patch.startedAt ?? null, to, now, patch.exitCode ?? null, patch.postHookDue ? 1 : 0, id);
     const next = this.mustGet(id);
     this.log.info({ jobId: id, from: current.state, to, ...(patch.outcome ? { outcome: patch.outcome } : {}) }, 'job state');
     return next;
@@ -361,6 +347,21 @@ export class SqliteStore implements JobStore {
 
   recordAttempt(id: string, attempts: number, error: string): void {
     this.stmt('UPDATE deliveries SET attempts = ?, last_error = ? WHERE id = ?').run(attempts, error, id);
+  }
+
+  markRedacting(id: string): void {
+    this.stmt('UPDATE jobs SET redacting = 1 WHERE id = ?').run(id);
+  }
+
+  recordPostHook(id: string, at: number, result?: string): void {
+    if (result === undefined) this.stmt('UPDATE jobs SET post_hook_started_at = ?, post_hook_ended_at = NULL WHERE id = ?').run(at, id);
+    else this.stmt('UPDATE jobs SET post_hook_ended_at = ?, post_hook_result = ? WHERE id = ?').run(at, result, id);
+  }
+
+  postHooksOwed(): JobRecord[] {
+    return this.stmt<JobRow>('SELECT * FROM jobs WHERE post_hook_due = 1 AND stopped_at IS NOT NULL AND post_hook_ended_at IS NULL ORDER BY stopped_at')
+      .all()
+      .map((row) => this.toJob(row));
   }
 
   purgeRemoved(before: number): number {

@@ -69,9 +69,14 @@ test('timeout: ends a launching or running job as timed-out, nothing else', () =
 });
 
 test('launch failure: pull-failed or start-failed unless the job already ended', () => {
-  assert.deepEqual(onLaunchFailed('creating', true), { kind: 'end', outcome: 'pull-failed', to: 'stopped' });
-  assert.deepEqual(onLaunchFailed('started', false), { kind: 'end', outcome: 'start-failed', to: 'stopped' });
-  assert.equal(onLaunchFailed('completed', false).kind, 'ignore');
+  assert.deepEqual(onLaunchFailed('creating', 'pull'), { kind: 'end', outcome: 'pull-failed', to: 'stopped' });
+  assert.deepEqual(
+    onLaunchFailed('creating', 'hook'),
+    { kind: 'end', outcome: 'hook-failed', to: 'stopped' },
+    'a failed pre_job hook ends the job hook-failed',
+  );
+  assert.deepEqual(onLaunchFailed('started', 'start'), { kind: 'end', outcome: 'start-failed', to: 'stopped' });
+  assert.equal(onLaunchFailed('completed', 'start').kind, 'ignore');
 });
 
 test('container missing: a never-made container re-queues, a running job is lost, finished ones are forgotten', () => {
@@ -99,7 +104,7 @@ test('a rejected job ends from pending straight to removed, reported invalid', (
 });
 
 test('every ending a decision asks for is a legal transition from the state it was decided in', () => {
-  const deciders = [(s: JobState) => onContainerExited(s, false), onTimeout, (s: JobState) => onLaunchFailed(s, true), onContainerMissing, onShutdown];
+  const deciders = [(s: JobState) => onContainerExited(s, false), onTimeout, (s: JobState) => onLaunchFailed(s, 'pull'), onContainerMissing, onShutdown];
   for (const decide of deciders) {
     for (const from of states) {
       const d = decide(from);

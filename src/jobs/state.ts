@@ -112,9 +112,14 @@ export function onTimeout(state: JobState): Decision {
   return state === 'creating' || state === 'started' || state === 'running' ? end(state, 'timed-out') : IGNORE;
 }
 
-/** Pulling, creating or starting failed for a reason of the job's own (or the engine did not answer). */
-export function onLaunchFailed(state: JobState, pull: boolean): Decision {
-  return hasEnded(state) ? IGNORE : end(state, pull ? 'pull-failed' : 'start-failed');
+/** What part of a launch failed: the `pre_job` hook, the pull, or the create or start. */
+export type LaunchFailure = 'hook' | 'pull' | 'start';
+
+const LAUNCH_OUTCOMES: Readonly<Record<LaunchFailure, Outcome>> = { hook: 'hook-failed', pull: 'pull-failed', start: 'start-failed' };
+
+/** The pre_job hook, pulling, creating or starting failed for a reason of the job's own (or the engine did not answer). */
+export function onLaunchFailed(state: JobState, failed: LaunchFailure): Decision {
+  return hasEnded(state) ? IGNORE : end(state, LAUNCH_OUTCOMES[failed]);
 }
 
 /** Reconciliation found no container for the job in the engine. */

@@ -29,6 +29,17 @@ export interface JobRecord {
   /** Its trace's ids, once tracing began it (src/tracing/); null without tracing. */
   readonly trace: TraceIds | null;
   readonly updatedAt: number;
+  /** The container's exit code, when the agent ended the job on its exit. */
+  readonly exitCode: number | null;
+  /** A `post_job` hook is owed once the job is stopped (set at its launch when one is configured). */
+  readonly postHookDue: boolean;
+  /** When its post_job hook last started and ended: started without an end means it was interrupted. */
+  readonly postHookStartedAt: number | null;
+  readonly postHookEndedAt: number | null;
+  /** The hook's result as `x-foreman-post-job-hook` carries it. */
+  readonly postHookResult: string | null;
+  /** The job added values to hide through the job API (kept in memory only, like its secrets). */
+  readonly redacting: boolean;
 }
 
 export interface TransitionPatch {
@@ -37,6 +48,9 @@ export interface TransitionPatch {
   readonly startedAt?: number;
   /** When the container's update was accepted; `recordUpdate` stores it with the delivery, also when the state does not change. */
   readonly lastUpdateAt?: number;
+  readonly exitCode?: number | null;
+  /** Marks the job as owing a post_job hook once it is stopped. */
+  readonly postHookDue?: boolean;
 }
 
 /**
@@ -93,6 +107,12 @@ export interface JobStore {
   /** Deletes a settled delivery (batched: losing it to a crash only means a repeat delivery). */
   completeDelivery(id: string): Promise<void>;
   recordAttempt(id: string, attempts: number, error: string): void;
+  /** Marks a job as having added values to hide (the values themselves are never stored). */
+  markRedacting(id: string): void;
+  /** Records a post_job hook's start, or its end with its result. */
+  recordPostHook(id: string, at: number, result?: string): void;
+  /** Stopped or removed jobs that owe a post_job hook not yet ended (never ran, or interrupted). */
+  postHooksOwed(): JobRecord[];
   /** Forgets removed jobs last touched before `before`; returns how many. */
   purgeRemoved(before: number): number;
   close(): void;

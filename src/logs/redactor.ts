@@ -12,12 +12,17 @@ const MIN_FRAGMENT = 4;
  * little more than needed but never less.
  */
 export class Redactor {
-  private readonly values: readonly string[];
-  private readonly pattern: RegExp | undefined;
+  private values: readonly string[] = [];
+  private pattern: RegExp | undefined;
 
   constructor(values: Iterable<string>) {
+    this.add(values);
+  }
+
+  /** Hides these too, from the next text on (a job's redactions, added while it runs). */
+  add(values: Iterable<string>): void {
     // Longest first, so a value that contains another is hidden whole.
-    this.values = [...new Set([...values].filter((v) => v.length > 0))].sort((a, b) => b.length - a.length);
+    this.values = [...new Set([...this.values, ...values].filter((v) => v.length > 0))].sort((a, b) => b.length - a.length);
     this.pattern = this.values.length > 0 ? new RegExp(this.values.map(escapeRegExp).join('|'), 'g') : undefined;
   }
 

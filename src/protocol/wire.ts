@@ -10,6 +10,8 @@
  * written against the protocol may import it alone.
  */
 
+import type { HookResult, JobUsage } from './bodies.ts';
+
 /** Every header of the protocol, by what it carries. Names are lower-case, as Node gives them. */
 export const HEADER = Object.freeze({
   /** Poll, callback and logs requests: the agent's stable id (a UUID kept in `data_dir`). */
@@ -42,6 +44,8 @@ export const HEADER = Object.freeze({
   attributes: 'x-foreman-attributes',
   /** Poll: the images the agent has that jobs used, most recently used first, `<ref>@<digest>` URL-encoded, joined by `,`. */
   images: 'x-foreman-images',
+  /** Callback, on a job's final update when the agent ran a `post_job` hook for it: its result (see `encodeHookResult`). */
+  postJobHook: 'x-foreman-post-job-hook',
 } as const);
 
 export type HeaderName = (typeof HEADER)[keyof typeof HEADER];
@@ -60,6 +64,7 @@ export const AGENT_SET_HEADERS: readonly HeaderName[] = Object.freeze([
   HEADER.deliveryId,
   HEADER.deliverySeq,
   HEADER.usage,
+  HEADER.postJobHook,
 ]);
 
 /** A job's status on the job API and the callback: `completed` is final. */
@@ -80,11 +85,24 @@ export const OUTCOMES = Object.freeze([
   'lost',
   'canceled',
   'stalled',
+  'hook-failed',
 ] as const);
 export type Outcome = (typeof OUTCOMES)[number];
 
 /** The `reason` of a report the agent sends when it ends a job itself (`canceled` keeps `cancel` whatever ended it). */
-export const REASONS = Object.freeze(['exit', 'oom', 'timeout', 'pull', 'start', 'validation', 'shutdown', 'container-vanished', 'cancel', 'stall'] as const);
+export const REASONS = Object.freeze([
+  'exit',
+  'oom',
+  'timeout',
+  'pull',
+  'start',
+  'validation',
+  'shutdown',
+  'container-vanished',
+  'cancel',
+  'stall',
+  'hook',
+] as const);
 export type Reason = (typeof REASONS)[number];
 
 /** The body of a report the agent sends when it ends a job itself (`content-type: application/json`). */
@@ -100,6 +118,8 @@ export interface ReportBody {
   readonly id?: string;
   /** What the container used, when it ran (the same as `x-foreman-usage`). */
   readonly usage?: JobUsage;
+  /** The result of the agent's `post_job` hook for the job, when it ran one (the same as `x-foreman-post-job-hook`). */
+  readonly postJobHook?: HookResult;
 }
 
 export const REPORT_LOG_LINES = 20;
@@ -235,11 +255,21 @@ export function parseCancelHeader(value: string | readonly string[] | null | und
 }
 
 /** The environment variables a job container gets: the same URL twice, for its `GET` and its `PUT`. */
+/** Where a job's container finds its `secrets`, one file per name (read-only, on a tmpfs, mode 0400). */
+export const SECRETS_PATH = '/run/foreman/secrets';
+
 export const JOB_ENDPOINT_ENV = Object.freeze({ get: 'FOREMAN_GET_JOB_ENDPOINT', put: 'FOREMAN_PUT_JOB_ENDPOINT' } as const);
 
 /** The job API's one route (fastify's syntax) and its query parameter carrying the job's secret. */
 export const JOB_API_ROUTE = '/job/:id';
 export const JOB_API_TOKEN_PARAM = 'token';
+/** The job API's `POST`: values the job's logs and reports hide from then on (`{"values": [...]}`). */
+export const JOB_API_REDACTIONS_ROUTE = '/job/:id/redactions';
+/** At most this many values a request, this many a job, each at most this many characters (and at least 4). */
+export const REDACTIONS_PER_REQUEST = 64;
+export const REDACTIONS_PER_JOB = 256;
+export const REDACTION_MAX_CHARS = 4096;
+export const REDACTION_MIN_CHARS = 4;
 
 /** A job's URL on the job API: the id percent-encoded, the secret in the query. */
 export function jobEndpoint(baseUrl: string, jobId: string, secret: string): string {
@@ -331,68 +361,5 @@ export function logBatchHeaders(values: LogBatchHeaderValues): Record<string, st
   };
 }
 
-/**
- * What a job's container used, in every final report of a job whose container ran: the report's
- * `x-foreman-usage` header (JSON), and the `usage` field of the reports the agent writes itself.
- */
-export interface JobUsage {
-  /** CPU time, user and system, in seconds. */
-  readonly cpuSeconds: number | null;
-  /** The highest memory use seen (the kernel's own high-water mark where the engine gives it). */
-  readonly memoryPeakBytes: number | null;
-  /** The container's memory limit; null when it had none. */
-  readonly memoryLimitBytes: number | null;
-  /** The most processes and threads seen at once. */
-  readonly pidsPeak: number | null;
-  /** From the container's start to its end (or to the report). */
-  readonly wallMs: number;
-  readonly blockReadBytes?: number;
-  readonly blockWriteBytes?: number;
-  readonly networkRxBytes?: number;
-  readonly networkTxBytes?: number;
-  /** Why figures are missing or bounded, when some are (a task on another node, an agent restart). */
-  readonly note?: string;
-}
-
-/** `JobUsage` as the header's value: compact JSON, ASCII only. */
-export function encodeUsage(usage: JobUsage): string {
-  return JSON.stringify(usage).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
-
-/** The host a job would run on, as its engine describes it. */
-export interface HostFacts {
-  readonly arch: string;
-  readonly os: string;
-  readonly cpus: number;
-  readonly memoryBytes: number;
-  /** `docker` or `podman`. */
-  readonly engine: string;
-  readonly engineVersion: string;
-  readonly runtimes: readonly string[];
-  /** Free bytes where the engine keeps images; undefined when the agent cannot see that file system. */
-  readonly diskFreeBytes: number | undefined;
-}
-
-/**
- * `HEADER.attributes`: what this agent's host offers, as `key=value` pairs (keys and values URL-encoded, joined
- * by commas, as `x-foreman-labels`): `arch`, `os`, `cpus`, `memory` (bytes), `disk_free` (bytes where the engine
- * keeps images, when the agent can see that file system), `engine` (`docker`, `podman`), `engine_version`,
- * `runtimes` (comma-separated), `executor` (`docker`, `swarm`).
- */
-export function encodeAttributes(facts: HostFacts, executor: string): string {
-  const pairs: Array<[string, string | number | undefined]> = [
-    ['arch', facts.arch],
-    ['os', facts.os],
-    ['cpus', facts.cpus],
-    ['memory', facts.memoryBytes],
-    ['disk_free', facts.diskFreeBytes],
-    ['engine', facts.engine],
-    ['engine_version', facts.engineVersion],
-    ['runtimes', facts.runtimes.join(',')],
-    ['executor', executor],
-  ];
-  return pairs
-    .filter((pair): pair is [string, string | number] => pair[1] !== undefined && pair[1] !== '')
-    .map(([key, value]) => `${key}=${encodeURIComponent(String(value))}`)
-    .join(',');
-}
+// The bodies and header values with a structure of their own: what a job used, what a host offers, how a hook ended.
+export * from './bodies.ts';

@@ -1,6 +1,12 @@
 import { Type, type Static } from 'typebox';
 import { HTTP_URL_PREFIX, IMAGE_REFERENCE } from './job-input.ts';
 
+/** A secret's name: a file name of letters, digits, `_`, `.` and `-`, not starting with a dot. */
+export const SECRET_NAME = '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$';
+/** The most secrets a job may carry, and the longest value (characters). */
+export const SECRETS_MAX = 64;
+export const SECRET_MAX_BYTES = 65_536;
+
 /** A job as served by the control server. Unknown fields are accepted and ignored. */
 export const JobSpecSchema = Type.Object(
   {
@@ -25,6 +31,16 @@ export const JobSpecSchema = Type.Object(
     timeout: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_147_483_647 })),
     /** ms without an accepted update before the job is stopped as stalled; 0 is off; overrides core.stall_timeout. */
     stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647 })),
+    /**
+     * Values delivered as files under /run/foreman/secrets/<name> (a tmpfs the container alone sees), never in its
+     * config or env; the agent keeps them in memory only (docs/security.md).
+     */
+    secrets: Type.Optional(
+      Type.Record(Type.String({ pattern: SECRET_NAME }), Type.String({ maxLength: SECRET_MAX_BYTES }), {
+        maxProperties: SECRETS_MAX,
+        additionalProperties: false,
+      }),
+    ),
     /**
      * At most the agent's maxima (docker.cpus, docker.memory_limit, docker.pids_limit), which the agent
      * checks; the minima are the engine's (0.01 CPU, 6 MiB).

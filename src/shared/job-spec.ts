@@ -30,6 +30,9 @@ function describe(error: ErrorObject): string {
   if (error.keyword === 'pattern' && where === 'image') {
     return 'image is not an image reference ([host[:port]/]name[/name…][:tag][@digest], names of letters and digits joined by . _ or -, separated by single /)';
   }
+  if (where === 'secrets' && error.keyword === 'additionalProperties') {
+    return `secrets has a name that is not a file name of letters, digits, _ . and - (not starting with a dot): "${String(error.params.additionalProperty)}"`;
+  }
   return `${where} ${error.message ?? 'is invalid'}`;
 }
 

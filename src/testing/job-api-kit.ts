@@ -11,6 +11,7 @@ export function openApi(backend: Partial<JobApiBackend> = {}): JobApiServer {
       authorize: () => true,
       fetchJob: (id) => Promise.resolve({ status: 200, body: { id } }),
       updateJob: () => Promise.resolve({ status: 200, body: {} }),
+      addRedactions: (_id, values) => Promise.resolve({ status: 200, body: { redacting: values.length } }),
       ...backend,
     },
   });

@@ -47,5 +47,13 @@ export function createJobApiBackend(deps: JobApiBackendDeps): JobApiBackend {
       if (result.kind === 'not-running') return { status: 409, body: { error: `job is ${result.job.state}` } };
       return { status: 200, body: acceptedReply(update.progress) };
     },
+
+    async addRedactions(id, values) {
+      const result = await deps.runner(id)?.containerRedacts(values);
+      if (!result || result.kind === 'unknown') return NO_SUCH_JOB;
+      if (result.kind === 'ended') return endedReply(result.job);
+      if (result.kind === 'refused') return { status: 400, body: { error: result.error } };
+      return { status: 200, body: { redacting: result.count } };
+    },
   };
 }

@@ -8,13 +8,14 @@ import type { RunnerContext } from './context.ts';
 
 /**
  * A job's container: its environment is the job's own, its trace context (`TRACEPARENT`, when traced) over it,
- * `[core.env]` over that, then the job API endpoints; its resources as the job asked.
+ * `[core.env]` over that, then the job API endpoints; its resources as the job asked; its secrets' folder, if any.
  */
 export function containerSpec(
   job: JobRecord,
   endpoint: string,
   env: Readonly<Record<string, string>>,
   trace: Readonly<Record<string, string>> = {},
+  secretsDir?: string,
 ): ContainerSpec {
   const { spec } = job;
   return {
@@ -25,6 +26,7 @@ export function containerSpec(
     labels: { [LABEL_JOB]: job.id },
     // Checked against the agent's maxima when the job arrived (see policy.ts).
     resources: spec.resources,
+    ...(secretsDir === undefined ? {} : { secretsDir }),
   };
 }
 
@@ -76,6 +78,22 @@ export class JobContainer {
     } catch (err) {
       this.ctx.log.warn({ jobId: this.jobId, containerId, reason: describeHttpError(err) }, 'could not kill the container');
     }
+  }
+
+  /**
+   * A cancel of a running job: the stop signal now, the kill (`armKill`) when the grace period, its own or the agent's
+   * `cancelGraceMs`, counted from the cancel, ends. Not awaited: the exit arrives as an engine event, and later steps
+   * must not wait out the grace period. (Its usage is the meter's last sample: once it exits its cgroup cannot be read,
+   * and a sample before the signal would take from the grace period, which is the job's.)
+   */
+  signalStop(job: JobRecord, cancelGraceMs: number, now: number, armKill: (ms: number) => void): void {
+    const containerId = job.containerId;
+    if (!containerId) return;
+    const graceMs = job.spec.cancelGracePeriod ?? cancelGraceMs;
+    const remaining = Math.max(0, (job.cancelRequestedAt ?? now) + graceMs - now);
+    this.ctx.log.info({ jobId: this.jobId, containerId, graceMs: remaining }, 'canceling the job: sent its container the stop signal');
+    armKill(remaining);
+    void this.stop(containerId, remaining);
   }
 
   /** The canceled job outlived its grace period (its own, or the agent's `cancelGraceMs`): its container is killed. */

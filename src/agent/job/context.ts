@@ -6,6 +6,8 @@ import type { BackoffPolicy } from '../../shared/backoff.ts';
 import type { Clock } from '../../shared/clock.ts';
 import type { JobUsage } from '../../protocol/wire.ts';
 import type { Tracing } from '../../tracing/job-trace.ts';
+import type { JobHooks } from './hooks.ts';
+import type { JobSecrets } from './secrets.ts';
 import type { LiveLogs } from './live-log.ts';
 import type { JobEndpoints } from './naming.ts';
 
@@ -57,6 +59,10 @@ export interface RunnerContext {
   readonly logs?: LiveLogs | undefined;
   /** Every job's trace, when tracing is configured (src/tracing/). */
   readonly tracing?: Tracing | undefined;
+  /** `[hooks]`: the operator's commands before and after each job; unset when none are configured. */
+  readonly hooks?: JobHooks | undefined;
+  /** Jobs' `secrets`: their values in memory, their files for the container; unset in tests that need none. */
+  readonly secrets?: JobSecrets | undefined;
   readonly options: RunnerOptions;
 }
 

@@ -20,9 +20,9 @@ test("an engine message that echoes env entries is reported with the job's, [cor
     'creating the container failed: FOREMAN_GET_JOB_ENDPOINT=http://h/job/j1?token=job-secret-xyz',
   ];
   for (const message of messages) {
-    const { pull, details } = launchFailedDetails(new ExecutorJobError('create', message), secrets);
+    const { failed, details } = launchFailedDetails(new ExecutorJobError('create', message), secrets);
     const { message: reported } = details('start-failed', 'creating');
-    assert.equal(pull, false);
+    assert.equal(failed, 'start');
     assert.match(reported, /\[redacted\]/, reported);
     for (const secret of ['job-value', 'core-value', 'job-secret-xyz']) assert.ok(!reported.includes(secret), reported);
   }

@@ -4,7 +4,8 @@
  */
 import type { Ending } from '../../callbacks/messages.ts';
 import { ExecutorJobError } from '../../executor/executor.ts';
-import type { JobState, Outcome } from '../../jobs/state.ts';
+import type { JobState, LaunchFailure, Outcome } from '../../jobs/state.ts';
+import { PreJobHookError } from './hooks.ts';
 import { describeHttpError } from '../../shared/backoff.ts';
 import { redactValues } from '../../shared/redact.ts';
 
@@ -44,12 +45,19 @@ export function cancelDetails(): DetailsFor {
 
 /**
  * A failed pull, create or start: `pull` tells the decision which outcome it is. The engine's message
- * may echo an env entry (an empty name, a NUL in a value), so `secrets` are hidden in it.
+ * may echo an env entry (an empty name, a NUL in a value), so `secrets` are hidden in it. A failed pre_job hook
+ * ends the job `hook-failed` with the hook's output tail.
  */
-export function launchFailedDetails(err: unknown, secrets: Iterable<string> = []): { pull: boolean; details: DetailsFor } {
+export function launchFailedDetails(err: unknown, secrets: Iterable<string> = []): { failed: LaunchFailure; details: DetailsFor } {
+  if (err instanceof PreJobHookError) {
+    // The hook's last lines go in the message: no container ran, so there is no log tail.
+    const tail = err.tail.length > 0 ? `; its last output:\n${err.tail.join('\n')}` : '';
+    const message = redactValues(`${err.message}${tail}`, secrets);
+    return { failed: 'hook', details: () => ({ reason: 'hook', message }) };
+  }
   const pull = err instanceof ExecutorJobError && err.kind === 'pull';
   const message = redactValues(err instanceof ExecutorJobError ? err.message : `the Docker engine did not answer: ${describeHttpError(err)}`, secrets);
-  return { pull, details: () => ({ reason: pull ? 'pull' : 'start', message, includeLogs: true }) };
+  return { failed: pull ? 'pull' : 'start', details: () => ({ reason: pull ? 'pull' : 'start', message, includeLogs: true }) };
 }
 
 /** `own`: the job set its own `timeout`, which the message names instead of `job_completion_timeout`. */
@@ -67,8 +75,15 @@ export function missingDetails(): DetailsFor {
     outcome === 'canceled' ? canceled(from, null) : { reason: 'container-vanished', message: 'the job container disappeared while the agent was not watching' };
 }
 
-export function shutdownDetails(): DetailsFor {
+/** `secretsLost`: a job with secrets found live after a restart, whose values were in the last run's memory only. */
+export function shutdownDetails(secretsLost = false): DetailsFor {
   return (outcome, from) => {
+    // No log tail: the values to hide in it went with the last run's memory.
+    if (secretsLost && outcome === 'canceled') return { ...canceled(from, null), includeLogs: false };
+    if (secretsLost) {
+      const message = 'the agent restarted while the job was queued or running; its secrets are kept in memory only, so the job was ended';
+      return { reason: 'shutdown', message };
+    }
     if (outcome === 'canceled')
       return { reason: 'cancel', message: 'the control server canceled the job; the agent stopped its container while shutting down', includeLogs: true };
     if (from === 'pending') return { reason: 'shutdown', message: 'the agent shut down before the job could start' };

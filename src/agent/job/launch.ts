@@ -34,7 +34,7 @@ export async function launch(runner: Launching): Promise<void> {
   if (runner.abort.reason) return runner.release();
   let job: JobRecord;
   try {
-    job = store.transition(runner.id, 'creating');
+    job = store.transition(runner.id, 'creating', { postHookDue: runner.ctx.hooks?.postJobConfigured === true });
   } catch (err) {
     // Nothing changed: queue it again, then give the slot back, so the retry waits a moment.
     log.error({ jobId: runner.id, reason: describeHttpError(err) }, 'could not record the job start; will retry');
@@ -44,9 +44,11 @@ export async function launch(runner: Launching): Promise<void> {
   const trace = runner.trace(job);
   const signal = runner.abort.signal;
   try {
+    await runner.ctx.hooks?.preJob(job, signal);
     const image = { 'container.image.name': job.spec.image, 'foreman.pull.always': job.spec.alwaysPull === true };
     await traced(trace, 'pull', image, () => images.ensure(job.spec.image, job.spec.alwaysPull === true, signal));
-    const spec = containerSpec(job, endpoints.urlFor(job.id, job.secret), options.env, trace?.containerEnv);
+    const secretsDir = runner.ctx.secrets?.materialize(job);
+    const spec = containerSpec(job, endpoints.urlFor(job.id, job.secret), options.env, trace?.containerEnv, secretsDir);
     const containerId = await traced(trace, 'create', { 'container.name': job.containerName }, () => executor.create(spec, signal));
     // Started before the engine call returns, so a fast container's first request finds it ready.
     const started = store.transition(runner.id, 'started', { containerId, startedAt: clock.now() });

@@ -75,6 +75,12 @@ function job(id: string, containerId: string | null, logsUrl: string | null = 'h
     lastUpdateAt: null,
     trace: null,
     updatedAt: 0,
+    exitCode: null,
+    postHookDue: false,
+    postHookStartedAt: null,
+    postHookEndedAt: null,
+    postHookResult: null,
+    redacting: false,
   };
 }
 

@@ -28,6 +28,8 @@ export interface LiveLogsParts {
   readonly executor: Executor;
   readonly log: Logger;
   readonly clock: Clock;
+  /** A job's own values to hide (its `secrets`, in every encoded form), while the agent holds them. */
+  readonly hidden?: ((jobId: string) => readonly string[]) | undefined;
 }
 
 /** Per-line overhead in a batch, for the shipper's estimate of what is waiting. */
@@ -99,6 +101,8 @@ export class JobLog {
   private readonly live: LiveLogs;
   private following: Promise<void> | undefined;
   private cutter: LineCutter | undefined;
+  /** The live log's redactor, which the job's redactions extend. */
+  private liveRedactor: Redactor | undefined;
   /** The last message read into the store by this process. */
   private lastTaken: LogMessage | undefined;
 
@@ -130,7 +134,7 @@ export class JobLog {
       return;
     }
     if (!stream || stream.followed) return;
-    this.cutter ??= new LineCutter(new Redactor([...this.live.options.secrets, job.secret]));
+    this.cutter ??= new LineCutter((this.liveRedactor = this.redactor(job.secret)));
     const containerId = job.containerId;
     const run = this.run(containerId)
       .catch((err: unknown) => this.live.parts.log.error({ jobId: this.jobId, reason: describeHttpError(err) }, 'following the job log failed'))
@@ -144,8 +148,18 @@ export class JobLog {
 
   /** `lines` (a report's log tail) with `[core.env]`'s values and the job's secret hidden. */
   hide(lines: readonly string[], secret: string): string[] {
-    const redactor = new Redactor([...this.live.options.secrets, secret]);
+    const redactor = this.redactor(secret);
     return lines.map((line) => redactor.redact(line));
+  }
+
+  /** Values the job asked to hide from now on (the job API's redactions); the report's tail reads them anew. */
+  redactMore(values: readonly string[]): void {
+    this.liveRedactor?.add(values);
+  }
+
+  /** `[core.env]`'s values, the job's job-API secret, its own `secrets` and its redactions. */
+  private redactor(secret: string): Redactor {
+    return new Redactor([...this.live.options.secrets, secret, ...(this.live.parts.hidden?.(this.jobId) ?? [])]);
   }
 
   /** The container is gone: its output can no longer be read, and the log ends with what was read. */

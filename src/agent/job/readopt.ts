@@ -13,6 +13,8 @@ export interface Readopting {
   readonly ctx: Pick<RunnerContext, 'store' | 'executor' | 'log' | 'clock'>;
   /** The job's trace, continued from its stored ids. */
   continueTrace(job: JobRecord): void;
+  /** A job with secrets whose values went with the last run's memory: ended (`agent-shutdown`); undefined otherwise. */
+  secretsLost(job: JobRecord, canceling: boolean): Promise<void> | undefined;
   requeue(): void;
   cancel(): Promise<void>;
   /** Its container is gone: the job ends (`lost`), or is canceled when that was asked. */
@@ -40,6 +42,8 @@ export async function readopt(runner: Readopting, listed: ContainerStatus | unde
   if (!job) return;
   runner.continueTrace(job);
   const canceling = job.cancelRequestedAt !== null;
+  const lost = runner.secretsLost(job, canceling);
+  if (lost) return lost;
   // The listing may predate a launch that finished while this step waited its turn.
   const looks = readoptLooksAtContainer(job.state, canceling);
   const container = looks ? (listed ?? (job.containerName ? await executor.inspect(job.containerName) : undefined)) : undefined;

@@ -1,6 +1,6 @@
 import { forwardedUpdate } from '../../callbacks/messages.ts';
 import type { JobUpdate } from '../../job-api/types.ts';
-import { onFetch, onUpdate, type Outcome } from '../../jobs/state.ts';
+import { hasEnded, onFetch, onUpdate, type Outcome } from '../../jobs/state.ts';
 import type { Delivery, JobRecord, JobStore } from '../../jobs/store.ts';
 import type { JobUsage } from '../../protocol/wire.ts';
 import type { RunnerContext } from './context.ts';
@@ -57,4 +57,35 @@ export function recordUpdate(
     const recorded = store.recordUpdate(id, message, decision.to, patch);
     return { kind: 'stored' as const, delivery: recorded.delivery, outcome: decision.outcome };
   });
+}
+
+/** What became of a job's redactions: hidden from now on, or refused and why. */
+export type RedactResult =
+  | { readonly kind: 'accepted'; readonly count: number }
+  | { readonly kind: 'refused'; readonly error: string }
+  | { readonly kind: 'ended'; readonly job: JobRecord }
+  | { readonly kind: 'unknown' };
+
+/**
+ * Values a running job wants hidden from now on: kept in memory with its secrets (the store only marks that the
+ * job has some, so a restart that lost them ends the job), and handed to its live log's redactor at once.
+ */
+export async function recordRedactions(
+  ctx: Pick<RunnerContext, 'store' | 'secrets'>,
+  id: string,
+  values: readonly string[],
+  hideInLog: (forms: string[]) => void,
+): Promise<RedactResult> {
+  const job = ctx.store.get(id);
+  if (!job) return { kind: 'unknown' };
+  if (hasEnded(job.state)) return { kind: 'ended', job };
+  if (!ctx.secrets) return { kind: 'refused', error: 'this agent takes no redactions' };
+  const added = ctx.secrets.redact(id, values);
+  if ('error' in added) return { kind: 'refused', error: added.error };
+  if (!job.redacting) {
+    ctx.store.markRedacting(id);
+    await ctx.store.durable();
+  }
+  hideInLog(added.forms);
+  return { kind: 'accepted', count: values.length };
 }

@@ -23,7 +23,7 @@ import { reportedUsage, UsageMeter } from './usage.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import type { JobLog } from './live-log.ts';
 import { LaunchAbort } from './abort.ts';
-import { recordFetch, recordUpdate, type ContainerUpdate, type FetchResult, type UpdateResult } from './reports.ts';
+import { recordFetch, recordRedactions, recordUpdate, type ContainerUpdate, type FetchResult, type RedactResult, type UpdateResult } from './reports.ts';
 import { traced, type JobTrace } from '../../tracing/job-trace.ts';
 import { traceOf } from './trace.ts';
 
@@ -171,6 +171,11 @@ export class JobRunner {
     return { kind: 'accepted' };
   }
 
+  /** The container asked to hide more values in its logs and reports, from now on. */
+  containerRedacts(values: readonly string[]): Promise<RedactResult> {
+    return recordRedactions(this.ctx, this.id, values, (forms) => this.logs?.redactMore(forms));
+  }
+
   // ---- steps -----------------------------------------------------------------------------
 
   /** Runs `work` after every earlier step of this job. Failures are logged, never thrown away silently. */
@@ -213,8 +218,8 @@ export class JobRunner {
   }
 
   private async failLaunch(err: unknown): Promise<void> {
-    const { pull, details } = launchFailedDetails(err, secretsOf(this.ctx.store.get(this.id), this.ctx.options.env));
-    await this.act((state) => onLaunchFailed(state, pull), details, 'job could not start');
+    const { failed, details } = launchFailedDetails(err, secretsOf(this.ctx.store.get(this.id), this.ctx.options.env));
+    await this.act((state) => onLaunchFailed(state, failed), details, 'job could not start');
   }
 
   private async handleExit(containerId: string, exitCode: number | null, oomKilled: boolean): Promise<void> {
@@ -240,6 +245,12 @@ export class JobRunner {
       ctx: this.ctx,
       continueTrace: (job) => {
         if (job.trace) this.trace ??= traceOf(this.ctx, job);
+      },
+      secretsLost: (job, canceling) => {
+        if (!this.ctx.secrets?.lost(job)) return undefined;
+        // Its output from here on cannot be read: the values to hide in it went with the last run's memory.
+        this.logs?.lost();
+        return this.act((s) => onShutdown(s, canceling), shutdownDetails(true));
       },
       requeue: () => this.hooks.requeue('back'),
       cancel: () => this.act(onCancel, cancelDetails()),
@@ -291,14 +302,16 @@ export class JobRunner {
         if (job.state !== 'pending') store.transition(this.id, 'pending');
         this.hooks.requeue('back');
         return this.release();
-      case 'forget':
+      case 'forget': {
         this.release();
-        if (job.state !== 'stopped') store.transition(this.id, 'stopped');
+        const stopped = job.state === 'stopped' ? job : store.transition(this.id, 'stopped');
+        this.ctx.hooks?.jobStopped(stopped);
         store.transition(this.id, 'removed');
         this.trace?.finished();
         return this.hooks.finished();
+      }
       case 'signal-stop':
-        return this.signalStop(job);
+        return this.container.signalStop(job, this.ctx.options.cancelGraceMs, this.ctx.clock.now(), (ms) => this.clocks.armKill(ms));
       case 'end': {
         const ending = details(decision.outcome, job.state);
         if (warning) this.ctx.log.warn({ jobId: this.id, outcome: decision.outcome, reason: ending.message }, warning);
@@ -330,7 +343,7 @@ export class JobRunner {
       { ...ending, outcome: decision.outcome, logs, usage: reportedUsage(this.meter, job, decision.outcome, this.ctx) },
     );
     this.trace ??= traceOf(this.ctx, job);
-    const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome });
+    const recorded = store.recordUpdate(this.id, report, decision.to, { outcome: decision.outcome, exitCode: ending.exitCode });
     this.trace?.ended(decision.outcome, ending);
     this.ctx.deliver(recorded.delivery);
     metrics?.jobsEnded.inc({ outcome: decision.outcome });
@@ -342,27 +355,15 @@ export class JobRunner {
     }
   }
 
-  /** A cancel of a running job: the stop signal now, the kill when the grace period (counted from the cancel) ends. */
-  private signalStop(job: JobRecord): void {
-    const { clock, options, log } = this.ctx;
-    const containerId = job.containerId;
-    if (!containerId) return;
-    const graceMs = job.spec.cancelGracePeriod ?? options.cancelGraceMs;
-    const remaining = Math.max(0, (job.cancelRequestedAt ?? clock.now()) + graceMs - clock.now());
-    log.info({ jobId: this.id, containerId, graceMs: remaining }, 'canceling the job: sent its container the stop signal');
-    this.clocks.armKill(remaining);
-    // Not awaited: the exit arrives as an engine event, and later steps must not wait out the grace period. (Its
-    // usage is the meter's last sample: once it exits its cgroup cannot be read, and a sample before the signal
-    // would take from the grace period, which is the job's.)
-    void this.container.stop(containerId, remaining);
-  }
-
   /** The container is stopped: free the slot, read its output to the end (also if it never ran), schedule removal. */
   private markStopped(job: JobRecord): void {
+    this.ctx.hooks?.jobStopped(job);
     this.clocks.stopped();
     if (job.stoppedAt !== null) this.trace?.stopped(job.stoppedAt);
     this.release();
     this.logs?.follow(job);
+    // After the follow: a log first read now still hides the job's values.
+    this.ctx.secrets?.release(job.id);
     if (job.startedAt !== null && job.stoppedAt !== null) {
       this.ctx.metrics?.runTime.observe({ outcome: job.outcome ?? 'unknown' }, Math.max(0, job.stoppedAt - job.startedAt) / 1000);
     }

@@ -8,6 +8,7 @@ import { validateJob, type JobSpec, type JobValidation } from '../../shared/job-
 import { Waiters } from '../../shared/waiters.ts';
 import { encodeJobId } from '../../protocol/wire.ts';
 import type { JobPolicy } from './policy.ts';
+import { withoutSecretValues } from './secrets.ts';
 import type { RunnerContext, RunnerHooks } from './context.ts';
 import { JobRunner } from './runner.ts';
 import { containerNameFor, newJobSecret } from './naming.ts';
@@ -55,6 +56,7 @@ export class Scheduler {
       requeue: (where) => this.requeue(runner(), where),
       finished: () => {
         const run = runner();
+        this.ctx.secrets?.release(run.id);
         if (this.runners.get(run.id) === run) this.runners.delete(run.id);
         const queued = this.queue.indexOf(run);
         if (queued >= 0) this.queue.splice(queued, 1);
@@ -177,10 +179,12 @@ export class Scheduler {
       return false;
     }
     const { job } = result;
-    if (!this.store.admit(job, newJobSecret(), containerNameFor(this.ctx.agentId, job.id))) {
+    // The store never sees a secret's value: the runner's context holds it in memory (secrets.ts).
+    if (!this.store.admit(withoutSecretValues(job), newJobSecret(), containerNameFor(this.ctx.agentId, job.id))) {
       if (this.firstTime(`known ${job.id}`)) this.log.info({ jobId: job.id }, 'job id already known to this agent; not running it again (logged once)');
       return false;
     }
+    this.ctx.secrets?.hold(job);
     this.taken++;
     this.queue.push(this.track(job.id));
     return true;
@@ -210,7 +214,7 @@ export class Scheduler {
 
   /** A valid job the policy refuses is rejected like an invalid one: reported, never stored to run, nothing pulled. */
   private applyPolicy(job: JobSpec): JobValidation {
-    const refusal = this.options.policy?.(job);
+    const refusal = this.options.policy?.(job) ?? this.ctx.secrets?.refuses(job);
     if (refusal === undefined) return { ok: true, job };
     return { ok: false, reason: refusal, id: job.id, callbackUrl: job.callbackUrl, shownId: job.id };
   }

@@ -19,6 +19,7 @@ import { hostFacts, imageInfo, removeImage } from './engine-facts.ts';
 import type { ImageInfo } from '../../shared/engine-facts.ts';
 import type { HostFacts } from '../../protocol/wire.ts';
 import { isRedirectRefusal } from './client.ts';
+import { SECRETS_PATH } from '../../protocol/wire.ts';
 import {
   allowsInterContainerTraffic,
   hardenedHostConfig,
@@ -221,6 +222,8 @@ export class DockerExecutor implements Executor {
           ...hardenedHostConfig(this.options, spec.resources),
           // Without an init, node (and many programs) as PID 1 ignore SIGTERM and stop only when killed.
           Init: true,
+          // The job's secret files: the config names the folder only, never a value.
+          ...(spec.secretsDir ? { Mounts: [{ Type: 'bind' as const, Source: spec.secretsDir, Target: SECRETS_PATH, ReadOnly: true }] } : {}),
         },
         abortSignal: signal,
       });
