@@ -6,11 +6,14 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { formatLabelsHeader } from '../examples/control-server/labels.ts';
-import { createControlServer } from '../examples/control-server/server.ts';
-import type { ControlServer, ControlServerOptions } from '../examples/control-server/server.ts';
+import { formatLabelsHeader } from '../packages/control-server-kit/index.ts';
+import { createControlServer } from '../src/server/app.ts';
+import type { ControlServer, ControlServerOptions } from '../src/server/app.ts';
+import { ADMIN_TOKEN, operatorFetch } from './support/control-server.ts';
 
 const TOKEN = 'test-token';
+/** Operator requests carry the admin token; agents' polls their own. */
+const fetch = operatorFetch();
 
 interface Running {
   server: ControlServer;
@@ -18,7 +21,7 @@ interface Running {
 }
 
 async function start(dbPath: string, extra: Partial<ControlServerOptions> = {}): Promise<Running> {
-  const server = await createControlServer({ dbPath, tokens: [TOKEN, 'second-token'], ...extra });
+  const server = await createControlServer({ database: dbPath, tokens: [TOKEN, 'second-token'], adminTokens: [ADMIN_TOKEN], ...extra });
   await server.app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = server.app.server.address() as AddressInfo;
   return { server, base: `http://127.0.0.1:${port}` };
@@ -84,7 +87,8 @@ describe('reference control server', () => {
   }
 
   async function callback(id: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: unknown }> {
-    const response = await fetch(`${base}/job/${id}`, { method: 'PUT', headers, ...(body === undefined ? {} : { body }) });
+    const url = (await running.server.jobUrls(id, base))?.callbackUrl ?? `${base}/job/${id}`;
+    const response = await fetch(url, { method: 'PUT', headers, ...(body === undefined ? {} : { body }) });
     return { status: response.status, body: await json(response) };
   }
 
@@ -137,6 +141,8 @@ describe('reference control server', () => {
     });
     const minimal = await submit({ image: 'img:2', labels: { queue: 'fields' } });
     const jobs = await pollJobs('fields', 2);
+    const secretOf = (url: string | undefined) => new URL(url ?? 'http://x/').searchParams.get('secret') ?? '';
+    const [first, second] = [secretOf(jobs[0]?.callbackUrl), secretOf(jobs[1]?.callbackUrl)];
     assert.deepEqual(jobs, [
       {
         id,
@@ -145,11 +151,14 @@ describe('reference control server', () => {
         env: { A: '1' },
         body: { n: [1, 2] },
         alwaysPull: false,
-        callbackUrl: `${base}/job/${id}`,
-        logsUrl: `${base}/job/${id}/logs`,
+        callbackUrl: `${base}/job/${id}?secret=${first}`,
+        logsUrl: `${base}/job/${id}/logs?secret=${first}`,
       },
-      { id: minimal, image: 'img:2', body: null, callbackUrl: `${base}/job/${minimal}`, logsUrl: `${base}/job/${minimal}/logs` },
+      { id: minimal, image: 'img:2', body: null, callbackUrl: `${base}/job/${minimal}?secret=${second}`, logsUrl: `${base}/job/${minimal}/logs?secret=${second}` },
     ]);
+    // 256 random bits each, base64url: unguessable, and one job's secret is not another's.
+    assert.match(first, /^[A-Za-z0-9_-]{43}$/, 'a secret of 256 bits');
+    assert.notEqual(first, second, 'each job has its own secret');
     assert.equal((await getJob(id)).status, 'assigned');
     assert.equal((await getJob(id)).agentId, 'agent-fields');
   });
@@ -389,7 +398,7 @@ describe('reference control server', () => {
       jobs.slice(0, 2).map((job) => job.id),
       [second, first],
     );
-    const fields = 'agentId cancelRequested cancelRequestedAt createdAt id image labels logComplete logLines outcome progress requeues result status updatedAt';
+    const fields = 'agentId cancelRequested cancelRequestedAt createdAt endedAt id image labels logComplete logLines outcome progress requeues result status updatedAt';
     assert.deepEqual(Object.keys(jobs[0]!).sort(), fields.split(' '));
   });
 
@@ -426,8 +435,8 @@ describe('reference control server', () => {
     }
   });
 
-  it('serves the dashboard page', async () => {
-    const response = await fetch(`${base}/`);
+  it('serves the dashboard page to a signed-in browser', async () => {
+    const response = await fetch(`${base}/`, { headers: { cookie: `foreman_session=${ADMIN_TOKEN}` } });
     assert.equal(response.status, 200);
     assert.match(response.headers.get('content-type') ?? '', /text\/html/);
     assert.match(await response.text(), /<title>foreman control server<\/title>/);
@@ -452,10 +461,13 @@ describe('reference control server persistence', () => {
         'x-foreman-delivery-id': 'before-restart',
         'x-foreman-delivery-seq': '5',
       };
-      assert.equal((await fetch(`${running.base}/job/${assignedId}`, { method: 'PUT', headers: progress })).status, 200);
+      const { callbackUrl } = (await running.server.jobUrls(assignedId, running.base))!;
+      assert.equal((await fetch(callbackUrl, { method: 'PUT', headers: progress })).status, 200);
       await running.server.close();
 
       running = await start(dbPath);
+      const again = (await running.server.jobUrls(assignedId, running.base))!.callbackUrl;
+      assert.equal(new URL(again).search, new URL(callbackUrl).search, "the job's secret survives the restart");
       const jobs = (await json(await fetch(`${running.base}/jobs`))) as JobView[];
       assert.deepEqual(
         jobs.map((job) => [job.id, job.status, job.progress, job.agentId]),
@@ -465,9 +477,9 @@ describe('reference control server persistence', () => {
         ],
       );
       // The delivery id and sequence survive too.
-      const replay = await fetch(`${running.base}/job/${assignedId}`, { method: 'PUT', headers: { ...progress, 'x-foreman-job-progress': '0.9' } });
+      const replay = await fetch(again, { method: 'PUT', headers: { ...progress, 'x-foreman-job-progress': '0.9' } });
       assert.equal(replay.status, 200);
-      const older = await fetch(`${running.base}/job/${assignedId}`, {
+      const older = await fetch(again, {
         method: 'PUT',
         headers: { ...progress, 'x-foreman-delivery-id': 'older', 'x-foreman-delivery-seq': '4', 'x-foreman-job-progress': '0.1' },
       });
@@ -486,8 +498,8 @@ describe('reference control server persistence', () => {
       const created = await fetch(`${running.base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image":"img"}' });
       const { id } = (await json(created)) as { id: string };
       const handed = (await json(await fetch(`${running.base}/job`, { headers: { authorization: `Bearer ${TOKEN}` } }))) as HandedJob[];
-      assert.equal(handed[0]?.callbackUrl, `https://control.example.test/base/job/${id}`);
-      assert.equal(handed[0]?.logsUrl, `https://control.example.test/base/job/${id}/logs`);
+      assert.match(handed[0]?.callbackUrl ?? '', new RegExp(`^https://control\\.example\\.test/base/job/${id}\\?secret=[\\w-]{43}$`));
+      assert.match(handed[0]?.logsUrl ?? '', new RegExp(`^https://control\\.example\\.test/base/job/${id}/logs\\?secret=[\\w-]{43}$`));
     } finally {
       await running.server.close();
       await rm(dir, { recursive: true, force: true });
@@ -495,7 +507,8 @@ describe('reference control server persistence', () => {
   });
 
   it('refuses to start without a token', async () => {
-    await assert.rejects(createControlServer({ dbPath: ':memory:', tokens: [''] }), /at least one non-empty token/);
+    await assert.rejects(createControlServer({ database: ':memory:', tokens: [''], adminTokens: [ADMIN_TOKEN] }), /at least one agent token/);
+    await assert.rejects(createControlServer({ database: ':memory:', tokens: [TOKEN], adminTokens: [] }), /at least one admin token/);
   });
 });
 
@@ -503,7 +516,7 @@ describe('the control server command', () => {
   it('--token-file (CS_TOKEN_FILE) reads the tokens agents may use from a file, one a line; an unreadable one is exit 2', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-main-'));
     const run = (args: string[], env: Record<string, string> = {}) =>
-      spawn(process.execPath, ['--import', 'tsx', 'examples/control-server/main.ts', '--port', '0', '--db', join(dir, 'cs.db'), ...args], {
+      spawn(process.execPath, ['--import', 'tsx', 'test/support/foreman.ts', 'server', '--port', '0', '--db', join(dir, 'cs.db'), '--admin-token', 'admin', ...args], {
         cwd: join(import.meta.dirname, '..'),
         env: { PATH: process.env.PATH ?? '', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -535,7 +548,7 @@ describe('the control server command', () => {
       missing.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
       const [code] = (await once(missing, 'close')) as [number | null];
       assert.equal(code, 2, 'an unreadable token file is a usage error');
-      assert.match(err, /^cannot read the token file .*nope: ENOENT/, err);
+      assert.match(err, /^foreman: cannot read the token file .*nope: ENOENT/, err);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

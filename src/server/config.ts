@@ -89,7 +89,7 @@ export function loadServerConfig(input: ServerConfigInput): ServerConfig {
   let file: Record<string, unknown> = {};
   if (input.configPath !== undefined) {
     try {
-      file = parseToml(readFileSync(input.configPath, 'utf8')) as Record<string, unknown>;
+      file = parseToml(readFileSync(input.configPath, 'utf8'));
     } catch (error) {
       throw new ServerConfigError([`cannot read ${input.configPath}: ${(error as Error).message.split('\n')[0] ?? ''}`]);
     }

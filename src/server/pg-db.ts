@@ -36,8 +36,12 @@ function numbered(sql: string): string {
 }
 
 /** BIGINT columns (milliseconds, counts) as numbers: every one the store keeps is well below 2^53. */
-const types = {
-  getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')),
+const types: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
+    if (oid === 20) return (value: string) => Number(value);
+    const parser = pg.types.getTypeParser(oid, format ?? 'text') as (value: string) => unknown;
+    return parser;
+  }) as pg.CustomTypesConfig['getTypeParser'],
 };
 
 export async function openPostgres(url: string): Promise<Database> {

@@ -1,0 +1,48 @@
+/** The reference control server (src/server/) in a test: started on a temp SQLite file or a given database, with tokens. */
+import type { AddressInfo } from 'node:net';
+import { createControlServer } from '../../src/server/app.ts';
+import type { ControlServer, ControlServerOptions } from '../../src/server/app.ts';
+
+export const AGENT_TOKEN = 'test-token';
+export const ADMIN_TOKEN = 'test-admin-token';
+export const READ_TOKEN = 'test-read-token';
+
+export interface RunningServer {
+  readonly server: ControlServer;
+  /** http://127.0.0.1:<port> */
+  readonly base: string;
+  /** A job's callbackUrl and logsUrl, as a poll hands them out (with the job's secret). */
+  urls(id: string): Promise<{ callbackUrl: string; logsUrl: string }>;
+  close(): Promise<void>;
+}
+
+/** Starts a control server on 127.0.0.1 and a free port; agent token AGENT_TOKEN, admin ADMIN_TOKEN, read-only READ_TOKEN. */
+export async function startControlServer(options: Partial<ControlServerOptions> & Pick<ControlServerOptions, 'database'>): Promise<RunningServer> {
+  const server = await createControlServer({ tokens: [AGENT_TOKEN], adminTokens: [ADMIN_TOKEN], readOnlyTokens: [READ_TOKEN], ...options });
+  try {
+    await server.app.listen({ host: '127.0.0.1', port: 0 });
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  const base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
+  return {
+    server,
+    base,
+    async urls(id) {
+      const urls = await server.jobUrls(id, base);
+      if (urls === undefined) throw new Error(`no job ${id}`);
+      return urls;
+    },
+    close: () => server.close(),
+  };
+}
+
+/** fetch that signs in as an operator (an admin token by default) when the request carries no authorization of its own. */
+export function operatorFetch(token = ADMIN_TOKEN): typeof fetch {
+  return (input, init = {}) => {
+    const headers = new Headers(init.headers);
+    if (!headers.has('authorization')) headers.set('authorization', `Bearer ${token}`);
+    return fetch(input, { ...init, headers });
+  };
+}
