@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createControlServer } from '../src/server/app.ts';
 import type { ControlServer, ControlServerOptions } from '../src/server/app.ts';
-import { ADMIN_TOKEN, operatorFetch } from './support/control-server.ts';
+import { ADMIN_TOKEN, operatorFetch, testDatabase } from './support/control-server.ts';
 import { waitFor } from './support/wait.ts';
 
 /** Operator requests carry the admin token; agents' polls their own. */
@@ -49,7 +49,7 @@ const lines = (from: number, to: number, text = (i: number) => `line ${i}`): Lin
 const ndjson = (batch: Line[]): string => batch.map((l) => `${JSON.stringify(l)}\n`).join('');
 
 async function start(dbPath: string, extra: Partial<ControlServerOptions> = {}): Promise<{ server: ControlServer; base: string }> {
-  const server = await createControlServer({ database: dbPath, tokens: [TOKEN], adminTokens: [ADMIN_TOKEN], ...extra });
+  const server = await createControlServer({ database: await testDatabase(dbPath), tokens: [TOKEN], adminTokens: [ADMIN_TOKEN], ...extra });
   await server.app.listen({ host: '127.0.0.1', port: 0 });
   return { server, base: `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}` };
 }

@@ -1,5 +1,7 @@
 /** The reference control server (src/server/) in a test: started on a temp SQLite file or a given database, with tokens. */
+import { createHash } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import pg from 'pg';
 import { createControlServer } from '../../src/server/app.ts';
 import type { ControlServer, ControlServerOptions } from '../../src/server/app.ts';
 
@@ -18,7 +20,8 @@ export interface RunningServer {
 
 /** Starts a control server on 127.0.0.1 and a free port; agent token AGENT_TOKEN, admin ADMIN_TOKEN, read-only READ_TOKEN. */
 export async function startControlServer(options: Partial<ControlServerOptions> & Pick<ControlServerOptions, 'database'>): Promise<RunningServer> {
-  const server = await createControlServer({ tokens: [AGENT_TOKEN], adminTokens: [ADMIN_TOKEN], readOnlyTokens: [READ_TOKEN], ...options });
+  const database = typeof options.database === 'string' ? await testDatabase(options.database) : options.database;
+  const server = await createControlServer({ tokens: [AGENT_TOKEN], adminTokens: [ADMIN_TOKEN], readOnlyTokens: [READ_TOKEN], ...options, database });
   try {
     await server.app.listen({ host: '127.0.0.1', port: 0 });
   } catch (error) {
@@ -46,3 +49,33 @@ export function operatorFetch(token = ADMIN_TOKEN): typeof fetch {
     return fetch(input, { ...init, headers });
   };
 }
+
+/**
+ * The database a test's server uses for `path`: the SQLite file itself, or, when FOREMAN_TEST_POSTGRES_URL names a
+ * PostgreSQL instance (test/control-server-postgres.test.ts runs the server's tests again that way), a database of
+ * that instance made for this path on first use, so a server restarted on the same path finds its data again.
+ */
+export async function testDatabase(path: string): Promise<string> {
+  const instance = process.env.FOREMAN_TEST_POSTGRES_URL;
+  if (instance === undefined || instance === '') return path;
+  const name = `t_${createHash('sha256').update(path).digest('hex').slice(0, 20)}`;
+  const url = new URL(instance);
+  url.pathname = `/${name}`;
+  if (!madeDatabases.has(name)) {
+    const client = new pg.Client({ connectionString: instance });
+    await client.connect();
+    try {
+      const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+      if (exists.rowCount === 0) await client.query(`CREATE DATABASE ${name}`);
+    } finally {
+      await client.end();
+    }
+    madeDatabases.add(name);
+  }
+  return url.toString();
+}
+
+const madeDatabases = new Set<string>();
+
+/** Whether the server's tests run on PostgreSQL (see testDatabase). */
+export const onPostgres = (process.env.FOREMAN_TEST_POSTGRES_URL ?? '') !== '';
