@@ -65,7 +65,8 @@ describe('reference control server: who may do what', () => {
       ['GET', '/agents'],
       ['GET', '/events'],
     ];
-    for (const headers of [{}, { authorization: `Bearer ${AGENT_TOKEN}` }, { authorization: 'Bearer nobody' }, { cookie: 'foreman_session=nobody' }]) {
+    const strangers: Array<Record<string, string>> = [{}, { authorization: `Bearer ${AGENT_TOKEN}` }, { authorization: 'Bearer nobody' }, { cookie: 'foreman_session=nobody' }];
+    for (const headers of strangers) {
       for (const [method, path] of endpoints) {
         const response = await fetch(`${cs.base}${path}`, {
           method,

@@ -1,9 +1,13 @@
 /** The reference control server (src/server/) in a test: started on a temp SQLite file or a given database, with tokens. */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { createControlServer } from '../../src/server/app.ts';
 import type { ControlServer, ControlServerOptions } from '../../src/server/app.ts';
+import { repoRoot } from './paths.ts';
 
 export const AGENT_TOKEN = 'test-token';
 export const ADMIN_TOKEN = 'test-admin-token';
@@ -79,3 +83,48 @@ const madeDatabases = new Set<string>();
 
 /** Whether the server's tests run on PostgreSQL (see testDatabase). */
 export const onPostgres = (process.env.FOREMAN_TEST_POSTGRES_URL ?? '') !== '';
+
+export interface SpawnedServer {
+  readonly child: ChildProcess;
+  /** http(s)://host:port, from the line it prints once it listens. */
+  readonly base: string;
+  readonly exited: Promise<number | null>;
+  /** What it printed on stderr (its log at warn and above). */
+  output(): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `foreman server ARGS` from the sources (tsx) as a process of its own, and waits until it listens. */
+export async function spawnServer(args: readonly string[], env: Record<string, string> = {}): Promise<SpawnedServer> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test/support/foreman.ts'), 'server', ...args], {
+    cwd: repoRoot,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-20_000)));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const deadline = Date.now() + 30_000;
+  let base: string | undefined;
+  while (base === undefined) {
+    base = /dashboard: (https?:\/\/\S+?)\/ /.exec(stdout)?.[1];
+    if (base !== undefined) break;
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`foreman server did not start (exit ${String(child.exitCode)}): ${stdout}${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    child,
+    base,
+    exited,
+    output: () => stderr,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
