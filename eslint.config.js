@@ -98,7 +98,7 @@ export default tseslint.config(
     },
     {
       files: ['src/cli/*.ts'],
-      regex: '^\\.\\./(?!agent/process\\.ts$|server/process\\.ts$|conformance/conformance\\.ts$|\\.\\./package\\.json$)',
+      regex: '^\\.\\./(?!agent/process\\.ts$|server/process\\.ts$|conformance/conformance\\.ts$|config/formats\\.ts$|\\.\\./package\\.json$)',
       message:
         'src/cli/ reaches the agent only through src/agent/process.ts, the control server through src/server/process.ts, the checker through src/conformance/conformance.ts (and foreman check through ./check/).',
     },
@@ -112,7 +112,8 @@ export default tseslint.config(
     {
       files: ['src/server/*.ts'],
       regex: '^\\.\\./(?!shared/|config/formats\\.ts$|\\.\\./package\\.json$|\\.\\./packages/control-server-kit/)',
-      message: 'The control server (src/server/) is a program of its own: it imports src/shared/, the duration format of src/config/formats.ts and the control-server kit, never the agent.',
+      message:
+        'The control server (src/server/) is a program of its own: it imports src/shared/, the duration format of src/config/formats.ts and the control-server kit, never the agent.',
     },
     {
       files: ['src/conformance/*.ts'],

@@ -48,10 +48,16 @@ describe('reference control server: who may do what', () => {
   const poll = async (queue: string, agent: string, capacity = 1) =>
     (await (
       await fetch(`${cs.base}/job`, {
-        headers: { authorization: `Bearer ${AGENT_TOKEN}`, 'x-foreman-labels': formatLabelsHeader({ queue }), 'x-foreman-agent-id': agent, 'x-foreman-capacity': String(capacity) },
+        headers: {
+          authorization: `Bearer ${AGENT_TOKEN}`,
+          'x-foreman-labels': formatLabelsHeader({ queue }),
+          'x-foreman-agent-id': agent,
+          'x-foreman-capacity': String(capacity),
+        },
       })
     ).json()) as Array<{ id: string; callbackUrl: string; logsUrl: string }>;
-  const view = async (id: string): Promise<JobView> => (await (await fetch(`${cs.base}/jobs/${encodeURIComponent(id)}`, { headers: reader })).json()) as JobView;
+  const view = async (id: string): Promise<JobView> =>
+    (await (await fetch(`${cs.base}/jobs/${encodeURIComponent(id)}`, { headers: reader })).json()) as JobView;
 
   it('operator endpoints answer 401 with a JSON error without an admin or read-only token, and an agent token is none', async () => {
     const id = await submitted({ image: 'img', labels: { queue: 'auth-401' } });
@@ -65,7 +71,12 @@ describe('reference control server: who may do what', () => {
       ['GET', '/agents'],
       ['GET', '/events'],
     ];
-    const strangers: Array<Record<string, string>> = [{}, { authorization: `Bearer ${AGENT_TOKEN}` }, { authorization: 'Bearer nobody' }, { cookie: 'foreman_session=nobody' }];
+    const strangers: Array<Record<string, string>> = [
+      {},
+      { authorization: `Bearer ${AGENT_TOKEN}` },
+      { authorization: 'Bearer nobody' },
+      { cookie: 'foreman_session=nobody' },
+    ];
     for (const headers of strangers) {
       for (const [method, path] of endpoints) {
         const response = await fetch(`${cs.base}${path}`, {
@@ -102,7 +113,11 @@ describe('reference control server: who may do what', () => {
   });
 
   it('the sign-in trades a token for an HttpOnly SameSite=Strict cookie; a change by cookie needs the dashboard’s header and origin', async () => {
-    const signIn = await fetch(`${cs.base}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: ADMIN_TOKEN }) });
+    const signIn = await fetch(`${cs.base}/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: ADMIN_TOKEN }),
+    });
     assert.equal(signIn.status, 200);
     assert.deepEqual(await signIn.json(), { role: 'admin' });
     const setCookie = signIn.headers.get('set-cookie') ?? '';
@@ -124,7 +139,11 @@ describe('reference control server: who may do what', () => {
       body,
     });
     assert.equal(crossSite.status, 403, 'nor from another origin');
-    const own = await fetch(`${cs.base}/jobs`, { method: 'POST', headers: { cookie, ...json, 'x-requested-with': 'foreman-dashboard', origin: cs.base }, body });
+    const own = await fetch(`${cs.base}/jobs`, {
+      method: 'POST',
+      headers: { cookie, ...json, 'x-requested-with': 'foreman-dashboard', origin: cs.base },
+      body,
+    });
     assert.equal(own.status, 201, "the dashboard's own request");
     const wrong = await fetch(`${cs.base}/session`, { method: 'POST', headers: json, body: JSON.stringify({ token: AGENT_TOKEN }) });
     assert.equal(wrong.status, 401, 'an agent token does not sign in');
@@ -153,11 +172,7 @@ describe('reference control server: who may do what', () => {
       });
       assert.equal(logs.status, 401, `${url} (logs)`);
     }
-    assert.deepEqual(
-      [(await view(mine.id)).status, (await view(mine.id)).logLines],
-      ['assigned', 0],
-      'nothing changed',
-    );
+    assert.deepEqual([(await view(mine.id)).status, (await view(mine.id)).logLines], ['assigned', 0], 'nothing changed');
     assert.equal((await fetch(mine.callbackUrl, { method: 'PUT', headers: running })).status, 200, 'the real URL works');
     assert.equal((await fetch(mine.callbackUrl, { method: 'PUT', headers: completed, body: '{"ok":1}' })).status, 200);
     const late = await fetch(`${plain}?secret=wrong`, { method: 'PUT', headers: completed, body: '{"late":1}' });
@@ -182,7 +197,11 @@ describe('reference control server: who may do what', () => {
     for (const job of (await (await fetch(`${cs.base}/jobs?status=queued&limit=500`, { headers: reader })).json()) as Array<{ id: string }>) {
       await fetch(`${cs.base}/jobs/${encodeURIComponent(job.id)}/cancel`, { method: 'POST', headers: admin });
     }
-    const callbackLimit = await fetch(`${cs.base}/job/x?secret=y`, { method: 'PUT', headers: { 'x-foreman-job-status': 'running' }, body: Buffer.alloc(16 * 1024 * 1024 + 1) });
+    const callbackLimit = await fetch(`${cs.base}/job/x?secret=y`, {
+      method: 'PUT',
+      headers: { 'x-foreman-job-status': 'running' },
+      body: Buffer.alloc(16 * 1024 * 1024 + 1),
+    });
     assert.equal(callbackLimit.status, 413, 'a callback body over 16 MiB');
     assert.match(((await callbackLimit.json()) as { error: string }).error, /larger than this endpoint takes/);
   });
@@ -223,15 +242,29 @@ describe('reference control server: retention', () => {
     const cs = await startControlServer({ database: join(dir, 'cs.db'), retentionMs: 60_000, retentionIntervalMs: 3_600_000, clock });
     try {
       const post = async (queue: string) =>
-        ((await (await fetch(`${cs.base}/jobs`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ image: 'img', labels: { queue } }) })).json()) as { id: string }).id;
+        (
+          (await (
+            await fetch(`${cs.base}/jobs`, {
+              method: 'POST',
+              headers: { ...admin, 'content-type': 'application/json' },
+              body: JSON.stringify({ image: 'img', labels: { queue } }),
+            })
+          ).json()) as { id: string }
+        ).id;
       const old = await post('retention');
       const queued = await post('retention-never');
       const polled = (await (
         await fetch(`${cs.base}/job`, { headers: { authorization: `Bearer ${AGENT_TOKEN}`, 'x-foreman-labels': 'queue=retention', 'x-foreman-agent-id': 'r' } })
       ).json()) as Array<{ callbackUrl: string; logsUrl: string }>;
       const handed = polled[0]!;
-      const lines = Array.from({ length: 12_000 }, (_, i) => `${JSON.stringify({ i, ts: '2026-01-01T00:00:00Z', stream: 'stdout', text: `l${i}` })}\n`).join('');
-      const stored = await fetch(handed.logsUrl, { method: 'POST', headers: { 'content-type': 'application/x-ndjson', 'x-foreman-log-offset': '0' }, body: lines });
+      const lines = Array.from({ length: 12_000 }, (_, i) => `${JSON.stringify({ i, ts: '2026-01-01T00:00:00Z', stream: 'stdout', text: `l${i}` })}\n`).join(
+        '',
+      );
+      const stored = await fetch(handed.logsUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson', 'x-foreman-log-offset': '0' },
+        body: lines,
+      });
       assert.equal(stored.status, 200);
       const done = await fetch(handed.callbackUrl, { method: 'PUT', headers: { 'x-foreman-job-status': 'completed', 'x-foreman-agent-id': 'r' } });
       assert.equal(done.status, 200);

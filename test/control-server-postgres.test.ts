@@ -41,7 +41,15 @@ describe('reference control server on PostgreSQL', { skip: postgresSkip, timeout
     const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
     const summary = output.split('\n').filter((line) => /^# (tests|pass|fail|skipped) /.test(line));
     t.diagnostic(summary.join(', '));
-    assert.equal(code, 0, `the child run failed:\n${output.split('\n').filter((line) => /not ok|error|Error|expected|actual/.test(line)).slice(0, 40).join('\n')}`);
+    assert.equal(
+      code,
+      0,
+      `the child run failed:\n${output
+        .split('\n')
+        .filter((line) => /not ok|error|Error|expected|actual/.test(line))
+        .slice(0, 40)
+        .join('\n')}`,
+    );
     assert.match(output, /^# pass [1-9]\d+$/m, 'it ran tests');
   });
 
@@ -139,7 +147,10 @@ describe('reference control server on PostgreSQL', { skip: postgresSkip, timeout
 
     it('takes the jobs of a lost agent back once, though both instances sweep', async () => {
       const url = await postgres.createDatabase('lost_agents');
-      const [c, d] = await Promise.all([startControlServer({ database: url, agentTimeoutMs: 300 }), startControlServer({ database: url, agentTimeoutMs: 300 })]);
+      const [c, d] = await Promise.all([
+        startControlServer({ database: url, agentTimeoutMs: 300 }),
+        startControlServer({ database: url, agentTimeoutMs: 300 }),
+      ]);
       try {
         const ids = [await submit(c, 'lost'), await submit(d, 'lost')];
         assert.equal((await poll(d, 'lost', 'lost-agent', 2)).length, 2);

@@ -154,7 +154,13 @@ describe('reference control server', () => {
         callbackUrl: `${base}/job/${id}?secret=${first}`,
         logsUrl: `${base}/job/${id}/logs?secret=${first}`,
       },
-      { id: minimal, image: 'img:2', body: null, callbackUrl: `${base}/job/${minimal}?secret=${second}`, logsUrl: `${base}/job/${minimal}/logs?secret=${second}` },
+      {
+        id: minimal,
+        image: 'img:2',
+        body: null,
+        callbackUrl: `${base}/job/${minimal}?secret=${second}`,
+        logsUrl: `${base}/job/${minimal}/logs?secret=${second}`,
+      },
     ]);
     // 256 random bits each, base64url: unguessable, and one job's secret is not another's.
     assert.match(first, /^[A-Za-z0-9_-]{43}$/, 'a secret of 256 bits');
@@ -398,7 +404,8 @@ describe('reference control server', () => {
       jobs.slice(0, 2).map((job) => job.id),
       [second, first],
     );
-    const fields = 'agentId cancelRequested cancelRequestedAt createdAt endedAt id image labels logComplete logLines outcome progress requeues result status updatedAt';
+    const fields =
+      'agentId cancelRequested cancelRequestedAt createdAt endedAt id image labels logComplete logLines outcome progress requeues result status updatedAt';
     assert.deepEqual(Object.keys(jobs[0]!).sort(), fields.split(' '));
   });
 
@@ -522,11 +529,15 @@ describe('the control server command', () => {
   it('--token-file (CS_TOKEN_FILE) reads the tokens agents may use from a file, one a line; an unreadable one is exit 2', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-main-'));
     const run = (args: string[], env: Record<string, string> = {}) =>
-      spawn(process.execPath, ['--import', 'tsx', 'test/support/foreman.ts', 'server', '--port', '0', '--db', join(dir, 'cs.db'), '--admin-token', 'admin', ...args], {
-        cwd: join(import.meta.dirname, '..'),
-        env: { PATH: process.env.PATH ?? '', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      spawn(
+        process.execPath,
+        ['--import', 'tsx', 'test/support/foreman.ts', 'server', '--port', '0', '--db', join(dir, 'cs.db'), '--admin-token', 'admin', ...args],
+        {
+          cwd: join(import.meta.dirname, '..'),
+          env: { PATH: process.env.PATH ?? '', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
     try {
       await writeFile(join(dir, 'tokens'), 'from-file-1\nfrom-file-2\n', { mode: 0o600 });
       const child = run([], { CS_TOKEN_FILE: join(dir, 'tokens') });

@@ -193,7 +193,13 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
 
   it('shows an agent as lost when it stops polling, and live again when it is back', async () => {
     // A server of its own, so the short agent timeout touches no other test's agents.
-    const quick = await createControlServer({ adminTokens: [ADMIN_TOKEN], readOnlyTokens: [READ_TOKEN], database: join(dir, 'lost.db'), tokens: [TOKEN], agentTimeoutMs: 300 });
+    const quick = await createControlServer({
+      adminTokens: [ADMIN_TOKEN],
+      readOnlyTokens: [READ_TOKEN],
+      database: join(dir, 'lost.db'),
+      tokens: [TOKEN],
+      agentTimeoutMs: 300,
+    });
     try {
       await quick.app.listen({ host: '127.0.0.1', port: 0 });
       const quickBase = `http://127.0.0.1:${(quick.app.server.address() as AddressInfo).port}`;

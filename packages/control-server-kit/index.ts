@@ -252,7 +252,16 @@ export function parseCallback(headers: HeaderSource, body?: Uint8Array | string)
       throw new ProtocolError(400, `${HEADERS.jobId} is not valid URL encoding`);
     }
   }
-  return { jobId, agentId: parseAgentId(headers), status, progress, outcome, deliveryId, deliverySeq, result: bodyResult(body, headerValue(headers, 'content-type')) };
+  return {
+    jobId,
+    agentId: parseAgentId(headers),
+    status,
+    progress,
+    outcome,
+    deliveryId,
+    deliverySeq,
+    result: bodyResult(body, headerValue(headers, 'content-type')),
+  };
 }
 
 function isJsonContentType(contentType: string | undefined): boolean {
@@ -290,7 +299,10 @@ export interface DeliveryState {
  * state) and one `after-final` (the job has ended). Record the id and the new lastSeq in the same transaction as
  * the update.
  */
-export function decideCallback(state: DeliveryState, update: Pick<CallbackUpdate, 'deliveryId' | 'deliverySeq'>): 'apply' | 'duplicate' | 'stale' | 'after-final' {
+export function decideCallback(
+  state: DeliveryState,
+  update: Pick<CallbackUpdate, 'deliveryId' | 'deliverySeq'>,
+): 'apply' | 'duplicate' | 'stale' | 'after-final' {
   if (update.deliveryId !== undefined && state.seen?.(update.deliveryId) === true) return 'duplicate';
   if (update.deliverySeq !== undefined && update.deliverySeq !== 0 && update.deliverySeq === state.lastSeq) return 'duplicate';
   if (update.deliverySeq !== undefined && update.deliverySeq < state.lastSeq) return 'stale';

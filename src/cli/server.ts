@@ -14,8 +14,8 @@ One instance on SQLite (the default), or several behind a load balancer on one P
 Options:
 ${KEYS.map((key) => `  ${`${key.flag} ${key.kind === 'tokens' ? 'TOKEN' : key.kind === 'file' ? 'FILE' : 'VALUE'}`.padEnd(30)} ${key.help}`).join('\n')}
   -c, --config FILE              read these settings from a TOML file (keys: ${KEYS.slice(0, 3)
-  .map((key) => key.key)
-  .join(', ')}, …)
+    .map((key) => key.key)
+    .join(', ')}, …)
   -h, --help                     show this help
 
 Each setting can also come from FOREMAN_SERVER_<KEY> (e.g. FOREMAN_SERVER_ADMIN_TOKEN_FILE) or the

@@ -76,30 +76,30 @@ export async function registerApiRoutes(app: FastifyInstance, store: Store, auth
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 64 * 1024 }, (_request, _body, parsed) => parsed(null, undefined));
     scope.withTypeProvider<TypeBoxTypeProvider>().post(
-    '/jobs/:id/cancel',
-    {
-      schema: {
-        summary: 'Cancel a job',
-        description: 'A queued job ends at once; a handed-out one is canceled by its agent (x-foreman-cancel) and ends with its report.',
-        tags: ['operators'],
-        security: OPERATOR,
-        params: IdParams,
-        response: { 202: JobViewSchema, 401: ErrorReply, 403: ErrorReply, 404: ErrorReply, 409: ErrorReply },
+      '/jobs/:id/cancel',
+      {
+        schema: {
+          summary: 'Cancel a job',
+          description: 'A queued job ends at once; a handed-out one is canceled by its agent (x-foreman-cancel) and ends with its report.',
+          tags: ['operators'],
+          security: OPERATOR,
+          params: IdParams,
+          response: { 202: JobViewSchema, 401: ErrorReply, 403: ErrorReply, 404: ErrorReply, 409: ErrorReply },
+        },
       },
-    },
-    async (request, reply) => {
-      auth.operator(request, 'admin');
-      const result = await store.cancelJob(request.params.id);
-      switch (result.kind) {
-        case 'unknown-job':
-          throw new HttpError(404, `unknown job ${request.params.id}`);
-        case 'already-ended':
-          throw new HttpError(409, `job ${request.params.id} has already ended (${result.job.status}, ${result.job.outcome ?? 'no outcome'})`);
-        default:
-          return reply.code(202).send(result.job);
-      }
-    },
-  );
+      async (request, reply) => {
+        auth.operator(request, 'admin');
+        const result = await store.cancelJob(request.params.id);
+        switch (result.kind) {
+          case 'unknown-job':
+            throw new HttpError(404, `unknown job ${request.params.id}`);
+          case 'already-ended':
+            throw new HttpError(409, `job ${request.params.id} has already ended (${result.job.status}, ${result.job.outcome ?? 'no outcome'})`);
+          default:
+            return reply.code(202).send(result.job);
+        }
+      },
+    );
     done();
   });
 
@@ -153,7 +153,13 @@ export async function registerApiRoutes(app: FastifyInstance, store: Store, auth
   api.get(
     '/jobs/:id',
     {
-      schema: { summary: 'One job', tags: ['operators'], security: OPERATOR, params: IdParams, response: { 200: JobViewSchema, 401: ErrorReply, 404: ErrorReply } },
+      schema: {
+        summary: 'One job',
+        tags: ['operators'],
+        security: OPERATOR,
+        params: IdParams,
+        response: { 200: JobViewSchema, 401: ErrorReply, 404: ErrorReply },
+      },
     },
     async (request) => {
       auth.operator(request, 'read');

@@ -13,7 +13,7 @@ import { registerAgentRoutes, jobUrls } from './agent-routes.ts';
 import { registerApiRoutes } from './api-routes.ts';
 import { createAuth } from './auth.ts';
 import { registerDashboard } from './dashboard.ts';
-import { openDatabase } from './db.ts';
+import { openDatabase } from './open-db.ts';
 import type { Database } from './db.ts';
 import { createEventHub } from './events.ts';
 import { MAX_ID_LENGTH, describeValidation, header } from './http.ts';

@@ -41,17 +41,47 @@ export const KEYS: readonly Key[] = [
   { key: 'port', flag: '--port', legacy: 'CS_PORT', kind: 'port', help: 'port to listen on (default 8888)' },
   { key: 'host', flag: '--host', legacy: 'CS_HOST', kind: 'string', help: 'address to listen on (default 127.0.0.1)' },
   { key: 'database', flag: '--db', legacy: 'CS_DB', kind: 'string', help: 'a SQLite file (default ./control-server.db) or a postgres:// URL' },
-  { key: 'tokens', flag: '--token', legacy: 'CS_TOKENS', kind: 'tokens', help: 'a bearer token agents may poll with (repeatable; comma-separated in the environment)' },
+  {
+    key: 'tokens',
+    flag: '--token',
+    legacy: 'CS_TOKENS',
+    kind: 'tokens',
+    help: 'a bearer token agents may poll with (repeatable; comma-separated in the environment)',
+  },
   { key: 'token_file', flag: '--token-file', legacy: 'CS_TOKEN_FILE', kind: 'file', help: 'a file of agent tokens, one a line' },
   { key: 'admin_tokens', flag: '--admin-token', legacy: 'CS_ADMIN_TOKENS', kind: 'tokens', help: 'a token that may submit, cancel and read (repeatable)' },
   { key: 'admin_token_file', flag: '--admin-token-file', legacy: 'CS_ADMIN_TOKEN_FILE', kind: 'file', help: 'a file of admin tokens, one a line' },
   { key: 'read_only_tokens', flag: '--read-only-token', legacy: 'CS_READ_ONLY_TOKENS', kind: 'tokens', help: 'a token that may read only (repeatable)' },
   { key: 'read_only_token_file', flag: '--read-only-token-file', legacy: 'CS_READ_ONLY_TOKEN_FILE', kind: 'file', help: 'a file of read-only tokens' },
   { key: 'public_url', flag: '--public-url', legacy: 'CS_PUBLIC_URL', kind: 'url', help: 'base URL agents reach this server at, for callbackUrl and logsUrl' },
-  { key: 'agent_timeout', flag: '--agent-timeout', legacy: 'CS_AGENT_TIMEOUT', kind: 'duration', help: 'no poll for this long: the agent is lost (default 15s; 0 never)' },
-  { key: 'retention', flag: '--retention', legacy: 'CS_RETENTION', kind: 'duration', help: 'delete ended jobs and their logs this long after (default 30d; 0 never)' },
-  { key: 'redeliver_after', flag: '--redeliver-after', legacy: 'CS_REDELIVER_AFTER', kind: 'duration', help: 'hand a job its agent never reported on again after (default 60s)' },
-  { key: 'max_queued_jobs', flag: '--max-queued-jobs', legacy: 'CS_MAX_QUEUED_JOBS', kind: 'count', help: 'POST /jobs answers 429 at this many queued jobs (default 10000)' },
+  {
+    key: 'agent_timeout',
+    flag: '--agent-timeout',
+    legacy: 'CS_AGENT_TIMEOUT',
+    kind: 'duration',
+    help: 'no poll for this long: the agent is lost (default 15s; 0 never)',
+  },
+  {
+    key: 'retention',
+    flag: '--retention',
+    legacy: 'CS_RETENTION',
+    kind: 'duration',
+    help: 'delete ended jobs and their logs this long after (default 30d; 0 never)',
+  },
+  {
+    key: 'redeliver_after',
+    flag: '--redeliver-after',
+    legacy: 'CS_REDELIVER_AFTER',
+    kind: 'duration',
+    help: 'hand a job its agent never reported on again after (default 60s)',
+  },
+  {
+    key: 'max_queued_jobs',
+    flag: '--max-queued-jobs',
+    legacy: 'CS_MAX_QUEUED_JOBS',
+    kind: 'count',
+    help: 'POST /jobs answers 429 at this many queued jobs (default 10000)',
+  },
   { key: 'max_job_size', flag: '--max-job-size', legacy: 'CS_MAX_JOB_SIZE', kind: 'count', help: 'the largest POST /jobs body in bytes (default 1048576)' },
   { key: 'tls_cert', flag: '--tls-cert', legacy: 'CS_TLS_CERT', kind: 'file', help: 'serve HTTPS with this certificate chain (PEM)' },
   { key: 'tls_key', flag: '--tls-key', legacy: 'CS_TLS_KEY', kind: 'file', help: "and this certificate's key (PEM)" },
@@ -94,7 +124,8 @@ export function loadServerConfig(input: ServerConfigInput): ServerConfig {
       throw new ServerConfigError([`cannot read ${input.configPath}: ${(error as Error).message.split('\n')[0] ?? ''}`]);
     }
     for (const name of Object.keys(file)) {
-      if (!KEYS.some((key) => key.key === name)) problems.push(`${input.configPath}: unknown key "${name}" (the keys: ${KEYS.map((key) => key.key).join(', ')})`);
+      if (!KEYS.some((key) => key.key === name))
+        problems.push(`${input.configPath}: unknown key "${name}" (the keys: ${KEYS.map((key) => key.key).join(', ')})`);
     }
   }
   const raw = (key: Key): Raw | undefined => {

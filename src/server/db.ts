@@ -1,5 +1,5 @@
 // The control server's database, whichever it is: SQLite (one instance, one file) or PostgreSQL (several instances).
-// The store (store.ts, logs.ts, retention.ts) writes its SQL once, with `?` placeholders, against this interface;
+// The store (store.ts, logs.ts, sweeps.ts) writes its SQL once, with `?` placeholders, against this interface;
 // what differs between the two is asked of the dialect.
 
 export type Param = string | number | null;
@@ -66,14 +66,4 @@ export function isServerEvent(value: unknown): value is ServerEvent {
 /** Whether `location` names a PostgreSQL database (a postgres:// or postgresql:// URL) rather than a SQLite file. */
 export function isPostgresUrl(location: string): boolean {
   return /^postgres(ql)?:\/\//i.test(location);
-}
-
-/** Opens the database `location` names: a postgres:// URL or a SQLite file path. Migrates it to the current schema. */
-export async function openDatabase(location: string): Promise<Database> {
-  if (isPostgresUrl(location)) {
-    const { openPostgres } = await import('./pg-db.ts');
-    return openPostgres(location);
-  }
-  const { openSqlite } = await import('./sqlite-db.ts');
-  return openSqlite(location);
 }

@@ -19,10 +19,15 @@ const EVENT_LINES = 1000;
 const From = Type.Optional(Type.Integer({ minimum: 0, description: 'the first line number wanted (default 0)' }));
 const PageQuery = Type.Object({ from: From, limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE, description: 'at most this many lines' })) });
 const StreamQuery = Type.Object({ from: From });
-const LogLineSchema = Type.Object({ i: Type.Integer(), ts: Type.String(), stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]), text: Type.String() });
+const LogLineSchema = Type.Object({
+  i: Type.Integer(),
+  ts: Type.String(),
+  stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]),
+  text: Type.String(),
+});
 const LogPageReply = Type.Object({
   lines: Type.Array(LogLineSchema),
-  next: Type.Integer({ description: 'the first line number not returned: the next page\'s from' }),
+  next: Type.Integer({ description: "the first line number not returned: the next page's from" }),
   total: Type.Union([Type.Integer(), Type.Null()], { description: "the total the log's end announced; null until it arrived" }),
   complete: Type.Boolean(),
 });
@@ -116,7 +121,7 @@ export async function registerLogRoutes(app: FastifyInstance, logs: JobLogs, aut
       {
         schema: {
           summary: "A job's live log batch (its logsUrl)",
-          description: 'NDJSON lines from x-foreman-log-offset, or the log\'s end (x-foreman-log-end). Authorized by the secret in the URL.',
+          description: "NDJSON lines from x-foreman-log-offset, or the log's end (x-foreman-log-end). Authorized by the secret in the URL.",
           tags: ['agents'],
           params: IdParams,
           querystring: SecretQuery,
@@ -134,7 +139,13 @@ export async function registerLogRoutes(app: FastifyInstance, logs: JobLogs, aut
       async (request) => {
         // Everything is checked before anything is stored: a bad batch stores nothing.
         const batch = parseLogBatch(request.headers, request.body as Buffer | undefined);
-        const result = await logs.append({ jobId: request.params.id, secret: request.query.secret, agentId: batch.agentId, lines: batch.lines, end: batch.end });
+        const result = await logs.append({
+          jobId: request.params.id,
+          secret: request.query.secret,
+          agentId: batch.agentId,
+          lines: batch.lines,
+          end: batch.end,
+        });
         switch (result.kind) {
           case 'unknown-job':
             throw new HttpError(404, `unknown job ${request.params.id}`);

@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS job_logs (
     sql: `
 ALTER TABLE jobs ADD COLUMN secret TEXT;
 ALTER TABLE jobs ADD COLUMN assigned_at BIGINT;
+ALTER TABLE jobs ADD COLUMN handouts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN ended_at BIGINT;
 CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs (ended_at);
 CREATE INDEX IF NOT EXISTS deliveries_by_job ON deliveries (job_id);

@@ -32,7 +32,11 @@ export async function runServerProcess(config: ServerConfig, io: ServerProcessIo
         level: config.logLevel,
         // A callbackUrl's or logsUrl's secret never reaches the log.
         serializers: {
-          req: (request: { method: string; url: string; ip?: string }) => ({ method: request.method, url: redactSecret(request.url), remoteAddress: request.ip }),
+          req: (request: { method: string; url: string; ip?: string }) => ({
+            method: request.method,
+            url: redactSecret(request.url),
+            remoteAddress: request.ip,
+          }),
         },
       },
     });

@@ -80,6 +80,8 @@ export interface JobRow {
   secret: string | null;
   /** When it was last handed out (or handed again to the same agent, see Store.poll). */
   assigned_at: number | null;
+  /** How often this attempt was handed out: 1, then more when handed again to the same agent. */
+  handouts: number;
   /** When it became completed or canceled: retention counts from here. */
   ended_at: number | null;
   created_at: number;

@@ -207,9 +207,9 @@ export class Store {
   }
 
   /**
-   * Records the poll; hands out up to `capacity` jobs, oldest first: jobs this agent was handed at least
-   * `redeliverAfterMs` ago and has not reported on (the reply may have been lost; an agent ignores an id it has),
-   * then matching queued jobs, each taken in this transaction (SKIP LOCKED on PostgreSQL, so instances polling at
+   * Records the poll; hands out up to `capacity` jobs, oldest first: jobs this agent was handed and has not reported
+   * on since (the reply may have been lost with an instance; an agent ignores an id it has), again after
+   * `redeliverAfterMs`, then 4, 9, 16… times that; then matching queued jobs, each taken in this transaction (SKIP LOCKED on PostgreSQL, so instances polling at
    * once never take one job twice); and lists the agent's jobs with a pending cancel.
    */
   async poll(agent: PollInput, options: { redeliverAfterMs: number }, now = Date.now()): Promise<PollResult> {
@@ -226,8 +226,8 @@ export class Store {
       if (agent.capacity > 0 && options.redeliverAfterMs > 0) {
         picked.push(
           ...(await sql.all<JobRow>(
-            `SELECT * FROM jobs WHERE agent_id = ? AND status = 'assigned' AND assigned_at <= ? ORDER BY seq LIMIT ?${dialect.skipLocked}`,
-            [agent.id, now - options.redeliverAfterMs, agent.capacity],
+            `SELECT * FROM jobs WHERE agent_id = ? AND status = 'assigned' AND assigned_at <= ? - ? * handouts * handouts ORDER BY seq LIMIT ?${dialect.skipLocked}`,
+            [agent.id, now, options.redeliverAfterMs, agent.capacity],
           )),
         );
       }
@@ -242,7 +242,12 @@ export class Store {
             )
           : [];
       for (const job of [...picked, ...fresh]) {
-        await sql.run("UPDATE jobs SET status = 'assigned', agent_id = ?, assigned_at = ?, updated_at = ? WHERE seq = ?", [agent.id, now, now, job.seq]);
+        await sql.run("UPDATE jobs SET status = 'assigned', agent_id = ?, assigned_at = ?, handouts = handouts + 1, updated_at = ? WHERE seq = ?", [
+          agent.id,
+          now,
+          now,
+          job.seq,
+        ]);
         if (job.log_agent_id !== null && job.log_agent_id !== agent.id) {
           await this.logs.clear(sql, job.seq);
           await sql.notify({ kind: 'log-reset', id: job.id });
@@ -280,14 +285,17 @@ export class Store {
         return { kind: 'other-agent', cancel: copyUnwanted(current, update) };
       }
       const final = FINAL_STATUSES.includes(current.status);
-      const seen = async (deliveryId: string) =>
-        (await sql.get('SELECT 1 AS found FROM deliveries WHERE delivery_id = ?', [deliveryId])) !== undefined;
+      const seen = async (deliveryId: string) => (await sql.get('SELECT 1 AS found FROM deliveries WHERE delivery_id = ?', [deliveryId])) !== undefined;
       const duplicate = update.deliveryId !== undefined && (await seen(update.deliveryId));
       const decision = decideCallback({ lastSeq: current.last_seq, final, seen: () => duplicate }, update);
       if (decision === 'duplicate') return { kind: 'duplicate', cancel: copyUnwanted(current, update) };
       if (decision === 'stale') return { kind: 'stale', cancel: copyUnwanted(current, update) };
       if (update.deliveryId !== undefined) {
-        await sql.run('INSERT INTO deliveries (delivery_id, job_id, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING', [update.deliveryId, update.jobId, now]);
+        await sql.run('INSERT INTO deliveries (delivery_id, job_id, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING', [
+          update.deliveryId,
+          update.jobId,
+          now,
+        ]);
       }
       const lastSeq = Math.max(current.last_seq, update.deliverySeq ?? 0);
       if (decision === 'after-final') {
@@ -361,7 +369,7 @@ export class Store {
         } else {
           // The next agent starts its delivery-seq at 1 again, so the old agent's sequence is forgotten.
           await sql.run(
-            `UPDATE jobs SET status = 'queued', agent_id = NULL, assigned_at = NULL, progress = NULL, result = NULL, last_seq = 0,
+            `UPDATE jobs SET status = 'queued', agent_id = NULL, assigned_at = NULL, handouts = 0, progress = NULL, result = NULL, last_seq = 0,
                requeues = requeues + 1, updated_at = ? WHERE seq = ?`,
             [now, job.seq],
           );
