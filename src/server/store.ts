@@ -209,8 +209,9 @@ export class Store {
   /**
    * Records the poll; hands out up to `capacity` jobs, oldest first: jobs this agent was handed and has not reported
    * on since (the reply may have been lost with an instance; an agent ignores an id it has), again after
-   * `redeliverAfterMs`, then 4, 9, 16… times that; then matching queued jobs, each taken in this transaction (SKIP LOCKED on PostgreSQL, so instances polling at
-   * once never take one job twice); and lists the agent's jobs with a pending cancel.
+   * `redeliverAfterMs`, then 4, 9, 16… times that; then matching queued jobs, each taken in this transaction (SKIP
+   * LOCKED on PostgreSQL, so instances polling at once never take one job twice); and lists the agent's jobs with a
+   * pending cancel.
    */
   async poll(agent: PollInput, options: { redeliverAfterMs: number }, now = Date.now()): Promise<PollResult> {
     const { dialect } = this.#db;
@@ -224,9 +225,10 @@ export class Store {
       await sql.notify({ kind: 'agent', id: agent.id });
       const picked: JobRow[] = [];
       if (agent.capacity > 0 && options.redeliverAfterMs > 0) {
+        // The casts: next to the INTEGER column PostgreSQL would take the times for 32-bit integers and refuse them.
         picked.push(
           ...(await sql.all<JobRow>(
-            `SELECT * FROM jobs WHERE agent_id = ? AND status = 'assigned' AND assigned_at <= ? - ? * handouts * handouts ORDER BY seq LIMIT ?${dialect.skipLocked}`,
+            `SELECT * FROM jobs WHERE agent_id = ? AND status = 'assigned' AND assigned_at <= CAST(? AS BIGINT) - CAST(? AS BIGINT) * handouts * handouts ORDER BY seq LIMIT ?${dialect.skipLocked}`,
             [agent.id, now, options.redeliverAfterMs, agent.capacity],
           )),
         );
