@@ -6,6 +6,7 @@
  *   npm run bench -- --only proxy  # dispatch | proxy | idle | logs | soak | fanout | steady (soak, fanout: bench/scale.ts;
  *                                  # steady, also run by fanout: bench/steady.ts)
  *   npm run bench -- --only logs --log-lines 200000 --log-runs 3
+ *   npm run bench -- --only handout  # the control server's hand-out rate (bench/handout.ts)
  *
  * The agent is the built bundle (bin/foreman.js → dist/): run `npm run build` after changing src/.
  */
@@ -20,6 +21,7 @@ import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, benchIdle, rssMb } from './footprint.ts';
 import { benchFanout, benchSoak } from './scale.ts';
+import { benchHandout } from './handout.ts';
 import { benchSteady, sleepingJobs } from './steady.ts';
 import type Docker from 'dockerode';
 import { spawnAgent, teardown, testEnv, type TestEnv } from '../test/support/agents.ts';
@@ -39,6 +41,8 @@ const { values: args } = parseArgs({
     'soak-untuned': { type: 'boolean', default: false },
     'fanout-jobs': { type: 'string', default: '100' },
     'fanout-rounds': { type: 'string', default: '1' },
+    'handout-jobs': { type: 'string', default: '2000' },
+    'handout-agents': { type: 'string', default: '8' },
   },
 });
 const rounds = Number(args.rounds);
@@ -600,3 +604,5 @@ if (!which || which === 'logs') {
 if (which === 'fanout') await benchFanout(Number(args['fanout-jobs']), Number(args['fanout-rounds']));
 if (which === 'fanout' || which === 'steady') await benchSteady(100, 20, 30);
 if (which === 'soak') await benchSoak(Number(args['soak-jobs']), !args['soak-untuned']);
+// The control server, not the agent: only when asked for.
+if (which === 'handout') await benchHandout(Number(args['handout-jobs']), Number(args['handout-agents']));
