@@ -41,7 +41,7 @@ function boundaries(rooms) {
 }
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', 'examples/control-server/public/**', 'src/**/*.generated.ts'] },
+  { ignores: ['node_modules/**', 'dist/**', 'src/server/public/**', 'src/**/*.generated.ts'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -118,8 +118,9 @@ export default tseslint.config(
     },
     {
       files: ['src/cli/*.ts'],
-      regex: '^\\.\\./(?!agent/process\\.ts$|\\.\\./package\\.json$)',
-      message: 'src/cli/ reaches the agent only through src/agent/process.ts (and foreman check through ./check/).',
+      regex: '^\\.\\./(?!agent/process\\.ts$|server/process\\.ts$|conformance/conformance\\.ts$|config/formats\\.ts$|\\.\\./package\\.json$)',
+      message:
+        'src/cli/ reaches the agent only through src/agent/process.ts, the control server through src/server/process.ts, the checker through src/conformance/conformance.ts (and foreman check through ./check/).',
     },
     {
       files: ['src/cli/check/*.ts'],
@@ -128,6 +129,23 @@ export default tseslint.config(
         'foreman check reads the config and probes the engine and the control server: it imports src/config, src/control, src/executor, src/protocol and src/shared only.',
     },
     { files: ['src/testing/*.ts'], regex: '^\\.\\./cli/', message: 'Test kits build parts of the agent, not the command line.' },
+    {
+      files: ['src/server/*.ts'],
+      regex: '^\\.\\./(?!shared/|protocol/|config/formats\\.ts$|\\.\\./package\\.json$|\\.\\./packages/control-server-kit/)',
+      message:
+        'The control server (src/server/) is a program of its own: it imports src/shared/, the wire names of src/protocol/, the duration format of src/config/formats.ts and the control-server kit, never the agent.',
+    },
+    {
+      files: ['src/conformance/*.ts'],
+      regex: '^\\.\\./(?!shared/|protocol/|\\.\\./package\\.json$|\\.\\./packages/control-server-kit/)',
+      message: 'The conformance checker (src/conformance/) plays an agent by the protocol: it imports src/shared/ and the control-server kit only.',
+    },
+    {
+      files: ['packages/control-server-kit/*.ts'],
+      ignores: ['**/*.test.ts'],
+      regex: '^\\.',
+      message: 'The control-server kit depends on nothing: not on foreman, not on other files.',
+    },
   ]),
   {
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],

@@ -7,6 +7,7 @@
  *                                  # steady, also run by fanout: bench/steady.ts; tracing: bench/tracing.ts)
  *   npm run bench -- --only tracing [--tracing-jobs 100 --tracing-rounds 3]   # BENCH_BASELINE_BIN=… adds another build's idle RSS
  *   npm run bench -- --only logs --log-lines 200000 --log-runs 3
+ *   npm run bench -- --only handout  # the control server's hand-out rate (bench/handout.ts)
  *
  * The agent is the built bundle (bin/foreman.js → dist/): run `npm run build` after changing src/.
  */
@@ -21,6 +22,7 @@ import { Pool } from 'undici';
 import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, benchIdle, rssMb } from './footprint.ts';
 import { benchFanout, benchSoak } from './scale.ts';
+import { benchHandout } from './handout.ts';
 import { benchSteady, sleepingJobs } from './steady.ts';
 import { benchTracing } from './tracing.ts';
 import type Docker from 'dockerode';
@@ -43,6 +45,8 @@ const { values: args } = parseArgs({
     'fanout-rounds': { type: 'string', default: '1' },
     'tracing-jobs': { type: 'string', default: '100' },
     'tracing-rounds': { type: 'string', default: '3' },
+    'handout-jobs': { type: 'string', default: '2000' },
+    'handout-agents': { type: 'string', default: '8' },
   },
 });
 const rounds = Number(args.rounds);
@@ -605,3 +609,5 @@ if (which === 'fanout') await benchFanout(Number(args['fanout-jobs']), Number(ar
 if (which === 'fanout' || which === 'steady') await benchSteady(100, 20, 30);
 if (which === 'tracing') await benchTracing(Number(args['tracing-jobs']), Number(args['tracing-rounds']));
 if (which === 'soak') await benchSoak(Number(args['soak-jobs']), !args['soak-untuned']);
+// The control server, not the agent: only when asked for.
+if (which === 'handout') await benchHandout(Number(args['handout-jobs']), Number(args['handout-agents']));

@@ -1,22 +1,18 @@
 // Builds an image of the reference control server, `foreman-control-server:<version>` and `:latest`, without a
 // registry: FROM the agent's own image (scripts/build-image.ts, built first when missing or stale), which already
-// holds node and better-sqlite3, plus one esbuild bundle of examples/control-server/ and its dashboard page. For
-// examples/compose/; the control server is an example, not part of the agent or its image.
+// carries `foreman server`; this image only makes it the command, with its settings for a container (listen on every
+// address, the database on the volume) and no agent healthcheck. For examples/compose/.
 //
 //   node --import tsx scripts/build-control-server-image.ts      (or: npm run build:control-server-image)
 
-import { mkdtemp, mkdir, copyFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { build } from 'esbuild';
 import { buildAgentImage } from './build-image.ts';
 import { DOCKER, NODE_IN_IMAGE } from './scratch-image.ts';
 import { spawn } from 'node:child_process';
 
-const repoRoot = resolve(import.meta.dirname, '..');
-/** Beside the agent's node_modules, so the bundle finds better-sqlite3 there. */
-const APP = '/app/control-server';
 /** The image declares this volume (from the agent's image); the control server keeps its database in it. */
 export const CONTROL_SERVER_DATA = '/var/lib/foreman';
 
@@ -27,29 +23,18 @@ export async function buildControlServerImage(opts: { quiet?: boolean } = {}): P
   const tags = [`foreman-control-server:${version}`, 'foreman-control-server:latest'];
   const context = await mkdtemp(join(tmpdir(), 'foreman-control-server-image-'));
   try {
-    await build({
-      entryPoints: [join(repoRoot, 'examples/control-server/main.ts')],
-      outfile: join(context, 'app', 'main.mjs'),
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      format: 'esm',
-      external: ['better-sqlite3'],
-      banner: { js: "import { createRequire as __csRequire } from 'node:module'; const require = __csRequire(import.meta.url);" },
-      legalComments: 'none',
-      logLevel: 'warning',
-    });
-    await mkdir(join(context, 'app', 'public'), { recursive: true });
-    await copyFile(join(repoRoot, 'examples/control-server/public/index.html'), join(context, 'app', 'public', 'index.html'));
     const dockerfile = [
       `FROM ${agentTag}`,
-      `COPY app/ ${APP}/`,
-      'ENV CS_HOST=0.0.0.0 CS_PORT=8888',
-      `ENV CS_DB=${CONTROL_SERVER_DATA}/control-server.db`,
-      `ENTRYPOINT ${JSON.stringify([NODE_IN_IMAGE, `${APP}/main.mjs`])}`,
+      'ENV FOREMAN_SERVER_HOST=0.0.0.0 FOREMAN_SERVER_PORT=8888',
+      `ENV FOREMAN_SERVER_DATABASE=${CONTROL_SERVER_DATA}/control-server.db`,
+      `ENTRYPOINT ${JSON.stringify([NODE_IN_IMAGE, '/app/bin/foreman.js', 'server'])}`,
       'CMD []',
-      // The agent's `foreman ping` means nothing here; compose checks the control server over HTTP.
-      'HEALTHCHECK NONE',
+      // The agent's `foreman ping` means nothing here; GET /healthz says whether the server and its database answer.
+      `HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ${JSON.stringify([
+        NODE_IN_IMAGE,
+        '-e',
+        "fetch('http://127.0.0.1:8888/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))",
+      ])}`,
       `LABEL org.opencontainers.image.title="foreman reference control server" org.opencontainers.image.version=${JSON.stringify(version)}`,
       '',
     ].join('\n');

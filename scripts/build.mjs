@@ -1,7 +1,11 @@
-// Bundles the agent into dist/foreman.mjs, which bin/foreman.js runs. Runs on `npm ci` (prepare) and `npm test`.
-import { readdirSync, rmSync } from 'node:fs';
+// Bundles foreman (the agent, `foreman server`, `foreman conformance`) into dist/foreman.mjs, which bin/foreman.js runs. Runs on `npm ci` (prepare) and `npm test`.
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { build } from 'esbuild';
 import { bundleOptions } from './bundle-options.mjs';
+import { ASSETS_FILE, assetsModule } from './server-assets.mjs';
+
+// The control server's pages, as a module the bundle carries (src/server/assets.generated.ts).
+if (readFileSync(ASSETS_FILE, 'utf8') !== assetsModule()) writeFileSync(ASSETS_FILE, assetsModule());
 
 const result = await build({
   ...bundleOptions,

@@ -34,6 +34,8 @@ const project = `foreman-compose-test-${suffix}`;
 const networkName = `foreman-compose-test-${suffix}`;
 const dir = mkdtempSync(join(tmpdir(), 'foreman-compose-'));
 const TOKEN = `compose-token-${suffix}`;
+const ADMIN_TOKEN = `compose-admin-${suffix}`;
+const operator = { authorization: `Bearer ${ADMIN_TOKEN}` };
 let port = 0;
 
 interface JobView {
@@ -51,6 +53,7 @@ async function compose(...args: string[]): Promise<string> {
     ...process.env,
     FOREMAN_VERSION: pkg.version,
     FOREMAN_TOKEN_FILE: join(dir, 'token'),
+    FOREMAN_ADMIN_TOKEN_FILE: join(dir, 'admin-token'),
     FOREMAN_NETWORK: networkName,
     CONTROL_SERVER_PORT: String(port),
   };
@@ -85,13 +88,14 @@ before(async () => {
   await testJobImage();
   port = await freePort();
   writeFileSync(join(dir, 'token'), `${TOKEN}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'admin-token'), `${ADMIN_TOKEN}\n`, { mode: 0o600 });
   // The example's healthcheck, checked every 2 s instead of every 30 s so the test need not wait for it.
   writeFileSync(join(dir, 'docker-compose.test.yml'), "version: '3.8'\nservices:\n  agent:\n    healthcheck:\n      interval: 2s\n      start_period: 5s\n");
 });
 
 after(async () => {
   if (!skip) {
-    const agentId = await request(`http://127.0.0.1:${port}/agents`)
+    const agentId = await request(`http://127.0.0.1:${port}/agents`, { headers: operator })
       .then(async (r) => ((await r?.json()) as Array<{ id: string }> | undefined)?.[0]?.id)
       .catch(() => undefined);
     await compose('down', '--volumes', '--timeout', '30').catch((err: unknown) => process.stderr.write(`# compose down failed: ${String(err)}\n`));
@@ -112,10 +116,11 @@ test('the compose example runs a job from the control server to completion; the 
   t.diagnostic(`${COMPOSE} ${composeVersion.stdout.trim()}`);
   await compose('up', '--detach');
   const base = `http://127.0.0.1:${port}`;
-  await waitFor('the control server to answer', async () => (await request(`${base}/agents`))?.ok, 60_000, 200);
+  await waitFor('the control server to answer', async () => (await request(`${base}/healthz`))?.ok, 60_000, 200);
+  assert.equal((await request(`${base}/jobs`))?.status, 401, 'the API wants an operator token');
   const submitted = await request(`${base}/jobs`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { ...operator, 'content-type': 'application/json' },
     body: JSON.stringify({ image: 'foreman-test-job:latest', body: { values: [20, 22] }, timeout: 60_000 }),
   });
   assert.equal(submitted?.status, 201, await submitted?.clone().text());
@@ -123,7 +128,7 @@ test('the compose example runs a job from the control server to completion; the 
   const done = await waitFor(
     'the job to complete',
     async () => {
-      const view = (await (await request(`${base}/jobs/${id}`))?.json()) as JobView | undefined;
+      const view = (await (await request(`${base}/jobs/${id}`, { headers: operator }))?.json()) as JobView | undefined;
       return view?.status === 'completed' ? view : undefined;
     },
     90_000,

@@ -5,7 +5,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createControlServer, type ControlServer } from '../examples/control-server/server.ts';
+import { createControlServer, type ControlServer } from '../src/server/app.ts';
+import { ADMIN_TOKEN, operatorFetch } from './support/control-server.ts';
+
+/** Operator requests carry the admin token; agents' polls their own. */
+const fetch = operatorFetch();
 import { testJobImage } from './support/image.ts';
 import { type InProcessAgent, startAgent, testEnv, type TestEnv } from './support/agents.ts';
 import { cleanup, watchContainerEvents } from './support/containers.ts';
@@ -26,7 +30,7 @@ test('a job canceled on the reference server is stopped by the agent within a se
   let agent: InProcessAgent | undefined;
   let events: { stop: () => void } | undefined;
   try {
-    server = await createControlServer({ dbPath: join(dir, 'cs.db'), tokens: ['cs-token'] });
+    server = await createControlServer({ adminTokens: [ADMIN_TOKEN], database: join(dir, 'cs.db'), tokens: ['cs-token'] });
     await server.app.listen({ host: '127.0.0.1', port: 0 });
     const base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
     env = testEnv(`${base}/job`, { FOREMAN_CORE_TOKEN: 'cs-token', FOREMAN_CORE_LABELS_QUEUE: 'cancel-e2e', FOREMAN_CORE_MAX_CONCURRENT_JOBS: '1' });
@@ -92,7 +96,7 @@ test("a job's own timeout, submitted to the reference server: the agent holds th
   let env: TestEnv | undefined;
   let agent: InProcessAgent | undefined;
   try {
-    server = await createControlServer({ dbPath: join(dir, 'cs.db'), tokens: ['cs-token'] });
+    server = await createControlServer({ adminTokens: [ADMIN_TOKEN], database: join(dir, 'cs.db'), tokens: ['cs-token'] });
     await server.app.listen({ host: '127.0.0.1', port: 0 });
     const base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
     env = testEnv(`${base}/job`, {

@@ -7,11 +7,14 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { parseCancelHeader } from '../examples/control-server/cancel-header.ts';
-import { formatLabelsHeader } from '../examples/control-server/labels.ts';
-import { createControlServer } from '../examples/control-server/server.ts';
-import type { ControlServer } from '../examples/control-server/server.ts';
-import type { AgentView, JobView } from '../examples/control-server/store.ts';
+import { formatLabelsHeader, parseCancelHeader } from '../packages/control-server-kit/index.ts';
+import { createControlServer } from '../src/server/app.ts';
+import type { ControlServer } from '../src/server/app.ts';
+import type { AgentView, JobView } from '../src/server/store.ts';
+import { ADMIN_TOKEN, onPostgres, operatorFetch, testDatabase } from './support/control-server.ts';
+
+/** Operator requests carry the admin token; agents' polls their own. */
+const fetch = operatorFetch();
 
 const TOKEN = 'cancel-test-token';
 const AGENT_TIMEOUT_MS = 300;
@@ -24,7 +27,7 @@ class Server {
   ) {}
 
   static async start(dbPath: string, agentTimeoutMs = AGENT_TIMEOUT_MS): Promise<Server> {
-    const server = await createControlServer({ dbPath, tokens: [TOKEN], agentTimeoutMs });
+    const server = await createControlServer({ database: await testDatabase(dbPath), tokens: [TOKEN], adminTokens: [ADMIN_TOKEN], agentTimeoutMs });
     await server.app.listen({ host: '127.0.0.1', port: 0 });
     return new Server(server, `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`);
   }
@@ -52,7 +55,8 @@ class Server {
 
   /** A forwarded update, as the agent sends it. */
   async report(id: string, agent: string | undefined, headers: Record<string, string>, body?: unknown) {
-    const response = await fetch(`${this.base}/job/${encodeURIComponent(id)}`, {
+    const url = (await this.server.jobUrls(id, this.base))?.callbackUrl ?? `${this.base}/job/${encodeURIComponent(id)}`;
+    const response = await fetch(url, {
       method: 'PUT',
       headers: {
         ...(agent === undefined ? {} : { 'x-foreman-agent-id': agent }),
@@ -334,7 +338,7 @@ describe('control server: restarts', () => {
     }
   });
 
-  it('opens a database written before cancels and lost agents existed', async () => {
+  it('opens a database written before cancels and lost agents existed', { skip: onPostgres ? 'a SQLite file of the first release' : false }, async () => {
     const dbPath = join(dir, 'old.db');
     const old = new Database(dbPath);
     old.exec(`CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, image TEXT NOT NULL, command TEXT, env TEXT,

@@ -5,9 +5,13 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createControlServer } from '../examples/control-server/server.ts';
-import type { ControlServer, ControlServerOptions } from '../examples/control-server/server.ts';
+import { createControlServer } from '../src/server/app.ts';
+import type { ControlServer, ControlServerOptions } from '../src/server/app.ts';
+import { ADMIN_TOKEN, operatorFetch, testDatabase } from './support/control-server.ts';
 import { waitFor } from './support/wait.ts';
+
+/** Operator requests carry the admin token; agents' polls their own. */
+const fetch = operatorFetch();
 
 const TOKEN = 'logs-token';
 const TS = '2026-11-28T07:42:30.437418862Z';
@@ -45,7 +49,7 @@ const lines = (from: number, to: number, text = (i: number) => `line ${i}`): Lin
 const ndjson = (batch: Line[]): string => batch.map((l) => `${JSON.stringify(l)}\n`).join('');
 
 async function start(dbPath: string, extra: Partial<ControlServerOptions> = {}): Promise<{ server: ControlServer; base: string }> {
-  const server = await createControlServer({ dbPath, tokens: [TOKEN], ...extra });
+  const server = await createControlServer({ database: await testDatabase(dbPath), tokens: [TOKEN], adminTokens: [ADMIN_TOKEN], ...extra });
   await server.app.listen({ host: '127.0.0.1', port: 0 });
   return { server, base: `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}` };
 }
@@ -128,8 +132,9 @@ describe('reference control server: live job logs', () => {
 
   it('hands out a logsUrl next to the callbackUrl, on the same base', async () => {
     const job = await handOut('logs-url', 'agent-logs-url', 'odd/id ü');
-    assert.equal(job.callbackUrl, `${base}/job/odd%2Fid%20%C3%BC`);
-    assert.equal(job.logsUrl, `${base}/job/odd%2Fid%20%C3%BC/logs`);
+    const secret = new URL(job.callbackUrl).searchParams.get('secret') ?? '';
+    assert.equal(job.callbackUrl, `${base}/job/odd%2Fid%20%C3%BC?secret=${secret}`);
+    assert.equal(job.logsUrl, `${base}/job/odd%2Fid%20%C3%BC/logs?secret=${secret}`);
     // The percent-encoded id reaches the right job.
     assert.equal((await send(job.logsUrl, [line(0)])).status, 200);
     assert.deepEqual((await logOf(job.id)).lines, [line(0)]);
@@ -404,7 +409,8 @@ describe('reference control server: a job log when the job moves between agents'
     try {
       let running = await start(dbPath);
       await fetch(`${running.base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"id":"kept","image":"img"}' });
-      await fetch(`${running.base}/job/kept/logs`, {
+      const { logsUrl } = (await running.server.jobUrls('kept', running.base))!;
+      await fetch(logsUrl, {
         method: 'POST',
         headers: { 'content-type': 'application/x-ndjson', 'x-foreman-log-end': '2' },
         body: ndjson(lines(0, 2)),

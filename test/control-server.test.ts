@@ -6,11 +6,14 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { formatLabelsHeader } from '../examples/control-server/labels.ts';
-import { createControlServer } from '../examples/control-server/server.ts';
-import type { ControlServer, ControlServerOptions } from '../examples/control-server/server.ts';
+import { formatLabelsHeader } from '../packages/control-server-kit/index.ts';
+import { createControlServer } from '../src/server/app.ts';
+import type { ControlServer, ControlServerOptions } from '../src/server/app.ts';
+import { ADMIN_TOKEN, operatorFetch, testDatabase } from './support/control-server.ts';
 
 const TOKEN = 'test-token';
+/** Operator requests carry the admin token; agents' polls their own. */
+const fetch = operatorFetch();
 
 interface Running {
   server: ControlServer;
@@ -18,7 +21,7 @@ interface Running {
 }
 
 async function start(dbPath: string, extra: Partial<ControlServerOptions> = {}): Promise<Running> {
-  const server = await createControlServer({ dbPath, tokens: [TOKEN, 'second-token'], ...extra });
+  const server = await createControlServer({ database: await testDatabase(dbPath), tokens: [TOKEN, 'second-token'], adminTokens: [ADMIN_TOKEN], ...extra });
   await server.app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = server.app.server.address() as AddressInfo;
   return { server, base: `http://127.0.0.1:${port}` };
@@ -35,8 +38,6 @@ interface JobView {
   outcome: string | null;
   result: unknown;
   agentId: string | null;
-  traceId?: string | null;
-  reportTraceparent?: string | null;
 }
 
 interface HandedJob {
@@ -48,8 +49,6 @@ interface HandedJob {
   command?: string[];
   env?: Record<string, string>;
   alwaysPull?: boolean;
-  traceparent?: string;
-  tracestate?: string;
 }
 
 describe('reference control server', () => {
@@ -88,7 +87,8 @@ describe('reference control server', () => {
   }
 
   async function callback(id: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: unknown }> {
-    const response = await fetch(`${base}/job/${id}`, { method: 'PUT', headers, ...(body === undefined ? {} : { body }) });
+    const url = (await running.server.jobUrls(id, base))?.callbackUrl ?? `${base}/job/${id}`;
+    const response = await fetch(url, { method: 'PUT', headers, ...(body === undefined ? {} : { body }) });
     return { status: response.status, body: await json(response) };
   }
 
@@ -140,9 +140,9 @@ describe('reference control server', () => {
       alwaysPull: false,
     });
     const minimal = await submit({ image: 'img:2', labels: { queue: 'fields' } });
-    const handed = await pollJobs('fields', 2);
-    for (const job of handed) assert.match(job.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'the server began a trace for each job');
-    const jobs = handed.map(({ traceparent: _, ...job }) => job);
+    const jobs = await pollJobs('fields', 2);
+    const secretOf = (url: string | undefined) => new URL(url ?? 'http://x/').searchParams.get('secret') ?? '';
+    const [first, second] = [secretOf(jobs[0]?.callbackUrl), secretOf(jobs[1]?.callbackUrl)];
     assert.deepEqual(jobs, [
       {
         id,
@@ -151,11 +151,20 @@ describe('reference control server', () => {
         env: { A: '1' },
         body: { n: [1, 2] },
         alwaysPull: false,
-        callbackUrl: `${base}/job/${id}`,
-        logsUrl: `${base}/job/${id}/logs`,
+        callbackUrl: `${base}/job/${id}?secret=${first}`,
+        logsUrl: `${base}/job/${id}/logs?secret=${first}`,
       },
-      { id: minimal, image: 'img:2', body: null, callbackUrl: `${base}/job/${minimal}`, logsUrl: `${base}/job/${minimal}/logs` },
+      {
+        id: minimal,
+        image: 'img:2',
+        body: null,
+        callbackUrl: `${base}/job/${minimal}?secret=${second}`,
+        logsUrl: `${base}/job/${minimal}/logs?secret=${second}`,
+      },
     ]);
+    // 256 random bits each, base64url: unguessable, and one job's secret is not another's.
+    assert.match(first, /^[A-Za-z0-9_-]{43}$/, 'a secret of 256 bits');
+    assert.notEqual(first, second, 'each job has its own secret');
     assert.equal((await getJob(id)).status, 'assigned');
     assert.equal((await getJob(id)).agentId, 'agent-fields');
   });
@@ -166,10 +175,10 @@ describe('reference control server', () => {
     const only = await submit({ image: 'img:4', labels: { queue: 'run-options' }, timeout: 1 });
     const jobs = await pollJobs('run-options', 2);
     assert.deepEqual(
-      jobs.map((job) => ({ ...job, callbackUrl: undefined, logsUrl: undefined, traceparent: undefined })),
+      jobs.map((job) => ({ ...job, callbackUrl: undefined, logsUrl: undefined })),
       [
-        { id, image: 'img:3', body: null, ...run, callbackUrl: undefined, logsUrl: undefined, traceparent: undefined },
-        { id: only, image: 'img:4', body: null, timeout: 1, callbackUrl: undefined, logsUrl: undefined, traceparent: undefined },
+        { id, image: 'img:3', body: null, ...run, callbackUrl: undefined, logsUrl: undefined },
+        { id: only, image: 'img:4', body: null, timeout: 1, callbackUrl: undefined, logsUrl: undefined },
       ],
       'each field as it was submitted, none added',
     );
@@ -387,30 +396,6 @@ describe('reference control server', () => {
     assert.deepEqual(await json(route), { error: 'no route for GET /nowhere' });
   });
 
-  it("takes the submitter's traceparent (a bad one is a 400), hands it out, and keeps the trace context of the agent's report", async () => {
-    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
-    const id = await submit({ image: 'img', labels: { queue: 'traced' }, traceparent, tracestate: 'vendor=opaque' });
-    const bad = await fetch(`${base}/jobs`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ image: 'img', traceparent: '00-nope-01' }),
-    });
-    assert.equal(bad.status, 400, 'a malformed traceparent is refused');
-    assert.match(await bad.text(), /body\.traceparent must be a W3C traceparent/);
-    const [handed] = await pollJobs('traced', 1);
-    assert.equal(handed?.traceparent, traceparent, 'handed out as submitted');
-    assert.equal(handed.tracestate, 'vendor=opaque');
-    assert.equal((await getJob(id)).traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'the job shows its trace id');
-    const report = '00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01';
-    const put = await fetch(handed.callbackUrl, {
-      method: 'PUT',
-      headers: { 'x-foreman-job-status': 'completed', 'x-foreman-agent-id': 'agent-traced', traceparent: report },
-      body: '{}',
-    });
-    assert.equal(put.status, 200, 'the report is applied');
-    assert.equal((await getJob(id)).reportTraceparent, report, "the agent's report is recorded in the job's trace");
-  });
-
   it('lists jobs newest first', async () => {
     const first = await submit({ image: 'img', labels: { queue: 'list' } });
     const second = await submit({ image: 'img', labels: { queue: 'list' } });
@@ -420,7 +405,7 @@ describe('reference control server', () => {
       [second, first],
     );
     const fields =
-      'agentId cancelRequested cancelRequestedAt createdAt id image labels logComplete logLines outcome progress reportTraceparent requeues result status traceId updatedAt';
+      'agentId cancelRequested cancelRequestedAt createdAt endedAt id image labels logComplete logLines outcome progress requeues result status updatedAt';
     assert.deepEqual(Object.keys(jobs[0]!).sort(), fields.split(' '));
   });
 
@@ -448,17 +433,23 @@ describe('reference control server', () => {
       const id = await submit({ image: 'img', labels: { queue: 'events' } });
       assert.deepEqual(((await nextEvent('job')) as JobView).id, id);
       await pollJobs('events', 1, 'events-agent');
-      assert.equal(((await nextEvent('agent')) as { id: string }).id, 'events-agent');
-      assert.equal(((await nextEvent('job')) as JobView).status, 'assigned');
+      // Events of one job come in order; other jobs' may come between them.
+      const nextOf = async (id: string): Promise<JobView> => {
+        for (;;) {
+          const job = (await nextEvent('job')) as JobView;
+          if (job.id === id) return job;
+        }
+      };
+      assert.equal((await nextOf(id)).status, 'assigned');
       await callback(id, { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.5' });
-      assert.equal(((await nextEvent('job')) as JobView).progress, 0.5);
+      assert.equal((await nextOf(id)).progress, 0.5);
     } finally {
       controller.abort();
     }
   });
 
-  it('serves the dashboard page', async () => {
-    const response = await fetch(`${base}/`);
+  it('serves the dashboard page to a signed-in browser', async () => {
+    const response = await fetch(`${base}/`, { headers: { cookie: `foreman_session=${ADMIN_TOKEN}` } });
     assert.equal(response.status, 200);
     assert.match(response.headers.get('content-type') ?? '', /text\/html/);
     assert.match(await response.text(), /<title>foreman control server<\/title>/);
@@ -483,10 +474,13 @@ describe('reference control server persistence', () => {
         'x-foreman-delivery-id': 'before-restart',
         'x-foreman-delivery-seq': '5',
       };
-      assert.equal((await fetch(`${running.base}/job/${assignedId}`, { method: 'PUT', headers: progress })).status, 200);
+      const { callbackUrl } = (await running.server.jobUrls(assignedId, running.base))!;
+      assert.equal((await fetch(callbackUrl, { method: 'PUT', headers: progress })).status, 200);
       await running.server.close();
 
       running = await start(dbPath);
+      const again = (await running.server.jobUrls(assignedId, running.base))!.callbackUrl;
+      assert.equal(new URL(again).search, new URL(callbackUrl).search, "the job's secret survives the restart");
       const jobs = (await json(await fetch(`${running.base}/jobs`))) as JobView[];
       assert.deepEqual(
         jobs.map((job) => [job.id, job.status, job.progress, job.agentId]),
@@ -496,9 +490,9 @@ describe('reference control server persistence', () => {
         ],
       );
       // The delivery id and sequence survive too.
-      const replay = await fetch(`${running.base}/job/${assignedId}`, { method: 'PUT', headers: { ...progress, 'x-foreman-job-progress': '0.9' } });
+      const replay = await fetch(again, { method: 'PUT', headers: { ...progress, 'x-foreman-job-progress': '0.9' } });
       assert.equal(replay.status, 200);
-      const older = await fetch(`${running.base}/job/${assignedId}`, {
+      const older = await fetch(again, {
         method: 'PUT',
         headers: { ...progress, 'x-foreman-delivery-id': 'older', 'x-foreman-delivery-seq': '4', 'x-foreman-job-progress': '0.1' },
       });
@@ -517,8 +511,8 @@ describe('reference control server persistence', () => {
       const created = await fetch(`${running.base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image":"img"}' });
       const { id } = (await json(created)) as { id: string };
       const handed = (await json(await fetch(`${running.base}/job`, { headers: { authorization: `Bearer ${TOKEN}` } }))) as HandedJob[];
-      assert.equal(handed[0]?.callbackUrl, `https://control.example.test/base/job/${id}`);
-      assert.equal(handed[0]?.logsUrl, `https://control.example.test/base/job/${id}/logs`);
+      assert.match(handed[0]?.callbackUrl ?? '', new RegExp(`^https://control\\.example\\.test/base/job/${id}\\?secret=[\\w-]{43}$`));
+      assert.match(handed[0]?.logsUrl ?? '', new RegExp(`^https://control\\.example\\.test/base/job/${id}/logs\\?secret=[\\w-]{43}$`));
     } finally {
       await running.server.close();
       await rm(dir, { recursive: true, force: true });
@@ -526,7 +520,8 @@ describe('reference control server persistence', () => {
   });
 
   it('refuses to start without a token', async () => {
-    await assert.rejects(createControlServer({ dbPath: ':memory:', tokens: [''] }), /at least one non-empty token/);
+    await assert.rejects(createControlServer({ database: ':memory:', tokens: [''], adminTokens: [ADMIN_TOKEN] }), /at least one agent token/);
+    await assert.rejects(createControlServer({ database: ':memory:', tokens: [TOKEN], adminTokens: [] }), /at least one admin token/);
   });
 });
 
@@ -534,11 +529,15 @@ describe('the control server command', () => {
   it('--token-file (CS_TOKEN_FILE) reads the tokens agents may use from a file, one a line; an unreadable one is exit 2', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'foreman-cs-main-'));
     const run = (args: string[], env: Record<string, string> = {}) =>
-      spawn(process.execPath, ['--import', 'tsx', 'examples/control-server/main.ts', '--port', '0', '--db', join(dir, 'cs.db'), ...args], {
-        cwd: join(import.meta.dirname, '..'),
-        env: { PATH: process.env.PATH ?? '', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      spawn(
+        process.execPath,
+        ['--import', 'tsx', 'test/support/foreman.ts', 'server', '--port', '0', '--db', join(dir, 'cs.db'), '--admin-token', 'admin', ...args],
+        {
+          cwd: join(import.meta.dirname, '..'),
+          env: { PATH: process.env.PATH ?? '', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
     try {
       await writeFile(join(dir, 'tokens'), 'from-file-1\nfrom-file-2\n', { mode: 0o600 });
       const child = run([], { CS_TOKEN_FILE: join(dir, 'tokens') });
@@ -566,7 +565,7 @@ describe('the control server command', () => {
       missing.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
       const [code] = (await once(missing, 'close')) as [number | null];
       assert.equal(code, 2, 'an unreadable token file is a usage error');
-      assert.match(err, /^cannot read the token file .*nope: ENOENT/, err);
+      assert.match(err, /^foreman: cannot read the token file .*nope: ENOENT/, err);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -7,8 +9,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
 import type { Browser, Page } from 'playwright-core';
-import { createControlServer } from '../examples/control-server/server.ts';
-import type { ControlServer } from '../examples/control-server/server.ts';
+import { createControlServer } from '../src/server/app.ts';
+import type { ControlServer } from '../src/server/app.ts';
+import { ADMIN_TOKEN, READ_TOKEN, operatorFetch } from './support/control-server.ts';
+
+/** Operator requests carry the admin token; agents' polls their own. */
+const fetch = operatorFetch();
 import { testJobImage } from './support/image.ts';
 import { type InProcessAgent, startAgent, testEnv } from './support/agents.ts';
 import { cleanup } from './support/containers.ts';
@@ -26,7 +32,7 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'foreman-dashboard-test-'));
-    server = await createControlServer({ dbPath: join(dir, 'cs.db'), tokens: [TOKEN] });
+    server = await createControlServer({ adminTokens: [ADMIN_TOKEN], readOnlyTokens: [READ_TOKEN], database: join(dir, 'cs.db'), tokens: [TOKEN] });
     await server.app.listen({ host: '127.0.0.1', port: 0 });
     base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
     // launch() gives the browser a fresh temporary profile and removes it on close.
@@ -42,9 +48,20 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
         '--no-first-run',
       ],
     });
-    page = await browser.newPage();
+    page = await (await browser.newContext()).newPage();
     page.setDefaultTimeout(15_000);
+    await signIn(page, base, ADMIN_TOKEN);
   });
+
+  /** Signs a browser page in through the sign-in page; it lands on the dashboard. */
+  async function signIn(on: Page, serverBase: string, token: string): Promise<void> {
+    await on.goto(`${serverBase}/`);
+    await on.waitForURL(`${serverBase}/signin`);
+    await on.locator('#token').fill(token);
+    await on.locator('button[type="submit"]').click();
+    await on.waitForURL(`${serverBase}/`);
+    await on.locator('#connection[data-state="live"]').waitFor();
+  }
 
   after(async () => {
     await browser?.close();
@@ -53,7 +70,8 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
   });
 
   async function put(id: string, headers: Record<string, string>, body?: string): Promise<void> {
-    const response = await fetch(`${base}/job/${id}`, { method: 'PUT', headers, ...(body === undefined ? {} : { body }) });
+    const { callbackUrl } = (await server.jobUrls(id, base))!;
+    const response = await fetch(callbackUrl, { method: 'PUT', headers, ...(body === undefined ? {} : { body }) });
     assert.equal(response.status, 200, await response.text());
   }
 
@@ -108,7 +126,7 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
       jobs.map((job) => job.id),
       [id],
     );
-    assert.equal(jobs[0]!.callbackUrl, `${base}/job/${id}`);
+    assert.equal(jobs[0]!.callbackUrl, (await server.jobUrls(id, base))?.callbackUrl);
     await row('assigned').waitFor();
     const agentRow = page.locator('#agents tr[data-agent-id="browser-test-agent"]');
     await agentRow.waitFor();
@@ -175,10 +193,17 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
 
   it('shows an agent as lost when it stops polling, and live again when it is back', async () => {
     // A server of its own, so the short agent timeout touches no other test's agents.
-    const quick = await createControlServer({ dbPath: join(dir, 'lost.db'), tokens: [TOKEN], agentTimeoutMs: 300 });
+    const quick = await createControlServer({
+      adminTokens: [ADMIN_TOKEN],
+      readOnlyTokens: [READ_TOKEN],
+      database: join(dir, 'lost.db'),
+      tokens: [TOKEN],
+      agentTimeoutMs: 300,
+    });
     try {
       await quick.app.listen({ host: '127.0.0.1', port: 0 });
       const quickBase = `http://127.0.0.1:${(quick.app.server.address() as AddressInfo).port}`;
+      // Another port, another origin: the sign-in cookie holds per host, so the page is signed in there too.
       await page.goto(`${quickBase}/`);
       await page.locator('#connection[data-state="live"]').waitFor();
       const held = await submit(quickBase, { image: 'img', labels: { queue: 'fading' } });
@@ -360,5 +385,86 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
 
     await page.locator('#log-close').click();
     await page.locator('#log-panel').waitFor({ state: 'hidden' });
+  });
+
+  it('a signed-out browser sees only the sign-in page; a wrong token is refused; a read-only token sees jobs without Cancel', async () => {
+    const id = await submit(base, { image: 'img', labels: { queue: 'dashboard-signed-out' } });
+    const context = await browser.newContext();
+    try {
+      const stranger = await context.newPage();
+      stranger.setDefaultTimeout(15_000);
+      const response = await stranger.goto(`${base}/`);
+      assert.equal(stranger.url(), `${base}/signin`, 'sent to the sign-in page');
+      assert.equal(response?.status(), 200);
+      assert.equal(await stranger.locator('#jobs, #agents').count(), 0, 'no dashboard on the sign-in page');
+      assert.doesNotMatch(await stranger.content(), new RegExp(id), 'no job shows');
+      const fromPage = await stranger.evaluate(`Promise.all(['jobs', 'events', 'agents'].map((path) => fetch(path).then((r) => r.status)))`);
+      assert.deepEqual(fromPage, [401, 401, 401], 'the API answers a signed-out page 401');
+
+      await stranger.locator('#token').fill('not-a-token');
+      await stranger.locator('button[type="submit"]').click();
+      await stranger.locator('#error', { hasText: 'not an admin or read-only token' }).waitFor();
+      assert.equal(stranger.url(), `${base}/signin`);
+      // An agent's token is no operator's.
+      await stranger.locator('#token').fill(TOKEN);
+      await stranger.locator('button[type="submit"]').click();
+      await stranger.locator('#error', { hasText: 'not an admin or read-only token' }).waitFor();
+
+      await stranger.locator('#token').fill(READ_TOKEN);
+      await stranger.locator('button[type="submit"]').click();
+      await stranger.waitForURL(`${base}/`);
+      await stranger.locator('#connection[data-state="live"]').waitFor();
+      await stranger.locator(`#jobs tr[data-job-id="${id}"][data-status="queued"]`).waitFor();
+      assert.equal(await stranger.locator('#role').textContent(), 'read-only');
+      assert.equal(await stranger.locator(`#jobs tr[data-job-id="${id}"] button.cancel`).count(), 0, 'no Cancel for a read-only session');
+      const cookie = (await context.cookies()).find((c) => c.name === 'foreman_session');
+      assert.equal(cookie?.httpOnly, true, 'the session cookie is HttpOnly');
+      assert.equal(cookie?.sameSite, 'Strict', 'and SameSite=Strict');
+      assert.equal(await stranger.evaluate('document.cookie'), '', 'page scripts cannot read it');
+      const cancel = await stranger.evaluate(
+        `fetch('jobs/${id}/cancel', { method: 'POST', headers: { 'x-requested-with': 'foreman-dashboard' } }).then((r) => r.status)`,
+      );
+      assert.equal(cancel, 403, 'a read-only session may not cancel');
+
+      await stranger.locator('#sign-out').click();
+      await stranger.waitForURL(`${base}/signin`);
+      assert.equal(await stranger.evaluate(`fetch('jobs').then((r) => r.status)`), 401, 'signed out');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('a page of another origin cannot cancel or submit with the signed-in cookie', async () => {
+    const id = await submit(base, { image: 'img', labels: { queue: 'dashboard-csrf' } });
+    // An attacker's page on another port of the same host: same site, so the browser sends the SameSite=Strict cookie
+    // along; the server refuses what the dashboard's own page did not send.
+    const attacker = createServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html><form id="f" method="POST" action="${base}/jobs/${id}/cancel"></form>
+        <form id="g" method="POST" action="${base}/jobs" enctype="text/plain"><input name='{"image":"evil","x":"' value='"}'></form>`);
+    });
+    attacker.listen(0, '127.0.0.1');
+    await once(attacker, 'listening');
+    // The signed-in browser (its context holds the cookie) opens the attacker's page.
+    const evil = await page.context().newPage();
+    try {
+      const origin = `http://127.0.0.1:${(attacker.address() as AddressInfo).port}`;
+      await evil.goto(`${origin}/`);
+      const viaFetch = await evil.evaluate(
+        `fetch(${JSON.stringify(`${base}/jobs/${id}/cancel`)}, { method: 'POST', credentials: 'include', mode: 'no-cors' }).then(() => 'sent', (e) => String(e))`,
+      );
+      assert.equal(viaFetch, 'sent');
+      const [formReply] = await Promise.all([evil.waitForResponse(`${base}/jobs/${id}/cancel`), evil.evaluate(`document.getElementById('f').submit()`)]);
+      assert.equal(formReply.status(), 403, 'a cross-site form is refused');
+      await evil.goto(`${origin}/`);
+      const [submitReply] = await Promise.all([evil.waitForResponse(`${base}/jobs`), evil.evaluate(`document.getElementById('g').submit()`)]);
+      assert.ok(submitReply.status() >= 400, `a cross-site submit is refused (${submitReply.status()})`);
+      const view = (await (await fetch(`${base}/jobs/${id}`)).json()) as { status: string; cancelRequested: boolean };
+      assert.deepEqual([view.status, view.cancelRequested], ['queued', false], 'the job was not canceled');
+      const evilJobs = ((await (await fetch(`${base}/jobs?limit=500`)).json()) as Array<{ image: string }>).filter((job) => job.image === 'evil');
+      assert.deepEqual(evilJobs, [], 'no job was submitted');
+    } finally {
+      await evil.close();
+      attacker.close();
+    }
   });
 });

@@ -10,7 +10,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createControlServer } from '../examples/control-server/server.ts';
+import { createControlServer } from '../src/server/app.ts';
+import { ADMIN_TOKEN, operatorFetch } from './support/control-server.ts';
+
+/** Operator requests carry the admin token; agents' polls their own. */
+const fetch = operatorFetch();
 import { testJobImage } from './support/image.ts';
 import { type SpawnedAgent, spawnAgent, stopAgent, storedAgentId, testEnv, type TestEnv } from './support/agents.ts';
 import { cleanup, watchContainerEvents } from './support/containers.ts';
@@ -36,7 +40,7 @@ test('three agents share 60 jobs by label, and the jobs of one killed with -9 fi
   const ids = { a: '', b: '', c: '' };
   try {
     // Agents poll every 100 ms, so one silent for 1.5 s is gone.
-    server = await createControlServer({ dbPath: join(dir, 'cs.db'), tokens: ['many-token'], agentTimeoutMs: 1500 });
+    server = await createControlServer({ adminTokens: [ADMIN_TOKEN], database: join(dir, 'cs.db'), tokens: ['many-token'], agentTimeoutMs: 1500 });
     // Every final update the server answered (a request cut off by the kill never is), by job, with its agent.
     const finals = new Map<string, string[]>();
     server.app.addHook('onResponse', (request, _reply, done) => {

@@ -1,4 +1,4 @@
-// One-command demo: the reference control server, a foreman agent and five jobs on the test image.
+// One-command demo: the reference control server (`foreman server`), a foreman agent and five jobs on the test image.
 //
 //   npm run demo             run until Ctrl-C; watch http://127.0.0.1:<port>/ and submit more jobs
 //   npm run demo -- --once   exit when the jobs have ended: 0 if all succeeded, else 1
@@ -20,9 +20,7 @@ import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
 import { stringify as toToml } from 'smol-toml';
 import { buildTestJobImage } from '../test-job-image/build.ts';
-import { createControlServer } from '../control-server/server.ts';
-import type { ControlServer } from '../control-server/server.ts';
-import type { JobView } from '../control-server/store.ts';
+import type { JobView } from '../../src/server/store.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const NETWORK = 'foreman-demo';
@@ -146,13 +144,15 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   let dir: string | undefined;
-  let server: ControlServer | undefined;
+  let server: ChildProcess | undefined;
   let base: string | undefined;
+  const adminToken = randomBytes(24).toString('base64url');
+  const operator = { authorization: `Bearer ${adminToken}` };
   const submitted = new Map<string, string>();
   const lastLine = new Map<string, string>();
   // Prints each job whose status or progress changed since the last call.
   const printChanges = async (): Promise<JobView[]> => {
-    const jobs = (await (await fetch(`${base}/jobs`)).json()) as JobView[];
+    const jobs = (await (await fetch(`${base}/jobs?limit=500`, { headers: operator })).json()) as JobView[];
     for (const job of [...jobs].reverse()) {
       const line = describeJob(job, submitted.get(job.id) ?? 'extra');
       if (lastLine.get(job.id) !== line) say(line);
@@ -168,9 +168,14 @@ async function main(): Promise<number> {
 
     dir = await mkdtemp(join(tmpdir(), 'foreman-demo-'));
     const token = randomBytes(24).toString('base64url');
-    server = await createControlServer({ dbPath: join(dir, 'control-server.db'), tokens: [token] });
-    await server.app.listen({ host: '127.0.0.1', port: 0 });
-    base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
+    // `foreman server`, the tokens in its environment (not on its command line, where ps shows them).
+    const serverEnv = { ...withoutForeman(), FOREMAN_SERVER_TOKENS: token, FOREMAN_SERVER_ADMIN_TOKENS: adminToken };
+    server = spawn(
+      process.execPath,
+      [join(REPO, 'bin', 'foreman.js'), 'server', '--host', '127.0.0.1', '--port', '0', '--db', join(dir, 'control-server.db'), '--log-level', 'warn'],
+      { stdio: ['ignore', 'pipe', 'inherit'], env: serverEnv, detached: true },
+    );
+    base = await listeningAt(server);
 
     const configPath = join(dir, 'foreman.toml');
     const config = {
@@ -192,7 +197,7 @@ async function main(): Promise<number> {
     const logPath = join(dir, 'agent.log');
     const logFd = openSync(logPath, 'a');
     // FOREMAN_* variables would override the demo's config.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('FOREMAN_')));
+    const env = withoutForeman();
     try {
       // Its own process group, so a terminal Ctrl-C reaches only the demo, which then stops the agent gently.
       agent = spawn(process.execPath, [join(REPO, 'bin', 'foreman.js'), '--config', configPath], {
@@ -207,11 +212,12 @@ async function main(): Promise<number> {
     agent.once('error', (err) => warn(`agent: ${err.message}`));
 
     say(`demo: dashboard  ${base}/`);
+    say(`demo: sign in    with the admin token ${adminToken}`);
     say(`demo: agent log  ${logPath}`);
     say(`demo: config     ${configPath}`);
 
     const post = async (job: unknown): Promise<string> => {
-      const response = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(job) });
+      const response = await fetch(`${base}/jobs`, { method: 'POST', headers: { ...operator, 'content-type': 'application/json' }, body: JSON.stringify(job) });
       const reply = (await response.json()) as { id?: string; error?: string };
       if (response.status !== 201 || reply.id === undefined) throw new Error(`POST /jobs failed: ${reply.error ?? response.status}`);
       return reply.id;
@@ -223,7 +229,7 @@ async function main(): Promise<number> {
     }
     say(`demo: submitted ${options.jobs} jobs (each reports 5 progress steps, then the sum of its values)`);
     if (!options.once) {
-      say(`demo: submit more with: curl -X POST ${base}/jobs -H 'content-type: application/json' \\`);
+      say(`demo: submit more with: curl -X POST ${base}/jobs -H 'authorization: Bearer ${adminToken}' -H 'content-type: application/json' \\`);
       say(`        -d '{"image":"${image}","labels":${JSON.stringify(LABELS)},"body":{"action":"progress","steps":10,"delayMs":500}}'`);
       say('demo: press Ctrl-C to stop');
     }
@@ -269,12 +275,40 @@ async function main(): Promise<number> {
       await printChanges().catch(() => undefined);
     }
     await removeLeftovers(new Set(submitted.keys()));
-    await server?.close();
+    if (server !== undefined) await stopServer(server);
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
   return exitCode;
+}
+
+function withoutForeman(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('FOREMAN_') && !key.startsWith('CS_')));
+}
+
+/** The server's base URL, from the line `foreman server` prints once it listens. */
+async function listeningAt(server: ChildProcess): Promise<string> {
+  let out = '';
+  return new Promise((resolveUrl, reject) => {
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const url = /dashboard: (http:\/\/\S+?)\/? /.exec(out)?.[1];
+      if (url === undefined) return;
+      server.stdout?.off('data', onData);
+      server.stdout?.resume();
+      resolveUrl(url);
+    };
+    server.stdout?.on('data', onData);
+    server.once('exit', (code) => reject(new Error(`foreman server exited with ${String(code)} before it listened: ${out}`)));
+    server.once('error', reject);
+  });
+}
+
+async function stopServer(server: ChildProcess): Promise<void> {
+  if (server.exitCode !== null || server.signalCode !== null) return;
+  server.kill('SIGTERM');
+  await exitOf(server);
 }
 
 async function stopAgent(agent: ChildProcess): Promise<void> {

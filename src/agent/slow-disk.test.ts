@@ -38,6 +38,12 @@ test("while a sync hangs, other jobs' GETs and /healthz answer within 50 ms; the
   const control = createServer((req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jobs.splice(0))));
   control.listen(0, '127.0.0.1');
   await once(control, 'listening');
+  // Also when the set-up below fails: an open server would keep the test process alive.
+  t.after(() => {
+    control.closeAllConnections();
+    control.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
   const { config } = loadConfig({
     env: {
       FOREMAN_CORE_URL: `http://127.0.0.1:${(control.address() as AddressInfo).port}/job`,

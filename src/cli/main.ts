@@ -14,6 +14,9 @@ Commands:
   check          Show the effective configuration and test Docker and the control server
   ping           Ask the running agent whether it is alive: one line, exit 0 if so, 1 if
                  not (for a container HEALTHCHECK or a script; needs no metrics listener)
+  server         Run the reference control server (foreman server --help)
+  conformance    Check a control server against the protocol, playing an agent
+                 (foreman conformance --help)
 
 Options:
   -c, --config PATH        Read this config file instead of searching for one
@@ -69,6 +72,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     process.stderr.write(`foreman: ${line}\n`);
   };
 
+  // Commands with options of their own.
+  if (argv[0] === 'server') return (await import('./server.ts')).serverCommand(argv.slice(1), env, write, complain);
+  if (argv[0] === 'conformance') return (await import('./conformance.ts')).conformanceCommand(argv.slice(1), env, write, complain);
+
   let values: {
     config?: string | undefined;
     help?: boolean | undefined;
@@ -116,6 +123,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     return EXIT_USAGE;
   }
   const command = positionals[0] ?? 'run';
+  if (command === 'server' || command === 'conformance') {
+    complain(`put "${command}" first: foreman ${command} [options] (see foreman ${command} --help)`);
+    return EXIT_USAGE;
+  }
   if (!isCommand(command)) {
     complain(`unknown command "${command}" (see foreman --help)`);
     return EXIT_USAGE;
