@@ -28,7 +28,13 @@ describe('reference control server on PostgreSQL', { skip: postgresSkip, timeout
   });
 
   it("passes the server's own tests on PostgreSQL", async (t) => {
-    const files = ['test/control-server.test.ts', 'test/control-server-cancel.test.ts', 'test/control-server-logs.test.ts', 'test/control-server-auth.test.ts'];
+    const files = [
+      'test/control-server.test.ts',
+      'test/control-server-cancel.test.ts',
+      'test/control-server-logs.test.ts',
+      'test/control-server-auth.test.ts',
+      'test/control-server-facts.test.ts',
+    ];
     const child = spawn(process.execPath, ['scripts/run-tests.mjs', '--test-reporter=tap', ...files], {
       cwd: repoRoot,
       // Without NODE_TEST_CONTEXT: the child is a test run of its own, not files of this one.

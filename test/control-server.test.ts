@@ -38,6 +38,8 @@ interface JobView {
   outcome: string | null;
   result: unknown;
   agentId: string | null;
+  traceId?: string | null;
+  reportTraceparent?: string | null;
 }
 
 interface HandedJob {
@@ -49,6 +51,8 @@ interface HandedJob {
   command?: string[];
   env?: Record<string, string>;
   alwaysPull?: boolean;
+  traceparent?: string;
+  tracestate?: string;
 }
 
 describe('reference control server', () => {
@@ -140,7 +144,9 @@ describe('reference control server', () => {
       alwaysPull: false,
     });
     const minimal = await submit({ image: 'img:2', labels: { queue: 'fields' } });
-    const jobs = await pollJobs('fields', 2);
+    const handed = await pollJobs('fields', 2);
+    for (const job of handed) assert.match(job.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'the server began a trace for each job');
+    const jobs = handed.map(({ traceparent: _, ...job }) => job);
     const secretOf = (url: string | undefined) => new URL(url ?? 'http://x/').searchParams.get('secret') ?? '';
     const [first, second] = [secretOf(jobs[0]?.callbackUrl), secretOf(jobs[1]?.callbackUrl)];
     assert.deepEqual(jobs, [
@@ -175,10 +181,10 @@ describe('reference control server', () => {
     const only = await submit({ image: 'img:4', labels: { queue: 'run-options' }, timeout: 1 });
     const jobs = await pollJobs('run-options', 2);
     assert.deepEqual(
-      jobs.map((job) => ({ ...job, callbackUrl: undefined, logsUrl: undefined })),
+      jobs.map((job) => ({ ...job, callbackUrl: undefined, logsUrl: undefined, traceparent: undefined })),
       [
-        { id, image: 'img:3', body: null, ...run, callbackUrl: undefined, logsUrl: undefined },
-        { id: only, image: 'img:4', body: null, timeout: 1, callbackUrl: undefined, logsUrl: undefined },
+        { id, image: 'img:3', body: null, ...run, callbackUrl: undefined, logsUrl: undefined, traceparent: undefined },
+        { id: only, image: 'img:4', body: null, timeout: 1, callbackUrl: undefined, logsUrl: undefined, traceparent: undefined },
       ],
       'each field as it was submitted, none added',
     );
@@ -396,6 +402,35 @@ describe('reference control server', () => {
     assert.deepEqual(await json(route), { error: 'no route for GET /nowhere' });
   });
 
+  it("takes the submitter's traceparent (a bad one is a 400), hands it out, and keeps the trace context of the agent's report", async () => {
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const id = await submit({ image: 'img', labels: { queue: 'traced' }, traceparent, tracestate: 'vendor=opaque' });
+    for (const [body, expected] of [
+      [{ image: 'img', traceparent: '00-nope-01' }, /body\.traceparent must be a W3C traceparent/],
+      [{ image: 'img', traceparent: `00-${'0'.repeat(32)}-${'1'.repeat(16)}-01` }, /body\.traceparent must be a W3C traceparent/],
+      [{ image: 'img', traceparent: 'x'.repeat(257) }, /body\.traceparent must not have more than 256 characters/],
+      [{ image: 'img', tracestate: 'x'.repeat(513) }, /body\.tracestate must not have more than 512 characters/],
+    ] as const) {
+      const bad = await fetch(`${base}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      assert.equal(bad.status, 400, `refused: ${JSON.stringify(body).slice(0, 80)}`);
+      assert.match(((await json(bad)) as { error: string }).error, expected);
+    }
+    const [handed] = await pollJobs('traced', 1);
+    assert.equal(handed?.traceparent, traceparent, 'handed out as submitted');
+    assert.equal(handed.tracestate, 'vendor=opaque', 'tracestate handed out as submitted');
+    assert.equal((await getJob(id)).traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'the job shows its trace id');
+    const report = '00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01';
+    const put = await fetch(handed.callbackUrl, {
+      method: 'PUT',
+      headers: { 'x-foreman-job-status': 'completed', 'x-foreman-agent-id': 'agent-traced', traceparent: report },
+      body: '{}',
+    });
+    assert.equal(put.status, 200, 'the report is applied');
+    assert.equal((await getJob(id)).reportTraceparent, report, "the agent's report is recorded in the job's trace");
+    const listed = (await json(await fetch(`${base}/jobs?label=queue%3Dtraced`))) as JobView[];
+    assert.equal(listed[0]?.traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'GET /jobs shows the trace id');
+  });
+
   it('lists jobs newest first', async () => {
     const first = await submit({ image: 'img', labels: { queue: 'list' } });
     const second = await submit({ image: 'img', labels: { queue: 'list' } });
@@ -405,7 +440,7 @@ describe('reference control server', () => {
       [second, first],
     );
     const fields =
-      'agentId cancelRequested cancelRequestedAt createdAt endedAt id image labels logComplete logLines outcome progress requeues result status updatedAt';
+      'agentId cancelRequested cancelRequestedAt createdAt endedAt id image labels logComplete logLines outcome progress reportTraceparent requeues result status traceId updatedAt usage';
     assert.deepEqual(Object.keys(jobs[0]!).sort(), fields.split(' '));
   });
 

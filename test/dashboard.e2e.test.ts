@@ -119,6 +119,8 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
         'x-foreman-capacity': '2',
         'x-foreman-labels': 'queue=dashboard,gpu=none',
         'x-foreman-agent-id': 'browser-test-agent',
+        'x-foreman-attributes': 'cpus=4,memory=8589934592,engine=docker,engine_version=20.10.24,disk_free=1073741824',
+        'x-foreman-images': 'foreman-test-job%3Alatest@sha256:aa,busybox@sha256:bb',
       },
     });
     const jobs = (await polled.json()) as Array<{ id: string; callbackUrl: string }>;
@@ -132,6 +134,12 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
     await agentRow.waitFor();
     assert.equal(await agentRow.locator('td.capacity').textContent(), '2');
     assert.match((await agentRow.textContent()) ?? '', /queue=dashboard.*gpu=none/);
+    assert.equal(
+      await agentRow.locator('td.facts').textContent(),
+      '4 CPU · 8.0 GiB · docker 20.10.24 · 1.0 GiB free · 2 images',
+      "the agent's host facts and image count",
+    );
+    assert.match((await row('assigned').locator('.trace').textContent()) ?? '', /^[0-9a-f]{32}$/, 'the trace id under the job id');
 
     await put(id, { 'x-foreman-job-status': 'running', 'x-foreman-job-progress': '0.3', 'x-foreman-delivery-id': 'd1', 'x-foreman-delivery-seq': '1' });
     await bar('running', '30%').waitFor();
@@ -147,12 +155,14 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
         'x-foreman-delivery-id': 'd3',
         'x-foreman-delivery-seq': '3',
         'content-type': 'application/json',
+        'x-foreman-usage': JSON.stringify({ cpuSeconds: 1.25, memoryPeakBytes: 52_428_800, memoryLimitBytes: 268_435_456, pidsPeak: 4, wallMs: 3_200 }),
       },
       JSON.stringify({ answer: 42, note: 'done' }),
     );
     await bar('completed', '100%').waitFor();
     await row('completed').locator('td.outcome', { hasText: 'succeeded' }).waitFor();
     await row('completed').locator('td.preview', { hasText: '{"answer":42,"note":"done"}' }).waitFor();
+    assert.equal(await row('completed').locator('td.usage').textContent(), '1.25 CPU s · 50 MiB / 256 MiB · 3.2 s', "the job's usage once it ended");
 
     assert.deepEqual(navigations, [`${base}/`], 'the page reloaded or navigated');
   });
@@ -264,6 +274,9 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
       );
       assert.equal(seen.at(-1), 'completed|100%', JSON.stringify(seen));
       await page.locator(`#agents tr[data-agent-id="${agent.agent.agentId}"]`).waitFor();
+      // The real agent's own reports: its host's facts on a poll, the job's usage on its final report.
+      await page.locator(`#agents tr[data-agent-id="${agent.agent.agentId}"] td.facts`, { hasText: /\d+ CPU · .* · docker / }).waitFor({ timeout: 30_000 });
+      assert.match((await row('completed').locator('td.usage').textContent()) ?? '', /CPU s · .* · \d+\.\d s$/, "the job's usage");
     } finally {
       await started?.close();
       await cleanup(env, started?.agent.agentId);

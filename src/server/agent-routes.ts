@@ -6,8 +6,9 @@ import { Type } from '@fastify/type-provider-typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { HEADER } from '../protocol/wire.ts';
 import { CANCEL_HEADER, HEADERS, formatCancelHeader, parseCallback, parsePoll } from '../../packages/control-server-kit/index.ts';
+import { checkUsage, parseAttributes, parseImages } from './agent-facts.ts';
 import type { Auth } from './auth.ts';
-import { ErrorReply, HttpError, IdParams, SecretQuery } from './http.ts';
+import { ErrorReply, HttpError, IdParams, SecretQuery, header } from './http.ts';
 import { AssignedJobSchema } from './schemas.ts';
 import type { Store } from './store.ts';
 
@@ -18,6 +19,9 @@ export interface AgentRouteOptions {
   publicUrl: string | undefined;
   /** Hand a job again to the agent it was handed to, when it has sent nothing about it for this long (0: never). */
   redeliverAfterMs: number;
+  /** See PollOptions in store-types.ts. */
+  imagePreferenceMs: number;
+  liveWithinMs: number;
 }
 
 /** A job's callbackUrl and logsUrl: the job's id and its secret, under `base`. */
@@ -44,13 +48,15 @@ export async function registerAgentRoutes(app: FastifyInstance, store: Store, au
     {
       schema: {
         summary: `The poll: hands out up to ${HEADER.capacity} jobs`,
-        description: `Needs an agent token. Reads ${HEADERS.capacity}, ${HEADERS.labels} and ${HEADERS.agentId}; the reply may carry ${CANCEL_HEADER}.`,
+        description: `Needs an agent token. Reads ${HEADERS.capacity}, ${HEADERS.labels}, ${HEADERS.agentId}, ${HEADER.attributes} and ${HEADER.images}; the reply may carry ${CANCEL_HEADER}.`,
         tags: ['agents'],
         security: [{ bearer: [] }],
         headers: Type.Object({
           [HEADERS.capacity]: Type.Optional(Type.String({ description: 'free slots: at most this many jobs are handed out' })),
           [HEADERS.labels]: Type.Optional(Type.String({ description: 'the agent’s labels, k=v pairs joined by commas, URL-encoded' })),
           [HEADERS.agentId]: Type.Optional(Type.String({ description: 'the agent’s stable id' })),
+          [HEADER.attributes]: Type.Optional(Type.String({ description: 'the host’s facts, k=v pairs like the labels (a bad value is ignored)' })),
+          [HEADER.images]: Type.Optional(Type.String({ description: 'the images the agent has, <reference>@<digest> URL-encoded, joined by commas' })),
         }),
         response: { 200: Type.Array(AssignedJobSchema), 400: ErrorReply, 401: ErrorReply },
       },
@@ -66,8 +72,15 @@ export async function registerAgentRoutes(app: FastifyInstance, store: Store, au
           .digest('hex')
           .slice(0, 12)}`;
       const polled = await store.poll(
-        { id: agentId, labels: poll.labels, capacity: poll.capacity, userAgent: poll.userAgent },
-        { redeliverAfterMs: options.redeliverAfterMs },
+        {
+          id: agentId,
+          labels: poll.labels,
+          capacity: poll.capacity,
+          userAgent: poll.userAgent,
+          attributes: parseAttributes(header(request, HEADER.attributes)),
+          images: parseImages(header(request, HEADER.images)),
+        },
+        options,
       );
       setCancelHeader(reply, polled.cancel);
       const base = baseUrl(request, options.publicUrl);
@@ -84,7 +97,7 @@ export async function registerAgentRoutes(app: FastifyInstance, store: Store, au
       {
         schema: {
           summary: "A job's status update (its callbackUrl)",
-          description: `Authorized by the secret in the URL. Reads ${HEADERS.jobStatus}, ${HEADERS.jobProgress}, ${HEADERS.jobOutcome}, ${HEADERS.deliveryId}, ${HEADERS.deliverySeq} and ${HEADERS.agentId}; the body is the job's result. Applied once per delivery, in seq order; the reply may carry ${CANCEL_HEADER}.`,
+          description: `Authorized by the secret in the URL. Reads ${HEADERS.jobStatus}, ${HEADERS.jobProgress}, ${HEADERS.jobOutcome}, ${HEADERS.deliveryId}, ${HEADERS.deliverySeq}, ${HEADERS.agentId}, ${HEADER.usage} and traceparent; the body is the job's result. Applied once per delivery, in seq order; the reply may carry ${CANCEL_HEADER}.`,
           tags: ['agents'],
           params: IdParams,
           querystring: SecretQuery,
@@ -99,7 +112,13 @@ export async function registerAgentRoutes(app: FastifyInstance, store: Store, au
       },
       async (request, reply) => {
         const update = parseCallback(request.headers, request.body as Buffer | undefined);
-        const outcome = await store.applyCallback({ ...update, jobId: request.params.id, secret: request.query.secret });
+        const outcome = await store.applyCallback({
+          ...update,
+          jobId: request.params.id,
+          secret: request.query.secret,
+          traceparent: header(request, 'traceparent')?.slice(0, 256),
+          usage: checkUsage(header(request, HEADER.usage)),
+        });
         if (outcome.kind === 'unknown-job') throw new HttpError(404, `unknown job ${request.params.id}`);
         if (outcome.kind === 'forbidden') throw new HttpError(401, 'missing or wrong job secret: use the callbackUrl the job was handed out with');
         if (outcome.cancel) setCancelHeader(reply, [request.params.id]);

@@ -2,6 +2,7 @@
 // submit and cancel jobs, page through jobs, see agents, follow every change as server-sent events.
 import { HEADER } from '../protocol/wire.ts';
 import type { FastifyInstance } from 'fastify';
+import { parseTraceParent } from '@opentelemetry/core';
 import { Type } from '@fastify/type-provider-typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Auth } from './auth.ts';
@@ -62,6 +63,10 @@ export async function registerApiRoutes(app: FastifyInstance, store: Store, auth
       const { id } = request.body;
       // A lone surrogate cannot be percent-encoded into a callbackUrl or x-foreman-cancel.
       if (id !== undefined && /\p{Cs}/u.test(id)) throw new HttpError(400, 'invalid request: body.id must be well-formed Unicode');
+      const { traceparent } = request.body;
+      if (traceparent !== undefined && !parseTraceParent(traceparent)) {
+        throw new HttpError(400, 'invalid request: body.traceparent must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)');
+      }
       const created = await store.createJob(request.body, { maxQueued: options.maxQueuedJobs });
       if (created.kind === 'exists') throw new HttpError(409, `job ${id ?? ''} already exists`);
       if (created.kind === 'queue-full') {

@@ -44,6 +44,8 @@ export interface ControlServerOptions {
   retentionIntervalMs?: number;
   /** A job handed out and not reported on for this long is handed again to the same agent (0: never). Default 60 s. */
   redeliverAfterMs?: number;
+  /** A job waits this long after it was queued for a live agent that has its image (0: no preference). Default 5 s. */
+  imagePreferenceMs?: number;
   /** POST /jobs answers 429 while this many jobs are queued. Default 10000. */
   maxQueuedJobs?: number;
   /** The largest POST /jobs body, in bytes. Default 1 MiB. */
@@ -69,6 +71,7 @@ export const DEFAULTS = {
   retentionMs: 30 * 86_400_000,
   retentionIntervalMs: 3_600_000,
   redeliverAfterMs: 60_000,
+  imagePreferenceMs: 5_000,
   maxQueuedJobs: 10_000,
   maxJobBytes: 1024 * 1024,
 } as const;
@@ -90,6 +93,7 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
   const retentionMs = checkMs('the retention', opts.retentionMs ?? DEFAULTS.retentionMs, Number.MAX_SAFE_INTEGER);
   const retentionIntervalMs = checkMs('the retention interval', opts.retentionIntervalMs ?? DEFAULTS.retentionIntervalMs);
   const redeliverAfterMs = checkMs('the redelivery delay', opts.redeliverAfterMs ?? DEFAULTS.redeliverAfterMs);
+  const imagePreferenceMs = checkMs('the image preference', opts.imagePreferenceMs ?? DEFAULTS.imagePreferenceMs);
   const maxQueuedJobs = opts.maxQueuedJobs ?? DEFAULTS.maxQueuedJobs;
   const maxJobBytes = opts.maxJobBytes ?? DEFAULTS.maxJobBytes;
   if (!Number.isSafeInteger(maxQueuedJobs) || maxQueuedJobs < 1) throw new Error('the queued-jobs cap must be a whole number of at least 1');
@@ -131,7 +135,13 @@ export async function createControlServer(opts: ControlServerOptions): Promise<C
     (error) => app.log.error({ err: error }, 'reading a change for the live streams failed'),
   );
   db.onEvent((event) => hub.handle(event));
-  await registerAgentRoutes(app, store, auth, { publicUrl, redeliverAfterMs });
+  await registerAgentRoutes(app, store, auth, {
+    publicUrl,
+    redeliverAfterMs,
+    imagePreferenceMs,
+    // An agent that polled within the agent timeout (a few poll intervals) is live for the preference.
+    liveWithinMs: agentTimeoutMs === 0 ? DEFAULTS.agentTimeoutMs : agentTimeoutMs,
+  });
   await registerApiRoutes(app, store, auth, hub, { maxQueuedJobs, maxJobBytes });
   registerDashboard(app, auth, db);
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());

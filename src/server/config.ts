@@ -19,6 +19,7 @@ export interface ServerConfig {
   readonly agentTimeoutMs: number;
   readonly retentionMs: number;
   readonly redeliverAfterMs: number;
+  readonly imagePreferenceMs: number;
   readonly maxQueuedJobs: number;
   readonly maxJobBytes: number;
   readonly tls: { readonly cert: Buffer; readonly key: Buffer; readonly certFile: string } | undefined;
@@ -74,6 +75,12 @@ export const KEYS: readonly Key[] = [
     legacy: 'CS_REDELIVER_AFTER',
     kind: 'duration',
     help: 'hand a job its agent never reported on again after (default 60s)',
+  },
+  {
+    key: 'image_preference',
+    flag: '--image-preference',
+    kind: 'duration',
+    help: 'a new job waits this long for a live agent that has its image (default 5s; 0 off)',
   },
   {
     key: 'max_queued_jobs',
@@ -198,6 +205,7 @@ export function loadServerConfig(input: ServerConfigInput): ServerConfig {
     agentTimeoutMs: get('agent_timeout', DEFAULTS.agentTimeoutMs),
     retentionMs: get('retention', DEFAULTS.retentionMs),
     redeliverAfterMs: get('redeliver_after', DEFAULTS.redeliverAfterMs),
+    imagePreferenceMs: get('image_preference', DEFAULTS.imagePreferenceMs),
     maxQueuedJobs: get('max_queued_jobs', DEFAULTS.maxQueuedJobs),
     maxJobBytes: get('max_job_size', DEFAULTS.maxJobBytes),
     tls: tls === undefined ? undefined : Object.freeze(tls),

@@ -29,6 +29,8 @@ export interface Dialect {
   readonly labelsWithin: string;
   /** A condition: the job's labels include every key and value of the JSON object bound at `?`. */
   readonly labelsInclude: string;
+  /** A condition: the job's labels are all in those of the agents row aliased `other`. */
+  readonly labelsWithinOther: string;
 }
 
 export interface Database extends Sql {

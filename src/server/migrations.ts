@@ -87,6 +87,24 @@ CREATE INDEX IF NOT EXISTS deliveries_by_job ON deliveries (job_id);
 UPDATE jobs SET ended_at = updated_at WHERE status IN ('completed', 'canceled');
 `,
   },
+  {
+    version: 3,
+    description: "trace context (issue 30); agents' host facts and images, a job's usage (issue 29)",
+    sql: `
+ALTER TABLE jobs ADD COLUMN traceparent TEXT;
+ALTER TABLE jobs ADD COLUMN tracestate TEXT;
+ALTER TABLE jobs ADD COLUMN report_traceparent TEXT;
+ALTER TABLE jobs ADD COLUMN usage TEXT;
+ALTER TABLE agents ADD COLUMN attributes TEXT;
+ALTER TABLE agents ADD COLUMN images TEXT;
+CREATE TABLE IF NOT EXISTS agent_images (
+  agent_id TEXT NOT NULL,
+  image TEXT NOT NULL,
+  PRIMARY KEY (agent_id, image)
+);
+CREATE INDEX IF NOT EXISTS agent_images_by_image ON agent_images (image);
+`,
+  },
 ];
 
 /** A migration's statements for one dialect. */

@@ -22,6 +22,7 @@ const DIALECT: Dialect = {
   forUpdate: ' FOR UPDATE',
   labelsWithin: 'jobs.labels::jsonb <@ ?::jsonb',
   labelsInclude: 'jobs.labels::jsonb @> ?::jsonb',
+  labelsWithinOther: 'jobs.labels::jsonb <@ other.labels::jsonb',
 };
 
 /** A 64-bit advisory lock key from a name. */

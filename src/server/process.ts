@@ -25,6 +25,7 @@ export async function runServerProcess(config: ServerConfig, io: ServerProcessIo
       agentTimeoutMs: config.agentTimeoutMs,
       retentionMs: config.retentionMs,
       redeliverAfterMs: config.redeliverAfterMs,
+      imagePreferenceMs: config.imagePreferenceMs,
       maxQueuedJobs: config.maxQueuedJobs,
       maxJobBytes: config.maxJobBytes,
       tls: config.tls,

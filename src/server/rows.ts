@@ -26,6 +26,12 @@ export interface JobView {
   createdAt: string;
   updatedAt: string;
   endedAt: string | null;
+  /** The job's trace: the id of its `traceparent` (the submitter's, or one the server began). */
+  traceId: string | null;
+  /** The `traceparent` of the agent's last report applied: the span of the delivery attempt that carried it. */
+  reportTraceparent: string | null;
+  /** What its container used, from the final report's `x-foreman-usage`; null until then (or without one). */
+  usage: Record<string, unknown> | null;
 }
 
 /** What an agent receives from GET /job (callbackUrl and logsUrl are added by the server). */
@@ -40,6 +46,9 @@ export interface AssignedJob {
   stallTimeout?: number;
   cancelGracePeriod?: number;
   resources?: { cpus?: number; memory?: number; pids?: number };
+  /** W3C trace context: the agent's spans of the job continue it, and its container gets it as TRACEPARENT. */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 export interface AgentView {
@@ -52,6 +61,10 @@ export interface AgentView {
   /** No poll for the agent timeout: its unfinished jobs were taken back. Cleared by its next poll. */
   lost: boolean;
   lostAt: string | null;
+  /** The host's facts from its last `x-foreman-attributes` (empty until it sent some). */
+  attributes: Record<string, string>;
+  /** The image references from its last poll's `x-foreman-images`. */
+  images: string[];
 }
 
 export interface JobRow {
@@ -86,6 +99,11 @@ export interface JobRow {
   ended_at: number | null;
   created_at: number;
   updated_at: number;
+  traceparent: string | null;
+  tracestate: string | null;
+  report_traceparent: string | null;
+  /** The final report's `x-foreman-usage` (JSON). */
+  usage: string | null;
 }
 
 export interface AgentRow {
@@ -96,6 +114,10 @@ export interface AgentRow {
   last_poll_at: number;
   first_seen_at: number;
   lost_at: number | null;
+  /** JSON object. */
+  attributes: string | null;
+  /** JSON array of image references. */
+  images: string | null;
 }
 
 export function parseJson(text: string | null): unknown {
@@ -125,6 +147,9 @@ export function toJobView(row: JobRow): JobView {
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
     endedAt: iso(row.ended_at),
+    traceId: row.traceparent?.split('-')[1] ?? null,
+    reportTraceparent: row.report_traceparent,
+    usage: parseJson(row.usage) as Record<string, unknown> | null,
   };
 }
 
@@ -134,6 +159,8 @@ export function toAssignedJob(row: JobRow): AssignedJob {
   if (row.env !== null) job.env = parseJson(row.env) as Record<string, string>;
   if (row.always_pull !== null) job.alwaysPull = row.always_pull === 1;
   if (row.run_options !== null) Object.assign(job, parseJson(row.run_options));
+  if (row.traceparent !== null) job.traceparent = row.traceparent;
+  if (row.tracestate !== null) job.tracestate = row.tracestate;
   return job;
 }
 
@@ -147,5 +174,7 @@ export function toAgentView(row: AgentRow): AgentView {
     firstSeenAt: new Date(row.first_seen_at).toISOString(),
     lost: row.lost_at !== null,
     lostAt: iso(row.lost_at),
+    attributes: (parseJson(row.attributes) ?? {}) as Record<string, string>,
+    images: (parseJson(row.images) ?? []) as string[],
   };
 }

@@ -1,6 +1,7 @@
 // The control server's request and reply shapes (TypeBox): they validate requests, serialize replies, and make
 // docs/openapi/reference-server.yaml (scripts/openapi.ts).
 import { Type } from '@fastify/type-provider-typebox';
+import { HEADER } from '../protocol/wire.ts';
 import { MAX_ID_LENGTH } from './http.ts';
 
 const MAX_TIMER_MS = 2_147_483_647;
@@ -29,6 +30,9 @@ export const NewJobSchema = Type.Object(
     stallTimeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, description: 'ms' })),
     cancelGracePeriod: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, description: 'ms' })),
     resources: Type.Optional(Resources),
+    // W3C trace context: checked with OpenTelemetry's own parser in the route; without one the server begins a trace.
+    traceparent: Type.Optional(Type.String({ maxLength: 256, description: 'W3C traceparent: the job continues this trace' })),
+    tracestate: Type.Optional(Type.String({ maxLength: 512, description: 'W3C tracestate, handed out with traceparent' })),
   },
   { additionalProperties: false },
 );
@@ -58,6 +62,11 @@ export const JobViewSchema = Type.Object({
   createdAt: Timestamp,
   updatedAt: Timestamp,
   endedAt: Nullable(Timestamp),
+  traceId: Nullable(Type.String({ description: 'the 32-hex trace id of the job’s traceparent' })),
+  reportTraceparent: Nullable(Type.String({ description: 'the traceparent of the agent’s last report applied' })),
+  usage: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
+    description: `what the container used (cpuSeconds, memoryPeakBytes, memoryLimitBytes, pidsPeak, wallMs…), from the final report’s ${HEADER.usage}`,
+  }),
 });
 
 export const AgentViewSchema = Type.Object({
@@ -69,6 +78,8 @@ export const AgentViewSchema = Type.Object({
   firstSeenAt: Timestamp,
   lost: Type.Boolean({ description: 'no poll for the agent timeout: its unfinished jobs were taken back' }),
   lostAt: Nullable(Timestamp),
+  attributes: Type.Record(Type.String(), Type.String(), { description: `the host’s facts from its last ${HEADER.attributes}` }),
+  images: Type.Array(Type.String(), { description: `the image references from its last poll’s ${HEADER.images}` }),
 });
 
 export const AssignedJobSchema = Type.Object({
@@ -84,4 +95,6 @@ export const AssignedJobSchema = Type.Object({
   stallTimeout: Type.Optional(Type.Integer()),
   cancelGracePeriod: Type.Optional(Type.Integer()),
   resources: Type.Optional(Resources),
+  traceparent: Type.Optional(Type.String()),
+  tracestate: Type.Optional(Type.String()),
 });

@@ -13,6 +13,8 @@ const DIALECT: Dialect = {
       WHERE NOT EXISTS (SELECT 1 FROM json_each(?) AS have WHERE have.key = need.key AND have.value = need.value))`,
   labelsInclude: `NOT EXISTS (SELECT 1 FROM json_each(?) AS want
       WHERE NOT EXISTS (SELECT 1 FROM json_each(jobs.labels) AS have WHERE have.key = want.key AND have.value = want.value))`,
+  labelsWithinOther: `NOT EXISTS (SELECT 1 FROM json_each(jobs.labels) AS need
+      WHERE NOT EXISTS (SELECT 1 FROM json_each(other.labels) AS have WHERE have.key = need.key AND have.value = need.value))`,
 };
 
 /** Columns added to the first releases' file before it had migrations; such a file gains them on open. */

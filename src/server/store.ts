@@ -5,98 +5,26 @@ import { randomUUID } from 'node:crypto';
 import { decideCallback } from '../../packages/control-server-kit/index.ts';
 import type { Database, Param, Sql } from './db.ts';
 import { JobLogs } from './logs.ts';
+import { newTraceparent } from './agent-facts.ts';
 import { newSecret, secretMatches } from './secrets.ts';
 import { FINAL_STATUSES, toAgentView, toAssignedJob, toJobView } from './rows.ts';
-import type { AgentRow, AgentView, AssignedJob, JobRow, JobStatus, JobView } from './rows.ts';
+import type { AgentRow, AgentView, JobRow, JobView } from './rows.ts';
+import type {
+  CallbackResult,
+  CallbackUpdate,
+  CancelResult,
+  CreateResult,
+  JobFilter,
+  JobPage,
+  NewJob,
+  PollInput,
+  PollOptions,
+  PollResult,
+  SweepResult,
+} from './store-types.ts';
 
 export type { AgentView, AssignedJob, JobStatus, JobView } from './rows.ts';
-
-export interface NewJob {
-  /** Default: a random UUID. */
-  id?: string | undefined;
-  image: string;
-  command?: string[] | undefined;
-  env?: Record<string, string> | undefined;
-  body?: unknown;
-  /** Labels an agent must carry (same values) to be handed this job. */
-  labels?: Record<string, string> | undefined;
-  alwaysPull?: boolean | undefined;
-  /** How the agent runs it (ms, and the container's limits): handed out as they are. */
-  timeout?: number | undefined;
-  stallTimeout?: number | undefined;
-  cancelGracePeriod?: number | undefined;
-  resources?: { cpus?: number | undefined; memory?: number | undefined; pids?: number | undefined } | undefined;
-}
-
-export interface CallbackUpdate {
-  jobId: string;
-  /** The secret the callback URL carried; undefined when it carried none. */
-  secret: string | undefined;
-  /** x-foreman-agent-id of the delivery; undefined for clients that do not send it. */
-  agentId: string | undefined;
-  status: 'running' | 'completed';
-  progress: number | undefined;
-  outcome: string | undefined;
-  /** undefined when the delivery carried no body (keeps the previous result). */
-  result: unknown;
-  deliveryId: string | undefined;
-  deliverySeq: number | undefined;
-}
-
-export type CallbackResult =
-  | { kind: 'unknown-job' }
-  /** The URL's secret is missing or wrong: nothing is looked at further. */
-  | { kind: 'forbidden' }
-  /** `cancel`: the copy that sent this update should stop (answer with x-foreman-cancel). */
-  | { kind: 'duplicate' | 'stale' | 'already-completed' | 'other-agent'; cancel: boolean }
-  | { kind: 'applied'; job: JobView; cancel: boolean };
-
-export type CancelResult =
-  | { kind: 'unknown-job' }
-  | { kind: 'already-ended'; job: JobView }
-  /** `canceled`: ended at once (it was queued); `requested`: its agent is asked to cancel it. */
-  | { kind: 'canceled' | 'requested'; job: JobView };
-
-export type CreateResult = { kind: 'created'; job: JobView } | { kind: 'exists' } | { kind: 'queue-full'; queued: number };
-
-export interface PollInput {
-  id: string;
-  labels: Record<string, string>;
-  capacity: number;
-  userAgent: string | undefined;
-}
-
-export interface PollResult {
-  agent: AgentView;
-  /** The jobs to hand out (without their URLs: the server adds them) with each one's secret. */
-  assigned: Array<{ job: AssignedJob; secret: string | null }>;
-  /** Jobs this agent holds that should be canceled, oldest request first. */
-  cancel: string[];
-}
-
-export interface SweepResult {
-  /** Agents found lost by this sweep. */
-  agents: AgentView[];
-  /** Jobs taken back from lost agents (requeued, or canceled when a cancel was pending). */
-  jobs: JobView[];
-}
-
-export interface JobFilter {
-  /** At most this many, newest first. */
-  limit: number;
-  /** Only jobs older than this cursor (from a previous page). */
-  before?: number | undefined;
-  status?: readonly JobStatus[] | undefined;
-  /** Only jobs requiring all of these labels, with these values. */
-  labels?: Record<string, string> | undefined;
-  agentId?: string | undefined;
-}
-
-export interface JobPage {
-  jobs: JobView[];
-  /** The cursor of the next (older) page; undefined when this one is the last. */
-  next: number | undefined;
-}
+export type * from './store-types.ts';
 
 const HELD = "('assigned', 'running')";
 const FINAL = "('completed', 'canceled')";
@@ -137,8 +65,8 @@ export class Store {
       const queued = (await sql.get<{ n: number }>("SELECT COUNT(*) AS n FROM jobs WHERE status = 'queued'"))?.n ?? 0;
       if (Number(queued) >= options.maxQueued) return { kind: 'queue-full', queued: Number(queued) } as const;
       const inserted = await sql.run(
-        `INSERT INTO jobs (id, image, command, env, body, labels, always_pull, run_options, status, secret, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+        `INSERT INTO jobs (id, image, command, env, body, labels, always_pull, run_options, traceparent, tracestate, status, secret, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
         [
           id,
           input.image,
@@ -148,6 +76,8 @@ export class Store {
           JSON.stringify(input.labels ?? {}),
           input.alwaysPull === undefined ? null : input.alwaysPull ? 1 : 0,
           Object.keys(run).length === 0 ? null : JSON.stringify(run),
+          input.traceparent ?? newTraceparent(),
+          input.tracestate ?? null,
           newSecret(),
           now,
           now,
@@ -211,17 +141,37 @@ export class Store {
    * on since (the reply may have been lost with an instance; an agent ignores an id it has), again after
    * `redeliverAfterMs`, then 4, 9, 16… times that; then matching queued jobs, each taken in this transaction (SKIP
    * LOCKED on PostgreSQL, so instances polling at once never take one job twice); and lists the agent's jobs with a
-   * pending cancel.
+   * pending cancel. A queued job whose image another live agent with free slots has (PollOptions.imagePreferenceMs)
+   * waits for it, up to that long after it was queued.
    */
-  async poll(agent: PollInput, options: { redeliverAfterMs: number }, now = Date.now()): Promise<PollResult> {
+  async poll(agent: PollInput, options: PollOptions, now = Date.now()): Promise<PollResult> {
     const { dialect } = this.#db;
     return this.#db.tx(async (sql) => {
+      const images = JSON.stringify(agent.images ?? []);
+      const before = await sql.get<{ images: string | null }>('SELECT images FROM agents WHERE id = ?', [agent.id]);
       await sql.run(
-        `INSERT INTO agents (id, labels, capacity, user_agent, last_poll_at, first_seen_at) VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO agents (id, labels, capacity, user_agent, last_poll_at, first_seen_at, attributes, images) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
-           user_agent = excluded.user_agent, last_poll_at = excluded.last_poll_at, lost_at = NULL`,
-        [agent.id, JSON.stringify(agent.labels), agent.capacity, agent.userAgent ?? null, now, now],
+           user_agent = excluded.user_agent, last_poll_at = excluded.last_poll_at, lost_at = NULL,
+           attributes = COALESCE(excluded.attributes, agents.attributes), images = excluded.images`,
+        [
+          agent.id,
+          JSON.stringify(agent.labels),
+          agent.capacity,
+          agent.userAgent ?? null,
+          now,
+          now,
+          agent.attributes === undefined ? null : JSON.stringify(agent.attributes),
+          images,
+        ],
       );
+      // Rewritten only when the list changed: most polls carry the same images as the one before.
+      if ((before?.images ?? '[]') !== images) {
+        await sql.run('DELETE FROM agent_images WHERE agent_id = ?', [agent.id]);
+        for (const image of agent.images ?? []) {
+          await sql.run('INSERT INTO agent_images (agent_id, image) VALUES (?, ?) ON CONFLICT DO NOTHING', [agent.id, image]);
+        }
+      }
       await sql.notify({ kind: 'agent', id: agent.id });
       const picked: JobRow[] = [];
       if (agent.capacity > 0 && options.redeliverAfterMs > 0) {
@@ -233,14 +183,27 @@ export class Store {
           )),
         );
       }
+      const prefer = options.imagePreferenceMs > 0;
+      // Held back from this agent: a job younger than the window whose image it lacks and another live agent, with
+      // free slots and the job's labels, has.
+      const preference = `AND (jobs.created_at <= CAST(? AS BIGINT)
+          OR EXISTS (SELECT 1 FROM agent_images WHERE agent_id = ? AND image = jobs.image)
+          OR NOT EXISTS (SELECT 1 FROM agent_images AS held JOIN agents AS other ON other.id = held.agent_id
+            WHERE held.image = jobs.image AND other.id <> ? AND other.lost_at IS NULL AND other.capacity > 0
+              AND other.last_poll_at >= CAST(? AS BIGINT) AND ${dialect.labelsWithinOther}))`;
       const fresh =
         agent.capacity > picked.length
           ? await sql.all<JobRow>(
               `SELECT * FROM jobs WHERE status = 'queued'
                  AND NOT EXISTS (SELECT 1 FROM ended_copies WHERE job_id = jobs.id AND agent_id = ?)
-                 AND ${dialect.labelsWithin}
+                 AND ${dialect.labelsWithin} ${prefer ? preference : ''}
                ORDER BY seq LIMIT ?${dialect.skipLocked}`,
-              [agent.id, JSON.stringify(agent.labels), agent.capacity - picked.length],
+              [
+                agent.id,
+                JSON.stringify(agent.labels),
+                ...(prefer ? [now - options.imagePreferenceMs, agent.id, agent.id, now - options.liveWithinMs] : []),
+                agent.capacity - picked.length,
+              ],
             )
           : [];
       for (const job of [...picked, ...fresh]) {
@@ -310,8 +273,21 @@ export class Store {
       const progress = update.progress ?? (outcome === 'succeeded' ? 1 : current.progress);
       const result = update.result === undefined ? current.result : JSON.stringify(update.result);
       await sql.run(
-        'UPDATE jobs SET status = ?, progress = ?, outcome = ?, result = ?, last_seq = ?, agent_id = ?, updated_at = ?, ended_at = ? WHERE seq = ?',
-        [update.status, progress, outcome, result, lastSeq, update.agentId ?? current.agent_id, now, completed ? now : null, current.seq],
+        `UPDATE jobs SET status = ?, progress = ?, outcome = ?, result = ?, last_seq = ?, agent_id = ?, updated_at = ?, ended_at = ?,
+           report_traceparent = ?, usage = ? WHERE seq = ?`,
+        [
+          update.status,
+          progress,
+          outcome,
+          result,
+          lastSeq,
+          update.agentId ?? current.agent_id,
+          now,
+          completed ? now : null,
+          update.traceparent ?? current.report_traceparent,
+          update.usage ?? current.usage,
+          current.seq,
+        ],
       );
       await sql.notify({ kind: 'job', id: current.id });
       const after = (await row(sql, current.id))!;
