@@ -468,6 +468,8 @@ describe('control server dashboard', { skip: existsSync(CHROMIUM) ? false : `${C
       assert.equal(viaFetch, 'sent');
       const [formReply] = await Promise.all([evil.waitForResponse(`${base}/jobs/${id}/cancel`), evil.evaluate(`document.getElementById('f').submit()`)]);
       assert.equal(formReply.status(), 403, 'a cross-site form is refused');
+      // The form's navigation ends before the next one starts (else the browser calls the next one interrupted).
+      await evil.waitForURL(`${base}/jobs/${id}/cancel`);
       await evil.goto(`${origin}/`);
       const [submitReply] = await Promise.all([evil.waitForResponse(`${base}/jobs`), evil.evaluate(`document.getElementById('g').submit()`)]);
       assert.ok(submitReply.status() >= 400, `a cross-site submit is refused (${submitReply.status()})`);

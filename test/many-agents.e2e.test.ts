@@ -44,7 +44,8 @@ test('three agents share 60 jobs by label, and the jobs of one killed with -9 fi
     // Every final update the server answered (a request cut off by the kill never is), by job, with its agent.
     const finals = new Map<string, string[]>();
     server.app.addHook('onResponse', (request, _reply, done) => {
-      const match = /^\/job\/([^/?]+)$/.exec(request.url);
+      // The callback URL carries the job's secret as its query.
+      const match = /^\/job\/([^/?]+)(?:\?|$)/.exec(request.url);
       if (request.method === 'PUT' && match && request.headers['x-foreman-job-status'] === 'completed') {
         const id = decodeURIComponent(match[1] ?? '');
         finals.set(id, [...(finals.get(id) ?? []), String(request.headers['x-foreman-agent-id'])]);
