@@ -12,6 +12,7 @@ import { Validator } from '@seriousme/openapi-schema-validator';
 import { parse } from 'yaml';
 import { HEADER_NAMES, JOB_STATUSES, LOG_STREAMS, OUTCOMES, REASONS, encodeLogLine } from '../src/protocol/wire.ts';
 import { JobSpecSchema } from '../src/shared/job-schema.ts';
+import { HEADERS as KIT_HEADERS, OUTCOMES as KIT_OUTCOMES } from '../packages/control-server-kit/index.ts';
 import { controlServerContract, jobApiContract, type Exchange } from './support/contract.ts';
 import { repoRoot } from './support/paths.ts';
 
@@ -70,6 +71,11 @@ function withoutProse(value: unknown): unknown {
       .map(([k, v]) => [k, withoutProse(v)]),
   );
 }
+
+test('the control-server kit (a package of its own, so it cannot import src/) spells the words of the protocol module', () => {
+  assert.deepEqual([...KIT_OUTCOMES].sort(), [...OUTCOMES].sort(), 'outcomes');
+  for (const name of Object.values(KIT_HEADERS)) assert.ok((HEADER_NAMES as readonly string[]).includes(name), `${name} is a header of the protocol`);
+});
 
 test("the contract's Job is the schema the agent validates jobs with", () => {
   const job = (read('control-server.yaml').components as { schemas: { Job: unknown } }).schemas.Job;

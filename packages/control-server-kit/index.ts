@@ -44,6 +44,7 @@ export const OUTCOMES = [
   'lost',
   'canceled',
   'stalled',
+  'hook-failed',
 ] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
