@@ -18,29 +18,25 @@ import { repoRoot } from '../test/support/paths.ts';
 import { postgresSkip, startPostgres } from '../test/support/postgres.ts';
 import { waitFor } from '../test/support/wait.ts';
 
-const AGENT_TOKEN = 'bench-agent';
-const ADMIN_TOKEN = 'bench-admin';
+export const AGENT_TOKEN = 'bench-agent';
+export const ADMIN_TOKEN = 'bench-admin';
+// No sweeps during the run: it measures hand-out and reports only.
+const HANDOUT_ARGS = ['--agent-timeout', '0', '--retention', '0', '--max-queued-jobs', '1000000', '--log-level', 'warn'];
 const CAPACITY = 4;
 
-interface Instance {
+export interface Instance {
   readonly base: string;
   readonly child: ChildProcess;
   /** The end of what it printed (its log at warn and above), shown when a run fails. */
   output(): string;
 }
 
-/** `foreman server` from the bundle on a port of its own; resolves once /healthz answers. */
-async function startInstance(database: string): Promise<Instance> {
+/** `foreman server` from the bundle on a port of its own (`args` after the port, db and tokens); resolves once /healthz answers. */
+export async function startInstance(database: string, args: readonly string[] = HANDOUT_ARGS): Promise<Instance> {
   const port = await freePort();
   const child = spawn(
     process.execPath,
-    [
-      join(repoRoot, 'bin/foreman.js'),
-      'server',
-      ...['--port', String(port), '--db', database, '--token', AGENT_TOKEN, '--admin-token', ADMIN_TOKEN],
-      // No sweeps during the run: it measures hand-out and reports only.
-      ...['--agent-timeout', '0', '--retention', '0', '--max-queued-jobs', '1000000', '--log-level', 'warn'],
-    ],
+    [join(repoRoot, 'bin/foreman.js'), 'server', ...['--port', String(port), '--db', database, '--token', AGENT_TOKEN, '--admin-token', ADMIN_TOKEN], ...args],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
@@ -60,7 +56,7 @@ async function startInstance(database: string): Promise<Instance> {
   return { base, child, output: () => output };
 }
 
-async function stopInstance(instance: Instance): Promise<void> {
+export async function stopInstance(instance: Instance): Promise<void> {
   if (instance.child.exitCode !== null || instance.child.signalCode !== null) return;
   const exited = new Promise((resolve) => instance.child.once('exit', resolve));
   instance.child.kill('SIGTERM');

@@ -8,6 +8,7 @@
  *   npm run bench -- --only tracing [--tracing-jobs 100 --tracing-rounds 3]   # BENCH_BASELINE_BIN=… adds another build's idle RSS
  *   npm run bench -- --only logs --log-lines 200000 --log-runs 3
  *   npm run bench -- --only handout  # the control server's hand-out rate (bench/handout.ts)
+ *   npm run bench -- --only images   # start latency with and without the server's image preference (bench/images.ts)
  *
  * The agent is the built bundle (bin/foreman.js → dist/): run `npm run build` after changing src/.
  */
@@ -23,6 +24,7 @@ import { testJobImage } from '../test/support/image.ts';
 import { benchAgentFlags, benchIdle, rssMb } from './footprint.ts';
 import { benchFanout, benchSoak } from './scale.ts';
 import { benchHandout } from './handout.ts';
+import { benchImages } from './images.ts';
 import { benchSteady, sleepingJobs } from './steady.ts';
 import { benchTracing } from './tracing.ts';
 import type Docker from 'dockerode';
@@ -47,6 +49,9 @@ const { values: args } = parseArgs({
     'tracing-rounds': { type: 'string', default: '3' },
     'handout-jobs': { type: 'string', default: '2000' },
     'handout-agents': { type: 'string', default: '8' },
+    'images-jobs': { type: 'string', default: '30' },
+    'images-rounds': { type: 'string', default: '2' },
+    'images-gap': { type: 'string', default: '1000' },
   },
 });
 const rounds = Number(args.rounds);
@@ -611,3 +616,4 @@ if (which === 'tracing') await benchTracing(Number(args['tracing-jobs']), Number
 if (which === 'soak') await benchSoak(Number(args['soak-jobs']), !args['soak-untuned']);
 // The control server, not the agent: only when asked for.
 if (which === 'handout') await benchHandout(Number(args['handout-jobs']), Number(args['handout-agents']));
+if (which === 'images') await benchImages(Number(args['images-jobs']), Number(args['images-rounds']), Number(args['images-gap']));
