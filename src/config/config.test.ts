@@ -4,7 +4,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError, loadConfig, loadDataDir, type LoadConfigOptions } from './load.ts';
-import { isDurationKey, LEAF_KEYS, TABLES } from './schema.ts';
+import { defaultOf, isDurationKey, LEAF_KEYS, TABLES } from './schema.ts';
 import type { LoadedConfig } from './types.ts';
 
 const roots: string[] = [];
@@ -662,6 +662,17 @@ describe('documentation stays in step with the schema', () => {
       const name = key.split('.')[1] ?? '';
       const mentioned = (TABLES as readonly string[]).includes(key) ? text.includes(`[${key}]`) : new RegExp(`^(# )?${name} = `, 'm').test(text);
       assert.ok(mentioned, `${key} is missing from foreman.example.toml`);
+    }
+  });
+
+  it("foreman.example.toml's listeners take no port a node exporter (9100) or the job API (3000) holds", () => {
+    const text = readFileSync(join(repoRoot, 'foreman.example.toml'), 'utf8');
+    for (const section of ['metrics', 'health']) {
+      const body = text.split(`[${section}]`)[1]?.split(/^\[/m)[0] ?? '';
+      const ports = [...body.matchAll(/^# address = "[^"]*:(\d+)"$/gm)].map((m) => Number(m[1]));
+      assert.equal(ports.length, 1, `[${section}] shows one address with a port`);
+      for (const port of ports)
+        assert.ok(![9100, Number(defaultOf('core.port'))].includes(port), `[${section}] example port ${port} is taken by another listener`);
     }
   });
 
