@@ -477,6 +477,34 @@ describe('warnings', () => {
       'env FOREMAN_LOG_FROMAT: unknown setting (ignored); did you mean FOREMAN_LOG_FORMAT?',
     ]);
   });
+
+  it('keeps its did-you-mean when the config fails, as the misspelling is often why a value is missing', () => {
+    const { options } = setup({
+      files: { 'cwd/foreman.toml': '[core]\nurl = "http://control.test/jobs"\npoll_frequncy = 5\n' },
+      env: { FOREMAN_CORE_TOKN: 'x' },
+    });
+    let thrown: unknown;
+    try {
+      loadConfig(options);
+    } catch (err) {
+      thrown = err;
+    }
+    assert.ok(thrown instanceof ConfigError, `a ConfigError: ${String(thrown)}`);
+    assert.deepEqual(
+      thrown.problems,
+      [`core.token or core.token_file is required: set one in ${join(options.cwd, 'foreman.toml')}, FOREMAN_CORE_TOKEN or FOREMAN_CORE_TOKEN_FILE`],
+      'the problem',
+    );
+    assert.deepEqual(
+      thrown.warnings,
+      [
+        `${join(options.cwd, 'foreman.toml')}: unknown key core.poll_frequncy (ignored); did you mean core.poll_frequency?`,
+        'env FOREMAN_CORE_TOKN: unknown setting (ignored); did you mean FOREMAN_CORE_TOKEN?',
+      ],
+      'and the warnings that say why',
+    );
+    assert.ok(!thrown.message.includes('did you mean'), 'the message stays the problems alone');
+  });
 });
 
 describe('durations', () => {
