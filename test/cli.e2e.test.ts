@@ -155,6 +155,22 @@ describe('foreman with a bad configuration', () => {
     );
   });
 
+  it('a misspelled variable that leaves a required value missing: its did-you-mean comes with the error (exit 2)', async () => {
+    for (const command of ['check', 'run']) {
+      const result = await runCli([command], { FOREMAN_CORE_URL: 'http://127.0.0.1:9/', FOREMAN_CORE_TOKN: 'x' });
+      assert.equal(result.code, 2, `${command}: ${result.stderr}`);
+      assert.deepEqual(
+        result.stderr.split('\n').filter(Boolean),
+        [
+          'foreman: warning: env FOREMAN_CORE_TOKN: unknown setting (ignored); did you mean FOREMAN_CORE_TOKEN?',
+          'foreman: core.token or core.token_file is required: set one in foreman.toml, FOREMAN_CORE_TOKEN or FOREMAN_CORE_TOKEN_FILE',
+        ],
+        `${command}: the hint, then the problem, one a line`,
+      );
+      assertNoStackTrace(result);
+    }
+  });
+
   it('ping with no agent running: one line on stderr, exit 1 (never 2, which Docker reserves)', async () => {
     const dataDir = join(workDir, 'ping-data');
     const result = await runCli(['ping'], { FOREMAN_CORE_URL: 'http://127.0.0.1:9/', FOREMAN_CORE_TOKEN: 't', FOREMAN_CORE_DATA_DIR: dataDir });

@@ -175,7 +175,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     });
   } catch (err) {
     if (err instanceof ConfigError) {
-      // One problem a line, each naming where its value came from.
+      // One problem a line, each naming where its value came from; after the warnings (a misspelled name's
+      // did-you-mean), which often say why.
+      for (const warning of err.warnings) complain(`warning: ${warning}`);
       for (const problem of err.problems) complain(problem);
       return EXIT_USAGE;
     }

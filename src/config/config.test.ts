@@ -4,7 +4,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError, loadConfig, loadDataDir, type LoadConfigOptions } from './load.ts';
-import { isDurationKey, LEAF_KEYS, TABLES } from './schema.ts';
+import { defaultOf, isDurationKey, LEAF_KEYS, TABLES } from './schema.ts';
 import type { LoadedConfig } from './types.ts';
 
 const roots: string[] = [];
@@ -477,6 +477,34 @@ describe('warnings', () => {
       'env FOREMAN_LOG_FROMAT: unknown setting (ignored); did you mean FOREMAN_LOG_FORMAT?',
     ]);
   });
+
+  it('keeps its did-you-mean when the config fails, as the misspelling is often why a value is missing', () => {
+    const { options } = setup({
+      files: { 'cwd/foreman.toml': '[core]\nurl = "http://control.test/jobs"\npoll_frequncy = 5\n' },
+      env: { FOREMAN_CORE_TOKN: 'x' },
+    });
+    let thrown: unknown;
+    try {
+      loadConfig(options);
+    } catch (err) {
+      thrown = err;
+    }
+    assert.ok(thrown instanceof ConfigError, `a ConfigError: ${String(thrown)}`);
+    assert.deepEqual(
+      thrown.problems,
+      [`core.token or core.token_file is required: set one in ${join(options.cwd, 'foreman.toml')}, FOREMAN_CORE_TOKEN or FOREMAN_CORE_TOKEN_FILE`],
+      'the problem',
+    );
+    assert.deepEqual(
+      thrown.warnings,
+      [
+        `${join(options.cwd, 'foreman.toml')}: unknown key core.poll_frequncy (ignored); did you mean core.poll_frequency?`,
+        'env FOREMAN_CORE_TOKN: unknown setting (ignored); did you mean FOREMAN_CORE_TOKEN?',
+      ],
+      'and the warnings that say why',
+    );
+    assert.ok(!thrown.message.includes('did you mean'), 'the message stays the problems alone');
+  });
 });
 
 describe('durations', () => {
@@ -662,6 +690,17 @@ describe('documentation stays in step with the schema', () => {
       const name = key.split('.')[1] ?? '';
       const mentioned = (TABLES as readonly string[]).includes(key) ? text.includes(`[${key}]`) : new RegExp(`^(# )?${name} = `, 'm').test(text);
       assert.ok(mentioned, `${key} is missing from foreman.example.toml`);
+    }
+  });
+
+  it("foreman.example.toml's listeners take no port a node exporter (9100) or the job API (3000) holds", () => {
+    const text = readFileSync(join(repoRoot, 'foreman.example.toml'), 'utf8');
+    for (const section of ['metrics', 'health']) {
+      const body = text.split(`[${section}]`)[1]?.split(/^\[/m)[0] ?? '';
+      const ports = [...body.matchAll(/^# address = "[^"]*:(\d+)"$/gm)].map((m) => Number(m[1]));
+      assert.equal(ports.length, 1, `[${section}] shows one address with a port`);
+      for (const port of ports)
+        assert.ok(![9100, Number(defaultOf('core.port'))].includes(port), `[${section}] example port ${port} is taken by another listener`);
     }
   });
 

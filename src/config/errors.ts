@@ -7,10 +7,16 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
   /** Each problem found, when there were several; `message` joins them. */
   readonly problems: readonly string[];
+  /**
+   * The warnings gathered before the problems were found (an unknown key or FOREMAN_* variable, with its
+   * did-you-mean): a misspelled name is often why a value is missing, so they are shown with the problems.
+   */
+  readonly warnings: readonly string[];
 
-  constructor(problems: string | readonly string[]) {
+  constructor(problems: string | readonly string[], warnings: readonly string[] = []) {
     const list = typeof problems === 'string' ? [problems] : problems;
     super(list.join('; '));
     this.problems = list;
+    this.warnings = warnings;
   }
 }

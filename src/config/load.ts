@@ -41,14 +41,20 @@ export const SYSTEM_CONFIG_PATH = '/etc/foreman/foreman.toml';
  */
 export function loadConfig(options: LoadConfigOptions): LoadedConfig {
   const warnings: string[] = [];
-  const raw: RawSettings = { leaves: new Map(), tables: { 'core.env': new Map(), 'core.labels': new Map() }, registries: new RegistrySettings(warnings) };
-  const file = findConfigFile(options);
-  if (file !== undefined) readConfigFile(file, raw, warnings);
-  applyEnv(options.env, raw, warnings);
-  applyOtelEnv(options.env, raw);
-  for (const { key, flag, value } of options.flags ?? []) raw.leaves.set(key, { value: coerceEnvValue(key, value), origin: { kind: 'flag', flag } });
-  const config = compile(raw, file, options, warnings);
-  return deepFreeze({ config, file, sources: sourcesOf(raw), warnings });
+  try {
+    const raw: RawSettings = { leaves: new Map(), tables: { 'core.env': new Map(), 'core.labels': new Map() }, registries: new RegistrySettings(warnings) };
+    const file = findConfigFile(options);
+    if (file !== undefined) readConfigFile(file, raw, warnings);
+    applyEnv(options.env, raw, warnings);
+    applyOtelEnv(options.env, raw);
+    for (const { key, flag, value } of options.flags ?? []) raw.leaves.set(key, { value: coerceEnvValue(key, value), origin: { kind: 'flag', flag } });
+    const config = compile(raw, file, options, warnings);
+    return deepFreeze({ config, file, sources: sourcesOf(raw), warnings });
+  } catch (err) {
+    // FOREMAN_CORE_TOKN=x leaves core.token missing: the did-you-mean must reach the user with that error.
+    if (err instanceof ConfigError && warnings.length > 0) throw new ConfigError(err.problems, [...err.warnings, ...warnings]);
+    throw err;
+  }
 }
 
 /**

@@ -6,6 +6,7 @@ import type { Delivery } from '../shared/delivery.ts';
 import { ManualClock } from './clock-kit.ts';
 import type { RunnerContext } from '../agent/job/context.ts';
 import { JobEndpoints } from '../agent/job/naming.ts';
+import type { JobPolicy } from '../agent/job/policy.ts';
 import { Scheduler } from '../agent/job/scheduler.ts';
 import { HEADER } from '../protocol/wire.ts';
 import type { Tracing } from '../tracing/job-trace.ts';
@@ -19,6 +20,8 @@ export interface KitOptions {
   readonly cancelGraceMs?: number;
   readonly stallTimeoutMs?: number;
   readonly maxJobs?: number;
+  /** The admin's limits (src/agent/job/policy.ts), as compose.ts gives them. */
+  readonly policy?: JobPolicy;
   readonly usageIntervalMs?: number;
   readonly memoryLimit?: number;
   /** The store, engine and clock of another kit: a second agent on them, as after a restart. */
@@ -67,7 +70,12 @@ export function makeKit(options: KitOptions = {}) {
       memoryLimit: options.memoryLimit ?? 0,
     },
   };
-  const scheduler = new Scheduler(ctx, { maxConcurrentJobs: options.maxConcurrentJobs ?? 2, launchRetryMs: 1000, maxJobs: options.maxJobs });
+  const scheduler = new Scheduler(ctx, {
+    maxConcurrentJobs: options.maxConcurrentJobs ?? 2,
+    launchRetryMs: 1000,
+    maxJobs: options.maxJobs,
+    policy: options.policy,
+  });
   scheduler.setEngineUp(true);
   // Engine events reach the runners as the supervisor would deliver them.
   const watching = new AbortController();

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { settle } from '../../testing/clock-kit.ts';
 import { jobSpec, makeKit } from '../../testing/agent-kit.ts';
+import { jobPolicy } from './policy.ts';
 
 test('slots are counted from the runners: never more launched than max_concurrent_jobs, the rest queued in order', async () => {
   const kit = makeKit({ maxConcurrentJobs: 2 });
@@ -80,6 +81,21 @@ test('a job whose id holds a lone surrogate is reported invalid to its callback 
   );
   assert.equal(kit.executor.containers.size, 0, 'nothing ran');
   assert.equal(kit.state('ill-formed:x%ED%A0%80'), 'removed', 'remembered under its encoded form');
+});
+
+test('a job asking for more than core.max_job_timeout is reported invalid before anything is pulled or stored to run', async () => {
+  const kit = makeKit({ policy: jobPolicy({ allowedImages: [], cpus: 0, memory: 0, pids: 0, maxTimeout: 60_000 }) });
+  kit.scheduler.receive([jobSpec('too-long', { image: 'elsewhere/job:1', timeout: 60_001 }), jobSpec('fits', { timeout: 60_000 })]);
+  await settle();
+  assert.equal(kit.reports('too-long')[0]?.outcome, 'invalid', 'reported invalid');
+  assert.equal(
+    kit.reports('too-long')[0]?.body.message,
+    'the job failed validation: timeout 60001 is more than this agent allows (core.max_job_timeout = 60000)',
+    'naming the maximum',
+  );
+  assert.equal(kit.state('too-long'), 'removed', 'remembered, never queued');
+  assert.ok(!kit.executor.calls.some((call) => call.includes('elsewhere/job:1')), `nothing pulled or created for it: ${kit.executor.calls.join(', ')}`);
+  assert.equal(kit.state('fits'), 'started', 'a job within the maximum runs');
 });
 
 test('a job id already known is not run again', async () => {
