@@ -44,8 +44,8 @@ Options:
   --timeout SECONDS  With --once, give up after this long (default 120)
   -h, --help         Show this help
 
-Needs a Docker engine at /var/run/docker.sock. Submit more jobs from the dashboard's URL, or with
-curl -X POST <dashboard>jobs (see docs/control-server.md).`;
+Needs a Docker engine at /var/run/docker.sock. Sign in to the dashboard with the admin token the
+demo prints, and submit more jobs there or with the curl line it prints (see docs/control-server.md).`;
 
 interface Options {
   help: boolean;
@@ -119,7 +119,7 @@ async function main(): Promise<number> {
   try {
     options = parseOptions(process.argv.slice(2));
   } catch (err) {
-    process.stderr.write(`demo: ${messageOf(err)}\nusage: npm run demo [-- --once] [-- --jobs N] [-- --timeout SECONDS] (npm run demo -- --help)\n`);
+    process.stderr.write(`demo: ${messageOf(err)}\nusage: npm run demo -- [--once] [--jobs N] [--timeout SECONDS]   (npm run demo -- --help)\n`);
     return 2;
   }
   if (options.help) {
