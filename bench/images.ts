@@ -10,7 +10,7 @@
  * set-up), fresh agents and a fresh server; both settings get the same sequence of images at the same times, and the
  * runs alternate. Needs root (private engines) and docker-registry; otherwise it says why and skips.
  *
- *   npm run bench -- --only images [--images-jobs 30] [--images-rounds 2] [--images-gap 1000]
+ *   npm run bench -- --only images [--images-jobs 24] [--images-rounds 2] [--images-gap 2500]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

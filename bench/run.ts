@@ -49,9 +49,9 @@ const { values: args } = parseArgs({
     'tracing-rounds': { type: 'string', default: '3' },
     'handout-jobs': { type: 'string', default: '2000' },
     'handout-agents': { type: 'string', default: '8' },
-    'images-jobs': { type: 'string', default: '30' },
+    'images-jobs': { type: 'string', default: '24' },
     'images-rounds': { type: 'string', default: '2' },
-    'images-gap': { type: 'string', default: '1000' },
+    'images-gap': { type: 'string', default: '2500' },
   },
 });
 const rounds = Number(args.rounds);
