@@ -109,6 +109,7 @@ async function runOnce(preference: string, engines: readonly PrivateEngine[], im
   let server: Instance | undefined;
   const agents: SpawnedAgent[] = [];
   const networks: Array<{ engine: PrivateEngine; name: string }> = [];
+  const agentDirs: string[] = [];
   try {
     server = await startInstance(join(dir, 'server.db'), ['--image-preference', preference, '--agent-timeout', '15s', '--log-level', 'warn']);
     for (const engine of engines) {
@@ -123,6 +124,7 @@ async function runOnce(preference: string, engines: readonly PrivateEngine[], im
       // The job network, with a subnet of the private engine's own range (the agent uses a network it finds).
       await engine.createNetwork(env.networkName, { 'foreman.managed': 'true' });
       networks.push({ engine, name: env.networkName });
+      agentDirs.push(env.dir);
       agents.push(spawnAgent(env));
     }
     const live = server;
@@ -167,7 +169,7 @@ async function runOnce(preference: string, engines: readonly PrivateEngine[], im
         .getNetwork(name)
         .remove()
         .catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
+    for (const made of [dir, ...agentDirs]) rmSync(made, { recursive: true, force: true });
   }
 }
 
