@@ -156,7 +156,8 @@ export class JobRunner {
     // The job's last word: what its container used, sampled while it still runs and waits for this answer.
     const job = update.status === 'completed' ? this.ctx.store.get(this.id) : undefined;
     const final = job && (job.state === 'started' || job.state === 'running');
-    if (final) await this.meter.finish(true);
+    // Its container id from the store: a short job can report before the launch saw its container run.
+    if (final) await this.meter.finish(true, job.containerId);
     const usage = final ? reportedUsage(this.meter, job, 'succeeded', this.ctx) : undefined;
     const result = await recordUpdate(this.ctx, this.id, update, at, usage);
     if (result.kind !== 'stored') return result;

@@ -127,3 +127,24 @@ function makeKitSharing(kit: Kit): Kit {
   const again = makeKit({ usageIntervalMs: 1000, completionTimeoutMs: 5000, share: kit });
   return again;
 }
+
+test('a short job that reports before the launch saw its container run (a swarm start call returns late) is still sampled', async () => {
+  const kit = makeKit({ usageIntervalMs: 1000 });
+  kit.executor.holdStarts = true;
+  kit.scheduler.receive([jobSpec('quick')]);
+  await settle();
+  const container = kit.executor.containerOf('quick');
+  assert.ok(container, 'its container was created');
+  // The engine runs it and the job is done; the start call has not returned yet.
+  container.running = true;
+  uses(kit, container.id, { cpuNs: 300e6, memoryBytes: 20 * MiB, pids: 2 });
+  const result = await kit.scheduler
+    .track('quick')
+    .containerUpdated({ status: 'completed', headers: { 'x-foreman-job-status': 'completed' }, body: Buffer.from('{}') });
+  kit.executor.releaseStarts();
+  await settle();
+  assert.equal(result.kind, 'accepted', 'the completion was stored');
+  const usage = usageHeader(kit, 'quick');
+  assert.equal(usage?.cpuSeconds, 0.3, `sampled as it reported: ${JSON.stringify(usage)}`);
+  assert.equal(usage?.memoryPeakBytes, 20 * MiB, 'its memory too');
+});

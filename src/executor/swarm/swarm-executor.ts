@@ -229,11 +229,10 @@ export class SwarmExecutor implements Executor {
     return this.local.hostFacts();
   }
 
-  /** The task's container's use, when it runs on the node the agent talks to; a task on another node gives none. */
+  /** Its container's use when it runs on this node (another node's gives none), found by label: the task names it late. */
   async stats(serviceId: string): Promise<UsageSample | undefined> {
-    const task = await this.currentTask(serviceId);
-    const container = task && !isTerminal(task) ? this.localContainer(task) : undefined;
-    return container ? this.local.stats(container) : undefined;
+    const [container] = await this.docker.listContainers({ filters: { label: [`${SERVICE_ID_LABEL}=${serviceId}`], status: ['running'] } });
+    return container ? this.local.stats(container.Id) : undefined;
   }
 
   /** The task's status, with the OOM flag and start time of its container when that is on this node. */
