@@ -18,9 +18,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HEADER } from '../src/protocol/wire.ts';
+import type { JobView } from '../src/server/rows.ts';
 import { NODE_IN_IMAGE } from '../scripts/scratch-image.ts';
 import { type SpawnedAgent, spawnAgent, stopAgent, testEnv } from '../test/support/agents.ts';
 import { docker } from '../test/support/containers.ts';
+import { operatorFetch } from '../test/support/control-server.ts';
 import { testJobImage } from '../test/support/image.ts';
 import { type PrivateEngine, privateEngineUnavailable, startPrivateEngine } from '../test/support/private-engine.ts';
 import { follow, Registry } from '../test/support/registry.ts';
@@ -88,10 +90,7 @@ function plan(jobs: number): number[] {
 }
 
 async function admin(server: Instance, path: string, init: RequestInit = {}): Promise<unknown> {
-  const res = await fetch(`${server.base}${path}`, {
-    ...init,
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json', ...(init.headers as Record<string, string> | undefined) },
-  });
+  const res = await operatorFetch(ADMIN_TOKEN)(`${server.base}${path}`, { ...init, headers: { 'content-type': 'application/json' } });
   const text = await res.text();
   if (!res.ok) throw new Error(`${init.method ?? 'GET'} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
   return JSON.parse(text) as unknown;
@@ -138,28 +137,22 @@ async function runOnce(preference: string, engines: readonly PrivateEngine[], im
       const job = (await admin(live, '/jobs', { method: 'POST', body: JSON.stringify({ image: images[image], command: COMMAND }) })) as { id: string };
       submitted.set(job.id, { image, at });
     }
-    const samples: Sample[] = [];
-    await waitFor(
+    // One list a poll (a run's jobs fit one page of 500), not a GET per job.
+    const ended = await waitFor(
       'every job to end',
       async () => {
-        for (const [id, { image, at }] of submitted) {
-          const job = (await admin(live, `/jobs/${encodeURIComponent(id)}`)) as {
-            status: string;
-            outcome: string | null;
-            agentId: string;
-            result: { startedAt?: number } | null;
-          };
-          if (job.status !== 'completed') return false;
-          if (job.outcome !== 'succeeded' || typeof job.result?.startedAt !== 'number')
-            throw new Error(`job ${id} ended ${job.outcome}: ${JSON.stringify(job.result)}`);
-          samples.push({ image, agentId: job.agentId, submittedAt: at, startedAt: job.result.startedAt });
-          submitted.delete(id);
-        }
-        return true;
+        const jobs = ((await admin(live, `/jobs?status=completed,canceled&limit=500`)) as JobView[]).filter((job) => submitted.has(job.id));
+        return jobs.length === submitted.size ? jobs : undefined;
       },
       300_000,
       250,
     );
+    const samples = ended.map((job): Sample => {
+      const startedAt = (job.result as { startedAt?: unknown } | null)?.startedAt;
+      if (job.outcome !== 'succeeded' || typeof startedAt !== 'number') throw new Error(`job ${job.id} ended ${job.outcome}: ${JSON.stringify(job.result)}`);
+      const { image, at } = submitted.get(job.id)!;
+      return { image, agentId: job.agentId ?? '', submittedAt: at, startedAt };
+    });
     return samples;
   } finally {
     for (const agent of agents) await stopAgent(agent);

@@ -19,6 +19,7 @@ import { containersOf, docker, testEngine } from './support/containers.ts';
 import { repoRoot } from './support/paths.ts';
 import { freePort } from './support/ports.ts';
 import { waitFor } from './support/wait.ts';
+import type { JobView } from '../src/server/rows.ts';
 
 const execFileAsync = promisify(execFile);
 const COMPOSE = process.env.COMPOSE_CLI ?? 'docker-compose';
@@ -37,14 +38,6 @@ const TOKEN = `compose-token-${suffix}`;
 const ADMIN_TOKEN = `compose-admin-${suffix}`;
 const operator = { authorization: `Bearer ${ADMIN_TOKEN}` };
 let port = 0;
-
-interface JobView {
-  id: string;
-  status: string;
-  outcome: string | null;
-  result: unknown;
-  agentId: string | null;
-}
 
 /** docker-compose with this test's project, files and settings. */
 async function compose(...args: string[]): Promise<string> {

@@ -14,13 +14,7 @@ import { testJobImage } from './support/image.ts';
 import { type InProcessAgent, startAgent, testEnv, type TestEnv } from './support/agents.ts';
 import { cleanup, watchContainerEvents } from './support/containers.ts';
 import { waitFor } from './support/wait.ts';
-
-interface JobView {
-  status: string;
-  outcome?: string | null;
-  cancelRequested?: boolean;
-  result?: unknown;
-}
+import type { JobView } from '../src/server/rows.ts';
 
 test('a job canceled on the reference server is stopped by the agent within a second and ends canceled', async (t) => {
   await testJobImage();

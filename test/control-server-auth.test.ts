@@ -12,18 +12,10 @@ import { formatLabelsHeader } from '../packages/control-server-kit/index.ts';
 import { ManualClock } from '../src/testing/clock-kit.ts';
 import { ADMIN_TOKEN, AGENT_TOKEN, READ_TOKEN, startControlServer } from './support/control-server.ts';
 import type { RunningServer } from './support/control-server.ts';
+import type { JobView } from '../src/server/rows.ts';
 
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
 const reader = { authorization: `Bearer ${READ_TOKEN}` };
-
-interface JobView {
-  id: string;
-  status: string;
-  progress: number | null;
-  outcome: string | null;
-  agentId: string | null;
-  logLines: number;
-}
 
 describe('reference control server: who may do what', () => {
   let dir: string;

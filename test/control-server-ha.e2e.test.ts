@@ -20,19 +20,11 @@ import { freePort } from './support/ports.ts';
 import { postgresSkip, startPostgres } from './support/postgres.ts';
 import type { TestPostgres } from './support/postgres.ts';
 import { waitFor } from './support/wait.ts';
+import type { JobView } from '../src/server/rows.ts';
 
 const JOBS = 200;
 const KILL_AFTER = 60;
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
-
-interface JobView {
-  id: string;
-  status: string;
-  outcome: string | null;
-  result: unknown;
-  agentId: string | null;
-  requeues: number;
-}
 
 /** Every job of a server, following the Link header page by page. */
 async function allJobs(base: string): Promise<JobView[]> {

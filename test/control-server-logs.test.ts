@@ -9,6 +9,7 @@ import { createControlServer } from '../src/server/app.ts';
 import type { ControlServer, ControlServerOptions } from '../src/server/app.ts';
 import { ADMIN_TOKEN, operatorFetch, testDatabase } from './support/control-server.ts';
 import { waitFor } from './support/wait.ts';
+import type { JobView } from '../src/server/rows.ts';
 
 /** Operator requests carry the admin token; agents' polls their own. */
 const fetch = operatorFetch();
@@ -34,13 +35,6 @@ interface Handed {
   id: string;
   callbackUrl: string;
   logsUrl: string;
-}
-
-interface JobView {
-  id: string;
-  status: string;
-  logLines: number;
-  logComplete: boolean;
 }
 
 const line = (i: number, text = `line ${i}`, stream: Line['stream'] = i % 3 === 2 ? 'stderr' : 'stdout'): Line => ({ i, ts: TS, stream, text });

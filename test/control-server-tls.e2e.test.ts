@@ -17,6 +17,7 @@ import { ADMIN_TOKEN, AGENT_TOKEN, spawnServer } from './support/control-server.
 import type { SpawnedServer } from './support/control-server.ts';
 import { testJobImage } from './support/image.ts';
 import { waitFor } from './support/wait.ts';
+import type { JobView } from '../src/server/rows.ts';
 
 /** A CA and a server certificate it signed for 127.0.0.1 and localhost, in `dir`. */
 async function makePki(dir: string): Promise<{ ca: string; cert: string; key: string }> {
@@ -43,15 +44,6 @@ async function makePki(dir: string): Promise<{ ca: string; cert: string; key: st
     'server.ext',
   );
   return { ca: join(dir, 'ca.pem'), cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem') };
-}
-
-interface JobView {
-  id: string;
-  status: string;
-  outcome: string | null;
-  result: unknown;
-  agentId: string | null;
-  logLines: number;
 }
 
 test(

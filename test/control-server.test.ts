@@ -10,6 +10,7 @@ import { formatLabelsHeader } from '../packages/control-server-kit/index.ts';
 import { createControlServer } from '../src/server/app.ts';
 import type { ControlServer, ControlServerOptions } from '../src/server/app.ts';
 import { ADMIN_TOKEN, operatorFetch, testDatabase } from './support/control-server.ts';
+import type { JobView } from '../src/server/rows.ts';
 
 const TOKEN = 'test-token';
 /** Operator requests carry the admin token; agents' polls their own. */
@@ -29,17 +30,6 @@ async function start(dbPath: string, extra: Partial<ControlServerOptions> = {}):
 
 async function json(response: Response): Promise<unknown> {
   return JSON.parse(await response.text()) as unknown;
-}
-
-interface JobView {
-  id: string;
-  status: string;
-  progress: number | null;
-  outcome: string | null;
-  result: unknown;
-  agentId: string | null;
-  traceId?: string | null;
-  reportTraceparent?: string | null;
 }
 
 interface HandedJob {

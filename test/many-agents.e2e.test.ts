@@ -19,15 +19,7 @@ import { testJobImage } from './support/image.ts';
 import { type SpawnedAgent, spawnAgent, stopAgent, storedAgentId, testEnv, type TestEnv } from './support/agents.ts';
 import { cleanup, watchContainerEvents } from './support/containers.ts';
 import { waitFor } from './support/wait.ts';
-
-interface JobView {
-  id: string;
-  status: string;
-  outcome: string | null;
-  agentId: string | null;
-  requeues: number;
-  labels: Record<string, string>;
-}
+import type { JobView } from '../src/server/rows.ts';
 
 test('three agents share 60 jobs by label, and the jobs of one killed with -9 finish on the others', async (t) => {
   await testJobImage();

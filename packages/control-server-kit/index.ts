@@ -126,6 +126,17 @@ export function parseAgentId(headers: HeaderSource): string | undefined {
   return agentId || undefined;
 }
 
+/** `x-foreman-job-id`, URL-decoded; undefined when absent or empty; a 400 when it is not valid URL encoding. */
+function parseJobIdHeader(headers: HeaderSource): string | undefined {
+  const raw = headerValue(headers, HEADERS.jobId);
+  if (raw === undefined) return undefined;
+  try {
+    return decodeURIComponent(raw.trim()) || undefined;
+  } catch {
+    throw new ProtocolError(400, `${HEADERS.jobId} is not valid URL encoding`);
+  }
+}
+
 /**
  * Parses `x-foreman-labels`: `k=v` pairs joined by `,`, each key and value URL-encoded. Returns an error message
  * instead of throwing, because the header comes from the network.
@@ -244,15 +255,7 @@ export function parseCallback(headers: HeaderSource, body?: Uint8Array | string)
     deliverySeq = Number(rawSeq);
   }
 
-  let jobId: string | undefined;
-  const rawJobId = headerValue(headers, HEADERS.jobId);
-  if (rawJobId !== undefined) {
-    try {
-      jobId = decodeURIComponent(rawJobId.trim()) || undefined;
-    } catch {
-      throw new ProtocolError(400, `${HEADERS.jobId} is not valid URL encoding`);
-    }
-  }
+  const jobId = parseJobIdHeader(headers);
   return {
     jobId,
     agentId: parseAgentId(headers),
@@ -375,15 +378,7 @@ export function parseLogBatch(headers: HeaderSource, body?: Uint8Array | string)
   }
   const offset = countHeader(headers, HEADERS.logOffset);
   const end = countHeader(headers, HEADERS.logEnd);
-  let jobId: string | undefined;
-  const rawJobId = headerValue(headers, HEADERS.jobId);
-  if (rawJobId !== undefined) {
-    try {
-      jobId = decodeURIComponent(rawJobId.trim()) || undefined;
-    } catch {
-      throw new ProtocolError(400, `${HEADERS.jobId} is not valid URL encoding`);
-    }
-  }
+  const jobId = parseJobIdHeader(headers);
   return { jobId, agentId: parseAgentId(headers), offset, end, lines: parseLogLines(body, offset) };
 }
 
